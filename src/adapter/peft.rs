@@ -1,0 +1,227 @@
+//! The PEFT adapter format as PEFT 0.21 writes it for a transformers-5 `ViTModel`:
+//! `adapter_model.safetensors` with keys
+//! `base_model.model.layers.{i}.attention.{q,k,v,o}_proj.lora_{A,B}.weight`
+//! (`mlp.fc1` / `mlp.fc2` for MLP targets), A `[r, in]`, B `[out, r]`, and
+//! `adapter_config.json`. Reading also accepts the transformers-4 module names
+//! (`encoder.layer.{i}.attention.attention.query`).
+
+use super::{Adapter, LoraFactors, LoraSpec, ModuleKey, Scaling, TargetModule};
+use crate::linalg::Matrix;
+use crate::report::atomic::write_atomic;
+use anyhow::{anyhow, bail, Context, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// File name of the adapter weights.
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+/// File name of the adapter config.
+pub const CONFIG_FILE: &str = "adapter_config.json";
+
+/// The PEFT key of one factor (`"A"` or `"B"`).
+pub fn peft_key(key: &ModuleKey, factor: &str) -> String {
+    format!("base_model.model.layers.{}.{}.lora_{factor}.weight", key.block, key.module.peft_path())
+}
+
+fn parse_key(name: &str) -> Option<(ModuleKey, char)> {
+    let rest = name.strip_prefix("base_model.model.")?;
+    let (body, factor) = if let Some(b) = rest.strip_suffix(".lora_A.weight") {
+        (b, 'A')
+    } else {
+        (rest.strip_suffix(".lora_B.weight")?, 'B')
+    };
+    // transformers 5: layers.{i}.attention.q_proj ; transformers 4: (vit.)encoder.layer.{i}.attention.attention.query
+    let body = body.strip_prefix("vit.").unwrap_or(body);
+    let (idx_and_path, new_style) = if let Some(b) = body.strip_prefix("layers.") {
+        (b, true)
+    } else {
+        (body.strip_prefix("encoder.layer.")?, false)
+    };
+    let (idx, path) = idx_and_path.split_once('.')?;
+    let block: usize = idx.parse().ok()?;
+    let module = TargetModule::ALL
+        .into_iter()
+        .find(|m| if new_style { m.peft_path() == path } else { m.hf_prefix() == path })?;
+    Some((ModuleKey { block, module }, factor))
+}
+
+/// The `adapter_config.json` text for `adapter`.
+pub fn config_json(adapter: &Adapter, base_model: &str) -> String {
+    let spec = &adapter.spec;
+    let mut targets: Vec<&str> = Vec::new();
+    for m in TargetModule::ALL {
+        if adapter.modules.keys().any(|k| k.module == m) {
+            targets.push(m.peft_name());
+        }
+    }
+    let blocks: Vec<usize> = adapter.blocks().into_iter().collect();
+    let mut rank_pattern = serde_json::Map::new();
+    for (k, f) in &adapter.modules {
+        if f.rank() != spec.rank {
+            rank_pattern.insert(format!("layers.{}.{}", k.block, k.module.peft_path()), f.rank().into());
+        }
+    }
+    let v = serde_json::json!({
+        "peft_type": "LORA",
+        "task_type": null,
+        "base_model_name_or_path": base_model,
+        "r": spec.rank,
+        "lora_alpha": spec.alpha,
+        "use_rslora": spec.scaling == Scaling::Rslora,
+        "lora_dropout": spec.dropout,
+        "target_modules": targets,
+        "layers_to_transform": blocks,
+        "layers_pattern": "layers",
+        "rank_pattern": rank_pattern,
+        "alpha_pattern": {},
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "init_lora_weights": true,
+        "inference_mode": true,
+        "modules_to_save": null,
+        "use_dora": false,
+        "revision": null,
+    });
+    serde_json::to_string_pretty(&v).expect("static json")
+}
+
+/// Serialises the adapter weights to safetensors bytes.
+pub fn weights_bytes(adapter: &Adapter) -> Result<Vec<u8>> {
+    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (key, f) in &adapter.modules {
+        for (name, m) in [("A", &f.a), ("B", &f.b)] {
+            let bytes: Vec<u8> = m.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            buffers.push((peft_key(key, name), vec![m.rows, m.cols], bytes));
+        }
+    }
+    let views: Vec<(String, TensorView)> = buffers
+        .iter()
+        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    Ok(safetensors::tensor::serialize(views, Some(meta))?)
+}
+
+/// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir`.
+pub fn save(adapter: &Adapter, dir: &Path, base_model: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_atomic(&dir.join(WEIGHTS_FILE), &weights_bytes(adapter)?)?;
+    write_atomic(&dir.join(CONFIG_FILE), config_json(adapter, base_model).as_bytes())?;
+    Ok(())
+}
+
+/// Reads a PEFT adapter directory.
+pub fn load(dir: &Path) -> Result<Adapter> {
+    let cfg_path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&cfg_path)
+        .with_context(|| format!("cannot read {}: pass a PEFT adapter folder (adapter_config.json + {WEIGHTS_FILE})", cfg_path.display()))?;
+    let cfg: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| anyhow!("{} is not valid JSON: {e}", cfg_path.display()))?;
+    if cfg.get("peft_type").and_then(|v| v.as_str()) != Some("LORA") {
+        bail!("{}: peft_type is not LORA; only LoRA adapters are supported", cfg_path.display());
+    }
+    let rank = cfg.get("r").and_then(|v| v.as_u64()).ok_or_else(|| anyhow!("{}: missing integer 'r'", cfg_path.display()))? as usize;
+    let alpha = cfg.get("lora_alpha").and_then(|v| v.as_f64()).unwrap_or(8.0);
+    let rslora = cfg.get("use_rslora").and_then(|v| v.as_bool()).unwrap_or(false);
+    let dropout = cfg.get("lora_dropout").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    if cfg.get("alpha_pattern").and_then(|v| v.as_object()).is_some_and(|m| !m.is_empty()) {
+        bail!("{}: alpha_pattern is not supported; fold per-module alphas into the B factors", cfg_path.display());
+    }
+    let w_path = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&w_path).with_context(|| format!("cannot read {}", w_path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow!("{} is not a valid safetensors file ({e}): it may be truncated or corrupt", w_path.display()))?;
+    let mut parts: BTreeMap<ModuleKey, (Option<Matrix>, Option<Matrix>)> = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let Some((key, factor)) = parse_key(&name) else {
+            bail!("{}: unexpected tensor '{name}': not a LoRA factor of a ViT layer", w_path.display());
+        };
+        if view.dtype() != Dtype::F32 || view.shape().len() != 2 {
+            bail!("{}: tensor '{name}' must be a 2-D float32 matrix, found {:?} {:?}", w_path.display(), view.dtype(), view.shape());
+        }
+        let data: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let m = Matrix::from_vec(view.shape()[0], view.shape()[1], data);
+        let slot = parts.entry(key).or_default();
+        if factor == 'A' {
+            slot.0 = Some(m);
+        } else {
+            slot.1 = Some(m);
+        }
+    }
+    let mut modules = BTreeMap::new();
+    for (key, (a, b)) in parts {
+        let (Some(a), Some(b)) = (a, b) else {
+            bail!("{}: module {key} has only one of lora_A / lora_B", w_path.display());
+        };
+        if b.cols != a.rows {
+            bail!("{}: module {key}: lora_B is {:?} but lora_A is {:?}; ranks disagree", w_path.display(), b.shape(), a.shape());
+        }
+        modules.insert(key, LoraFactors { a, b });
+    }
+    if modules.is_empty() {
+        bail!("{}: no LoRA factors found", w_path.display());
+    }
+    let mut targets: Vec<TargetModule> = modules.keys().map(|k| k.module).collect();
+    targets.sort();
+    targets.dedup();
+    let spec = LoraSpec { rank, alpha, scaling: if rslora { Scaling::Rslora } else { Scaling::Standard }, dropout, targets };
+    Ok(Adapter { spec, modules })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Adapter {
+        let mut modules = BTreeMap::new();
+        for block in 0..2 {
+            for module in [TargetModule::Query, TargetModule::Value, TargetModule::Fc1] {
+                let out = if module == TargetModule::Fc1 { 6 } else { 4 };
+                let a = Matrix::from_vec(2, 4, (0..8).map(|i| i as f32 * 0.1 + block as f32).collect());
+                let b = Matrix::from_vec(out, 2, (0..out * 2).map(|i| -(i as f32) * 0.05).collect());
+                modules.insert(ModuleKey { block, module }, LoraFactors { a, b });
+            }
+        }
+        Adapter { spec: LoraSpec::default(), modules }
+    }
+
+    #[test]
+    fn keys_follow_peft_transformers5_layout() {
+        let k = ModuleKey { block: 3, module: TargetModule::Value };
+        assert_eq!(peft_key(&k, "A"), "base_model.model.layers.3.attention.v_proj.lora_A.weight");
+        let k = ModuleKey { block: 0, module: TargetModule::Fc2 };
+        assert_eq!(peft_key(&k, "B"), "base_model.model.layers.0.mlp.fc2.lora_B.weight");
+        assert_eq!(parse_key("base_model.model.layers.3.attention.v_proj.lora_A.weight"), Some((ModuleKey { block: 3, module: TargetModule::Value }, 'A')));
+        assert_eq!(
+            parse_key("base_model.model.encoder.layer.11.attention.attention.query.lora_B.weight"),
+            Some((ModuleKey { block: 11, module: TargetModule::Query }, 'B'))
+        );
+    }
+
+    #[test]
+    fn save_load_round_trip_is_exact() {
+        let dir = std::env::temp_dir().join(format!("copra-peft-{}", std::process::id()));
+        let a = sample();
+        save(&a, &dir, "builtin").unwrap();
+        let b = load(&dir).unwrap();
+        assert_eq!(a.modules, b.modules);
+        assert_eq!(b.spec.rank, 2);
+        assert_eq!(b.spec.scaling, Scaling::Rslora);
+        let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap()).unwrap();
+        assert_eq!(cfg["target_modules"], serde_json::json!(["q_proj", "v_proj", "fc1"]));
+        assert_eq!(cfg["peft_type"], "LORA");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn truncated_weights_give_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("copra-peft-trunc-{}", std::process::id()));
+        save(&sample(), &dir, "builtin").unwrap();
+        let p = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        let err = load(&dir).unwrap_err().to_string();
+        assert!(err.contains("truncated or corrupt"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,460 @@
+//! Multi-task merging: one adapter per task (each trained with that task's data and fixed
+//! head on the shared frozen backbone), merged with every operator of [`crate::merge`], and
+//! the merged adapter evaluated on every task with that task's own head. Accuracy is reported
+//! as is and normalised by the task's own adapter (`merged accuracy / own accuracy`), the
+//! usual multi-task-merging metric.
+
+use super::prune::{err_of, group_ci, ordered_unique, push_ci_cols};
+use super::Outputs;
+use crate::adapter::Adapter;
+use crate::eval::{Deltas, Evaluator};
+use crate::merge::{adapter_deltas, merge_with_report, MergeMethod, MergeOptions};
+use crate::progress::Progress;
+use crate::report::plot::{Bar, BarGroup, BarPlot};
+use crate::report::table::Table;
+use crate::stats::MeanCi;
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A merge operator of the comparison: a [`MergeMethod`], optionally with LoRA Align first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Operator {
+    /// The merge method.
+    pub method: MergeMethod,
+    /// Run LoRA Align before factor averaging (only meaningful for `factor`).
+    pub align: bool,
+}
+
+impl fmt::Display for Operator {
+    /// `factor`, `factor+align`, `task-arithmetic:lambda=0.3`, … (what [`Operator::parse`] reads).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.method, if self.align { "+align" } else { "" })
+    }
+}
+
+impl Operator {
+    /// The default comparison: factor average, delta SVD, stack, task arithmetic (λ = 0.3, an
+    /// untuned common choice), TIES (density 0.2, λ = 1) and factor average after LoRA Align.
+    pub fn defaults() -> Vec<Operator> {
+        let m = |method| Operator { method, align: false };
+        vec![
+            m(MergeMethod::FactorAverage),
+            m(MergeMethod::DeltaSvd),
+            m(MergeMethod::Stack),
+            m(MergeMethod::TaskArithmetic { lambda: 0.3 }),
+            m(MergeMethod::Ties { density: crate::merge::DEFAULT_TIES_DENSITY, lambda: 1.0 }),
+            Operator { method: MergeMethod::FactorAverage, align: true },
+        ]
+    }
+
+    /// Parses a merge method name (see [`MergeMethod::parse`]) with an optional `+align`
+    /// (alias `+la`) suffix, e.g. `factor+align` or `ties:density=0.3,lambda=1`.
+    pub fn parse(s: &str) -> Result<Operator> {
+        let t = s.trim().to_ascii_lowercase();
+        let (name, align) = match t.strip_suffix("+align").or_else(|| t.strip_suffix("+la")) {
+            Some(n) => (n.to_string(), true),
+            None => (t.clone(), false),
+        };
+        let method = MergeMethod::parse(&name)?;
+        if align && method != MergeMethod::FactorAverage {
+            bail!("operator `{s}`: LoRA Align (+align) only applies to factor averaging; write `factor+align`");
+        }
+        Ok(Operator { method, align })
+    }
+
+    /// Parses a comma-separated list; a `key=value` item without a name continues the previous
+    /// operator's parameters, so `factor,ties:density=0.2,lambda=1` is two operators.
+    pub fn parse_list(s: &str) -> Result<Vec<Operator>> {
+        let mut items: Vec<String> = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match items.last_mut() {
+                Some(prev) if part.contains('=') && !part.contains(':') => {
+                    prev.push(',');
+                    prev.push_str(part);
+                }
+                _ => items.push(part.to_string()),
+            }
+        }
+        if items.is_empty() {
+            bail!("no merge operators given; use e.g. --operators factor,delta-svd,stack,factor+align");
+        }
+        items.iter().map(|i| Operator::parse(i)).collect()
+    }
+}
+
+/// One task of the comparison.
+pub struct TaskInput<'a> {
+    /// Task name.
+    pub name: String,
+    /// The task's test evaluator (its own head).
+    pub test: &'a Evaluator,
+}
+
+/// One trained adapter: method, run seed and the task (index into the task list) it learned.
+pub struct TaskAdapter<'a> {
+    /// Method name.
+    pub method: String,
+    /// Run seed.
+    pub seed: u64,
+    /// Index of its task.
+    pub task: usize,
+    /// The adapter.
+    pub adapter: &'a Adapter,
+}
+
+/// Options shared by the merges (LoRA Align steps and learning rate, SVD rank, …); `align`
+/// is set per operator.
+#[derive(Clone, Debug, Default)]
+pub struct MultitaskOptions {
+    /// Base merge options.
+    pub merge: MergeOptions,
+}
+
+/// A per-(method, operator) summary for the command's printout.
+#[derive(Clone, Debug)]
+pub struct MultitaskSummary {
+    /// Method name.
+    pub method: String,
+    /// Operator name (`own` for each task's own adapter).
+    pub operator: String,
+    /// Mean over tasks of the test accuracy (mean and CI over seeds).
+    pub accuracy: MeanCi,
+    /// Mean over tasks of the normalised accuracy (mean and CI over seeds).
+    pub normalized: MeanCi,
+}
+
+#[derive(Default)]
+struct AccRows {
+    method: Vec<String>,
+    seed: Vec<i64>,
+    operator: Vec<String>,
+    task: Vec<String>,
+    loss: Vec<f64>,
+    acc: Vec<f64>,
+    own: Vec<f64>,
+    frozen: Vec<f64>,
+    norm: Vec<f64>,
+}
+
+#[derive(Default)]
+struct AlignRows {
+    method: Vec<String>,
+    seed: Vec<i64>,
+    block: Vec<i64>,
+    module: Vec<String>,
+    before: Vec<f64>,
+    after: Vec<f64>,
+    mixture: Vec<f64>,
+    p: Vec<f64>,
+}
+
+/// Merges the task adapters of every (method, seed) with every operator and evaluates the
+/// result on every task.
+pub fn analyze(
+    tasks: &[TaskInput],
+    adapters: &[TaskAdapter],
+    operators: &[Operator],
+    opts: &MultitaskOptions,
+    progress: &Progress,
+) -> Result<(Outputs, Vec<MultitaskSummary>)> {
+    if tasks.len() < 2 {
+        bail!("multi-task merging needs at least two tasks; got {}", tasks.len());
+    }
+    if operators.is_empty() {
+        bail!("no merge operators given; use e.g. --operators factor,delta-svd");
+    }
+    let frozen: Vec<f64> =
+        tasks.iter().map(|t| Ok(t.test.evaluate(&Deltas::new())?.accuracy)).collect::<Result<_>>()?;
+    let mut groups: BTreeMap<(String, u64), Vec<Option<&Adapter>>> = BTreeMap::new();
+    let methods = ordered_unique(adapters.iter().map(|a| a.method.clone()));
+    for a in adapters {
+        if a.task >= tasks.len() {
+            bail!(
+                "adapter of {} seed {} names task {} but only {} tasks are given",
+                a.method,
+                a.seed,
+                a.task,
+                tasks.len()
+            );
+        }
+        let slot = &mut groups.entry((a.method.clone(), a.seed)).or_insert_with(|| vec![None; tasks.len()])[a.task];
+        if slot.is_some() {
+            bail!("two adapters for {} seed {} on task {}; pass one per task", a.method, a.seed, tasks[a.task].name);
+        }
+        *slot = Some(a.adapter);
+    }
+    let mut rows = AccRows::default();
+    let mut al = AlignRows::default();
+    let bar = progress.bar((groups.len() * (operators.len() + 1)) as u64, "multitask");
+    for ((method, seed), slots) in &groups {
+        let mine: Vec<&Adapter> = slots
+            .iter()
+            .enumerate()
+            .map(|(t, a)| {
+                a.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{method} seed {seed} has no adapter for task {}; train one per task",
+                        tasks[t].name
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        let own: Vec<f64> = tasks
+            .iter()
+            .zip(&mine)
+            .map(|(t, a)| Ok(t.test.evaluate(&adapter_deltas(a))?.accuracy))
+            .collect::<Result<_>>()?;
+        let mut push = |op: &str, t: usize, loss: f64, acc: f64| {
+            rows.method.push(method.clone());
+            rows.seed.push(*seed as i64);
+            rows.operator.push(op.to_string());
+            rows.task.push(tasks[t].name.clone());
+            rows.loss.push(loss);
+            rows.acc.push(acc);
+            rows.own.push(own[t]);
+            rows.frozen.push(frozen[t]);
+            rows.norm.push(acc / own[t]);
+        };
+        for (t, task) in tasks.iter().enumerate() {
+            let m = task.test.evaluate(&adapter_deltas(mine[t]))?;
+            push("own", t, m.loss, m.accuracy);
+        }
+        bar.inc(1);
+        for op in operators {
+            bar.set_message(format!("{method} seed {seed} {op}"));
+            let mopts = MergeOptions { align: op.align, ..opts.merge.clone() };
+            let outcome = merge_with_report(&mine, &[], &op.method, &mopts)?;
+            let deltas = outcome.merged.deltas();
+            for (t, task) in tasks.iter().enumerate() {
+                let m = task.test.evaluate(&deltas)?;
+                push(&op.to_string(), t, m.loss, m.accuracy);
+            }
+            for (key, r) in &outcome.align {
+                al.method.push(method.clone());
+                al.seed.push(*seed as i64);
+                al.block.push(key.block as i64);
+                al.module.push(key.module.short().to_string());
+                al.before.push(r.before);
+                al.after.push(r.after);
+                al.mixture.push(r.mixture_norm);
+                al.p.push(r.mean_abs_p);
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let op_names: Vec<String> =
+        std::iter::once("own".to_string()).chain(operators.iter().map(|o| o.to_string())).collect();
+    let task_names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    // Per (method, operator, task) over seeds, and the task average per seed, then over seeds.
+    let per_task_acc = group_ci(
+        (0..rows.method.len())
+            .map(|k| ((rows.method[k].clone(), rows.operator[k].clone(), rows.task[k].clone()), rows.acc[k])),
+    )?;
+    let per_task_norm = group_ci(
+        (0..rows.method.len())
+            .map(|k| ((rows.method[k].clone(), rows.operator[k].clone(), rows.task[k].clone()), rows.norm[k])),
+    )?;
+    // (method, operator, seed) → (accuracies, normalised accuracies) over tasks.
+    type PerSeed = BTreeMap<(String, String, i64), (Vec<f64>, Vec<f64>)>;
+    let mut avg = PerSeed::new();
+    for k in 0..rows.method.len() {
+        let e = avg.entry((rows.method[k].clone(), rows.operator[k].clone(), rows.seed[k])).or_default();
+        e.0.push(rows.acc[k]);
+        e.1.push(rows.norm[k]);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let avg_acc = group_ci(avg.iter().map(|((m, o, _), (a, _))| ((m.clone(), o.clone()), mean(a))))?;
+    let avg_norm = group_ci(avg.iter().map(|((m, o, _), (_, n))| ((m.clone(), o.clone()), mean(n))))?;
+    let mut out = Outputs::default();
+    out.figures.push(("multitask_operators.svg".into(), operators_figure(&methods, &op_names, &avg_norm)?));
+    for op in &op_names[1..] {
+        let file = format!(
+            "multitask_tasks_{}.svg",
+            crate::runs::sanitize(&op.replace('+', "-").replace([':', ',', '='], "-"))
+        );
+        out.figures.push((file, tasks_figure(&methods, op, &task_names, &per_task_acc, &avg_acc, &frozen)?));
+    }
+    let mut summaries = Vec::new();
+    for m in &methods {
+        for op in &op_names {
+            if let (Some(a), Some(n)) = (avg_acc.get(&(m.clone(), op.clone())), avg_norm.get(&(m.clone(), op.clone())))
+            {
+                summaries.push(MultitaskSummary {
+                    method: m.clone(),
+                    operator: op.clone(),
+                    accuracy: a.clone(),
+                    normalized: n.clone(),
+                });
+            }
+        }
+    }
+    let mut t = Table::new();
+    t.str_col("method", rows.method)
+        .i64_col("seed", rows.seed)
+        .str_col("operator", rows.operator)
+        .str_col("task", rows.task)
+        .f64_col("test_loss", rows.loss)
+        .f64_col("test_accuracy", rows.acc)
+        .f64_col("own_accuracy", rows.own)
+        .f64_col("frozen_accuracy", rows.frozen)
+        .f64_col("normalized_accuracy", rows.norm);
+    out.tables.push(("multitask_accuracy.parquet".into(), t));
+    let mut s: Vec<(String, String, String, &str, &MeanCi)> = Vec::new();
+    for ((m, o, task), c) in &per_task_acc {
+        s.push((m.clone(), o.clone(), task.clone(), "accuracy", c));
+    }
+    for ((m, o, task), c) in &per_task_norm {
+        s.push((m.clone(), o.clone(), task.clone(), "normalized_accuracy", c));
+    }
+    for ((m, o), c) in &avg_acc {
+        s.push((m.clone(), o.clone(), "average".into(), "accuracy", c));
+    }
+    for ((m, o), c) in &avg_norm {
+        s.push((m.clone(), o.clone(), "average".into(), "normalized_accuracy", c));
+    }
+    let mut t = Table::new();
+    t.str_col("method", s.iter().map(|r| r.0.clone()).collect())
+        .str_col("operator", s.iter().map(|r| r.1.clone()).collect())
+        .str_col("task", s.iter().map(|r| r.2.clone()).collect())
+        .str_col("metric", s.iter().map(|r| r.3.to_string()).collect());
+    push_ci_cols(&mut t, s.iter().map(|r| r.4));
+    out.tables.push(("multitask_summary.parquet".into(), t));
+    if !al.method.is_empty() {
+        let mut t = Table::new();
+        t.str_col("method", al.method)
+            .i64_col("seed", al.seed)
+            .i64_col("block", al.block)
+            .str_col("module", al.module)
+            .f64_col("gap_before", al.before)
+            .f64_col("gap_after", al.after)
+            .f64_col("mixture_norm", al.mixture)
+            .f64_col("mean_abs_p", al.p);
+        out.tables.push(("multitask_align.parquet".into(), t));
+    }
+    Ok((out, summaries))
+}
+
+fn operators_figure(
+    methods: &[String],
+    ops: &[String],
+    avg_norm: &BTreeMap<(String, String), MeanCi>,
+) -> Result<String> {
+    let groups = ops
+        .iter()
+        .map(|o| BarGroup {
+            label: o.clone(),
+            bars: methods
+                .iter()
+                .filter_map(|m| {
+                    avg_norm.get(&(m.clone(), o.clone())).map(|c| Bar {
+                        series: m.clone(),
+                        value: c.mean,
+                        err: err_of(c),
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    crate::report::plot::bar_plot_svg(&BarPlot {
+        title: "Multi-task merging: normalised accuracy (merged / own adapter), averaged over tasks (error bars 95% t-CI over seeds)".into(),
+        x_label: "merge operator".into(),
+        y_label: "normalised accuracy".into(),
+        groups,
+        ..Default::default()
+    })
+}
+
+fn tasks_figure(
+    methods: &[String],
+    op: &str,
+    tasks: &[String],
+    per_task: &BTreeMap<(String, String, String), MeanCi>,
+    avg: &BTreeMap<(String, String), MeanCi>,
+    frozen: &[f64],
+) -> Result<String> {
+    let mut groups = Vec::new();
+    let frozen_avg = frozen.iter().sum::<f64>() / frozen.len().max(1) as f64;
+    for (t, name) in tasks
+        .iter()
+        .enumerate()
+        .map(|(t, n)| (Some(t), n.clone()))
+        .chain(std::iter::once((None, "average".to_string())))
+    {
+        let mut bars = Vec::new();
+        for m in methods {
+            for (series, o) in [(format!("{m} own adapter"), "own"), (format!("{m} merged"), op)] {
+                let c = match t {
+                    Some(_) => per_task.get(&(m.clone(), o.to_string(), name.clone())),
+                    None => avg.get(&(m.clone(), o.to_string())),
+                };
+                if let Some(c) = c {
+                    bars.push(Bar { series, value: c.mean, err: err_of(c) });
+                }
+            }
+        }
+        bars.push(Bar {
+            series: "frozen backbone".into(),
+            value: t.map(|t| frozen[t]).unwrap_or(frozen_avg),
+            err: None,
+        });
+        groups.push(BarGroup { label: name, bars });
+    }
+    crate::report::plot::bar_plot_svg(&BarPlot {
+        title: format!("Multi-task merging with {op}: test accuracy per task, each with its own head (error bars 95% t-CI over seeds)"),
+        x_label: "task".into(),
+        y_label: "test accuracy".into(),
+        groups,
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::prune::testutil::{random_adapter, tiny_env};
+    use super::*;
+    use crate::adapter::TargetModule::{Query, Value};
+
+    #[test]
+    fn operator_lists_parse() {
+        let ops = Operator::parse_list("factor, ties:density=0.3,lambda=0.5,stack,factor+align,ta:lambda=0.3").unwrap();
+        assert_eq!(ops.len(), 5);
+        assert_eq!(ops[1].method, MergeMethod::Ties { density: 0.3, lambda: 0.5 });
+        assert!(ops[3].align && ops[3].method == MergeMethod::FactorAverage);
+        assert_eq!(ops[4].method, MergeMethod::TaskArithmetic { lambda: 0.3 });
+        for op in Operator::defaults() {
+            assert_eq!(Operator::parse(&op.to_string()).unwrap(), op);
+        }
+        assert!(Operator::parse("stack+align").is_err());
+        assert!(Operator::parse_list(" , ").is_err());
+        assert!(Operator::parse("slerp").is_err());
+    }
+
+    #[test]
+    fn merged_adapters_are_scored_against_each_tasks_own_adapter() {
+        let (bb, env_a) = tiny_env(2, 3, 12, 20);
+        let (_, env_b) = tiny_env(2, 3, 12, 20);
+        let tasks =
+            [TaskInput { name: "a".into(), test: &env_a.test }, TaskInput { name: "b".into(), test: &env_b.test }];
+        let ad = [random_adapter(&bb.config, &[Query, Value], 2, 1), random_adapter(&bb.config, &[Query, Value], 2, 2)];
+        let inputs: Vec<TaskAdapter> = ad
+            .iter()
+            .enumerate()
+            .map(|(t, a)| TaskAdapter { method: "lora".into(), seed: 1, task: t, adapter: a })
+            .collect();
+        let ops = Operator::parse_list("factor,stack,task-arithmetic:lambda=0.5").unwrap();
+        let (out, summaries) =
+            analyze(&tasks, &inputs, &ops, &MultitaskOptions::default(), &Progress::hidden()).unwrap();
+        let own = summaries.iter().find(|s| s.operator == "own").unwrap();
+        assert!((own.normalized.mean - 1.0).abs() < 1e-12);
+        // Stacking with equal weights is the delta mean, i.e. task arithmetic with λ = 1/2.
+        let stack = summaries.iter().find(|s| s.operator == "stack").unwrap();
+        let ta = summaries.iter().find(|s| s.operator == "task-arithmetic:lambda=0.5").unwrap();
+        assert!((stack.accuracy.mean - ta.accuracy.mean).abs() < 1e-9);
+        assert_eq!(out.figures.len(), 4);
+        // A missing task adapter is an error naming the task.
+        let err = analyze(&tasks, &inputs[..1], &ops, &MultitaskOptions::default(), &Progress::hidden()).err().unwrap();
+        assert!(err.to_string().contains("task b"), "{err}");
+    }
+}

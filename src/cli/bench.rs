@@ -1,0 +1,91 @@
+//! `copra-lab bench`: speed measurements (throughput, not correctness; kept out of tests).
+
+use super::common::RunArgs;
+use super::GlobalArgs;
+use crate::adapter::Grouping;
+use crate::analysis::layer_game::{GameValue, LayerGame};
+use crate::lab::Lab;
+use crate::shapley::Game;
+use crate::train::trainer::{train_adapter_with, LoopOptions};
+use crate::train::Method;
+use anyhow::Result;
+use rand::Rng;
+use std::time::Instant;
+
+/// Which benchmark.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum BenchKind {
+    /// Training throughput (images/s) of lora and of constant participation p = 0.25, 0.5, 1.
+    Train,
+    /// Coalition evaluations per second: plain forward vs lowest-block start vs prefix walk.
+    Coalitions,
+}
+
+/// Arguments of `bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Benchmark to run.
+    #[arg(value_enum)]
+    pub kind: BenchKind,
+    /// Optimizer steps per training configuration.
+    #[arg(long, default_value_t = 100)]
+    pub bench_steps: usize,
+    /// Random coalitions timed for the per-coalition paths.
+    #[arg(long, default_value_t = 64)]
+    pub coalitions: usize,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Runs `bench`.
+pub fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
+    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let base = a.run.base_config()?;
+    let env = lab.task_env(&base)?;
+    println!("threads: {} (RAYON_NUM_THREADS), task {}", rayon::current_num_threads(), base.task);
+    match a.kind {
+        BenchKind::Train => {
+            let cases = [
+                ("lora", Method::Lora, true),
+                ("lora, full forward from the input", Method::Lora, false),
+                ("p = 1", Method::StochasticDepth { p: 1.0 }, true),
+                ("p = 0.5", Method::StochasticDepth { p: 0.5 }, true),
+                ("p = 0.5, full forward from the input", Method::StochasticDepth { p: 0.5 }, false),
+                ("p = 0.25", Method::StochasticDepth { p: 0.25 }, true),
+                ("copra (whole schedule)", Method::Copra, true),
+            ];
+            println!("{:<40} {:>10} {:>12}", "configuration", "img/s", "ms/step");
+            for (label, method, skip) in cases {
+                let cfg = crate::train::TrainConfig { method, steps: a.bench_steps, ..base.clone() };
+                let opts = LoopOptions { skip_frozen_prefix: skip };
+                let out = train_adapter_with(&lab.backbone, &env.head, &env.train_inputs, &env.data.train.labels, &cfg, None, opts, |_| {})?;
+                let images = (cfg.steps * cfg.batch_size.min(env.data.train.len())) as f64;
+                println!("{:<40} {:>10.1} {:>12.2}", label, images / out.wall_seconds, 1000.0 * out.wall_seconds / cfg.steps as f64);
+            }
+        }
+        BenchKind::Coalitions => {
+            let cfg = a.run.run_config(Method::Copra, 1)?;
+            let run = lab.ensure_run(&env, &cfg, false, &global.progress())?;
+            let game = LayerGame::new(&env.test, &run.adapter, Grouping::Block, GameValue::Accuracy, "copra")?;
+            let n = game.n_players();
+            let mut rng = crate::util::rng_for(0, "bench-coalitions");
+            let sample: Vec<u64> = (0..a.coalitions).map(|_| rng.random_range(0..(1u64 << n))).collect();
+            let t = Instant::now();
+            let plain: Vec<f64> = sample.iter().map(|s| game.value_plain(*s)).collect::<Result<_>>()?;
+            let plain_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let fast = game.evaluate(&sample)?;
+            let fast_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let all = game.enumerate_all()?;
+            let walk_rate = all.len() as f64 / t.elapsed().as_secs_f64();
+            let agree = sample.iter().zip(&plain).zip(&fast).all(|((s, p), f)| (p - f).abs() < 1e-9 && (all[*s as usize] - p).abs() < 1e-9);
+            println!("{n} players, {} test images; values agree across paths: {agree}", env.test.len());
+            println!("{:<44} {:>14} {:>8}", "path", "coalitions/s", "ratio");
+            println!("{:<44} {:>14.1} {:>8.2}", "plain (full forward, adapters merged)", plain_rate, 1.0);
+            println!("{:<44} {:>14.1} {:>8.2}", "start at lowest active block (parallel)", fast_rate, fast_rate / plain_rate);
+            println!("{:<44} {:>14.1} {:>8.2}", "prefix walk over all 2^n coalitions", walk_rate, walk_rate / plain_rate);
+        }
+    }
+    Ok(())
+}

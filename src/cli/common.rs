@@ -1,0 +1,152 @@
+//! Options shared by every command that trains or reuses runs.
+
+use crate::adapter::{Grouping, TargetModule};
+use crate::train::{Method, TrainConfig};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+/// How runs are configured: a TOML file and/or flags (flags win).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// TOML file with training settings (keys as in `TrainConfig`; flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Task: a built-in name (see `copra-lab tasks`), `idx:DIR` or `folder:DIR`.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Training shots per class.
+    #[arg(long)]
+    pub shots: Option<usize>,
+    /// Test images.
+    #[arg(long)]
+    pub test_size: Option<usize>,
+    /// Data seed (which images; shared by every run being compared).
+    #[arg(long)]
+    pub data_seed: Option<u64>,
+    /// Batch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// LoRA rank.
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// LoRA alpha.
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// LoRA scaling: alpha/sqrt(r) (`rslora`) or alpha/r (`standard`).
+    #[arg(long, value_parser = ["rslora", "standard"])]
+    pub scaling: Option<String>,
+    /// LoRA input dropout.
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Adapted modules, comma-separated: q,k,v,o,fc1,fc2.
+    #[arg(long)]
+    pub targets: Option<String>,
+    /// Players / Bernoulli groups.
+    #[arg(long, value_enum)]
+    pub grouping: Option<Grouping>,
+    /// CopRA starting probability p0 (0 paper, 0.1 CoTo code).
+    #[arg(long)]
+    pub p0: Option<f64>,
+    /// Fixed logit scale of the prototype head.
+    #[arg(long)]
+    pub logit_scale: Option<f64>,
+}
+
+impl RunArgs {
+    /// The base config: defaults, then the TOML file, then flags.
+    pub fn base_config(&self) -> Result<TrainConfig> {
+        let mut cfg = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
+                TrainConfig::from_toml(&text).with_context(|| format!("in {}", p.display()))?
+            }
+            None => TrainConfig::default(),
+        };
+        macro_rules! set {
+            ($field:ident) => {
+                if let Some(v) = &self.$field {
+                    cfg.$field = v.clone();
+                }
+            };
+        }
+        set!(task);
+        set!(steps);
+        set!(shots);
+        set!(test_size);
+        set!(data_seed);
+        set!(batch_size);
+        set!(lr);
+        set!(p0);
+        set!(logit_scale);
+        if let Some(g) = self.grouping {
+            cfg.grouping = g;
+        }
+        if let Some(r) = self.rank {
+            cfg.lora.rank = r;
+        }
+        if let Some(a) = self.alpha {
+            cfg.lora.alpha = a;
+        }
+        if let Some(d) = self.dropout {
+            cfg.lora.dropout = d;
+        }
+        if let Some(s) = &self.scaling {
+            cfg.lora.scaling = if s == "rslora" { crate::adapter::Scaling::Rslora } else { crate::adapter::Scaling::Standard };
+        }
+        if let Some(t) = &self.targets {
+            cfg.lora.targets = parse_targets(t)?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The config of one (method, seed) run.
+    pub fn run_config(&self, method: Method, seed: u64) -> Result<TrainConfig> {
+        Ok(TrainConfig { method, seed, ..self.base_config()? })
+    }
+}
+
+/// Parses `q,k,v` into modules.
+pub fn parse_targets(s: &str) -> Result<Vec<TargetModule>> {
+    let mut out = Vec::new();
+    for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+        match TargetModule::parse(part) {
+            Some(m) if !out.contains(&m) => out.push(m),
+            Some(_) => {}
+            None => bail!("unknown target module '{part}': use q, k, v, o, fc1, fc2"),
+        }
+    }
+    if out.is_empty() {
+        bail!("--targets is empty: name at least one of q, k, v, o, fc1, fc2");
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Parses a comma-separated list of seeds such as `1,2,3`.
+pub fn parse_seeds(s: &str) -> Result<Vec<u64>> {
+    let seeds: Vec<u64> = s
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| p.trim().parse::<u64>().map_err(|_| anyhow::anyhow!("bad seed '{p}' in --seeds: use comma-separated integers like 1,2")))
+        .collect::<Result<_>>()?;
+    if seeds.is_empty() {
+        bail!("--seeds is empty: give at least one seed, e.g. --seeds 1,2");
+    }
+    Ok(seeds)
+}
+
+/// Parses a comma-separated list of methods such as `lora,copra`.
+pub fn parse_methods(s: &str) -> Result<Vec<Method>> {
+    let methods: Vec<Method> = s.split(',').filter(|p| !p.trim().is_empty()).map(Method::parse).collect::<Result<_>>()?;
+    if methods.is_empty() {
+        bail!("--methods is empty: give e.g. lora,copra");
+    }
+    Ok(methods)
+}

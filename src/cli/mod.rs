@@ -1,0 +1,98 @@
+//! Command-line interface: argument definitions and dispatch. Each command lives in
+//! its own module and only wires arguments to library calls.
+
+mod bench;
+mod common;
+mod connectivity;
+mod federated;
+mod multitask;
+mod pretrain;
+mod prune;
+mod shapley;
+mod tasks;
+mod train;
+
+use crate::progress::Progress;
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// copra-lab: train LoRA and CopRA adapters on a ViT and measure connectivity,
+/// layer Shapley values, merging and pruning.
+#[derive(Parser, Debug)]
+#[command(name = "copra-lab", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Backbone: `builtin` or a Hugging Face ViT folder (config.json + model.safetensors).
+    #[arg(long, global = true, default_value = "builtin")]
+    pub backbone: String,
+    /// Root of the run cache.
+    #[arg(long, global = true, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Hide progress bars.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+}
+
+impl GlobalArgs {
+    /// The progress-bar factory these options ask for.
+    pub fn progress(&self) -> Progress {
+        if self.quiet {
+            Progress::hidden()
+        } else {
+            Progress::stderr()
+        }
+    }
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Pretrain a backbone from scratch on the built-in source task (writes HF layout).
+    Pretrain(pretrain::PretrainArgs),
+    /// Train one LoRA / CopRA adapter (reused from the run cache when it exists).
+    Train(train::TrainArgs),
+    /// Evaluate an adapter folder (or the frozen backbone) on a task.
+    Eval(train::EvalArgs),
+    /// List the tasks with their sizes; optionally write example images.
+    Tasks(tasks::TasksArgs),
+    /// Per-layer Shapley values of LoRA and CopRA adapters: exact, permutation and Owen estimates.
+    Shapley(shapley::ShapleyArgs),
+    /// Linear mode connectivity between seeds: paths, barriers, layer-wise barriers, distances.
+    Connectivity(connectivity::ConnectivityArgs),
+    /// Write the backbone (default: the built-in one) as a Hugging Face folder.
+    ExportBackbone(pretrain::ExportArgs),
+    /// Speed benchmarks: training throughput and coalition evaluation rate.
+    Bench(bench::BenchArgs),
+    /// Federated LoRA vs CopRA: Dirichlet-split clients, local training, server merging per round.
+    Federated(federated::FederatedArgs),
+    /// Multi-task merging: one adapter per task, merged by every operator, scored on every task.
+    Multitask(multitask::MultitaskArgs),
+    /// Pruning: structured block / module selections, block-removal curves, magnitude sparsity.
+    Prune(prune::PruneArgs),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Pretrain(a) => pretrain::run(&cli.global, a),
+        Command::Train(a) => train::run(&cli.global, a),
+        Command::Eval(a) => train::eval(&cli.global, a),
+        Command::Tasks(a) => tasks::run(&cli.global, a),
+        Command::Shapley(a) => shapley::run(&cli.global, a),
+        Command::Connectivity(a) => connectivity::run(&cli.global, a),
+        Command::Bench(a) => bench::run(&cli.global, a),
+        Command::ExportBackbone(a) => pretrain::export(&cli.global, a),
+        Command::Federated(a) => federated::run(&cli.global, a),
+        Command::Multitask(a) => multitask::run(&cli.global, a),
+        Command::Prune(a) => prune::run(&cli.global, a),
+    }
+}

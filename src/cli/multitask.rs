@@ -1,0 +1,129 @@
+//! `copra-lab multitask`.
+
+use super::common::{parse_methods, parse_seeds, RunArgs};
+use super::GlobalArgs;
+use crate::analysis::multitask::{analyze, MultitaskOptions, Operator, TaskAdapter, TaskInput};
+use crate::lab::{Lab, TaskEnv};
+use crate::merge::MergeOptions;
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `multitask`.
+#[derive(clap::Args, Debug)]
+pub struct MultitaskArgs {
+    /// Tasks to merge, comma-separated (default: every built-in task, see `copra-lab tasks`).
+    #[arg(long)]
+    pub tasks: Option<String>,
+    /// Run seeds, comma-separated (one adapter per task, method and seed).
+    #[arg(long, default_value = "1")]
+    pub seeds: String,
+    /// Methods to compare, comma-separated.
+    #[arg(long, default_value = "lora,copra")]
+    pub methods: String,
+    /// Merge operators, comma-separated: factor, delta-svd, stack, task-arithmetic[:lambda=L],
+    /// ties[:density=D,lambda=L], factor+align.
+    #[arg(
+        long,
+        default_value = "factor,delta-svd,stack,task-arithmetic:lambda=0.3,ties:density=0.2,lambda=1,factor+align"
+    )]
+    pub operators: String,
+    /// LoRA Align optimiser steps per adapter and module.
+    #[arg(long, default_value_t = 300)]
+    pub align_steps: usize,
+    /// LoRA Align learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    pub align_lr: f64,
+    /// Output folder for tables and figures (a sub-folder named after the tasks is created).
+    #[arg(long, default_value = "out/multitask")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Runs `multitask`.
+pub fn run(global: &GlobalArgs, a: MultitaskArgs) -> Result<()> {
+    let started = Instant::now();
+    if a.run.task.is_some() {
+        bail!("multitask merges several tasks: list them with --tasks a,b,c instead of --task");
+    }
+    let seeds = parse_seeds(&a.seeds)?;
+    let methods = parse_methods(&a.methods)?;
+    let operators = Operator::parse_list(&a.operators)?;
+    let all_builtin: Vec<String> = crate::data::builtin_tasks().iter().map(|t| t.name.to_string()).collect();
+    let tasks: Vec<String> = match &a.tasks {
+        Some(s) => s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect(),
+        None => all_builtin.clone(),
+    };
+    if tasks.len() < 2 {
+        bail!("--tasks names {} task(s); multi-task merging needs at least two", tasks.len());
+    }
+    for t in &tasks {
+        crate::data::parse_task(t)?;
+    }
+    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let base = a.run.base_config()?;
+    let mut envs: Vec<TaskEnv> = Vec::new();
+    let mut runs = Vec::new();
+    for (ti, task) in tasks.iter().enumerate() {
+        let cfg = crate::train::TrainConfig { task: task.clone(), ..base.clone() };
+        let env = lab.task_env(&cfg)?;
+        for m in &methods {
+            for &s in &seeds {
+                let rc = crate::train::TrainConfig { method: *m, seed: s, ..cfg.clone() };
+                let run = lab.ensure_run(&env, &rc, false, &global.progress())?;
+                println!(
+                    "{task:<12} {:<6} seed {s}: own test accuracy {:.2}% ({})",
+                    m.name(),
+                    100.0 * run.manifest.test.accuracy,
+                    if run.reused { "cached" } else { "trained" }
+                );
+                runs.push((m.name(), s, ti, run));
+            }
+        }
+        envs.push(env);
+    }
+    let inputs: Vec<TaskInput> =
+        tasks.iter().zip(&envs).map(|(t, e)| TaskInput { name: t.clone(), test: &e.test }).collect();
+    let adapters: Vec<TaskAdapter> = runs
+        .iter()
+        .map(|(m, s, t, r)| TaskAdapter { method: m.clone(), seed: *s, task: *t, adapter: &r.adapter })
+        .collect();
+    let opts = MultitaskOptions {
+        merge: MergeOptions { align_steps: a.align_steps, align_lr: a.align_lr, ..MergeOptions::default() },
+    };
+    let analysis_started = Instant::now();
+    let (outputs, summaries) = analyze(&inputs, &adapters, &operators, &opts, &global.progress())?;
+    let analysis_seconds = analysis_started.elapsed().as_secs_f64();
+    let folder = if tasks == all_builtin { "all-builtin".to_string() } else { crate::runs::sanitize(&tasks.join("_")) };
+    let out_dir = a.out.join(folder);
+    outputs.write_all(&out_dir)?;
+    println!("{:<8} {:<34} {:>18} {:>22}", "method", "operator", "avg test acc %", "avg normalised acc");
+    for s in &summaries {
+        let ci = |c: &crate::stats::MeanCi, k: f64, d: usize| {
+            if c.n >= 2 {
+                format!("{:.*} ± {:.*}", d, k * c.mean, d, k * c.half_width)
+            } else {
+                format!("{:.*}", d, k * c.mean)
+            }
+        };
+        println!(
+            "{:<8} {:<34} {:>18} {:>22}",
+            s.method,
+            s.operator,
+            ci(&s.accuracy, 100.0, 2),
+            ci(&s.normalized, 1.0, 3)
+        );
+    }
+    println!(
+        "normalised accuracy = merged accuracy / the task's own adapter accuracy, averaged over {} tasks",
+        tasks.len()
+    );
+    println!(
+        "analysis {:.1} s; wrote tables and figures to {} in {:.1} s",
+        analysis_seconds,
+        out_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

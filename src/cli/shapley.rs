@@ -1,0 +1,121 @@
+//! `copra-lab shapley`.
+
+use super::common::{parse_methods, RunArgs};
+use super::GlobalArgs;
+use crate::adapter::Grouping;
+use crate::analysis::layer_game::GameValue;
+use crate::analysis::shapley::{analyze, ShapleyInput, ShapleyOptions};
+use crate::lab::Lab;
+use crate::shapley::Estimator;
+use anyhow::Result;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `shapley`.
+#[derive(clap::Args, Debug)]
+pub struct ShapleyArgs {
+    /// Evaluation budget of each sampling estimator: the number of distinct coalitions
+    /// v(S) it may evaluate (memoised repeats are free). Equal for every estimator.
+    #[arg(long, default_value_t = 512)]
+    pub samples: usize,
+    /// Methods to compare, comma-separated.
+    #[arg(long, default_value = "lora,copra")]
+    pub methods: String,
+    /// Run seed of the adapters to value.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Players: one per block (12 by default) or one per adapted module.
+    #[arg(long, value_enum, default_value_t = Grouping::Block)]
+    pub players: Grouping,
+    /// Estimators reported per player, comma-separated (permutation, permutation-antithetic,
+    /// owen, owen-antithetic, owen-midpoint, owen-grid).
+    #[arg(long, default_value = "permutation,owen")]
+    pub estimators: String,
+    /// Seed of the estimators.
+    #[arg(long, default_value_t = 0)]
+    pub estimator_seed: u64,
+    /// v(S): test accuracy or negative test loss.
+    #[arg(long, value_enum, default_value_t = GameValue::Accuracy)]
+    pub value: GameValue,
+    /// Repetitions per budget in the convergence study (n ≤ 20 only).
+    #[arg(long, default_value_t = 10)]
+    pub repetitions: usize,
+    /// Stop a sampling estimator early once max SE / value range falls below this.
+    #[arg(long)]
+    pub target_precision: Option<f64>,
+    /// Output folder for tables and figures.
+    #[arg(long, default_value = "out/shapley")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Runs `shapley`.
+pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
+    let started = Instant::now();
+    let methods = parse_methods(&a.methods)?;
+    let estimators: Vec<Estimator> = a
+        .estimators
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse::<Estimator>().map_err(|e| anyhow::anyhow!("{e}")))
+        .collect::<Result<_>>()?;
+    if estimators.iter().any(|e| e.is_exact()) {
+        anyhow::bail!("--estimators lists 'exact': exact values are computed automatically when there are at most 20 players");
+    }
+    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let base = a.run.base_config()?;
+    let env = lab.task_env(&base)?;
+    let mut runs = Vec::new();
+    for m in &methods {
+        let cfg = a.run.run_config(*m, a.seed)?;
+        runs.push((m.name(), lab.ensure_run(&env, &cfg, false, &global.progress())?));
+    }
+    let inputs: Vec<ShapleyInput> = runs
+        .iter()
+        .map(|(name, run)| ShapleyInput { method: name.clone(), task: base.task.clone(), run_seed: a.seed, adapter: &run.adapter })
+        .collect();
+    let opts = ShapleyOptions {
+        samples: a.samples,
+        estimators,
+        seed: a.estimator_seed,
+        grouping: a.players,
+        value: a.value,
+        repetitions: a.repetitions,
+        top_k: 3,
+        target_precision: a.target_precision,
+    };
+    let (outputs, summaries) = analyze(&env.test, &inputs, &opts)?;
+    let out_dir = a.out.join(crate::runs::sanitize(&base.task));
+    outputs.write_all(&out_dir)?;
+    for s in &summaries {
+        println!(
+            "{}: v(∅) = {:.4}, v(N) = {:.4}; {} coalitions evaluated with the model in {:.1} s",
+            s.method, s.v_empty, s.v_full, s.model_evaluations, s.eval_seconds
+        );
+        print!("  {:<24}", "player");
+        for p in &s.players {
+            print!(" {p:>7}");
+        }
+        println!();
+        if let Some(ex) = &s.exact {
+            print!("  {:<24}", "exact");
+            for v in ex {
+                print!(" {v:>7.4}");
+            }
+            println!();
+        }
+        for e in &s.estimates {
+            print!("  {:<24}", format!("{} ({} ev)", e.estimator, e.evaluations));
+            for v in &e.values {
+                print!(" {v:>7.4}");
+            }
+            if let Some(ex) = &s.exact {
+                print!("   max |err| {:.4}", crate::shapley::max_abs_error(&e.values, ex)?);
+            }
+            println!();
+        }
+    }
+    println!("wrote tables and figures to {} in {:.1} s", out_dir.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! `copra-lab tasks`.
+
+use super::common::RunArgs;
+use super::GlobalArgs;
+use crate::data;
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// Arguments of `tasks`.
+#[derive(clap::Args, Debug)]
+pub struct TasksArgs {
+    /// Write a PNG contact sheet of each task into this folder.
+    #[arg(long)]
+    pub preview: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Runs `tasks`.
+pub fn run(_global: &GlobalArgs, a: TasksArgs) -> Result<()> {
+    let base = a.run.base_config()?;
+    let cfg = crate::model::VitConfig::tiny();
+    let opts = data::TaskOptions { image_size: cfg.image_size, channels: cfg.num_channels, shots: base.shots, test_size: base.test_size, seed: base.data_seed };
+    println!("{:<14} {:>7} {:>6} {:>6}  description", "task", "classes", "train", "test");
+    let mut names: Vec<String> = data::builtin_tasks().iter().map(|t| t.name.to_string()).collect();
+    if let Some(t) = &a.run.task {
+        if !names.contains(t) {
+            names = vec![t.clone()];
+        }
+    }
+    for name in names {
+        let source = data::parse_task(&name)?;
+        let task = data::load_task(&source, &opts)?;
+        let desc = data::builtin_tasks().into_iter().find(|t| t.name == name).map(|t| t.description.to_string()).unwrap_or_default();
+        println!("{:<14} {:>7} {:>6} {:>6}  {}", name, task.class_names.len(), task.train.len(), task.test.len(), desc);
+        if let Some(dir) = &a.preview {
+            std::fs::create_dir_all(dir)?;
+            data::write_preview(&task, &dir.join(format!("{}.png", crate::runs::sanitize(&name))), 8)?;
+        }
+    }
+    Ok(())
+}

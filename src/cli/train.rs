@@ -1,0 +1,84 @@
+//! `copra-lab train` and `copra-lab eval`.
+
+use super::common::RunArgs;
+use super::GlobalArgs;
+use crate::adapter::peft;
+use crate::eval::adapter_deltas;
+use crate::lab::Lab;
+use crate::train::Method;
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// Arguments of `train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Method: lora, copra, copra-exp, copra-sine, stochastic-depth[-P].
+    #[arg(long, default_value = "copra")]
+    pub method: String,
+    /// Run seed (adapter init, dropout, batch order, CopRA masks).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Retrain even if the run exists in the cache.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Runs `train`.
+pub fn run(global: &GlobalArgs, a: TrainArgs) -> Result<()> {
+    let cfg = a.run.run_config(Method::parse(&a.method)?, a.seed)?;
+    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let env = lab.task_env(&cfg)?;
+    let run = lab.ensure_run(&env, &cfg, a.force, &global.progress())?;
+    let m = &run.manifest;
+    println!(
+        "{} {} seed {} on {}: test accuracy {:.2}% (frozen backbone {:.2}%), test loss {:.4}; {} ({:.1} s, {:.0} img/s)\n  run: {}",
+        cfg.method.name(),
+        if run.reused { "reused" } else { "trained" },
+        cfg.seed,
+        cfg.task,
+        100.0 * m.test.accuracy,
+        100.0 * m.frozen_test.accuracy,
+        m.test.loss,
+        if run.reused { "from cache" } else { "trained now" },
+        m.wall_seconds,
+        m.images_per_second,
+        run.dir.display()
+    );
+    Ok(())
+}
+
+/// Arguments of `eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// PEFT adapter folder or run folder (adapter_config.json + adapter_model.safetensors);
+    /// omit to evaluate the frozen backbone.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Runs `eval`.
+pub fn eval(global: &GlobalArgs, a: EvalArgs) -> Result<()> {
+    let cfg = a.run.base_config()?;
+    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let env = lab.task_env(&cfg)?;
+    let frozen = crate::lab::frozen_metrics(&env)?;
+    println!("frozen backbone on {}: test accuracy {:.2}%, loss {:.4}", cfg.task, 100.0 * frozen.accuracy, frozen.loss);
+    if let Some(dir) = &a.adapter {
+        let adapter = peft::load(dir)?;
+        let deltas = adapter_deltas(&adapter);
+        let test = env.test.evaluate(&deltas)?;
+        let train = env.train.evaluate(&deltas)?;
+        println!(
+            "adapter {}: test accuracy {:.2}%, loss {:.4}; train accuracy {:.2}%",
+            dir.display(),
+            100.0 * test.accuracy,
+            test.loss,
+            100.0 * train.accuracy
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! Seeded, deterministic few-shot and balanced index samplers.
+//!
+//! Every class's indices are shuffled by an RNG seeded from `(seed, class)`, and
+//! samples are prefixes of that order, so a smaller `k` always picks a subset of
+//! what a larger `k` picks with the same seed.
+
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::mix_seed;
+
+/// Group indices by label, each group shuffled from `(seed, class)`.
+fn shuffled_groups(labels: &[u32], num_classes: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
+    let mut groups = vec![Vec::new(); num_classes];
+    for (i, &l) in labels.iter().enumerate() {
+        match groups.get_mut(l as usize) {
+            Some(g) => g.push(i),
+            None => bail!(
+                "label {l} at index {i} is out of range for {num_classes} classes; check the label file"
+            ),
+        }
+    }
+    for (c, g) in groups.iter_mut().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[seed, 0x5A3F, c as u64]));
+        g.shuffle(&mut rng);
+    }
+    Ok(groups)
+}
+
+/// Pick `k` indices of every class in `0..num_classes`, class-major, from a seed.
+///
+/// Fails when a label is out of range or a class has fewer than `k` examples.
+pub fn sample_per_class(
+    labels: &[u32],
+    num_classes: usize,
+    k: usize,
+    seed: u64,
+) -> Result<Vec<usize>> {
+    let groups = shuffled_groups(labels, num_classes, seed)?;
+    let mut out = Vec::with_capacity(k * num_classes);
+    for (c, g) in groups.iter().enumerate() {
+        if g.len() < k {
+            bail!(
+                "class {c} has only {} examples but {k} shots per class were requested; lower the shot count",
+                g.len()
+            );
+        }
+        out.extend_from_slice(&g[..k]);
+    }
+    Ok(out)
+}
+
+/// Pick up to `total` indices spread as evenly as possible over the classes
+/// (round robin over classes, seeded); classes that run out are skipped.
+pub fn balanced_sample(
+    labels: &[u32],
+    num_classes: usize,
+    total: usize,
+    seed: u64,
+) -> Result<Vec<usize>> {
+    let groups = shuffled_groups(labels, num_classes, seed)?;
+    Ok(round_robin(&groups, 0, total))
+}
+
+/// Take up to `total` indices round-robin from `groups`, starting at position `start` in each.
+fn round_robin(groups: &[Vec<usize>], start: usize, total: usize) -> Vec<usize> {
+    let mut out = Vec::with_capacity(total);
+    let mut pos = start;
+    while out.len() < total {
+        let mut any = false;
+        for g in groups {
+            if out.len() == total {
+                break;
+            }
+            if let Some(&i) = g.get(pos) {
+                out.push(i);
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+        pos += 1;
+    }
+    out
+}
+
+/// Split indices into a few-shot training set (`shots` per class, class-major) and a
+/// disjoint, class-balanced test set of up to `test_size` indices from the rest.
+///
+/// Fails when a class has fewer than `shots + 1` examples.
+pub fn split_train_test(
+    labels: &[u32],
+    num_classes: usize,
+    shots: usize,
+    test_size: usize,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    let groups = shuffled_groups(labels, num_classes, seed)?;
+    for (c, g) in groups.iter().enumerate() {
+        if g.len() < shots + 1 {
+            bail!(
+                "class {c} has only {} examples but needs at least shots+1 = {} (shots for training plus one for testing); lower the shot count or add examples",
+                g.len(),
+                shots + 1
+            );
+        }
+    }
+    let train = groups
+        .iter()
+        .flat_map(|g| g[..shots].iter().copied())
+        .collect();
+    let test = round_robin(&groups, shots, test_size);
+    Ok((train, test))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> Vec<u32> {
+        // 3 classes with 10, 20 and 5 examples, interleaved.
+        let mut l = Vec::new();
+        for i in 0..35u32 {
+            l.push(match i {
+                0..=9 => 0,
+                10..=29 => 1,
+                _ => 2,
+            });
+        }
+        l.reverse();
+        l
+    }
+
+    #[test]
+    fn per_class_counts_and_determinism() {
+        let l = labels();
+        let a = sample_per_class(&l, 3, 4, 7).unwrap();
+        assert_eq!(a.len(), 12);
+        for c in 0..3 {
+            assert_eq!(
+                a[c * 4..(c + 1) * 4]
+                    .iter()
+                    .filter(|&&i| l[i] == c as u32)
+                    .count(),
+                4
+            );
+        }
+        assert_eq!(a, sample_per_class(&l, 3, 4, 7).unwrap());
+        assert_ne!(a, sample_per_class(&l, 3, 4, 8).unwrap());
+        let mut uniq = a.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), 12);
+        // Nested: 2 shots are a prefix of 4 shots for every class.
+        let b = sample_per_class(&l, 3, 2, 7).unwrap();
+        for c in 0..3 {
+            assert_eq!(b[c * 2..c * 2 + 2], a[c * 4..c * 4 + 2]);
+        }
+    }
+
+    #[test]
+    fn too_many_shots_is_an_error() {
+        let err = sample_per_class(&labels(), 3, 6, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("class 2") && err.contains("only 5"), "{err}");
+        let err = sample_per_class(&[0, 5], 3, 1, 0).unwrap_err().to_string();
+        assert!(err.contains("out of range"), "{err}");
+    }
+
+    #[test]
+    fn balanced_sample_spreads_evenly() {
+        let l = labels();
+        let s = balanced_sample(&l, 3, 12, 1).unwrap();
+        assert_eq!(s.len(), 12);
+        for c in 0..3 {
+            assert_eq!(s.iter().filter(|&&i| l[i] == c).count(), 4);
+        }
+        // Class 2 runs out after 5; the rest are filled from other classes.
+        let s = balanced_sample(&l, 3, 100, 1).unwrap();
+        assert_eq!(s.len(), 35);
+    }
+
+    #[test]
+    fn split_is_disjoint() {
+        let l = labels();
+        let (tr, te) = split_train_test(&l, 3, 4, 9, 3).unwrap();
+        assert_eq!(tr.len(), 12);
+        assert_eq!(te.len(), 9);
+        assert!(te.iter().all(|i| !tr.contains(i)));
+        // Class 2 has one example left after 4 shots; classes 0 and 1 fill the rest.
+        let counts: Vec<usize> = (0..3)
+            .map(|c| te.iter().filter(|&&i| l[i] == c).count())
+            .collect();
+        assert_eq!(counts, vec![4, 4, 1]);
+        let err = split_train_test(&l, 3, 5, 9, 3).unwrap_err().to_string();
+        assert!(err.contains("shots+1"), "{err}");
+    }
+}

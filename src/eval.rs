@@ -1,0 +1,158 @@
+//! Evaluation of a backbone with arbitrary weight updates on a fixed image set.
+//!
+//! The backbone is frozen, so every block below the lowest block an update touches
+//! computes exactly what the frozen backbone computes. The evaluator caches the
+//! frozen hidden state entering every block once, merges ΔW into the weights
+//! (so an adapted forward costs what the frozen one costs), and starts each
+//! forward at the lowest modified block.
+
+use crate::adapter::ModuleKey;
+use crate::linalg::Matrix;
+use crate::model::head::{loss_and_accuracy, PrototypeHead};
+use crate::model::{Backbone, NoBranch, Numerics};
+use anyhow::Result;
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Dense weight updates ΔW per adapted module (merged adapters, interpolations, pruned updates).
+pub type Deltas = BTreeMap<ModuleKey, Matrix>;
+
+/// Loss and accuracy of one evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Top-1 accuracy in [0, 1].
+    pub accuracy: f64,
+}
+
+/// A frozen backbone, a head and an image set with cached frozen block inputs.
+pub struct Evaluator {
+    backbone: Backbone,
+    head: PrototypeHead,
+    /// The updates the cached block inputs were computed with (empty: the frozen backbone).
+    base: Deltas,
+    block_inputs: Vec<Tensor>,
+    labels: Tensor,
+    batch: usize,
+}
+
+impl Evaluator {
+    /// Builds the cache of frozen block inputs for `images` `[N, C, H, W]`.
+    pub fn new(backbone: &Backbone, head: &PrototypeHead, images: &Tensor, labels: &[u32], batch: usize) -> Result<Self> {
+        let block_inputs = backbone.frozen_block_inputs(images, batch)?;
+        let labels = Tensor::from_slice(labels, labels.len(), backbone.device())?;
+        Ok(Self { backbone: backbone.clone(), head: head.clone(), base: Deltas::new(), block_inputs, labels, batch })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.dims()[0]
+    }
+
+    /// True when the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frozen hidden states entering block `i` (`i = num_blocks` is the encoder output).
+    pub fn block_input(&self, i: usize) -> &Tensor {
+        &self.block_inputs[i]
+    }
+
+    /// True when the cache holds the frozen backbone's activations.
+    pub fn is_frozen(&self) -> bool {
+        self.base.is_empty()
+    }
+
+    /// The labels as a tensor.
+    pub fn labels(&self) -> &Tensor {
+        &self.labels
+    }
+
+    /// The frozen backbone.
+    pub fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+
+    /// The head.
+    pub fn head(&self) -> &PrototypeHead {
+        &self.head
+    }
+
+    /// Loss and accuracy with `deltas` merged into the frozen weights. The forward starts at
+    /// the lowest block where `deltas` differ from the updates the cache was built with.
+    pub fn evaluate(&self, deltas: &Deltas) -> Result<Metrics> {
+        let start = self.first_differing_block(deltas);
+        let merged = self.backbone.with_deltas(deltas)?;
+        self.run_from(&merged, start)
+    }
+
+    /// The lowest block where `deltas` differ from this evaluator's base (`num_blocks` if none).
+    pub fn first_differing_block(&self, deltas: &Deltas) -> usize {
+        let differs = |k: &ModuleKey| deltas.get(k) != self.base.get(k);
+        deltas.keys().chain(self.base.keys()).filter(|k| differs(k)).map(|k| k.block).min().unwrap_or(self.backbone.num_blocks())
+    }
+
+    /// Loss and accuracy of `model` (weights already merged), starting at block `start`
+    /// from the cached inputs (valid when `model` equals the cache's model below `start`).
+    pub fn run_from(&self, model: &Backbone, start: usize) -> Result<Metrics> {
+        let logits = self.logits_from(model, start)?;
+        let (loss, accuracy) = loss_and_accuracy(&logits, &self.labels)?;
+        Ok(Metrics { loss, accuracy })
+    }
+
+    /// Logits `[N, K]` of `model` from cached block `start`.
+    pub fn logits_from(&self, model: &Backbone, start: usize) -> Result<Tensor> {
+        let n = self.len();
+        let mut parts = Vec::new();
+        let mut i = 0;
+        while i < n {
+            let len = self.batch.min(n - i);
+            let x = self.block_inputs[start].narrow(0, i, len)?;
+            let feats = model.forward_from(start, &x, &NoBranch, Numerics::Fused)?;
+            parts.push(self.head.logits(&feats)?);
+            i += len;
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+}
+
+/// The dense updates `ΔW = s·B·A` of every module of an adapter.
+pub fn adapter_deltas(adapter: &crate::adapter::Adapter) -> Deltas {
+    adapter.modules.keys().map(|k| (*k, adapter.delta(k))).collect()
+}
+
+impl Evaluator {
+    /// An evaluator on the same images whose cached block inputs are those of the backbone
+    /// with `base` merged (e.g. seed A's adapter for layer-wise interpolation): forwards that
+    /// differ from `base` only at block ℓ and above can start at ℓ.
+    pub fn with_base(&self, base: &Deltas) -> Result<Evaluator> {
+        let merged = self.backbone.with_deltas(base)?;
+        let mut inputs = vec![self.block_inputs[0].clone()];
+        let n = self.len();
+        let mut per_block: Vec<Vec<Tensor>> = vec![Vec::new(); merged.num_blocks()];
+        let mut i = 0;
+        while i < n {
+            let len = self.batch.min(n - i);
+            let mut h = self.block_inputs[0].narrow(0, i, len)?;
+            for (b, parts) in per_block.iter_mut().enumerate() {
+                h = merged.block(b, &h, &NoBranch, Numerics::Fused)?;
+                parts.push(h.clone());
+            }
+            i += len;
+        }
+        for parts in per_block {
+            inputs.push(Tensor::cat(&parts, 0)?);
+        }
+        Ok(Evaluator {
+            backbone: self.backbone.clone(),
+            head: self.head.clone(),
+            base: base.clone(),
+            block_inputs: inputs,
+            labels: self.labels.clone(),
+            batch: self.batch,
+        })
+    }
+}

@@ -1,0 +1,3 @@
+//! Federated-learning utilities.
+
+pub mod split;

@@ -1,0 +1,146 @@
+//! The experiment context shared by every command: the backbone, the task
+//! environment (data, fixed head, cached frozen activations) and the run cache.
+
+use crate::adapter::Adapter;
+use crate::data::{self, ImageSet, TaskData, TaskOptions};
+use crate::eval::{Evaluator, Metrics};
+use crate::model::checkpoint;
+use crate::model::head::PrototypeHead;
+use crate::model::{Backbone, NoBranch, Numerics};
+use crate::progress::Progress;
+use crate::runs::{self, Manifest};
+use crate::train::{train_adapter, TrainConfig};
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use std::path::{Path, PathBuf};
+
+/// Batch size of frozen-activation and evaluation passes.
+pub const EVAL_BATCH: usize = 500;
+
+/// A loaded backbone plus where runs live.
+pub struct Lab {
+    /// Compute device.
+    pub device: Device,
+    /// The frozen backbone.
+    pub backbone: Backbone,
+    /// `builtin` or the backbone directory.
+    pub backbone_name: String,
+    /// Fingerprint of the backbone weights (part of every run's cache key).
+    pub fingerprint: String,
+    /// Root of the run cache.
+    pub runs_dir: PathBuf,
+}
+
+/// Everything about one task that does not depend on the adapter.
+pub struct TaskEnv {
+    /// The images.
+    pub data: TaskData,
+    /// The fixed head (frozen class means of the training shots).
+    pub head: PrototypeHead,
+    /// Frozen hidden states entering every block, for the training shots.
+    pub train_inputs: Vec<Tensor>,
+    /// Evaluator on the test split.
+    pub test: Evaluator,
+    /// Evaluator on the training shots.
+    pub train: Evaluator,
+}
+
+/// A trained (or reused) run.
+pub struct Run {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The adapter.
+    pub adapter: Adapter,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// True when it came from the cache.
+    pub reused: bool,
+}
+
+/// Converts an image set to a `[N, C, H, W]` tensor.
+pub fn images_tensor(set: &ImageSet, device: &Device) -> Result<Tensor> {
+    Ok(Tensor::from_slice(&set.images, (set.len(), set.channels, set.height, set.width), device)?)
+}
+
+impl Lab {
+    /// Loads the backbone (`builtin` or a Hugging Face directory).
+    pub fn open(backbone: &str, runs_dir: &Path) -> Result<Lab> {
+        let device = Device::Cpu;
+        let bb = checkpoint::load_backbone(backbone, &device)?;
+        let fingerprint = checkpoint::fingerprint(&bb)?;
+        Ok(Lab { device, backbone: bb, backbone_name: backbone.to_string(), fingerprint, runs_dir: runs_dir.to_path_buf() })
+    }
+
+    /// Data options implied by a training config and this backbone.
+    pub fn task_options(&self, cfg: &TrainConfig) -> TaskOptions {
+        TaskOptions {
+            image_size: self.backbone.config.image_size,
+            channels: self.backbone.config.num_channels,
+            shots: cfg.shots,
+            test_size: cfg.test_size,
+            seed: cfg.data_seed,
+        }
+    }
+
+    /// Loads the task named in `cfg`, builds its head and caches frozen activations.
+    pub fn task_env(&self, cfg: &TrainConfig) -> Result<TaskEnv> {
+        let source = data::parse_task(&cfg.task)?;
+        let data = data::load_task(&source, &self.task_options(cfg))?;
+        let train_images = images_tensor(&data.train, &self.device)?;
+        let test_images = images_tensor(&data.test, &self.device)?;
+        let train_inputs = self.backbone.frozen_block_inputs(&train_images, EVAL_BATCH)?;
+        let feats = self.backbone.cls_feature(&train_inputs[self.backbone.num_blocks()], Numerics::Fused)?;
+        let head = PrototypeHead::from_features(&feats, &data.train.labels, data.class_names.len(), cfg.logit_scale)?;
+        let test = Evaluator::new(&self.backbone, &head, &test_images, &data.test.labels, EVAL_BATCH)?;
+        let train = Evaluator::new(&self.backbone, &head, &train_images, &data.train.labels, EVAL_BATCH)?;
+        Ok(TaskEnv { data, head, train_inputs, test, train })
+    }
+
+    /// The run directory `cfg` maps to.
+    pub fn run_dir(&self, cfg: &TrainConfig) -> PathBuf {
+        runs::run_dir(&self.runs_dir, cfg, &self.fingerprint)
+    }
+
+    /// Returns the cached run for `cfg`, or trains it and writes its artifacts.
+    pub fn ensure_run(&self, env: &TaskEnv, cfg: &TrainConfig, force: bool, progress: &Progress) -> Result<Run> {
+        let dir = self.run_dir(cfg);
+        if !force && dir.join("manifest.json").is_file() {
+            let (adapter, manifest) = runs::read_run(&dir)?;
+            return Ok(Run { dir, adapter, manifest, reused: true });
+        }
+        let bar = progress.bar(cfg.steps as u64, &format!("train {} {} seed {}", cfg.task, cfg.method.name(), cfg.seed));
+        let out = train_adapter(&self.backbone, &env.head, &env.train_inputs, &env.data.train.labels, cfg, None, |r| {
+            bar.inc(1);
+            if r.step % 20 == 0 {
+                bar.set_message(format!("loss {:.3} p {:.2}", r.loss, r.p));
+            }
+        })?;
+        bar.finish_and_clear();
+        let deltas = crate::eval::adapter_deltas(&out.adapter);
+        let manifest = Manifest {
+            config: cfg.clone(),
+            backbone: self.backbone_name.clone(),
+            backbone_fingerprint: self.fingerprint.clone(),
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            run_format: runs::RUN_FORMAT,
+            wall_seconds: out.wall_seconds,
+            images_per_second: (cfg.steps * cfg.batch_size.min(env.data.train.len())) as f64 / out.wall_seconds.max(1e-9),
+            test: env.test.evaluate(&deltas)?,
+            train: env.train.evaluate(&deltas)?,
+            frozen_test: frozen_metrics(env)?,
+            trainable_parameters: out.adapter.num_parameters(),
+        };
+        runs::write_run(&dir, &out.adapter, &out.log, &manifest)?;
+        Ok(Run { dir, adapter: out.adapter, manifest, reused: false })
+    }
+}
+
+/// Test metrics of the frozen backbone with the task's head.
+pub fn frozen_metrics(env: &TaskEnv) -> Result<Metrics> {
+    env.test.evaluate(&Default::default())
+}
+
+/// Frozen CLS features of images (for tests and diagnostics).
+pub fn frozen_features(backbone: &Backbone, images: &Tensor) -> Result<Tensor> {
+    backbone.features(images, &NoBranch, Numerics::Fused)
+}

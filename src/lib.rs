@@ -1,0 +1,28 @@
+//! copra-lab: a research toolkit for CopRA (progressive LoRA training, arXiv 2410.22911;
+//! CoTo, ICML 2025). It trains LoRA and CopRA adapters on a frozen ViT side by side and
+//! measures what the method claims: linear mode connectivity, per-layer Shapley values,
+//! merging and pruning.
+//!
+//! Flow: [`train::TrainConfig`] → [`data`] → [`model`] backbone + [`adapter`] →
+//! [`train`] → [`runs`] (cached artifacts) → analyses → [`report`] tables and figures.
+
+pub mod adapter;
+pub mod analysis;
+pub mod cli;
+pub mod connectivity;
+pub mod data;
+pub mod eval;
+pub mod federated;
+pub mod lab;
+pub mod linalg;
+pub mod merge;
+pub mod model;
+pub mod pretrain;
+pub mod progress;
+pub mod prune;
+pub mod report;
+pub mod runs;
+pub mod shapley;
+pub mod stats;
+pub mod train;
+pub mod util;

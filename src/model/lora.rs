@@ -1,0 +1,101 @@
+//! Trainable LoRA factors as candle `Var`s and the training-time branch
+//! `s · B · A · dropout(x)`, skipped entirely for inactive modules.
+
+use super::config::VitConfig;
+use super::vit::{module_shape, Branch};
+use crate::adapter::{Adapter, LoraFactors, LoraSpec, ModuleKey};
+use crate::linalg::Matrix;
+use crate::util::Rng;
+use anyhow::Result;
+use candle_core::{Device, Tensor, Var};
+use rand::Rng as _;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The trainable factors of every adapted module.
+pub struct LoraVars {
+    /// Shape and scale hyper-parameters.
+    pub spec: LoraSpec,
+    /// `(A [r, in], B [out, r])` per module, in canonical order.
+    pub vars: BTreeMap<ModuleKey, (Var, Var)>,
+}
+
+impl LoraVars {
+    /// Fresh factors on every block in `blocks`: A Kaiming-uniform (`nn.Linear`'s default,
+    /// bound 1/√in), B zero, so the adapter starts as the identity update.
+    pub fn init(spec: &LoraSpec, config: &VitConfig, blocks: &[usize], rng: &mut Rng, device: &Device) -> Result<Self> {
+        let mut vars = BTreeMap::new();
+        for &block in blocks {
+            for &module in &spec.targets {
+                let (out, inp) = module_shape(config, module);
+                let bound = 1.0 / (inp as f32).sqrt();
+                let a: Vec<f32> = (0..spec.rank * inp).map(|_| rng.random_range(-bound..bound)).collect();
+                let a = Var::from_tensor(&Tensor::from_vec(a, (spec.rank, inp), device)?)?;
+                let b = Var::zeros((out, spec.rank), candle_core::DType::F32, device)?;
+                vars.insert(ModuleKey { block, module }, (a, b));
+            }
+        }
+        Ok(Self { spec: spec.clone(), vars })
+    }
+
+    /// Trainable copies of an existing adapter (for continued training, e.g. federated rounds).
+    pub fn from_adapter(adapter: &Adapter, device: &Device) -> Result<Self> {
+        let mut vars = BTreeMap::new();
+        for (key, f) in &adapter.modules {
+            let a = Var::from_tensor(&Tensor::from_slice(&f.a.data, f.a.shape(), device)?)?;
+            let b = Var::from_tensor(&Tensor::from_slice(&f.b.data, f.b.shape(), device)?)?;
+            vars.insert(*key, (a, b));
+        }
+        Ok(Self { spec: adapter.spec.clone(), vars })
+    }
+
+    /// The current factors as plain data.
+    pub fn to_adapter(&self) -> Result<Adapter> {
+        let mut modules = BTreeMap::new();
+        for (key, (a, b)) in &self.vars {
+            let to_m = |t: &Tensor| -> Result<Matrix> {
+                let (r, c) = t.dims2()?;
+                Ok(Matrix::from_vec(r, c, t.flatten_all()?.to_vec1()?))
+            };
+            modules.insert(*key, LoraFactors { a: to_m(a.as_tensor())?, b: to_m(b.as_tensor())? });
+        }
+        Ok(Adapter { spec: self.spec.clone(), modules })
+    }
+}
+
+/// The LoRA branch used in training: active modules only, input dropout from a seeded RNG.
+pub struct TrainingBranch<'a> {
+    lora: &'a LoraVars,
+    active: &'a BTreeSet<ModuleKey>,
+    dropout: f64,
+    rng: RefCell<&'a mut Rng>,
+}
+
+impl<'a> TrainingBranch<'a> {
+    /// A branch over `active` modules with input dropout `dropout` (0 disables it).
+    pub fn new(lora: &'a LoraVars, active: &'a BTreeSet<ModuleKey>, dropout: f64, rng: &'a mut Rng) -> Self {
+        Self { lora, active, dropout, rng: RefCell::new(rng) }
+    }
+}
+
+impl Branch for TrainingBranch<'_> {
+    fn output(&self, key: ModuleKey, x2d: &Tensor) -> Result<Option<Tensor>> {
+        if !self.active.contains(&key) {
+            return Ok(None);
+        }
+        let Some((a, b)) = self.lora.vars.get(&key) else { return Ok(None) };
+        let x = if self.dropout > 0.0 {
+            let (rows, cols) = x2d.dims2()?;
+            let keep = 1.0 - self.dropout;
+            let inv = (1.0 / keep) as f32;
+            let mut rng = self.rng.borrow_mut();
+            let mask: Vec<f32> = (0..rows * cols).map(|_| if rng.random::<f64>() < keep { inv } else { 0.0 }).collect();
+            (x2d * Tensor::from_vec(mask, (rows, cols), x2d.device())?)?
+        } else {
+            x2d.clone()
+        };
+        let scale = self.lora.spec.scale_for(a.dim(0)?);
+        let y = x.matmul(&a.as_tensor().t()?)?.matmul(&b.as_tensor().t()?)?;
+        Ok(Some((y * scale)?))
+    }
+}

@@ -1,0 +1,249 @@
+//! Tests of the backbone, LoRA branch and checkpoint format on a tiny random ViT.
+
+use super::checkpoint;
+use super::lora::{LoraVars, TrainingBranch};
+use super::vit::{Backbone, NoBranch, Numerics};
+use super::VitConfig;
+use crate::adapter::{LoraSpec, ModuleKey, TargetModule};
+use crate::eval::adapter_deltas;
+use crate::util::rng_for;
+use candle_core::{Device, Tensor};
+use std::collections::BTreeSet;
+
+fn tiny() -> VitConfig {
+    VitConfig { hidden_size: 16, num_hidden_layers: 3, num_attention_heads: 2, intermediate_size: 24, image_size: 16, patch_size: 4, ..VitConfig::tiny() }
+}
+
+fn images(n: usize, cfg: &VitConfig, seed: u64) -> Tensor {
+    use rand::Rng;
+    let mut rng = rng_for(seed, "test-images");
+    let len = n * cfg.num_channels * cfg.image_size * cfg.image_size;
+    let v: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_vec(v, (n, cfg.num_channels, cfg.image_size, cfg.image_size), &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+fn lora_with_nonzero_b(bb: &Backbone, spec: &LoraSpec) -> LoraVars {
+    let mut rng = rng_for(3, "init");
+    let blocks: Vec<usize> = (0..bb.num_blocks()).collect();
+    let lora = LoraVars::init(spec, &bb.config, &blocks, &mut rng, &Device::Cpu).unwrap();
+    for (_, b) in lora.vars.values() {
+        let t = b.as_tensor();
+        let fill = Tensor::ones(t.dims(), t.dtype(), t.device()).unwrap().affine(0.05, 0.0).unwrap();
+        b.set(&fill).unwrap();
+    }
+    lora
+}
+
+#[test]
+fn fused_and_differentiable_paths_agree() {
+    let cfg = tiny();
+    let bb = Backbone::init_random(&cfg, 1, &Device::Cpu).unwrap();
+    let x = images(4, &cfg, 2);
+    let a = bb.features(&x, &NoBranch, Numerics::Fused).unwrap();
+    let b = bb.features(&x, &NoBranch, Numerics::Differentiable).unwrap();
+    assert_eq!(a.dims(), &[4, 16]);
+    assert!(max_abs_diff(&a, &b) < 1e-4);
+}
+
+#[test]
+fn every_active_lora_factor_gets_a_nonzero_gradient() {
+    let cfg = tiny();
+    let bb = Backbone::init_random(&cfg, 1, &Device::Cpu).unwrap();
+    let spec = LoraSpec { targets: TargetModule::ALL.to_vec(), ..Default::default() };
+    let lora = lora_with_nonzero_b(&bb, &spec);
+    // Blocks 1 and 2 active, block 0 inactive.
+    let active: BTreeSet<ModuleKey> = lora.vars.keys().filter(|k| k.block >= 1).copied().collect();
+    let mut rng = rng_for(4, "dropout");
+    let branch = TrainingBranch::new(&lora, &active, 0.25, &mut rng);
+    let feats = bb.features(&images(4, &cfg, 5), &branch, Numerics::Differentiable).unwrap();
+    let loss = feats.sqr().unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    for (key, (a, b)) in &lora.vars {
+        for (name, v) in [("A", a), ("B", b)] {
+            let g = grads.get(v.as_tensor());
+            if active.contains(key) {
+                let g = g.unwrap_or_else(|| panic!("no gradient for active {key} {name}"));
+                let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(norm > 0.0, "zero gradient for active {key} {name}");
+            } else {
+                assert!(g.is_none(), "inactive {key} {name} received a gradient");
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_numerics_would_cut_gradients() {
+    // Documents the candle trap: the fused kernels have no backward.
+    let cfg = tiny();
+    let bb = Backbone::init_random(&cfg, 1, &Device::Cpu).unwrap();
+    let lora = lora_with_nonzero_b(&bb, &LoraSpec::default());
+    let active: BTreeSet<ModuleKey> = lora.vars.keys().copied().collect();
+    let mut rng = rng_for(4, "dropout");
+    let branch = TrainingBranch::new(&lora, &active, 0.0, &mut rng);
+    let feats = bb.features(&images(2, &cfg, 5), &branch, Numerics::Fused).unwrap();
+    let grads = feats.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let with_grad = lora.vars.values().filter(|(a, _)| grads.get(a.as_tensor()).is_some()).count();
+    assert!(with_grad < lora.vars.len(), "fused path unexpectedly propagated every gradient");
+}
+
+#[test]
+fn merged_weights_equal_the_branch_forward() {
+    let cfg = tiny();
+    let bb = Backbone::init_random(&cfg, 1, &Device::Cpu).unwrap();
+    let spec = LoraSpec { targets: vec![TargetModule::Query, TargetModule::Value, TargetModule::Fc2], ..Default::default() };
+    let lora = lora_with_nonzero_b(&bb, &spec);
+    let active: BTreeSet<ModuleKey> = lora.vars.keys().copied().collect();
+    let mut rng = rng_for(4, "dropout");
+    let branch = TrainingBranch::new(&lora, &active, 0.0, &mut rng);
+    let x = images(3, &cfg, 6);
+    let via_branch = bb.features(&x, &branch, Numerics::Differentiable).unwrap();
+    let merged = bb.with_deltas(&adapter_deltas(&lora.to_adapter().unwrap())).unwrap();
+    let via_merge = merged.features(&x, &NoBranch, Numerics::Fused).unwrap();
+    assert!(max_abs_diff(&via_branch, &via_merge) < 1e-4);
+}
+
+#[test]
+fn starting_at_a_cached_block_equals_the_full_forward() {
+    let cfg = tiny();
+    let bb = Backbone::init_random(&cfg, 1, &Device::Cpu).unwrap();
+    let x = images(5, &cfg, 7);
+    let cache = bb.frozen_block_inputs(&x, 2).unwrap();
+    assert_eq!(cache.len(), cfg.num_hidden_layers + 1);
+    let full = bb.features(&x, &NoBranch, Numerics::Fused).unwrap();
+    for start in 0..=cfg.num_hidden_layers {
+        let part = bb.forward_from(start, &cache[start], &NoBranch, Numerics::Fused).unwrap();
+        assert!(max_abs_diff(&full, &part) < 1e-5, "start {start}");
+    }
+}
+
+#[test]
+fn checkpoint_round_trip_and_clear_errors() {
+    let cfg = tiny();
+    let bb = Backbone::init_random(&cfg, 9, &Device::Cpu).unwrap();
+    let dir = std::env::temp_dir().join(format!("copra-ckpt-{}", std::process::id()));
+    checkpoint::save_dir(&bb, &dir).unwrap();
+    let back = checkpoint::load_dir(&dir, &Device::Cpu).unwrap();
+    let x = images(2, &cfg, 1);
+    let a = bb.features(&x, &NoBranch, Numerics::Fused).unwrap();
+    let b = back.features(&x, &NoBranch, Numerics::Fused).unwrap();
+    assert_eq!(max_abs_diff(&a, &b), 0.0);
+    assert_eq!(checkpoint::fingerprint(&bb).unwrap(), checkpoint::fingerprint(&back).unwrap());
+
+    // Wrong shape: config.json says wider than the weights.
+    let wrong = VitConfig { hidden_size: 32, ..cfg.clone() };
+    std::fs::write(dir.join("config.json"), wrong.to_hf_json()).unwrap();
+    let err = checkpoint::load_dir(&dir, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("has shape") && err.contains("do not match"), "{err}");
+    std::fs::write(dir.join("config.json"), cfg.to_hf_json()).unwrap();
+
+    // Truncated weights.
+    let p = dir.join("model.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
+    let err = checkpoint::load_dir(&dir, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("truncated or corrupt"), "{err}");
+
+    // Missing folder.
+    let err = checkpoint::load_dir(&dir.join("nope"), &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("does not exist"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn hf_weight_names_are_exactly_vitmodel_names() {
+    let cfg = tiny();
+    let bb = Backbone::init_random(&cfg, 1, &Device::Cpu).unwrap();
+    let names = checkpoint::hf_tensors(&bb).unwrap();
+    for n in [
+        "embeddings.cls_token",
+        "embeddings.position_embeddings",
+        "embeddings.patch_embeddings.projection.weight",
+        "encoder.layer.2.attention.attention.query.weight",
+        "encoder.layer.0.attention.attention.value.bias",
+        "encoder.layer.1.attention.output.dense.weight",
+        "encoder.layer.1.intermediate.dense.weight",
+        "encoder.layer.1.output.dense.bias",
+        "encoder.layer.0.layernorm_before.weight",
+        "encoder.layer.0.layernorm_after.bias",
+        "layernorm.weight",
+    ] {
+        assert!(names.contains_key(n), "missing {n}");
+    }
+    assert_eq!(names["embeddings.patch_embeddings.projection.weight"].dims(), &[16, 3, 4, 4]);
+    // 4 embedding tensors + 16 per block + 2 final.
+    assert_eq!(names.len(), 4 + 16 * 3 + 2);
+}
+
+#[test]
+fn matches_candle_transformers_reference_vit() {
+    // An independent implementation of the same architecture on the same weights.
+    use candle_transformers::models::vit;
+    let cfg = tiny();
+    let bb = Backbone::init_random(&cfg, 11, &Device::Cpu).unwrap();
+    let mut tensors = std::collections::HashMap::new();
+    for (k, v) in checkpoint::hf_tensors(&bb).unwrap() {
+        tensors.insert(format!("vit.{k}"), v);
+    }
+    let k = 5;
+    let w = Tensor::from_vec((0..k * 16).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.05).collect::<Vec<_>>(), (k, 16), &Device::Cpu).unwrap();
+    tensors.insert("classifier.weight".into(), w.clone());
+    tensors.insert("classifier.bias".into(), Tensor::zeros(k, candle_core::DType::F32, &Device::Cpu).unwrap());
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu);
+    let rcfg = vit::Config {
+        hidden_size: 16,
+        num_hidden_layers: 3,
+        num_attention_heads: 2,
+        intermediate_size: 24,
+        hidden_act: candle_nn::Activation::Gelu,
+        layer_norm_eps: cfg.layer_norm_eps,
+        image_size: 16,
+        patch_size: 4,
+        num_channels: 3,
+        qkv_bias: true,
+    };
+    let reference = vit::Model::new(&rcfg, k, vb).unwrap();
+    let x = images(3, &cfg, 12);
+    let want = reference.forward(&x).unwrap();
+    let ours = bb.features(&x, &NoBranch, Numerics::Fused).unwrap().matmul(&w.t().unwrap()).unwrap();
+    assert!(max_abs_diff(&want, &ours) < 1e-4, "diff {}", max_abs_diff(&want, &ours));
+}
+
+#[test]
+#[ignore]
+fn op_backward_costs() {
+    use candle_core::{Device, Tensor, Var, D};
+    use std::time::Instant;
+    let dev = Device::Cpu;
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (128, 17, 32), &dev).unwrap()).unwrap();
+    let w = Tensor::ones(32, candle_core::DType::F32, &dev).unwrap();
+    let b = Tensor::zeros(32, candle_core::DType::F32, &dev).unwrap();
+    let s = Var::from_tensor(&Tensor::randn(0f32, 1.0, (128, 4, 17, 17), &dev).unwrap()).unwrap();
+    let wm = Tensor::randn(0f32, 1.0, (32, 32), &dev).unwrap();
+    for (name, f) in [
+        ("layer_norm_slow", Box::new(|| candle_nn::ops::layer_norm_slow(x.as_tensor(), &w, &b, 1e-12).unwrap()) as Box<dyn Fn() -> Tensor>),
+        ("softmax", Box::new(|| candle_nn::ops::softmax(s.as_tensor(), D::Minus1).unwrap())),
+        ("softmax-ours", Box::new(|| super::ops::softmax_last_dim(s.as_tensor()).unwrap())),
+        ("gelu-ours", Box::new(|| super::ops::gelu_erf(x.as_tensor()).unwrap())),
+        ("gelu_erf", Box::new(|| x.as_tensor().gelu_erf().unwrap())),
+        ("matmul", Box::new(|| x.as_tensor().reshape((128 * 17, 32)).unwrap().matmul(&wm.t().unwrap()).unwrap())),
+        ("split-heads", Box::new(|| x.as_tensor().reshape((128, 17, 4, 8)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap())),
+    ] {
+        let t = Instant::now();
+        for _ in 0..10 {
+            let _ = f();
+        }
+        let fwd = t.elapsed() / 10;
+        let t = Instant::now();
+        for _ in 0..10 {
+            let y = f();
+            let _ = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        }
+        let both = t.elapsed() / 10;
+        eprintln!("{name:<16} fwd {fwd:?} fwd+bwd {both:?}");
+    }
+}

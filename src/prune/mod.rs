@@ -1,0 +1,3 @@
+//! Pruning of LoRA adapters.
+
+pub mod magnitude;

@@ -1,0 +1,18 @@
+//! Result output: Parquet tables and SVG figures.
+//!
+//! - [`atomic`]: atomic file writes (temporary file, fsync, rename).
+//! - [`table`]: a column-oriented [`Table`] builder written as zstd Parquet,
+//!   so analysis code never imports polars.
+//! - [`plot`]: readable SVG line plots, panel grids, grouped bar plots and
+//!   heatmaps drawn with plotters (no fonts needed).
+
+pub mod atomic;
+pub mod plot;
+pub mod table;
+
+pub use atomic::{write_atomic, write_atomic_with};
+pub use plot::{
+    bar_plot_svg, heatmap_svg, line_plot_svg, panels_svg, write_svg, Bar, BarGroup, BarPlot,
+    Heatmap, LinePlot, Series, DEFAULT_SIZE,
+};
+pub use table::Table;

@@ -1,0 +1,378 @@
+//! A small column-oriented table builder that writes Parquet.
+//!
+//! Analysis code builds a [`Table`] from plain `Vec`s and never imports polars;
+//! only this module converts to a polars `DataFrame` when writing or reading.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Result};
+use polars::prelude::{
+    Column, DataFrame, DataType, Int64Type, IntoColumn, ListBuilderTrait,
+    ListPrimitiveChunkedBuilder, ParquetCompression, ParquetReader, ParquetWriter, SerReader,
+};
+
+use crate::report::atomic::write_atomic_with;
+
+/// The values of one column.
+#[derive(Clone, Debug, PartialEq)]
+enum ColumnData {
+    Str(Vec<String>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    U64(Vec<u64>),
+    Bool(Vec<bool>),
+    OptF64(Vec<Option<f64>>),
+    ListI64(Vec<Vec<i64>>),
+}
+
+impl ColumnData {
+    fn len(&self) -> usize {
+        match self {
+            ColumnData::Str(v) => v.len(),
+            ColumnData::F64(v) => v.len(),
+            ColumnData::I64(v) => v.len(),
+            ColumnData::U64(v) => v.len(),
+            ColumnData::Bool(v) => v.len(),
+            ColumnData::OptF64(v) => v.len(),
+            ColumnData::ListI64(v) => v.len(),
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            ColumnData::Str(_) => "String",
+            ColumnData::F64(_) => "Float64",
+            ColumnData::I64(_) => "Int64",
+            ColumnData::U64(_) => "UInt64",
+            ColumnData::Bool(_) => "Boolean",
+            ColumnData::OptF64(_) => "Float64 (nullable)",
+            ColumnData::ListI64(_) => "List(Int64)",
+        }
+    }
+
+    fn to_polars(&self, name: &str) -> Column {
+        let name = name.into();
+        match self {
+            ColumnData::Str(v) => Column::new(name, v.as_slice()),
+            ColumnData::F64(v) => Column::new(name, v.as_slice()),
+            ColumnData::I64(v) => Column::new(name, v.as_slice()),
+            ColumnData::U64(v) => Column::new(name, v.as_slice()),
+            ColumnData::Bool(v) => Column::new(name, v.as_slice()),
+            ColumnData::OptF64(v) => Column::new(name, v.as_slice()),
+            ColumnData::ListI64(v) => {
+                let total = v.iter().map(Vec::len).sum();
+                let mut builder = ListPrimitiveChunkedBuilder::<Int64Type>::new(
+                    name,
+                    v.len(),
+                    total,
+                    DataType::Int64,
+                );
+                for item in v {
+                    builder.append_slice(item);
+                }
+                builder.finish().into_column()
+            }
+        }
+    }
+}
+
+/// An ordered set of named, equally long columns, written as one Parquet file.
+///
+/// Columns are added with the typed `*_col` methods, which chain:
+/// `Table::new().str_col("space", s).f64_col("acc", a).write_parquet(path)?`.
+/// Lengths and names are checked when the table is written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Table {
+    columns: Vec<(String, ColumnData)>,
+}
+
+impl Table {
+    /// An empty table with no columns.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn push(&mut self, name: &str, data: ColumnData) -> &mut Self {
+        self.columns.push((name.to_string(), data));
+        self
+    }
+
+    /// Appends a UTF-8 string column.
+    pub fn str_col(&mut self, name: &str, values: Vec<String>) -> &mut Self {
+        self.push(name, ColumnData::Str(values))
+    }
+
+    /// Appends a `f64` column (NaN is stored as NaN, not as null).
+    pub fn f64_col(&mut self, name: &str, values: Vec<f64>) -> &mut Self {
+        self.push(name, ColumnData::F64(values))
+    }
+
+    /// Appends an `i64` column.
+    pub fn i64_col(&mut self, name: &str, values: Vec<i64>) -> &mut Self {
+        self.push(name, ColumnData::I64(values))
+    }
+
+    /// Appends a `u64` column.
+    pub fn u64_col(&mut self, name: &str, values: Vec<u64>) -> &mut Self {
+        self.push(name, ColumnData::U64(values))
+    }
+
+    /// Appends a boolean column.
+    pub fn bool_col(&mut self, name: &str, values: Vec<bool>) -> &mut Self {
+        self.push(name, ColumnData::Bool(values))
+    }
+
+    /// Appends a nullable `f64` column; `None` is written as a Parquet null.
+    pub fn opt_f64_col(&mut self, name: &str, values: Vec<Option<f64>>) -> &mut Self {
+        self.push(name, ColumnData::OptF64(values))
+    }
+
+    /// Appends a column whose cells are lists of `i64` (for example the blocks of
+    /// a coalition, or a training mask as 0/1 values).
+    pub fn list_i64_col(&mut self, name: &str, values: Vec<Vec<i64>>) -> &mut Self {
+        self.push(name, ColumnData::ListI64(values))
+    }
+
+    /// Number of rows: the length of the first column, or 0 without columns.
+    pub fn len(&self) -> usize {
+        self.columns.first().map_or(0, |(_, c)| c.len())
+    }
+
+    /// True when the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of columns.
+    pub fn num_columns(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Column names with their type names (`String`, `Float64`, `Int64`, `UInt64`,
+    /// `Boolean`, `Float64 (nullable)`, `List(Int64)`), in column order, for
+    /// documenting output schemas.
+    pub fn describe_schema(&self) -> Vec<(String, &'static str)> {
+        self.columns
+            .iter()
+            .map(|(n, c)| (n.clone(), c.type_name()))
+            .collect()
+    }
+
+    /// Checks that the table has columns, unique names and equal lengths.
+    fn validate(&self) -> Result<()> {
+        let Some((first_name, first)) = self.columns.first() else {
+            bail!("table has no columns; add at least one column before writing it");
+        };
+        let mut seen = HashSet::new();
+        for (name, col) in &self.columns {
+            if !seen.insert(name.as_str()) {
+                bail!("table has two columns named '{name}'; give every column a unique name");
+            }
+            if col.len() != first.len() {
+                bail!(
+                    "column '{name}' has {} rows but column '{first_name}' has {}; give every column the same length",
+                    col.len(),
+                    first.len()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Converts the table into a polars `DataFrame` (crate-internal).
+    fn to_dataframe(&self) -> Result<DataFrame> {
+        self.validate()?;
+        let columns = self
+            .columns
+            .iter()
+            .map(|(n, c)| c.to_polars(n))
+            .collect::<Vec<_>>();
+        DataFrame::new(self.len(), columns)
+            .map_err(|e| anyhow!("cannot assemble the table: {e}; check column names and lengths"))
+    }
+
+    /// Writes the table to `path` as a zstd-compressed Parquet file, atomically.
+    ///
+    /// Fails, naming the column, when column lengths differ or names repeat; an
+    /// existing file at `path` is then left untouched.
+    pub fn write_parquet(&self, path: &Path) -> Result<()> {
+        let mut df = self
+            .to_dataframe()
+            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+        write_atomic_with(path, |file| {
+            ParquetWriter::new(&mut *file)
+                .with_compression(ParquetCompression::Zstd(None))
+                .finish(&mut df)
+                .map(|_| ())
+                .map_err(|e| {
+                    anyhow!(
+                        "cannot encode Parquet for {}: {e}; check the column values",
+                        path.display()
+                    )
+                })
+        })
+    }
+
+    /// Reads a Parquet file into a polars `DataFrame` (for tests and for
+    /// re-reading cached results).
+    pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+        let file = File::open(path).map_err(|e| {
+            anyhow!(
+                "cannot open {}: {e}; check the path or regenerate the table",
+                path.display()
+            )
+        })?;
+        ParquetReader::new(file).finish().map_err(|e| {
+            anyhow!(
+                "cannot read {} as Parquet: {e}; delete the file and regenerate it",
+                path.display()
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn scratch(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "copra-report-table-{name}-{}.parquet",
+            std::process::id()
+        ))
+    }
+
+    #[test]
+    fn round_trip_every_column_type() {
+        let path = scratch("roundtrip");
+        let mut t = Table::new();
+        t.str_col(
+            "space",
+            vec!["weight".into(), "lora-ab".into(), "β é".into()],
+        )
+        .f64_col("acc", vec![0.5, f64::NAN, -1.25e-9])
+        .i64_col("step", vec![-3, 0, i64::MAX])
+        .u64_col("seed", vec![0, 7, u64::MAX])
+        .bool_col("trained", vec![true, false, true])
+        .opt_f64_col("loss", vec![Some(1.5), None, Some(0.0)])
+        .list_i64_col("blocks", vec![vec![0, 3, 11], vec![], vec![5]]);
+        assert_eq!(t.len(), 3);
+        assert!(!t.is_empty());
+        t.write_parquet(&path).unwrap();
+
+        let df = Table::read_parquet(&path).unwrap();
+        assert_eq!(df.height(), 3);
+        let names: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["space", "acc", "step", "seed", "trained", "loss", "blocks"]
+        );
+
+        let s: Vec<Option<&str>> = df.column("space").unwrap().str().unwrap().iter().collect();
+        assert_eq!(s, [Some("weight"), Some("lora-ab"), Some("β é")]);
+        let a: Vec<Option<f64>> = df.column("acc").unwrap().f64().unwrap().iter().collect();
+        assert_eq!(a[0], Some(0.5));
+        assert!(a[1].unwrap().is_nan());
+        assert_eq!(a[2], Some(-1.25e-9));
+        let i: Vec<Option<i64>> = df.column("step").unwrap().i64().unwrap().iter().collect();
+        assert_eq!(i, [Some(-3), Some(0), Some(i64::MAX)]);
+        let u: Vec<Option<u64>> = df.column("seed").unwrap().u64().unwrap().iter().collect();
+        assert_eq!(u, [Some(0), Some(7), Some(u64::MAX)]);
+        let b: Vec<Option<bool>> = df
+            .column("trained")
+            .unwrap()
+            .bool()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(b, [Some(true), Some(false), Some(true)]);
+        let l: Vec<Option<f64>> = df.column("loss").unwrap().f64().unwrap().iter().collect();
+        assert_eq!(l, [Some(1.5), None, Some(0.0)]);
+        assert_eq!(df.column("loss").unwrap().null_count(), 1);
+
+        let blocks = df.column("blocks").unwrap();
+        assert_eq!(blocks.dtype(), &DataType::List(Box::new(DataType::Int64)));
+        let list = blocks.list().unwrap();
+        let lists: Vec<Vec<i64>> = (0..list.len())
+            .map(|i| {
+                let s = list.get_as_series(i).expect("list cells are never null");
+                s.i64().unwrap().iter().map(|v| v.unwrap()).collect()
+            })
+            .collect();
+        assert_eq!(lists, vec![vec![0, 3, 11], vec![], vec![5]]);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn empty_rows_round_trip_with_types() {
+        let path = scratch("empty");
+        let mut t = Table::new();
+        t.f64_col("x", vec![]).list_i64_col("l", vec![]);
+        assert!(t.is_empty());
+        t.write_parquet(&path).unwrap();
+        let df = Table::read_parquet(&path).unwrap();
+        assert_eq!(df.height(), 0);
+        assert_eq!(
+            df.column("l").unwrap().dtype(),
+            &DataType::List(Box::new(DataType::Int64))
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn mismatched_lengths_name_the_column() {
+        let path = scratch("mismatch");
+        let mut t = Table::new();
+        t.f64_col("x", vec![1.0, 2.0]).i64_col("bad_col", vec![1]);
+        let err = t.write_parquet(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("bad_col"), "{msg}");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn duplicate_names_and_no_columns_are_errors() {
+        let path = scratch("dup");
+        let mut t = Table::new();
+        t.f64_col("x", vec![1.0]).f64_col("x", vec![2.0]);
+        assert!(t
+            .write_parquet(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("'x'"));
+        assert!(Table::new().write_parquet(&path).is_err());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn schema_description() {
+        let mut t = Table::new();
+        t.str_col("a", vec![])
+            .opt_f64_col("b", vec![])
+            .list_i64_col("c", vec![])
+            .u64_col("d", vec![]);
+        assert_eq!(
+            t.describe_schema(),
+            vec![
+                ("a".to_string(), "String"),
+                ("b".to_string(), "Float64 (nullable)"),
+                ("c".to_string(), "List(Int64)"),
+                ("d".to_string(), "UInt64"),
+            ]
+        );
+        assert_eq!(t.num_columns(), 4);
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = Table::read_parquet(Path::new("/nonexistent/x.parquet")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/x.parquet"));
+    }
+}

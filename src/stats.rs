@@ -1,0 +1,108 @@
+//! Summary statistics over seeds: mean with a Student-t confidence interval.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+/// Mean of a sample with a two-sided Student-t confidence interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeanCi {
+    /// Number of samples.
+    pub n: usize,
+    /// Sample mean.
+    pub mean: f64,
+    /// Sample standard deviation (denominator `n − 1`); NaN for `n = 1`.
+    pub std: f64,
+    /// `t_{(1+level)/2, n−1} · std / √n`; NaN for `n = 1` (no spread can be estimated from one
+    /// sample, so the interval is undefined rather than zero-width).
+    pub half_width: f64,
+    /// `mean − half_width` (NaN for `n = 1`).
+    pub lo: f64,
+    /// `mean + half_width` (NaN for `n = 1`).
+    pub hi: f64,
+    /// Confidence level in `(0, 1)`, e.g. 0.95.
+    pub level: f64,
+}
+
+/// The `p`-quantile of Student's t with `df > 0` degrees of freedom.
+pub fn t_quantile(df: f64, p: f64) -> Result<f64> {
+    if !(df.is_finite() && df > 0.0) {
+        bail!("Student-t degrees of freedom {df} must be positive and finite");
+    }
+    if !(p > 0.0 && p < 1.0) {
+        bail!("quantile probability {p} must be in (0, 1)");
+    }
+    let dist = StudentsT::new(0.0, 1.0, df).map_err(|e| anyhow::anyhow!("Student-t with df {df}: {e}"))?;
+    Ok(dist.inverse_cdf(p))
+}
+
+/// Mean with a 95% Student-t confidence interval. See [`mean_ci_level`].
+pub fn mean_ci(samples: &[f64]) -> Result<MeanCi> {
+    mean_ci_level(samples, 0.95)
+}
+
+/// Mean with a two-sided Student-t confidence interval at `level` (e.g. 0.95). Errors on an
+/// empty sample, non-finite samples or a level outside `(0, 1)`. With one sample, `std`,
+/// `half_width`, `lo` and `hi` are NaN.
+pub fn mean_ci_level(samples: &[f64], level: f64) -> Result<MeanCi> {
+    if samples.is_empty() {
+        bail!("no samples to summarise; pass at least one value (two for a confidence interval)");
+    }
+    if !(level > 0.0 && level < 1.0) {
+        bail!("confidence level {level} must be in (0, 1), e.g. 0.95");
+    }
+    if let Some(bad) = samples.iter().find(|v| !v.is_finite()) {
+        bail!("sample value {bad} is not finite; drop failed runs before summarising");
+    }
+    let n = samples.len();
+    let mean = samples.iter().sum::<f64>() / n as f64;
+    if n == 1 {
+        return Ok(MeanCi { n, mean, std: f64::NAN, half_width: f64::NAN, lo: f64::NAN, hi: f64::NAN, level });
+    }
+    let var = samples.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1) as f64;
+    let std = var.sqrt();
+    let t = t_quantile((n - 1) as f64, 0.5 + level / 2.0)?;
+    let half_width = t * std / (n as f64).sqrt();
+    Ok(MeanCi { n, mean, std, half_width, lo: mean - half_width, hi: mean + half_width, level })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_t_quantiles() {
+        assert!((t_quantile(4.0, 0.975).unwrap() - 2.776445).abs() < 1e-6);
+        assert!((t_quantile(1.0, 0.975).unwrap() - 12.706205).abs() < 1e-5);
+        assert!((t_quantile(9.0, 0.95).unwrap() - 1.833113).abs() < 1e-6);
+        assert!(t_quantile(0.0, 0.5).is_err());
+        assert!(t_quantile(3.0, 1.0).is_err());
+    }
+
+    #[test]
+    fn hand_computed_interval() {
+        // Samples 1..5: mean 3, sample variance 2.5, std √2.5; half-width = 2.776445·√2.5/√5.
+        let ci = mean_ci(&[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        assert_eq!(ci.n, 5);
+        assert!((ci.mean - 3.0).abs() < 1e-12);
+        assert!((ci.std - 2.5f64.sqrt()).abs() < 1e-12);
+        let hw = 2.776445 * (0.5f64).sqrt();
+        assert!((ci.half_width - hw).abs() < 1e-6, "{}", ci.half_width);
+        assert!((ci.lo - (3.0 - hw)).abs() < 1e-6 && (ci.hi - (3.0 + hw)).abs() < 1e-6);
+        // 90% level with df = 4: t = 2.131847.
+        let ci90 = mean_ci_level(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.9).unwrap();
+        assert!((ci90.half_width - 2.131847 * 0.5f64.sqrt()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn degenerate_samples() {
+        let one = mean_ci(&[0.7]).unwrap();
+        assert_eq!((one.n, one.mean), (1, 0.7));
+        assert!(one.std.is_nan() && one.half_width.is_nan() && one.lo.is_nan() && one.hi.is_nan());
+        let same = mean_ci(&[2.0, 2.0, 2.0]).unwrap();
+        assert_eq!((same.half_width, same.lo, same.hi), (0.0, 2.0, 2.0));
+        assert!(mean_ci(&[]).unwrap_err().to_string().contains("no samples"));
+        assert!(mean_ci_level(&[1.0, 2.0], 1.0).is_err());
+        assert!(mean_ci(&[1.0, f64::INFINITY]).is_err());
+    }
+}

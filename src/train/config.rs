@@ -1,0 +1,144 @@
+//! Everything that defines a training run; serialised into the run manifest and
+//! hashed for the run cache. Loadable from TOML (`copra-lab train --config run.toml`).
+
+use super::schedule::Method;
+use crate::adapter::{Grouping, LoraSpec};
+use serde::{Deserialize, Serialize};
+
+/// Configuration of one LoRA / CopRA training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Task name (`textures`, `idx:/path`, `folder:/path`, ...).
+    pub task: String,
+    /// Training method and schedule.
+    pub method: Method,
+    /// Run seed: adapter init, dropout, batch order and CopRA masks.
+    pub seed: u64,
+    /// Data seed: which images are generated or sampled (shared by all runs that compare).
+    pub data_seed: u64,
+    /// Training shots per class.
+    pub shots: usize,
+    /// Test images.
+    pub test_size: usize,
+    /// Optimizer steps T.
+    pub steps: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Final learning rate of the cosine decay.
+    pub min_lr: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// AdamW β1.
+    pub beta1: f64,
+    /// AdamW β2.
+    pub beta2: f64,
+    /// AdamW ε.
+    pub eps: f64,
+    /// LoRA shape, scale, dropout and target modules.
+    pub lora: LoraSpec,
+    /// Players / Bernoulli groups: one per block or one per module.
+    pub grouping: Grouping,
+    /// CopRA starting probability p0 (0 as in the paper; 0.1 in CoTo's reference code).
+    pub p0: f64,
+    /// Fraction of training over which p rises to 1.
+    pub stage1_ratio: f64,
+    /// Fixed logit scale of the prototype head.
+    pub logit_scale: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            task: "textures".into(),
+            method: Method::Copra,
+            seed: 1,
+            data_seed: 0,
+            shots: 16,
+            test_size: 1000,
+            steps: 500,
+            batch_size: 32,
+            lr: 2e-4,
+            min_lr: 1e-6,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            lora: LoraSpec::default(),
+            grouping: Grouping::Block,
+            p0: 0.0,
+            stage1_ratio: 0.75,
+            logit_scale: 50.0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks value ranges; errors name the field and the valid range.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        if self.steps == 0 {
+            bail!("steps must be at least 1");
+        }
+        if self.batch_size == 0 {
+            bail!("batch_size must be at least 1");
+        }
+        if self.shots == 0 {
+            bail!("shots must be at least 1");
+        }
+        if !(self.lr > 0.0) || !(self.min_lr >= 0.0) || self.min_lr > self.lr {
+            bail!("learning rates must satisfy 0 ≤ min_lr ≤ lr and lr > 0 (got lr {}, min_lr {})", self.lr, self.min_lr);
+        }
+        if !(0.0..1.0).contains(&self.lora.dropout) {
+            bail!("lora dropout must be in [0, 1), got {}", self.lora.dropout);
+        }
+        if self.lora.rank == 0 {
+            bail!("lora rank must be at least 1");
+        }
+        if self.lora.targets.is_empty() {
+            bail!("lora targets must name at least one module (q, k, v, o, fc1, fc2)");
+        }
+        if !(0.0..=1.0).contains(&self.p0) {
+            bail!("p0 must be in [0, 1], got {}", self.p0);
+        }
+        if !(self.stage1_ratio > 0.0 && self.stage1_ratio <= 1.0) {
+            bail!("stage1_ratio must be in (0, 1], got {}", self.stage1_ratio);
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            bail!("betas must be in [0, 1)");
+        }
+        Ok(())
+    }
+
+    /// Parses a TOML file's text (unknown keys are errors, missing keys take defaults).
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let cfg: TrainConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid training config: {}", e.message()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trip_and_defaults() {
+        let cfg = TrainConfig { seed: 7, method: Method::StochasticDepth { p: 0.5 }, ..Default::default() };
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(TrainConfig::from_toml(&text).unwrap(), cfg);
+        let partial = TrainConfig::from_toml("seed = 3\nsteps = 10\n").unwrap();
+        assert_eq!(partial.seed, 3);
+        assert_eq!(partial.lr, 2e-4);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = TrainConfig::from_toml("stepz = 3").unwrap_err().to_string();
+        assert!(err.contains("stepz"), "{err}");
+        let err = TrainConfig::from_toml("p0 = 2.0").unwrap_err().to_string();
+        assert!(err.contains("p0"), "{err}");
+    }
+}

@@ -1,0 +1,10 @@
+//! Training: configuration, participation schedules, AdamW and the training loop.
+
+pub mod config;
+pub mod optim;
+pub mod schedule;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use schedule::{Method, Schedule};
+pub use trainer::{train_adapter, StepRecord, TrainOutput};

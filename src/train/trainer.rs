@@ -1,0 +1,155 @@
+//! The LoRA / CopRA training loop on a frozen backbone.
+//!
+//! Few-shot training sets are small and un-augmented, so the frozen hidden state
+//! entering every block is computed once for all training images. A step whose
+//! lowest active group sits at block ℓ starts its forward there: blocks below ℓ
+//! would compute exactly the cached values, and with no trainable tensor below ℓ
+//! the backward pass stops at ℓ by construction.
+
+use super::config::TrainConfig;
+use super::optim::{AdamW, AdamWConfig};
+use super::schedule::{cosine_lr, sample_mask, Schedule};
+use crate::adapter::{group_keys, Adapter, ModuleKey};
+use crate::model::head::PrototypeHead;
+use crate::model::lora::{LoraVars, TrainingBranch};
+use crate::model::{Backbone, Numerics};
+use crate::util::rng_for;
+use anyhow::Result;
+use candle_core::Tensor;
+use rand::seq::SliceRandom;
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+/// One optimizer step's record (a row of `train_log.parquet`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepRecord {
+    /// Optimizer step, 0-based.
+    pub step: usize,
+    /// Training loss of the batch.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Participation probability p(t).
+    pub p: f64,
+    /// Active groups (indices into the grouping's group list).
+    pub active_groups: Vec<usize>,
+    /// Block where the forward pass started.
+    pub start_block: usize,
+}
+
+/// What a training run produces.
+pub struct TrainOutput {
+    /// The trained adapter.
+    pub adapter: Adapter,
+    /// One record per step.
+    pub log: Vec<StepRecord>,
+    /// Wall time of the loop in seconds.
+    pub wall_seconds: f64,
+}
+
+/// Performance switches of the training loop (they never change the result).
+#[derive(Clone, Copy, Debug)]
+pub struct LoopOptions {
+    /// Start each step's forward at the lowest active block from the cached frozen inputs
+    /// (true, the default), or always at the embeddings (for benchmarks).
+    pub skip_frozen_prefix: bool,
+}
+
+impl Default for LoopOptions {
+    fn default() -> Self {
+        Self { skip_frozen_prefix: true }
+    }
+}
+
+/// Trains an adapter. `train_inputs[ℓ]` holds the frozen hidden states entering block ℓ for
+/// every training image (`Backbone::frozen_block_inputs`); `on_step` is called after each step.
+pub fn train_adapter(
+    backbone: &Backbone,
+    head: &PrototypeHead,
+    train_inputs: &[Tensor],
+    labels: &[u32],
+    cfg: &TrainConfig,
+    init: Option<&Adapter>,
+    on_step: impl FnMut(&StepRecord),
+) -> Result<TrainOutput> {
+    train_adapter_with(backbone, head, train_inputs, labels, cfg, init, LoopOptions::default(), on_step)
+}
+
+/// `train_adapter` with explicit loop options.
+#[allow(clippy::too_many_arguments)]
+pub fn train_adapter_with(
+    backbone: &Backbone,
+    head: &PrototypeHead,
+    train_inputs: &[Tensor],
+    labels: &[u32],
+    cfg: &TrainConfig,
+    init: Option<&Adapter>,
+    options: LoopOptions,
+    mut on_step: impl FnMut(&StepRecord),
+) -> Result<TrainOutput> {
+    cfg.validate()?;
+    let device = backbone.device().clone();
+    let blocks: Vec<usize> = (0..backbone.num_blocks()).collect();
+    let mut init_rng = rng_for(cfg.seed, "lora-init");
+    let lora = match init {
+        Some(a) => LoraVars::from_adapter(a, &device)?,
+        None => LoraVars::init(&cfg.lora, &backbone.config, &blocks, &mut init_rng, &device)?,
+    };
+    let keys: Vec<ModuleKey> = lora.vars.keys().copied().collect();
+    let groups = group_keys(&keys, cfg.grouping);
+    let vars = lora.vars.values().flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
+    let mut opt = AdamW::new(
+        vars,
+        AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay },
+    )?;
+    let schedule = Schedule { method: cfg.method, p0: cfg.p0, stage1_ratio: cfg.stage1_ratio, total_steps: cfg.steps };
+    let mut mask_rng = rng_for(cfg.seed, "copra-mask");
+    let mut order_rng = rng_for(cfg.seed, "batch-order");
+    let mut dropout_rng = rng_for(cfg.seed, "lora-dropout");
+    let n = labels.len();
+    let batch = cfg.batch_size.min(n);
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut cursor = n; // forces a shuffle on the first step
+    let mut log = Vec::with_capacity(cfg.steps);
+    let started = Instant::now();
+    for step in 0..cfg.steps {
+        let p = schedule.p(step);
+        let mask = sample_mask(p, groups.len(), &mut mask_rng);
+        let active: BTreeSet<ModuleKey> =
+            groups.iter().zip(&mask).filter(|(_, on)| **on).flat_map(|(g, _)| g.iter().copied()).collect();
+        let start = if options.skip_frozen_prefix { active.iter().map(|k| k.block).min().unwrap_or(0) } else { 0 };
+        // Batch indices: reshuffle at each epoch boundary.
+        let mut idx = Vec::with_capacity(batch);
+        while idx.len() < batch {
+            if cursor == n {
+                order.shuffle(&mut order_rng);
+                cursor = 0;
+            }
+            idx.push(order[cursor]);
+            cursor += 1;
+        }
+        let idx_t = Tensor::from_slice(&idx, idx.len(), &device)?;
+        let x = train_inputs[start].index_select(&idx_t, 0)?;
+        let y: Vec<u32> = idx.iter().map(|i| labels[*i as usize]).collect();
+        let y = Tensor::from_vec(y, batch, &device)?;
+        let branch = TrainingBranch::new(&lora, &active, cfg.lora.dropout, &mut dropout_rng);
+        let feats = backbone.forward_from(start, &x, &branch, Numerics::Differentiable)?;
+        let logits = head.logits(&feats)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        let grads = loss.backward()?;
+        let lr = cosine_lr(cfg.lr, cfg.min_lr, step, cfg.steps);
+        opt.step(&grads, lr)?;
+        let record = StepRecord {
+            step,
+            loss: loss.to_scalar::<f32>()? as f64,
+            lr,
+            p,
+            active_groups: mask.iter().enumerate().filter(|(_, on)| **on).map(|(i, _)| i).collect(),
+            start_block: start,
+        };
+        on_step(&record);
+        log.push(record);
+    }
+    let wall_seconds = started.elapsed().as_secs_f64();
+    Ok(TrainOutput { adapter: lora.to_adapter()?, log, wall_seconds })
+}

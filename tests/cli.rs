@@ -1,0 +1,149 @@
+//! End-to-end tests of the `copra-lab` binary: training and the run cache, determinism,
+//! real data, and one-line errors for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_copra-lab"));
+    c.arg("--quiet");
+    c
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("copra-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Asserts a failure with exactly one line on stderr, no panic, containing `needle`.
+fn assert_one_line_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success: {}", stdout(o));
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got: {err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+}
+
+const QUICK: &[&str] = &["--steps", "12", "--test-size", "200", "--shots", "4"];
+
+fn run_dir_of(root: &Path) -> PathBuf {
+    // runs/<task>/<method>/<seed-key>
+    let mut p = root.to_path_buf();
+    for _ in 0..3 {
+        p = std::fs::read_dir(&p).unwrap().next().unwrap().unwrap().path();
+    }
+    p
+}
+
+#[test]
+fn train_writes_artifacts_reuses_the_cache_and_is_bit_identical() {
+    let a = tmp("det-a");
+    let b = tmp("det-b");
+    for root in [&a, &b] {
+        let o = run(bin().args(["--runs-dir", root.to_str().unwrap(), "train", "--method", "copra", "--seed", "3"]).args(QUICK));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains("trained"), "{}", stdout(&o));
+    }
+    let (da, db) = (run_dir_of(&a), run_dir_of(&b));
+    for f in ["adapter_model.safetensors", "adapter_config.json", "train_log.parquet", "manifest.json"] {
+        assert!(da.join(f).is_file(), "missing {f}");
+    }
+    let wa = std::fs::read(da.join("adapter_model.safetensors")).unwrap();
+    let wb = std::fs::read(db.join("adapter_model.safetensors")).unwrap();
+    assert_eq!(wa, wb, "same seed and config must give a bit-identical adapter");
+
+    // Second call reuses the run.
+    let o = run(bin().args(["--runs-dir", a.to_str().unwrap(), "train", "--method", "copra", "--seed", "3"]).args(QUICK));
+    assert!(stdout(&o).contains("reused"), "{}", stdout(&o));
+
+    // A different seed gives a different adapter.
+    let c = tmp("det-c");
+    let o = run(bin().args(["--runs-dir", c.to_str().unwrap(), "train", "--method", "copra", "--seed", "4"]).args(QUICK));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let wc = std::fs::read(run_dir_of(&c).join("adapter_model.safetensors")).unwrap();
+    assert_ne!(wa, wc);
+
+    // `eval` reads the PEFT folder back and reports the manifest's accuracy.
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(da.join("manifest.json")).unwrap()).unwrap();
+    let acc = manifest["test"]["accuracy"].as_f64().unwrap();
+    let o = run(bin().args(["eval", "--adapter", da.to_str().unwrap()]).args(QUICK));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("test accuracy {:.2}%", 100.0 * acc)), "{} vs {acc}", stdout(&o));
+    for d in [a, b, c] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn trains_on_fashion_mnist_from_debian_package() {
+    let dir = Path::new("/usr/share/datasets/fashion-mnist");
+    if !dir.is_dir() {
+        eprintln!("skipping: {} not installed (apt-get install dataset-fashion-mnist)", dir.display());
+        return;
+    }
+    let root = tmp("fmnist");
+    let task = format!("idx:{}", dir.display());
+    let o = run(bin().args(["--runs-dir", root.to_str().unwrap(), "train", "--method", "lora", "--task", &task]).args(QUICK));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir_of(&root).join("manifest.json")).unwrap()).unwrap();
+    let acc = manifest["test"]["accuracy"].as_f64().unwrap();
+    // 10 classes: well above chance even with 4 shots.
+    assert!(acc > 0.3, "Fashion-MNIST accuracy {acc}");
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let d = tmp("errors");
+    // Missing backbone folder.
+    let o = run(bin().args(["--backbone", d.join("nope").to_str().unwrap(), "eval"]));
+    assert_one_line_error(&o, "does not exist");
+    // Corrupt safetensors.
+    std::fs::write(d.join("config.json"), r#"{"hidden_size":32,"num_hidden_layers":12,"num_attention_heads":4,"intermediate_size":64,"image_size":32,"patch_size":8}"#).unwrap();
+    std::fs::write(d.join("model.safetensors"), b"not a safetensors file").unwrap();
+    let o = run(bin().args(["--backbone", d.to_str().unwrap(), "eval"]));
+    assert_one_line_error(&o, "truncated or corrupt");
+    // Wrong shape: export the built-in and claim a wider model.
+    let o = run(bin().args(["export-backbone", "--out", d.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(d.join("config.json")).unwrap().replace("\"hidden_size\": 32", "\"hidden_size\": 48");
+    std::fs::write(d.join("config.json"), text).unwrap();
+    let o = run(bin().args(["--backbone", d.to_str().unwrap(), "eval"]));
+    assert_one_line_error(&o, "do not match");
+    // Unknown task, bad method, bad numbers, missing config and adapter files.
+    assert_one_line_error(&run(bin().args(["train", "--task", "cifar"])), "unknown");
+    assert_one_line_error(&run(bin().args(["train", "--method", "sgd"])), "unknown method");
+    assert_one_line_error(&run(bin().args(["train", "--config", "/nonexistent.toml"])), "cannot read config file");
+    assert_one_line_error(&run(bin().args(["eval", "--adapter", "/nonexistent"])), "adapter_config.json");
+    assert_one_line_error(&run(bin().args(["train", "--steps", "0"])), "steps");
+    assert_one_line_error(&run(bin().args(["connectivity", "--seeds", "1"])), "at least two seeds");
+    // Nonsense flag: clap's own error, exit code 2, no panic.
+    let o = run(bin().args(["train", "--nonsense"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!stderr(&o).contains("panicked"));
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in ["pretrain", "train", "eval", "tasks", "connectivity", "shapley", "bench", "export-backbone"] {
+        let o = run(bin().args([cmd, "--help"]));
+        assert!(o.status.success(), "{cmd} --help failed");
+        assert!(stdout(&o).contains("Usage"), "{cmd}");
+    }
+}

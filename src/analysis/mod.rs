@@ -47,3 +47,6 @@ impl Outputs {
         Ok(written)
     }
 }
+
+#[cfg(test)]
+mod tests;

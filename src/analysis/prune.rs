@@ -283,6 +283,17 @@ pub struct PruneInput<'a> {
     pub seed: u64,
     /// The trained adapter.
     pub adapter: &'a Adapter,
+    /// Every coalition's test accuracy in the block game of this adapter on this evaluator
+    /// (index = bitmask over the adapter's blocks), e.g. from a cache written by an earlier
+    /// run ([`coalition_table`]). Used when it has `2^n` entries and its full and empty
+    /// coalitions match a fresh evaluation; recomputed otherwise.
+    pub table: Option<Vec<f64>>,
+}
+
+/// Every coalition's test accuracy in the block game of `adapter` (players = adapted blocks,
+/// index = bitmask), by the prefix walk of [`LayerGame::enumerate_all`] (at most 20 blocks).
+pub fn coalition_table(test: &Evaluator, adapter: &Adapter) -> Result<Vec<f64>> {
+    LayerGame::new(test, adapter, Grouping::Block, GameValue::Accuracy, "prune")?.enumerate_all()
 }
 
 /// A per-method summary for the command's printout.
@@ -357,6 +368,7 @@ fn block_scores<'a>(
     adapter: &Adapter,
     opts: &PruneOptions,
     seed: u64,
+    cached: Option<&[f64]>,
 ) -> Result<(BlockScores, Values<'a>)> {
     let n = game.n_players();
     let blocks: Vec<usize> = game.groups().iter().map(|g| g[0].block).collect();
@@ -366,8 +378,19 @@ fn block_scores<'a>(
         .iter()
         .map(|g| g.iter().map(|k| deltas[k].frobenius_norm().powi(2)).sum::<f64>().sqrt())
         .collect();
+    let grand = coalition::grand(n);
+    let usable = |t: &[f64]| -> Result<bool> {
+        if t.len() != 1usize << n {
+            return Ok(false);
+        }
+        let fresh = game.evaluate(&[grand, 0])?;
+        Ok(t[grand as usize] == fresh[0] && t[0] == fresh[1])
+    };
     let (table, shapley, source) = if n <= shapley::MAX_EXACT_PLAYERS {
-        let table = game.enumerate_all()?;
+        let table = match cached {
+            Some(t) if usable(t)? => t.to_vec(),
+            _ => game.enumerate_all()?,
+        };
         let sv = shapley::shapley_from_table(&table, n)?;
         (Some(table), sv, "exact".to_string())
     } else {
@@ -378,7 +401,6 @@ fn block_scores<'a>(
         (None, est.values, est.estimator)
     };
     let mut values = Values { game, table, cache: BTreeMap::new() };
-    let grand = coalition::grand(n);
     let loo_set: BTreeSet<Coalition> =
         std::iter::once(grand).chain((0..n).map(|i| coalition::remove(grand, i))).collect();
     values.prefetch(&loo_set)?;
@@ -453,7 +475,7 @@ pub fn analyze(
         // Removal curves.
         let game = LayerGame::new(test, input.adapter, Grouping::Block, GameValue::Accuracy, &input.method)?;
         let n = game.n_players();
-        let (scores, mut values) = block_scores(&game, input.adapter, opts, input.seed)?;
+        let (scores, mut values) = block_scores(&game, input.adapter, opts, input.seed, input.table.as_deref())?;
         for i in 0..n {
             sc.method.push(input.method.clone());
             sc.seed.push(input.seed as i64);
@@ -979,7 +1001,7 @@ mod tests {
         let frozen = env.test.evaluate(&Deltas::new()).unwrap();
         let game = LayerGame::new(&env.test, &adapter, Grouping::Block, GameValue::Accuracy, "t").unwrap();
         let opts = PruneOptions::default();
-        let (scores, mut values) = block_scores(&game, &adapter, &opts, 0).unwrap();
+        let (scores, mut values) = block_scores(&game, &adapter, &opts, 0, None).unwrap();
         assert_eq!(scores.blocks, vec![0, 1, 2, 3]);
         assert_eq!(scores.shapley_source, "exact");
         // Efficiency of the exact values: Σφ = v(N) − v(∅).
@@ -1001,7 +1023,16 @@ mod tests {
             }
         }
         // The whole analysis agrees: every curve starts at the full accuracy and ends frozen.
-        let inputs = [PruneInput { method: "lora".into(), seed: 1, adapter: &adapter }];
+        // A wrong cached table is ignored; the right one is used as is.
+        let table = coalition_table(&env.test, &adapter).unwrap();
+        assert_eq!(table, values.table.clone().unwrap());
+        let (_, from_bad) = block_scores(&game, &adapter, &opts, 0, Some(&vec![0.5; 16])).unwrap();
+        assert_eq!(from_bad.table.unwrap(), table);
+        let mut doctored = table.clone();
+        doctored[5] = 9.0;
+        let (_, from_cache) = block_scores(&game, &adapter, &opts, 0, Some(&doctored)).unwrap();
+        assert_eq!(from_cache.table.unwrap(), doctored);
+        let inputs = [PruneInput { method: "lora".into(), seed: 1, adapter: &adapter, table: Some(table) }];
         let opts = PruneOptions { sparsities: vec![0.0, 0.5, 1.0], random_orders: 2, ..Default::default() };
         let (out, summaries) = analyze(&env.test, &inputs, &opts, &Progress::hidden()).unwrap();
         assert_eq!(summaries.len(), 1);

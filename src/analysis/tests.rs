@@ -1,0 +1,136 @@
+//! Analyses on a tiny random ViT: the fast coalition paths agree with a plain forward,
+//! and interpolation endpoints reproduce each run's own evaluation.
+
+use super::connectivity::{analyze, ConnectivityOptions, SeedRun};
+use super::layer_game::{GameValue, LayerGame};
+use crate::adapter::{Adapter, Grouping, LoraFactors, LoraSpec, ModuleKey, TargetModule};
+use crate::connectivity::interpolate::{interpolate, Space};
+use crate::eval::{adapter_deltas, Evaluator};
+use crate::linalg::Matrix;
+use crate::model::head::PrototypeHead;
+use crate::model::{Backbone, NoBranch, Numerics, VitConfig};
+use crate::progress::Progress;
+use crate::shapley::Game;
+use crate::util::rng_for;
+use candle_core::{Device, Tensor};
+use rand::Rng;
+use std::collections::BTreeMap;
+
+fn tiny() -> VitConfig {
+    VitConfig { hidden_size: 16, num_hidden_layers: 4, num_attention_heads: 2, intermediate_size: 24, image_size: 16, patch_size: 4, ..VitConfig::tiny() }
+}
+
+fn setup() -> (Backbone, Evaluator) {
+    let cfg = tiny();
+    let bb = Backbone::init_random(&cfg, 5, &Device::Cpu).unwrap();
+    let mut rng = rng_for(1, "images");
+    let n = 40;
+    let v: Vec<f32> = (0..n * 3 * 16 * 16).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let images = Tensor::from_vec(v, (n, 3, 16, 16), &Device::Cpu).unwrap();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 4).collect();
+    let feats = bb.features(&images, &NoBranch, Numerics::Fused).unwrap();
+    let head = PrototypeHead::from_features(&feats, &labels, 4, 20.0).unwrap();
+    let ev = Evaluator::new(&bb, &head, &images, &labels, 16).unwrap();
+    (bb, ev)
+}
+
+fn random_adapter(cfg: &VitConfig, seed: u64, scale: f32) -> Adapter {
+    let mut rng = rng_for(seed, "adapter");
+    let mut modules = BTreeMap::new();
+    for block in 0..cfg.num_hidden_layers {
+        for module in [TargetModule::Query, TargetModule::Key, TargetModule::Value] {
+            let mut m = |r, c| Matrix::from_vec(r, c, (0..r * c).map(|_| rng.random_range(-scale..scale)).collect());
+            modules.insert(ModuleKey { block, module }, LoraFactors { a: m(2, 16), b: m(16, 2) });
+        }
+    }
+    Adapter { spec: LoraSpec::default(), modules }
+}
+
+#[test]
+fn fast_coalition_paths_equal_the_plain_forward_for_every_coalition() {
+    let (bb, ev) = setup();
+    let adapter = random_adapter(&bb.config, 2, 1.0);
+    for value in [GameValue::Accuracy, GameValue::NegLoss] {
+        let game = LayerGame::new(&ev, &adapter, Grouping::Block, value, "t").unwrap();
+        let n = game.n_players();
+        assert_eq!(n, 4);
+        let all = game.enumerate_all().unwrap();
+        let coalitions: Vec<u64> = (0..1u64 << n).collect();
+        let fast = game.evaluate(&coalitions).unwrap();
+        for s in coalitions {
+            let plain = game.value_plain(s).unwrap();
+            assert!((plain - fast[s as usize]).abs() < 1e-5, "coalition {s:b}: plain {plain} fast {}", fast[s as usize]);
+            assert!((plain - all[s as usize]).abs() < 1e-5, "coalition {s:b}: plain {plain} walk {}", all[s as usize]);
+        }
+        // v(∅) is the frozen backbone; v(N) is the full adapter.
+        let frozen = ev.evaluate(&Default::default()).unwrap();
+        let full = ev.evaluate(&adapter_deltas(&adapter)).unwrap();
+        let pick = |m: crate::eval::Metrics| if value == GameValue::Accuracy { m.accuracy } else { -m.loss };
+        assert!((all[0] - pick(frozen)).abs() < 1e-6);
+        assert!((all[(1 << n) - 1] - pick(full)).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn module_players_also_enumerate_exactly() {
+    let (bb, ev) = setup();
+    let mut adapter = random_adapter(&bb.config, 3, 1.0);
+    adapter.modules.retain(|k, _| k.block >= 2);
+    let game = LayerGame::new(&ev, &adapter, Grouping::Module, GameValue::NegLoss, "t").unwrap();
+    assert_eq!(game.n_players(), 6);
+    let all = game.enumerate_all().unwrap();
+    for s in [0u64, 1, 5, 17, 42, 63] {
+        assert!((game.value_plain(s).unwrap() - all[s as usize]).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn interpolation_endpoints_reproduce_each_runs_own_evaluation() {
+    let (bb, ev) = setup();
+    let a = random_adapter(&bb.config, 4, 0.5);
+    let b = random_adapter(&bb.config, 5, 0.5);
+    let own_a = ev.evaluate(&adapter_deltas(&a)).unwrap();
+    let own_b = ev.evaluate(&adapter_deltas(&b)).unwrap();
+    for space in Space::ALL {
+        assert_eq!(ev.evaluate(&interpolate(&a, &b, 0.0, space).unwrap()).unwrap(), own_a, "{space:?} α=0");
+        assert_eq!(ev.evaluate(&interpolate(&a, &b, 1.0, space).unwrap()).unwrap(), own_b, "{space:?} α=1");
+        // A run interpolated with itself is constant along the path.
+        for alpha in [0.25, 0.5, 0.9] {
+            let m = ev.evaluate(&interpolate(&a, &a, alpha, space).unwrap()).unwrap();
+            assert!((m.loss - own_a.loss).abs() < 1e-5 && m.accuracy == own_a.accuracy, "{space:?} α={alpha}");
+        }
+    }
+}
+
+#[test]
+fn evaluator_with_a_base_matches_the_frozen_evaluator() {
+    let (bb, ev) = setup();
+    let a = random_adapter(&bb.config, 6, 0.5);
+    let b = random_adapter(&bb.config, 7, 0.5);
+    let based = ev.with_base(&adapter_deltas(&a)).unwrap();
+    let set = std::collections::BTreeSet::from([2usize]);
+    let d = crate::connectivity::interpolate::interpolate_blocks(&a, &b, 0.5, Space::Delta, &set).unwrap();
+    assert_eq!(based.first_differing_block(&d), 2);
+    let m1 = based.evaluate(&d).unwrap();
+    let m2 = ev.evaluate(&d).unwrap();
+    assert!((m1.loss - m2.loss).abs() < 1e-5 && m1.accuracy == m2.accuracy);
+}
+
+#[test]
+fn connectivity_analysis_writes_every_table_and_rejects_a_single_seed() {
+    let (bb, ev) = setup();
+    let adapters: Vec<Adapter> = (0..3).map(|s| random_adapter(&bb.config, 10 + s, 0.3)).collect();
+    let runs: Vec<SeedRun> = adapters.iter().enumerate().map(|(i, a)| SeedRun { method: "lora".into(), seed: i as u64 + 1, adapter: a }).collect();
+    let opts = ConnectivityOptions { alphas: 5, layer_alphas: 3, spaces: Space::ALL.to_vec(), layerwise: true };
+    let (out, summaries) = analyze(&ev, &ev, &runs, &opts, &Progress::hidden()).unwrap();
+    let names: Vec<&str> = out.tables.iter().map(|(n, _)| n.as_str()).collect();
+    for t in ["connectivity_paths.parquet", "connectivity_barriers.parquet", "connectivity_barrier_ci.parquet", "connectivity_distances.parquet", "connectivity_merge_all.parquet"] {
+        assert!(names.contains(&t), "missing {t}");
+    }
+    // 3 pairs × 2 spaces × 2 splits × 5 alphas.
+    let paths = &out.tables.iter().find(|(n, _)| n == "connectivity_paths.parquet").unwrap().1;
+    assert_eq!(paths.len(), 3 * 2 * 2 * 5);
+    assert_eq!(summaries.len(), 2);
+    assert!(summaries.iter().all(|s| s.merge_all_accuracy.is_some()));
+    assert!(analyze(&ev, &ev, &runs[..1], &opts, &Progress::hidden()).is_err());
+}

@@ -40,7 +40,13 @@ pub struct Evaluator {
 
 impl Evaluator {
     /// Builds the cache of frozen block inputs for `images` `[N, C, H, W]`.
-    pub fn new(backbone: &Backbone, head: &PrototypeHead, images: &Tensor, labels: &[u32], batch: usize) -> Result<Self> {
+    pub fn new(
+        backbone: &Backbone,
+        head: &PrototypeHead,
+        images: &Tensor,
+        labels: &[u32],
+        batch: usize,
+    ) -> Result<Self> {
         let block_inputs = backbone.frozen_block_inputs(images, batch)?;
         let labels = Tensor::from_slice(labels, labels.len(), backbone.device())?;
         Ok(Self { backbone: backbone.clone(), head: head.clone(), base: Deltas::new(), block_inputs, labels, batch })
@@ -92,7 +98,13 @@ impl Evaluator {
     /// The lowest block where `deltas` differ from this evaluator's base (`num_blocks` if none).
     pub fn first_differing_block(&self, deltas: &Deltas) -> usize {
         let differs = |k: &ModuleKey| deltas.get(k) != self.base.get(k);
-        deltas.keys().chain(self.base.keys()).filter(|k| differs(k)).map(|k| k.block).min().unwrap_or(self.backbone.num_blocks())
+        deltas
+            .keys()
+            .chain(self.base.keys())
+            .filter(|k| differs(k))
+            .map(|k| k.block)
+            .min()
+            .unwrap_or(self.backbone.num_blocks())
     }
 
     /// Loss and accuracy of `model` (weights already merged), starting at block `start`

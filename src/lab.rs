@@ -68,7 +68,13 @@ impl Lab {
         let device = Device::Cpu;
         let bb = checkpoint::load_backbone(backbone, &device)?;
         let fingerprint = checkpoint::fingerprint(&bb)?;
-        Ok(Lab { device, backbone: bb, backbone_name: backbone.to_string(), fingerprint, runs_dir: runs_dir.to_path_buf() })
+        Ok(Lab {
+            device,
+            backbone: bb,
+            backbone_name: backbone.to_string(),
+            fingerprint,
+            runs_dir: runs_dir.to_path_buf(),
+        })
     }
 
     /// Data options implied by a training config and this backbone.
@@ -108,13 +114,15 @@ impl Lab {
             let (adapter, manifest) = runs::read_run(&dir)?;
             return Ok(Run { dir, adapter, manifest, reused: true });
         }
-        let bar = progress.bar(cfg.steps as u64, &format!("train {} {} seed {}", cfg.task, cfg.method.name(), cfg.seed));
-        let out = train_adapter(&self.backbone, &env.head, &env.train_inputs, &env.data.train.labels, cfg, None, |r| {
-            bar.inc(1);
-            if r.step % 20 == 0 {
-                bar.set_message(format!("loss {:.3} p {:.2}", r.loss, r.p));
-            }
-        })?;
+        let bar =
+            progress.bar(cfg.steps as u64, &format!("train {} {} seed {}", cfg.task, cfg.method.name(), cfg.seed));
+        let out =
+            train_adapter(&self.backbone, &env.head, &env.train_inputs, &env.data.train.labels, cfg, None, |r| {
+                bar.inc(1);
+                if r.step % 20 == 0 {
+                    bar.set_message(format!("loss {:.3} p {:.2}", r.loss, r.p));
+                }
+            })?;
         bar.finish_and_clear();
         let deltas = crate::eval::adapter_deltas(&out.adapter);
         let manifest = Manifest {
@@ -124,7 +132,8 @@ impl Lab {
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             run_format: runs::RUN_FORMAT,
             wall_seconds: out.wall_seconds,
-            images_per_second: (cfg.steps * cfg.batch_size.min(env.data.train.len())) as f64 / out.wall_seconds.max(1e-9),
+            images_per_second: (cfg.steps * cfg.batch_size.min(env.data.train.len())) as f64
+                / out.wall_seconds.max(1e-9),
             test: env.test.evaluate(&deltas)?,
             train: env.train.evaluate(&deltas)?,
             frozen_test: frozen_metrics(env)?,

@@ -35,7 +35,15 @@ pub struct PretrainConfig {
 
 impl Default for PretrainConfig {
     fn default() -> Self {
-        Self { model: VitConfig::tiny(), steps: 3000, batch_size: 128, lr: 1e-3, warmup: 200, weight_decay: 0.05, seed: 0 }
+        Self {
+            model: VitConfig::tiny(),
+            steps: 3000,
+            batch_size: 128,
+            lr: 1e-3,
+            warmup: 200,
+            weight_decay: 0.05,
+            seed: 0,
+        }
     }
 }
 
@@ -79,7 +87,12 @@ pub fn pretrain(cfg: &PretrainConfig, progress: &Progress) -> Result<(Backbone, 
     let bar = progress.bar(cfg.steps as u64, "pretrain");
     let started = Instant::now();
     for step in 0..cfg.steps {
-        let (set, _) = data::pretrain_set(cfg.batch_size, size, ch, cfg.seed.wrapping_mul(1_000_003).wrapping_add(step as u64 + 1))?;
+        let (set, _) = data::pretrain_set(
+            cfg.batch_size,
+            size,
+            ch,
+            cfg.seed.wrapping_mul(1_000_003).wrapping_add(step as u64 + 1),
+        )?;
         let images = images_tensor(&set, &device)?;
         let labels = Tensor::from_slice(&set.labels, set.len(), &device)?;
         let logits = logits_of(&backbone, &images, Numerics::Differentiable)?;
@@ -100,7 +113,8 @@ pub fn pretrain(cfg: &PretrainConfig, progress: &Progress) -> Result<(Backbone, 
     // Held-out source accuracy on images no step saw (a distinct seed stream).
     let (held, _) = data::pretrain_set(2000, size, ch, u64::MAX - cfg.seed)?;
     let logits = logits_of(&backbone, &images_tensor(&held, &device)?, Numerics::Fused)?;
-    let (source_loss, source_accuracy) = loss_and_accuracy(&logits, &Tensor::from_slice(&held.labels, held.len(), &device)?)?;
+    let (source_loss, source_accuracy) =
+        loss_and_accuracy(&logits, &Tensor::from_slice(&held.labels, held.len(), &device)?)?;
     for t in backbone.tensors_mut() {
         *t = t.detach().copy()?;
     }

@@ -50,15 +50,18 @@ pub fn run_key(config: &TrainConfig, backbone_fingerprint: &str) -> String {
 
 /// A file-system-safe version of a task name.
 pub fn sanitize(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     s.trim_matches('_').chars().take(60).collect()
 }
 
 /// `runs/<task>/<method>/seed<k>-<key>`.
 pub fn run_dir(root: &Path, config: &TrainConfig, backbone_fingerprint: &str) -> PathBuf {
-    root.join(sanitize(&config.task))
-        .join(config.method.name())
-        .join(format!("seed{}-{}", config.seed, &run_key(config, backbone_fingerprint)[..12]))
+    root.join(sanitize(&config.task)).join(config.method.name()).join(format!(
+        "seed{}-{}",
+        config.seed,
+        &run_key(config, backbone_fingerprint)[..12]
+    ))
 }
 
 /// The training log as a table: step, loss, lr, p, n_active, start_block, mask (active group ids).
@@ -79,7 +82,11 @@ pub fn log_table(log: &[StepRecord]) -> Table {
 pub fn write_run(dir: &Path, adapter: &Adapter, log: &[StepRecord], manifest: &Manifest) -> Result<()> {
     let parent = dir.parent().ok_or_else(|| anyhow!("run directory {} has no parent", dir.display()))?;
     std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = parent.join(format!(".tmp-{}-{}", dir.file_name().and_then(|s| s.to_str()).unwrap_or("run"), std::process::id()));
+    let tmp = parent.join(format!(
+        ".tmp-{}-{}",
+        dir.file_name().and_then(|s| s.to_str()).unwrap_or("run"),
+        std::process::id()
+    ));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
     }
@@ -99,7 +106,8 @@ pub fn read_run(dir: &Path) -> Result<(Adapter, Manifest)> {
     let m_path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&m_path)
         .with_context(|| format!("cannot read {}: not a copra-lab run directory", m_path.display()))?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| anyhow!("{} is corrupt ({e}): delete the run directory to retrain", m_path.display()))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{} is corrupt ({e}): delete the run directory to retrain", m_path.display()))?;
     let adapter = peft::load(dir)?;
     Ok((adapter, manifest))
 }

@@ -54,7 +54,9 @@ fn train_writes_artifacts_reuses_the_cache_and_is_bit_identical() {
     let a = tmp("det-a");
     let b = tmp("det-b");
     for root in [&a, &b] {
-        let o = run(bin().args(["--runs-dir", root.to_str().unwrap(), "train", "--method", "copra", "--seed", "3"]).args(QUICK));
+        let o = run(bin()
+            .args(["--runs-dir", root.to_str().unwrap(), "train", "--method", "copra", "--seed", "3"])
+            .args(QUICK));
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(stdout(&o).contains("trained"), "{}", stdout(&o));
     }
@@ -67,18 +69,21 @@ fn train_writes_artifacts_reuses_the_cache_and_is_bit_identical() {
     assert_eq!(wa, wb, "same seed and config must give a bit-identical adapter");
 
     // Second call reuses the run.
-    let o = run(bin().args(["--runs-dir", a.to_str().unwrap(), "train", "--method", "copra", "--seed", "3"]).args(QUICK));
+    let o =
+        run(bin().args(["--runs-dir", a.to_str().unwrap(), "train", "--method", "copra", "--seed", "3"]).args(QUICK));
     assert!(stdout(&o).contains("reused"), "{}", stdout(&o));
 
     // A different seed gives a different adapter.
     let c = tmp("det-c");
-    let o = run(bin().args(["--runs-dir", c.to_str().unwrap(), "train", "--method", "copra", "--seed", "4"]).args(QUICK));
+    let o =
+        run(bin().args(["--runs-dir", c.to_str().unwrap(), "train", "--method", "copra", "--seed", "4"]).args(QUICK));
     assert!(o.status.success(), "{}", stderr(&o));
     let wc = std::fs::read(run_dir_of(&c).join("adapter_model.safetensors")).unwrap();
     assert_ne!(wa, wc);
 
     // `eval` reads the PEFT folder back and reports the manifest's accuracy.
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(da.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(da.join("manifest.json")).unwrap()).unwrap();
     let acc = manifest["test"]["accuracy"].as_f64().unwrap();
     let o = run(bin().args(["eval", "--adapter", da.to_str().unwrap()]).args(QUICK));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -97,7 +102,9 @@ fn trains_on_fashion_mnist_from_debian_package() {
     }
     let root = tmp("fmnist");
     let task = format!("idx:{}", dir.display());
-    let o = run(bin().args(["--runs-dir", root.to_str().unwrap(), "train", "--method", "lora", "--task", &task]).args(QUICK));
+    let o = run(bin()
+        .args(["--runs-dir", root.to_str().unwrap(), "train", "--method", "lora", "--task", &task])
+        .args(QUICK));
     assert!(o.status.success(), "{}", stderr(&o));
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir_of(&root).join("manifest.json")).unwrap()).unwrap();
@@ -121,7 +128,8 @@ fn bad_input_gives_one_line_errors() {
     // Wrong shape: export the built-in and claim a wider model.
     let o = run(bin().args(["export-backbone", "--out", d.to_str().unwrap()]));
     assert!(o.status.success(), "{}", stderr(&o));
-    let text = std::fs::read_to_string(d.join("config.json")).unwrap().replace("\"hidden_size\": 32", "\"hidden_size\": 48");
+    let text =
+        std::fs::read_to_string(d.join("config.json")).unwrap().replace("\"hidden_size\": 32", "\"hidden_size\": 48");
     std::fs::write(d.join("config.json"), text).unwrap();
     let o = run(bin().args(["--backbone", d.to_str().unwrap(), "eval"]));
     assert_one_line_error(&o, "do not match");

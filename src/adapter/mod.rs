@@ -99,11 +99,7 @@ impl TargetModule {
             "mlp2" => Some(TargetModule::Fc2),
             _ => None,
         };
-        hf_alias.or_else(|| {
-            TargetModule::ALL
-                .into_iter()
-                .find(|m| s == m.short() || s == m.peft_name())
-        })
+        hf_alias.or_else(|| TargetModule::ALL.into_iter().find(|m| s == m.short() || s == m.peft_name()))
     }
 }
 

@@ -39,9 +39,10 @@ fn parse_key(name: &str) -> Option<(ModuleKey, char)> {
     };
     let (idx, path) = idx_and_path.split_once('.')?;
     let block: usize = idx.parse().ok()?;
-    let module = TargetModule::ALL
-        .into_iter()
-        .find(|m| if new_style { m.peft_path() == path } else { m.hf_prefix() == path })?;
+    let module =
+        TargetModule::ALL
+            .into_iter()
+            .find(|m| if new_style { m.peft_path() == path } else { m.hf_prefix() == path })?;
     Some((ModuleKey { block, module }, factor))
 }
 
@@ -113,14 +114,17 @@ pub fn save(adapter: &Adapter, dir: &Path, base_model: &str) -> Result<()> {
 /// Reads a PEFT adapter directory.
 pub fn load(dir: &Path) -> Result<Adapter> {
     let cfg_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&cfg_path)
-        .with_context(|| format!("cannot read {}: pass a PEFT adapter folder (adapter_config.json + {WEIGHTS_FILE})", cfg_path.display()))?;
+    let text = std::fs::read_to_string(&cfg_path).with_context(|| {
+        format!("cannot read {}: pass a PEFT adapter folder (adapter_config.json + {WEIGHTS_FILE})", cfg_path.display())
+    })?;
     let cfg: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| anyhow!("{} is not valid JSON: {e}", cfg_path.display()))?;
     if cfg.get("peft_type").and_then(|v| v.as_str()) != Some("LORA") {
         bail!("{}: peft_type is not LORA; only LoRA adapters are supported", cfg_path.display());
     }
-    let rank = cfg.get("r").and_then(|v| v.as_u64()).ok_or_else(|| anyhow!("{}: missing integer 'r'", cfg_path.display()))? as usize;
+    let rank =
+        cfg.get("r").and_then(|v| v.as_u64()).ok_or_else(|| anyhow!("{}: missing integer 'r'", cfg_path.display()))?
+            as usize;
     let alpha = cfg.get("lora_alpha").and_then(|v| v.as_f64()).unwrap_or(8.0);
     let rslora = cfg.get("use_rslora").and_then(|v| v.as_bool()).unwrap_or(false);
     let dropout = cfg.get("lora_dropout").and_then(|v| v.as_f64()).unwrap_or(0.0);
@@ -129,17 +133,24 @@ pub fn load(dir: &Path) -> Result<Adapter> {
     }
     let w_path = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&w_path).with_context(|| format!("cannot read {}", w_path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow!("{} is not a valid safetensors file ({e}): it may be truncated or corrupt", w_path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        anyhow!("{} is not a valid safetensors file ({e}): it may be truncated or corrupt", w_path.display())
+    })?;
     let mut parts: BTreeMap<ModuleKey, (Option<Matrix>, Option<Matrix>)> = BTreeMap::new();
     for (name, view) in st.tensors() {
         let Some((key, factor)) = parse_key(&name) else {
             bail!("{}: unexpected tensor '{name}': not a LoRA factor of a ViT layer", w_path.display());
         };
         if view.dtype() != Dtype::F32 || view.shape().len() != 2 {
-            bail!("{}: tensor '{name}' must be a 2-D float32 matrix, found {:?} {:?}", w_path.display(), view.dtype(), view.shape());
+            bail!(
+                "{}: tensor '{name}' must be a 2-D float32 matrix, found {:?} {:?}",
+                w_path.display(),
+                view.dtype(),
+                view.shape()
+            );
         }
-        let data: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let data: Vec<f32> =
+            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         let m = Matrix::from_vec(view.shape()[0], view.shape()[1], data);
         let slot = parts.entry(key).or_default();
         if factor == 'A' {
@@ -154,7 +165,12 @@ pub fn load(dir: &Path) -> Result<Adapter> {
             bail!("{}: module {key} has only one of lora_A / lora_B", w_path.display());
         };
         if b.cols != a.rows {
-            bail!("{}: module {key}: lora_B is {:?} but lora_A is {:?}; ranks disagree", w_path.display(), b.shape(), a.shape());
+            bail!(
+                "{}: module {key}: lora_B is {:?} but lora_A is {:?}; ranks disagree",
+                w_path.display(),
+                b.shape(),
+                a.shape()
+            );
         }
         modules.insert(key, LoraFactors { a, b });
     }
@@ -164,7 +180,8 @@ pub fn load(dir: &Path) -> Result<Adapter> {
     let mut targets: Vec<TargetModule> = modules.keys().map(|k| k.module).collect();
     targets.sort();
     targets.dedup();
-    let spec = LoraSpec { rank, alpha, scaling: if rslora { Scaling::Rslora } else { Scaling::Standard }, dropout, targets };
+    let spec =
+        LoraSpec { rank, alpha, scaling: if rslora { Scaling::Rslora } else { Scaling::Standard }, dropout, targets };
     Ok(Adapter { spec, modules })
 }
 
@@ -191,7 +208,10 @@ mod tests {
         assert_eq!(peft_key(&k, "A"), "base_model.model.layers.3.attention.v_proj.lora_A.weight");
         let k = ModuleKey { block: 0, module: TargetModule::Fc2 };
         assert_eq!(peft_key(&k, "B"), "base_model.model.layers.0.mlp.fc2.lora_B.weight");
-        assert_eq!(parse_key("base_model.model.layers.3.attention.v_proj.lora_A.weight"), Some((ModuleKey { block: 3, module: TargetModule::Value }, 'A')));
+        assert_eq!(
+            parse_key("base_model.model.layers.3.attention.v_proj.lora_A.weight"),
+            Some((ModuleKey { block: 3, module: TargetModule::Value }, 'A'))
+        );
         assert_eq!(
             parse_key("base_model.model.encoder.layer.11.attention.attention.query.lora_B.weight"),
             Some((ModuleKey { block: 11, module: TargetModule::Query }, 'B'))
@@ -207,7 +227,8 @@ mod tests {
         assert_eq!(a.modules, b.modules);
         assert_eq!(b.spec.rank, 2);
         assert_eq!(b.spec.scaling, Scaling::Rslora);
-        let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap()).unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap()).unwrap();
         assert_eq!(cfg["target_modules"], serde_json::json!(["q_proj", "v_proj", "fc1"]));
         assert_eq!(cfg["peft_type"], "LORA");
         std::fs::remove_dir_all(&dir).ok();

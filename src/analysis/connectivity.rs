@@ -92,7 +92,17 @@ struct BarrierRows {
 
 impl BarrierRows {
     #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, method: &str, pair: (u64, u64), space: Space, split: &str, quantity: &str, scope: &str, block: i64, b: Barriers) {
+    fn push(
+        &mut self,
+        method: &str,
+        pair: (u64, u64),
+        space: Space,
+        split: &str,
+        quantity: &str,
+        scope: &str,
+        block: i64,
+        b: Barriers,
+    ) {
         self.method.push(method.into());
         self.seed_a.push(pair.0 as i64);
         self.seed_b.push(pair.1 as i64);
@@ -129,7 +139,13 @@ fn curve(points: &[(f64, Metrics)], quantity: &str) -> Vec<(f64, f64)> {
 
 /// Runs the analysis on the test evaluator (paths, barriers, layer-wise) and the train
 /// evaluator (paths and barriers on the shots).
-pub fn analyze(test: &Evaluator, train: &Evaluator, runs: &[SeedRun], opts: &ConnectivityOptions, progress: &Progress) -> Result<(Outputs, Vec<Summary>)> {
+pub fn analyze(
+    test: &Evaluator,
+    train: &Evaluator,
+    runs: &[SeedRun],
+    opts: &ConnectivityOptions,
+    progress: &Progress,
+) -> Result<(Outputs, Vec<Summary>)> {
     let grid = alpha_grid(opts.alphas)?;
     let layer_grid = alpha_grid(opts.layer_alphas)?;
     let mut methods: Vec<String> = runs.iter().map(|r| r.method.clone()).collect();
@@ -145,9 +161,11 @@ pub fn analyze(test: &Evaluator, train: &Evaluator, runs: &[SeedRun], opts: &Con
         if mine.len() < 2 {
             bail!("method {method} has {} seed(s): connectivity needs at least 2 (e.g. --seeds 1,2)", mine.len());
         }
-        let pairs: Vec<(usize, usize)> = (0..mine.len()).flat_map(|i| (i + 1..mine.len()).map(move |j| (i, j))).collect();
+        let pairs: Vec<(usize, usize)> =
+            (0..mine.len()).flat_map(|i| (i + 1..mine.len()).map(move |j| (i, j))).collect();
         let nb = test.backbone().num_blocks();
-        let per_pair = opts.spaces.len() * (2 * grid.len() + if opts.layerwise { 2 * nb * layer_grid.len() } else { 0 });
+        let per_pair =
+            opts.spaces.len() * (2 * grid.len() + if opts.layerwise { 2 * nb * layer_grid.len() } else { 0 });
         let bar = progress.bar((pairs.len() * per_pair) as u64, &format!("connectivity {method}"));
         for &(i, j) in &pairs {
             let (a, b) = (mine[i], mine[j]);
@@ -184,7 +202,9 @@ pub fn analyze(test: &Evaluator, train: &Evaluator, runs: &[SeedRun], opts: &Con
                 if opts.layerwise {
                     let based = test.with_base(&adapter_deltas(a.adapter))?;
                     for block in 0..nb {
-                        for (scope, set) in [("single", BTreeSet::from([block])), ("cumulative", (0..=block).collect::<BTreeSet<_>>())] {
+                        for (scope, set) in
+                            [("single", BTreeSet::from([block])), ("cumulative", (0..=block).collect::<BTreeSet<_>>())]
+                        {
                             let mut pts = Vec::new();
                             for &alpha in &layer_grid {
                                 let d: Deltas = interpolate_blocks(a.adapter, b.adapter, alpha, space, &set)?;
@@ -192,7 +212,16 @@ pub fn analyze(test: &Evaluator, train: &Evaluator, runs: &[SeedRun], opts: &Con
                                 bar.inc(1);
                             }
                             for q in ["loss", "error"] {
-                                bars.push(method, pair, space, "test", q, scope, block as i64, barriers(&curve(&pts, q))?);
+                                bars.push(
+                                    method,
+                                    pair,
+                                    space,
+                                    "test",
+                                    q,
+                                    scope,
+                                    block as i64,
+                                    barriers(&curve(&pts, q))?,
+                                );
                             }
                         }
                     }
@@ -222,13 +251,24 @@ pub fn analyze(test: &Evaluator, train: &Evaluator, runs: &[SeedRun], opts: &Con
         for &space in &opts.spaces {
             let sel = |q: &str| -> Vec<f64> {
                 (0..bars.method.len())
-                    .filter(|&k| &bars.method[k] == method && bars.space[k] == space.name() && bars.split[k] == "test" && bars.quantity[k] == q && bars.scope[k] == "all")
+                    .filter(|&k| {
+                        &bars.method[k] == method
+                            && bars.space[k] == space.name()
+                            && bars.split[k] == "test"
+                            && bars.quantity[k] == q
+                            && bars.scope[k] == "all"
+                    })
                     .map(|k| bars.b[k].linear)
                     .collect()
             };
             let acc_at = |alpha: f64| -> Vec<f64> {
                 (0..paths.method.len())
-                    .filter(|&k| &paths.method[k] == method && paths.space[k] == space.name() && paths.split[k] == "test" && (paths.alpha[k] - alpha).abs() < 1e-9)
+                    .filter(|&k| {
+                        &paths.method[k] == method
+                            && paths.space[k] == space.name()
+                            && paths.split[k] == "test"
+                            && (paths.alpha[k] - alpha).abs() < 1e-9
+                    })
                     .map(|k| paths.accuracy[k])
                     .collect()
             };
@@ -251,7 +291,10 @@ pub fn analyze(test: &Evaluator, train: &Evaluator, runs: &[SeedRun], opts: &Con
     out.figures.push(("connectivity_barriers.svg".into(), barrier_figure(&bars, &methods, &opts.spaces)?));
     if opts.layerwise {
         for scope in ["single", "cumulative"] {
-            out.figures.push((format!("connectivity_layerwise_{scope}.svg"), layer_figure(&bars, &methods, &opts.spaces, scope)?));
+            out.figures.push((
+                format!("connectivity_layerwise_{scope}.svg"),
+                layer_figure(&bars, &methods, &opts.spaces, scope)?,
+            ));
         }
     }
     let mut t = Table::new();
@@ -267,11 +310,22 @@ pub fn analyze(test: &Evaluator, train: &Evaluator, runs: &[SeedRun], opts: &Con
     out.tables.push(("connectivity_barriers.parquet".into(), bars.table()));
     out.tables.push(("connectivity_barrier_ci.parquet".into(), ci_table(&bars)?));
     let mut t = Table::new();
-    t.str_col("method", dist.0).i64_col("seed_a", dist.1).i64_col("seed_b", dist.2).str_col("space", dist.3).i64_col("block", dist.4).f64_col("euclidean", dist.5).f64_col("cosine", dist.6);
+    t.str_col("method", dist.0)
+        .i64_col("seed_a", dist.1)
+        .i64_col("seed_b", dist.2)
+        .str_col("space", dist.3)
+        .i64_col("block", dist.4)
+        .f64_col("euclidean", dist.5)
+        .f64_col("cosine", dist.6);
     out.tables.push(("connectivity_distances.parquet".into(), t));
     if !merges.0.is_empty() {
         let mut t = Table::new();
-        t.str_col("method", merges.0).str_col("space", merges.1).str_col("split", merges.2).i64_col("n_seeds", merges.3).f64_col("loss", merges.4).f64_col("accuracy", merges.5);
+        t.str_col("method", merges.0)
+            .str_col("space", merges.1)
+            .str_col("split", merges.2)
+            .i64_col("n_seeds", merges.3)
+            .f64_col("loss", merges.4)
+            .f64_col("accuracy", merges.5);
         out.tables.push(("connectivity_merge_all.parquet".into(), t));
     }
     Ok((out, summaries))
@@ -298,7 +352,11 @@ fn equal_merge(runs: &[&SeedRun], space: Space) -> Result<Deltas> {
                 let mut a = crate::linalg::Matrix::zeros(f.a.rows, f.a.cols);
                 let mut b = crate::linalg::Matrix::zeros(f.b.rows, f.b.cols);
                 for r in runs {
-                    let g = r.adapter.modules.get(key).ok_or_else(|| anyhow::anyhow!("module {key} missing in seed {}", r.seed))?;
+                    let g = r
+                        .adapter
+                        .modules
+                        .get(key)
+                        .ok_or_else(|| anyhow::anyhow!("module {key} missing in seed {}", r.seed))?;
                     if g.a.shape() != f.a.shape() || g.b.shape() != f.b.shape() {
                         bail!("module {key}: ranks differ between seeds; factor averaging needs equal ranks");
                     }
@@ -318,7 +376,14 @@ fn ci_table(bars: &BarrierRows) -> Result<Table> {
     let mut groups: BTreeMap<(String, String, String, String, String, i64), Vec<usize>> = BTreeMap::new();
     for k in 0..bars.method.len() {
         groups
-            .entry((bars.method[k].clone(), bars.space[k].clone(), bars.split[k].clone(), bars.quantity[k].clone(), bars.scope[k].clone(), bars.block[k]))
+            .entry((
+                bars.method[k].clone(),
+                bars.space[k].clone(),
+                bars.split[k].clone(),
+                bars.quantity[k].clone(),
+                bars.scope[k].clone(),
+                bars.block[k],
+            ))
             .or_default()
             .push(k);
     }
@@ -373,13 +438,26 @@ fn paths_figure(p: &PathRows, spaces: &[Space]) -> Result<String> {
                         by_alpha.entry((p.alpha[k] * 1e6).round() as i64).or_default().push(v);
                     }
                 }
-                let pts: Vec<(f64, f64)> = by_alpha.iter().map(|(a, v)| (*a as f64 / 1e6, v.iter().sum::<f64>() / v.len() as f64)).collect();
+                let pts: Vec<(f64, f64)> =
+                    by_alpha.iter().map(|(a, v)| (*a as f64 / 1e6, v.iter().sum::<f64>() / v.len() as f64)).collect();
                 let band = by_alpha
                     .iter()
-                    .map(|(a, v)| (*a as f64 / 1e6, v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(f64::NEG_INFINITY, f64::max)))
+                    .map(|(a, v)| {
+                        (
+                            *a as f64 / 1e6,
+                            v.iter().cloned().fold(f64::INFINITY, f64::min),
+                            v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+                        )
+                    })
                     .collect::<Vec<_>>();
                 let multi = by_alpha.values().next().map(|v| v.len() > 1).unwrap_or(false);
-                series.push(Series { label: m.clone(), points: pts, band: if multi { Some(band) } else { None }, dashed: false, ..Default::default() });
+                series.push(Series {
+                    label: m.clone(),
+                    points: pts,
+                    band: if multi { Some(band) } else { None },
+                    dashed: false,
+                    ..Default::default()
+                });
             }
             panels.push(LinePlot {
                 title: format!("{label}, {} space", space.name()),
@@ -393,19 +471,33 @@ fn paths_figure(p: &PathRows, spaces: &[Space]) -> Result<String> {
             });
         }
     }
-    crate::report::plot::panels_svg("Linear interpolation between seeds (mean over pairs; band = min..max)", &panels, spaces.len().max(1))
+    crate::report::plot::panels_svg(
+        "Linear interpolation between seeds (mean over pairs; band = min..max)",
+        &panels,
+        spaces.len().max(1),
+    )
 }
 
 fn barrier_figure(b: &BarrierRows, methods: &[String], spaces: &[Space]) -> Result<String> {
-    let fields: [(&str, fn(&Barriers) -> f64); 4] =
-        [("linear ref.", |b| b.linear), ("mean ref.", |b| b.mean), ("worse endpoint", |b| b.worst), ("midpoint gap", |b| b.midpoint_gap)];
+    let fields: [(&str, fn(&Barriers) -> f64); 4] = [
+        ("linear ref.", |b| b.linear),
+        ("mean ref.", |b| b.mean),
+        ("worse endpoint", |b| b.worst),
+        ("midpoint gap", |b| b.midpoint_gap),
+    ];
     let mut groups = Vec::new();
     for (name, f) in fields {
         let mut bars_v = Vec::new();
         for m in methods {
             for &s in spaces {
                 let xs: Vec<f64> = (0..b.method.len())
-                    .filter(|&k| &b.method[k] == m && b.space[k] == s.name() && b.split[k] == "test" && b.quantity[k] == "error" && b.scope[k] == "all")
+                    .filter(|&k| {
+                        &b.method[k] == m
+                            && b.space[k] == s.name()
+                            && b.split[k] == "test"
+                            && b.quantity[k] == "error"
+                            && b.scope[k] == "all"
+                    })
                     .map(|k| f(&b.b[k]))
                     .collect();
                 let ci = mean_ci(&xs)?;
@@ -433,7 +525,13 @@ fn layer_figure(b: &BarrierRows, methods: &[String], spaces: &[Space], scope: &s
             let mut row = Vec::new();
             for blk in 0..nb {
                 let xs: Vec<f64> = (0..b.method.len())
-                    .filter(|&k| &b.method[k] == m && b.space[k] == s.name() && b.quantity[k] == "error" && b.scope[k] == scope && b.block[k] == blk)
+                    .filter(|&k| {
+                        &b.method[k] == m
+                            && b.space[k] == s.name()
+                            && b.quantity[k] == "error"
+                            && b.scope[k] == scope
+                            && b.block[k] == blk
+                    })
                     .map(|k| b.b[k].linear)
                     .collect();
                 row.push(xs.iter().sum::<f64>() / xs.len().max(1) as f64);

@@ -618,7 +618,7 @@ fn clients_figure(methods: &[String], cr: &ClientRows, rr: &RoundRows, seed: u64
                 }
             }
         }
-        groups.push(BarGroup { label: format!("client {id} (n = {n})"), bars });
+        groups.push(BarGroup { label: format!("{id} (n={n})"), bars });
     }
     let bars = methods
         .iter()
@@ -628,12 +628,12 @@ fn clients_figure(methods: &[String], cr: &ClientRows, rr: &RoundRows, seed: u64
                 .map(|k| Bar { series: m.clone(), value: rr.acc[k], err: None })
         })
         .collect();
-    groups.push(BarGroup { label: "global (merged)".into(), bars });
+    groups.push(BarGroup { label: "global".into(), bars });
     crate::report::plot::bar_plot_svg(&BarPlot {
         title: format!(
             "Local models of the clients and the merged global model, round {round}, seed {seed}: test accuracy"
         ),
-        x_label: "client".into(),
+        x_label: "client (training images held); global = the merged adapter".into(),
         y_label: "test accuracy".into(),
         groups,
         ..Default::default()

@@ -51,7 +51,13 @@ pub struct LayerGame<'a> {
 
 impl<'a> LayerGame<'a> {
     /// The game of `adapter` with players formed by `grouping`.
-    pub fn new(evaluator: &'a Evaluator, adapter: &Adapter, grouping: Grouping, value: GameValue, label: &str) -> Result<Self> {
+    pub fn new(
+        evaluator: &'a Evaluator,
+        adapter: &Adapter,
+        grouping: Grouping,
+        value: GameValue,
+        label: &str,
+    ) -> Result<Self> {
         if !evaluator.is_frozen() {
             bail!("internal: the layer game needs an evaluator over the frozen backbone");
         }
@@ -132,7 +138,14 @@ impl<'a> LayerGame<'a> {
     }
 
     /// Depth-first walk: `hidden` is the state entering `block` (None = frozen, use the cache).
-    fn walk(&self, bb: &Backbone, players_of_block: &[Vec<usize>], block: usize, hidden: Option<&Tensor>, prefix: Coalition) -> Result<Vec<(Coalition, f64)>> {
+    fn walk(
+        &self,
+        bb: &Backbone,
+        players_of_block: &[Vec<usize>],
+        block: usize,
+        hidden: Option<&Tensor>,
+        prefix: Coalition,
+    ) -> Result<Vec<(Coalition, f64)>> {
         let nb = bb.num_blocks();
         let x = match hidden {
             Some(h) => h.clone(),

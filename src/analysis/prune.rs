@@ -129,6 +129,15 @@ impl RemovalOrder {
     pub const ALL: [RemovalOrder; 4] =
         [RemovalOrder::Shapley, RemovalOrder::Norm, RemovalOrder::LeaveOneOut, RemovalOrder::Random];
 
+    /// Parses `shapley`, `norm`, `leave-one-out` (alias `loo`) or `random`.
+    pub fn parse(s: &str) -> Result<RemovalOrder> {
+        let t = s.trim().to_ascii_lowercase().replace('_', "-");
+        RemovalOrder::ALL
+            .into_iter()
+            .find(|o| o.name() == t || (t == "loo" && *o == RemovalOrder::LeaveOneOut))
+            .ok_or_else(|| anyhow::anyhow!("unknown removal order '{s}': use shapley, norm, leave-one-out or random"))
+    }
+
     /// Name used in tables: `shapley`, `norm`, `leave-one-out`, `random`.
     pub fn name(self) -> &'static str {
         match self {
@@ -248,6 +257,9 @@ pub struct PruneOptions {
     /// Evaluation budget of the permutation-sampled Shapley values used when there are more
     /// than 20 blocks.
     pub shapley_budget: usize,
+    /// Removal orders to draw. Without `shapley` (and without a cached table) the `2^n`
+    /// coalition enumeration is skipped and only the curves' own coalitions are evaluated.
+    pub orders: Vec<RemovalOrder>,
 }
 
 impl Default for PruneOptions {
@@ -258,6 +270,7 @@ impl Default for PruneOptions {
             random_orders: 10,
             order_seed: 0,
             shapley_budget: 4096,
+            orders: RemovalOrder::ALL.to_vec(),
         }
     }
 }
@@ -270,6 +283,15 @@ impl PruneOptions {
         }
         if let Some(s) = self.sparsities.iter().find(|s| !(0.0..=1.0).contains(*s)) {
             bail!("sparsity {s} is outside [0, 1]; it is the fraction of entries removed");
+        }
+        if self.orders.is_empty() {
+            bail!("no removal orders given; use some of shapley, norm, leave-one-out, random");
+        }
+        if (1..self.orders.len()).any(|i| self.orders[..i].contains(&self.orders[i])) {
+            bail!("a removal order is listed twice; name each of shapley, norm, leave-one-out, random at most once");
+        }
+        if self.orders.contains(&RemovalOrder::Random) && self.random_orders == 0 {
+            bail!("--random-orders is 0 but the random removal order is requested; use at least 1 or drop `random` from --orders");
         }
         Ok(())
     }
@@ -386,19 +408,27 @@ fn block_scores<'a>(
         let fresh = game.evaluate(&[grand, 0])?;
         Ok(t[grand as usize] == fresh[0] && t[0] == fresh[1])
     };
-    let (table, shapley, source) = if n <= shapley::MAX_EXACT_PLAYERS {
-        let table = match cached {
-            Some(t) if usable(t)? => t.to_vec(),
-            _ => game.enumerate_all()?,
-        };
-        let sv = shapley::shapley_from_table(&table, n)?;
-        (Some(table), sv, "exact".to_string())
-    } else {
-        let est = shapley::estimate(
-            game,
-            &EstimateConfig::new(Estimator::Permutation { antithetic: false }, opts.shapley_budget, seed),
-        )?;
-        (None, est.values, est.estimator)
+    let want_shapley = opts.orders.contains(&RemovalOrder::Shapley);
+    let cached = match cached {
+        Some(t) if usable(t)? => Some(t.to_vec()),
+        _ => None,
+    };
+    let (table, shapley, source) = match cached {
+        Some(t) => {
+            let sv = shapley::shapley_from_table(&t, n)?;
+            (Some(t), sv, "exact".to_string())
+        }
+        None if !want_shapley => (None, vec![f64::NAN; n], "not computed".to_string()),
+        None if n <= shapley::MAX_EXACT_PLAYERS => {
+            let t = game.enumerate_all()?;
+            let sv = shapley::shapley_from_table(&t, n)?;
+            (Some(t), sv, "exact".to_string())
+        }
+        None => {
+            let cfg = EstimateConfig::new(Estimator::Permutation { antithetic: false }, opts.shapley_budget, seed);
+            let est = shapley::estimate(game, &cfg)?;
+            (None, est.values, est.estimator)
+        }
     };
     let mut values = Values { game, table, cache: BTreeMap::new() };
     let loo_set: BTreeSet<Coalition> =
@@ -487,7 +517,7 @@ pub fn analyze(
             sc.loo.push(scores.leave_one_out[i]);
         }
         let mut curves: Vec<(RemovalOrder, usize, Vec<CurvePoint>)> = Vec::new();
-        for order in RemovalOrder::ALL {
+        for &order in &opts.orders {
             match scores.scores(order) {
                 Some(s) => curves.push((order, 0, removal_curve(&removal_order(s), n))),
                 None => {
@@ -544,7 +574,8 @@ pub fn analyze(
     )?;
     out.figures
         .push(("prune_structured.svg".into(), structured_figure(&methods, &st.strategy, &struct_ci, frozen.accuracy)?));
-    out.figures.push(("prune_removal.svg".into(), removal_figure(&methods, &removal_ci, frozen.accuracy)?));
+    out.figures
+        .push(("prune_removal.svg".into(), removal_figure(&methods, &opts.orders, &removal_ci, frozen.accuracy)?));
     out.figures
         .push(("prune_sparsity.svg".into(), sparsity_figure(&methods, &sparsity_ci, frozen.accuracy, opts.ranking)?));
     let mut summaries = Vec::new();
@@ -554,7 +585,8 @@ pub fn analyze(
             .iter()
             .filter_map(|s| struct_ci.get(&(m.clone(), s.clone())).map(|ci| (s.clone(), ci.clone())))
             .collect();
-        let removal_area = RemovalOrder::ALL
+        let removal_area = opts
+            .orders
             .iter()
             .map(|o| {
                 let xs: Vec<f64> = (0..rm.method.len())
@@ -758,9 +790,14 @@ fn structured_figure(
     })
 }
 
-fn removal_figure(methods: &[String], ci: &BTreeMap<(String, String, i64), MeanCi>, frozen: f64) -> Result<String> {
+fn removal_figure(
+    methods: &[String],
+    orders: &[RemovalOrder],
+    ci: &BTreeMap<(String, String, i64), MeanCi>,
+    frozen: f64,
+) -> Result<String> {
     let mut panels = Vec::new();
-    for order in RemovalOrder::ALL {
+    for &order in orders {
         let mut series = Vec::new();
         for (i, m) in methods.iter().enumerate() {
             let pts: Vec<(f64, MeanCi)> = ci
@@ -1047,6 +1084,21 @@ mod tests {
         assert_eq!(at("factors", 1.0), frozen.accuracy);
         assert!(out.tables.iter().any(|(n, _)| n == "prune_removal.parquet"));
         assert_eq!(out.figures.len(), 3);
+        // Without the Shapley order nothing is enumerated; the curves still run full → frozen.
+        let cheap = PruneOptions {
+            orders: vec![RemovalOrder::Norm, RemovalOrder::Random],
+            random_orders: 2,
+            ..Default::default()
+        };
+        let (scores, mut values) = block_scores(&game, &adapter, &cheap, 0, None).unwrap();
+        assert!(values.table.is_none() && scores.shapley.iter().all(|v| v.is_nan()));
+        let curve = removal_curve(&removal_order(&scores.norm), 4);
+        assert_eq!(values.get(curve[0].coalition).unwrap(), full.accuracy);
+        assert_eq!(values.get(curve[4].coalition).unwrap(), frozen.accuracy);
+        let inputs = [PruneInput { method: "copra".into(), seed: 2, adapter: &adapter, table: None }];
+        let (_, summaries) = analyze(&env.test, &inputs, &cheap, &Progress::hidden()).unwrap();
+        let orders: Vec<&str> = summaries[0].removal_area.iter().map(|(o, _)| o.as_str()).collect();
+        assert_eq!(orders, vec!["norm", "random"]);
     }
 
     #[test]
@@ -1057,5 +1109,11 @@ mod tests {
         assert!(a.iter().all(|o| o.iter().copied().collect::<BTreeSet<_>>() == (0..6).collect()));
         assert!(PruneOptions { sparsities: vec![1.5], ..Default::default() }.validate().is_err());
         assert!(PruneOptions { sparsities: vec![], ..Default::default() }.validate().is_err());
+        assert!(PruneOptions { random_orders: 0, ..Default::default() }.validate().is_err());
+        for o in RemovalOrder::ALL {
+            assert_eq!(RemovalOrder::parse(o.name()).unwrap(), o);
+        }
+        assert_eq!(RemovalOrder::parse("LOO").unwrap(), RemovalOrder::LeaveOneOut);
+        assert!(RemovalOrder::parse("magnitude").is_err());
     }
 }

@@ -92,7 +92,11 @@ pub fn study_estimators() -> Vec<Estimator> {
 }
 
 /// Runs the analysis for each input; returns tables, figures and summaries.
-pub fn analyze(evaluator: &Evaluator, inputs: &[ShapleyInput], opts: &ShapleyOptions) -> Result<(Outputs, Vec<MethodSummary>)> {
+pub fn analyze(
+    evaluator: &Evaluator,
+    inputs: &[ShapleyInput],
+    opts: &ShapleyOptions,
+) -> Result<(Outputs, Vec<MethodSummary>)> {
     let mut values_t = Rows::default();
     let mut conv_t = ConvRows::default();
     let mut coal_t = CoalRows::default();
@@ -107,26 +111,30 @@ pub fn analyze(evaluator: &Evaluator, inputs: &[ShapleyInput], opts: &ShapleyOpt
         // Exact (n ≤ 20): enumerate every coalition by the prefix walk, then let the
         // estimators replay that table (identical values, no model cost). Otherwise the
         // estimators evaluate the model live, each through its own budgeted memo.
-        let (exact, evaluated, estimates, model_evals): (Option<Vec<f64>>, Vec<(u64, f64)>, Vec<ShapleyEstimate>, usize) =
-            if n <= shapley::MAX_EXACT_PLAYERS {
-                let table = game.enumerate_all()?;
-                let exact = shapley::shapley_from_table(&table, n)?;
-                let replay = TableGame::new(n, table.clone())?;
-                let est = run_estimators(&replay, opts)?;
-                let evaluated = table.iter().enumerate().map(|(c, v)| (c as u64, *v)).collect();
-                (Some(exact), evaluated, est, 1usize << n)
-            } else {
-                let mut seen = std::collections::BTreeMap::new();
-                let mut est = Vec::new();
-                for e in &opts.estimators {
-                    let cfg = config_for(e, opts, opts.seed);
-                    let memo = Memo::new(&game, cfg.memo_budget());
-                    est.push(shapley::estimate_with_memo(&memo, &cfg)?);
-                    seen.extend(memo.cached());
-                }
-                let evals = seen.len();
-                (None, seen.into_iter().collect(), est, evals)
-            };
+        let (exact, evaluated, estimates, model_evals): (
+            Option<Vec<f64>>,
+            Vec<(u64, f64)>,
+            Vec<ShapleyEstimate>,
+            usize,
+        ) = if n <= shapley::MAX_EXACT_PLAYERS {
+            let table = game.enumerate_all()?;
+            let exact = shapley::shapley_from_table(&table, n)?;
+            let replay = TableGame::new(n, table.clone())?;
+            let est = run_estimators(&replay, opts)?;
+            let evaluated = table.iter().enumerate().map(|(c, v)| (c as u64, *v)).collect();
+            (Some(exact), evaluated, est, 1usize << n)
+        } else {
+            let mut seen = std::collections::BTreeMap::new();
+            let mut est = Vec::new();
+            for e in &opts.estimators {
+                let cfg = config_for(e, opts, opts.seed);
+                let memo = Memo::new(&game, cfg.memo_budget());
+                est.push(shapley::estimate_with_memo(&memo, &cfg)?);
+                seen.extend(memo.cached());
+            }
+            let evals = seen.len();
+            (None, seen.into_iter().collect(), est, evals)
+        };
         let eval_seconds = started.elapsed().as_secs_f64();
         let v_empty = game.evaluate(&[0])?[0];
         let v_full = game.evaluate(&[coalition::grand(n)])?[0];
@@ -140,7 +148,17 @@ pub fn analyze(evaluator: &Evaluator, inputs: &[ShapleyInput], opts: &ShapleyOpt
         for est in &estimates {
             for i in 0..n {
                 let exact_i = exact.as_ref().map(|e| e[i]);
-                values_t.push(input, i, &players[i], &est.estimator, est.values[i], est.std_errors[i], est.evaluations, est.samples, exact_i);
+                values_t.push(
+                    input,
+                    i,
+                    &players[i],
+                    &est.estimator,
+                    est.values[i],
+                    est.std_errors[i],
+                    est.evaluations,
+                    est.samples,
+                    exact_i,
+                );
             }
             eff_t.push(&input.method, &est.estimator, est.values.iter().sum(), v_full - v_empty);
         }
@@ -237,7 +255,18 @@ struct Rows {
 
 impl Rows {
     #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, input: &ShapleyInput, player: usize, label: &str, estimator: &str, value: f64, se: f64, evals: usize, samples: usize, exact: Option<f64>) {
+    fn push(
+        &mut self,
+        input: &ShapleyInput,
+        player: usize,
+        label: &str,
+        estimator: &str,
+        value: f64,
+        se: f64,
+        evals: usize,
+        samples: usize,
+        exact: Option<f64>,
+    ) {
         self.method.push(input.method.clone());
         self.task.push(input.task.clone());
         self.run_seed.push(input.run_seed as i64);
@@ -284,7 +313,19 @@ struct ConvRows {
 
 impl ConvRows {
     #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, method: &str, estimator: &str, budget: usize, rep: u64, evals: usize, mse: f64, max_err: f64, tau: f64, prec: f64, k: usize) {
+    fn push(
+        &mut self,
+        method: &str,
+        estimator: &str,
+        budget: usize,
+        rep: u64,
+        evals: usize,
+        mse: f64,
+        max_err: f64,
+        tau: f64,
+        prec: f64,
+        k: usize,
+    ) {
         self.method.push(method.into());
         self.estimator.push(estimator.into());
         self.budget.push(budget as i64);
@@ -362,7 +403,11 @@ impl MleRows {
 
     fn table(self) -> Table {
         let mut t = Table::new();
-        t.str_col("method", self.method).f64_col("q", self.q).f64_col("value", self.f).f64_col("std_error", self.se).str_col("source", self.source);
+        t.str_col("method", self.method)
+            .f64_col("q", self.q)
+            .f64_col("value", self.f)
+            .f64_col("std_error", self.se)
+            .str_col("source", self.source);
         t
     }
 }
@@ -406,7 +451,11 @@ fn values_figure(summaries: &[MethodSummary]) -> Result<String> {
             }
             for e in &s.estimates {
                 let (v, se) = (e.values[i], e.std_errors[i]);
-                bars.push(Bar { series: format!("{} {}", s.method, e.estimator), value: v, err: Some((v - se, v + se)) });
+                bars.push(Bar {
+                    series: format!("{} {}", s.method, e.estimator),
+                    value: v,
+                    err: Some((v - se, v + se)),
+                });
             }
         }
         groups.push(BarGroup { label: summaries[0].players[i].clone(), bars });
@@ -438,7 +487,13 @@ fn convergence_figure(c: &ConvRows) -> Result<String> {
             .filter(|(_, v)| *v > 0.0)
             .collect();
         if !points.is_empty() {
-            series.push(Series { label: format!("{m} {e}"), points, band: None, dashed: m != "lora", ..Default::default() });
+            series.push(Series {
+                label: format!("{m} {e}"),
+                points,
+                band: None,
+                dashed: m != "lora",
+                ..Default::default()
+            });
         }
     }
     crate::report::plot::line_plot_svg(&LinePlot {

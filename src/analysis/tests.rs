@@ -17,7 +17,15 @@ use rand::Rng;
 use std::collections::BTreeMap;
 
 fn tiny() -> VitConfig {
-    VitConfig { hidden_size: 16, num_hidden_layers: 4, num_attention_heads: 2, intermediate_size: 24, image_size: 16, patch_size: 4, ..VitConfig::tiny() }
+    VitConfig {
+        hidden_size: 16,
+        num_hidden_layers: 4,
+        num_attention_heads: 2,
+        intermediate_size: 24,
+        image_size: 16,
+        patch_size: 4,
+        ..VitConfig::tiny()
+    }
 }
 
 fn setup() -> (Backbone, Evaluator) {
@@ -59,7 +67,11 @@ fn fast_coalition_paths_equal_the_plain_forward_for_every_coalition() {
         let fast = game.evaluate(&coalitions).unwrap();
         for s in coalitions {
             let plain = game.value_plain(s).unwrap();
-            assert!((plain - fast[s as usize]).abs() < 1e-5, "coalition {s:b}: plain {plain} fast {}", fast[s as usize]);
+            assert!(
+                (plain - fast[s as usize]).abs() < 1e-5,
+                "coalition {s:b}: plain {plain} fast {}",
+                fast[s as usize]
+            );
             assert!((plain - all[s as usize]).abs() < 1e-5, "coalition {s:b}: plain {plain} walk {}", all[s as usize]);
         }
         // v(∅) is the frozen backbone; v(N) is the full adapter.
@@ -120,11 +132,21 @@ fn evaluator_with_a_base_matches_the_frozen_evaluator() {
 fn connectivity_analysis_writes_every_table_and_rejects_a_single_seed() {
     let (bb, ev) = setup();
     let adapters: Vec<Adapter> = (0..3).map(|s| random_adapter(&bb.config, 10 + s, 0.3)).collect();
-    let runs: Vec<SeedRun> = adapters.iter().enumerate().map(|(i, a)| SeedRun { method: "lora".into(), seed: i as u64 + 1, adapter: a }).collect();
+    let runs: Vec<SeedRun> = adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| SeedRun { method: "lora".into(), seed: i as u64 + 1, adapter: a })
+        .collect();
     let opts = ConnectivityOptions { alphas: 5, layer_alphas: 3, spaces: Space::ALL.to_vec(), layerwise: true };
     let (out, summaries) = analyze(&ev, &ev, &runs, &opts, &Progress::hidden()).unwrap();
     let names: Vec<&str> = out.tables.iter().map(|(n, _)| n.as_str()).collect();
-    for t in ["connectivity_paths.parquet", "connectivity_barriers.parquet", "connectivity_barrier_ci.parquet", "connectivity_distances.parquet", "connectivity_merge_all.parquet"] {
+    for t in [
+        "connectivity_paths.parquet",
+        "connectivity_barriers.parquet",
+        "connectivity_barrier_ci.parquet",
+        "connectivity_distances.parquet",
+        "connectivity_merge_all.parquet",
+    ] {
         assert!(names.contains(&t), "missing {t}");
     }
     // 3 pairs × 2 spaces × 2 splits × 5 alphas.

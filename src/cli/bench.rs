@@ -58,9 +58,23 @@ pub fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
             for (label, method, skip) in cases {
                 let cfg = crate::train::TrainConfig { method, steps: a.bench_steps, ..base.clone() };
                 let opts = LoopOptions { skip_frozen_prefix: skip };
-                let out = train_adapter_with(&lab.backbone, &env.head, &env.train_inputs, &env.data.train.labels, &cfg, None, opts, |_| {})?;
+                let out = train_adapter_with(
+                    &lab.backbone,
+                    &env.head,
+                    &env.train_inputs,
+                    &env.data.train.labels,
+                    &cfg,
+                    None,
+                    opts,
+                    |_| {},
+                )?;
                 let images = (cfg.steps * cfg.batch_size.min(env.data.train.len())) as f64;
-                println!("{:<40} {:>10.1} {:>12.2}", label, images / out.wall_seconds, 1000.0 * out.wall_seconds / cfg.steps as f64);
+                println!(
+                    "{:<40} {:>10.1} {:>12.2}",
+                    label,
+                    images / out.wall_seconds,
+                    1000.0 * out.wall_seconds / cfg.steps as f64
+                );
             }
         }
         BenchKind::Coalitions => {
@@ -79,12 +93,26 @@ pub fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
             let t = Instant::now();
             let all = game.enumerate_all()?;
             let walk_rate = all.len() as f64 / t.elapsed().as_secs_f64();
-            let agree = sample.iter().zip(&plain).zip(&fast).all(|((s, p), f)| (p - f).abs() < 1e-9 && (all[*s as usize] - p).abs() < 1e-9);
+            let agree = sample
+                .iter()
+                .zip(&plain)
+                .zip(&fast)
+                .all(|((s, p), f)| (p - f).abs() < 1e-9 && (all[*s as usize] - p).abs() < 1e-9);
             println!("{n} players, {} test images; values agree across paths: {agree}", env.test.len());
             println!("{:<44} {:>14} {:>8}", "path", "coalitions/s", "ratio");
             println!("{:<44} {:>14.1} {:>8.2}", "plain (full forward, adapters merged)", plain_rate, 1.0);
-            println!("{:<44} {:>14.1} {:>8.2}", "start at lowest active block (parallel)", fast_rate, fast_rate / plain_rate);
-            println!("{:<44} {:>14.1} {:>8.2}", "prefix walk over all 2^n coalitions", walk_rate, walk_rate / plain_rate);
+            println!(
+                "{:<44} {:>14.1} {:>8.2}",
+                "start at lowest active block (parallel)",
+                fast_rate,
+                fast_rate / plain_rate
+            );
+            println!(
+                "{:<44} {:>14.1} {:>8.2}",
+                "prefix walk over all 2^n coalitions",
+                walk_rate,
+                walk_rate / plain_rate
+            );
         }
     }
     Ok(())

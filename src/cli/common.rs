@@ -63,7 +63,8 @@ impl RunArgs {
     pub fn base_config(&self) -> Result<TrainConfig> {
         let mut cfg = match &self.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
                 TrainConfig::from_toml(&text).with_context(|| format!("in {}", p.display()))?
             }
             None => TrainConfig::default(),
@@ -97,7 +98,8 @@ impl RunArgs {
             cfg.lora.dropout = d;
         }
         if let Some(s) = &self.scaling {
-            cfg.lora.scaling = if s == "rslora" { crate::adapter::Scaling::Rslora } else { crate::adapter::Scaling::Standard };
+            cfg.lora.scaling =
+                if s == "rslora" { crate::adapter::Scaling::Rslora } else { crate::adapter::Scaling::Standard };
         }
         if let Some(t) = &self.targets {
             cfg.lora.targets = parse_targets(t)?;
@@ -134,7 +136,11 @@ pub fn parse_seeds(s: &str) -> Result<Vec<u64>> {
     let seeds: Vec<u64> = s
         .split(',')
         .filter(|p| !p.trim().is_empty())
-        .map(|p| p.trim().parse::<u64>().map_err(|_| anyhow::anyhow!("bad seed '{p}' in --seeds: use comma-separated integers like 1,2")))
+        .map(|p| {
+            p.trim()
+                .parse::<u64>()
+                .map_err(|_| anyhow::anyhow!("bad seed '{p}' in --seeds: use comma-separated integers like 1,2"))
+        })
         .collect::<Result<_>>()?;
     if seeds.is_empty() {
         bail!("--seeds is empty: give at least one seed, e.g. --seeds 1,2");
@@ -144,7 +150,8 @@ pub fn parse_seeds(s: &str) -> Result<Vec<u64>> {
 
 /// Parses a comma-separated list of methods such as `lora,copra`.
 pub fn parse_methods(s: &str) -> Result<Vec<Method>> {
-    let methods: Vec<Method> = s.split(',').filter(|p| !p.trim().is_empty()).map(Method::parse).collect::<Result<_>>()?;
+    let methods: Vec<Method> =
+        s.split(',').filter(|p| !p.trim().is_empty()).map(Method::parse).collect::<Result<_>>()?;
     if methods.is_empty() {
         bail!("--methods is empty: give e.g. lora,copra");
     }

@@ -45,7 +45,8 @@ pub fn run(global: &GlobalArgs, a: ConnectivityArgs) -> Result<()> {
         anyhow::bail!("--seeds needs at least two seeds to form a pair, e.g. --seeds 1,2");
     }
     let methods = parse_methods(&a.methods)?;
-    let spaces: Vec<Space> = a.spaces.split(',').filter(|s| !s.trim().is_empty()).map(Space::parse).collect::<Result<_>>()?;
+    let spaces: Vec<Space> =
+        a.spaces.split(',').filter(|s| !s.trim().is_empty()).map(Space::parse).collect::<Result<_>>()?;
     let lab = Lab::open(&global.backbone, &global.runs_dir)?;
     let base = a.run.base_config()?;
     let env = lab.task_env(&base)?;
@@ -54,16 +55,26 @@ pub fn run(global: &GlobalArgs, a: ConnectivityArgs) -> Result<()> {
         for &s in &seeds {
             let cfg = a.run.run_config(*m, s)?;
             let run = lab.ensure_run(&env, &cfg, false, &global.progress())?;
-            println!("{} seed {s}: test accuracy {:.2}% ({})", m.name(), 100.0 * run.manifest.test.accuracy, if run.reused { "cached" } else { "trained" });
+            println!(
+                "{} seed {s}: test accuracy {:.2}% ({})",
+                m.name(),
+                100.0 * run.manifest.test.accuracy,
+                if run.reused { "cached" } else { "trained" }
+            );
             runs.push((m.name(), s, run));
         }
     }
-    let inputs: Vec<SeedRun> = runs.iter().map(|(m, s, r)| SeedRun { method: m.clone(), seed: *s, adapter: &r.adapter }).collect();
-    let opts = ConnectivityOptions { alphas: a.alphas, layer_alphas: a.layer_alphas, spaces, layerwise: !a.no_layerwise };
+    let inputs: Vec<SeedRun> =
+        runs.iter().map(|(m, s, r)| SeedRun { method: m.clone(), seed: *s, adapter: &r.adapter }).collect();
+    let opts =
+        ConnectivityOptions { alphas: a.alphas, layer_alphas: a.layer_alphas, spaces, layerwise: !a.no_layerwise };
     let (outputs, summaries) = analyze(&env.test, &env.train, &inputs, &opts, &global.progress())?;
     let out_dir = a.out.join(crate::runs::sanitize(&base.task));
     outputs.write_all(&out_dir)?;
-    println!("{:<10} {:<7} {:>12} {:>13} {:>12} {:>12} {:>10}", "method", "space", "endpoint acc", "midpoint acc", "loss barrier", "err barrier", "merge-all");
+    println!(
+        "{:<10} {:<7} {:>12} {:>13} {:>12} {:>12} {:>10}",
+        "method", "space", "endpoint acc", "midpoint acc", "loss barrier", "err barrier", "merge-all"
+    );
     for s in summaries {
         println!(
             "{:<10} {:<7} {:>11.2}% {:>12.2}% {:>12.4} {:>12.4} {:>10}",

@@ -34,14 +34,18 @@ pub struct PretrainArgs {
 
 /// Runs `pretrain`.
 pub fn run(global: &GlobalArgs, a: PretrainArgs) -> Result<()> {
-    let mut cfg = PretrainConfig { steps: a.steps, batch_size: a.batch_size, lr: a.lr, seed: a.seed, ..Default::default() };
+    let mut cfg =
+        PretrainConfig { steps: a.steps, batch_size: a.batch_size, lr: a.lr, seed: a.seed, ..Default::default() };
     cfg.model.hidden_size = a.hidden_size;
     cfg.model.num_hidden_layers = a.layers;
     cfg.model.intermediate_size = 2 * a.hidden_size;
     cfg.warmup = cfg.warmup.min(cfg.steps / 4);
     let (backbone, report) = pretrain(&cfg, &global.progress())?;
     checkpoint::save_dir(&backbone, &a.out)?;
-    crate::report::atomic::write_atomic(&a.out.join("pretrain.json"), serde_json::to_string_pretty(&serde_json::json!({"config": cfg, "report": report}))?.as_bytes())?;
+    crate::report::atomic::write_atomic(
+        &a.out.join("pretrain.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"config": cfg, "report": report}))?.as_bytes(),
+    )?;
     println!(
         "pretrained {} blocks × {} wide in {:.0} s; held-out source accuracy {:.1}% (loss {:.3}); wrote {}",
         cfg.model.num_hidden_layers,

@@ -3,7 +3,7 @@
 use super::common::{parse_methods, parse_seeds, RunArgs};
 use super::GlobalArgs;
 use crate::adapter::Grouping;
-use crate::analysis::prune::{analyze, coalition_table, PruneInput, PruneOptions};
+use crate::analysis::prune::{analyze, coalition_table, PruneInput, PruneOptions, RemovalOrder};
 use crate::eval::Evaluator;
 use crate::lab::{Lab, Run};
 use crate::prune::magnitude::Ranking;
@@ -34,7 +34,7 @@ fn read_cache(path: &Path, players: usize) -> Option<Vec<f64>> {
 /// directory's name already pins the task, data seed, test size, head and backbone, so the
 /// table is valid for every later `prune` of the same run; the analysis re-checks its full and
 /// empty coalitions anyway.
-fn table_for(test: &Evaluator, run: &Run, label: &str) -> Result<Option<Vec<f64>>> {
+fn table_for(test: &Evaluator, run: &Run, label: &str, compute: bool) -> Result<Option<Vec<f64>>> {
     let n = run.adapter.groups(Grouping::Block).len();
     if n > crate::shapley::MAX_EXACT_PLAYERS {
         return Ok(None);
@@ -42,6 +42,9 @@ fn table_for(test: &Evaluator, run: &Run, label: &str) -> Result<Option<Vec<f64>
     let path = run.dir.join(TABLE_CACHE);
     if let Some(t) = read_cache(&path, n) {
         return Ok(Some(t));
+    }
+    if !compute {
+        return Ok(None);
     }
     let t0 = Instant::now();
     eprintln!(
@@ -81,6 +84,10 @@ pub struct PruneArgs {
     /// Seed of the random removal orders.
     #[arg(long, default_value_t = 0)]
     pub order_seed: u64,
+    /// Block-removal orders, comma-separated: shapley, norm, leave-one-out, random. Without
+    /// shapley the 2^n coalition enumeration is skipped (unless the run folder caches it).
+    #[arg(long, default_value = "shapley,norm,leave-one-out,random")]
+    pub orders: String,
     /// Coalition budget of the sampled Shapley values used with more than 20 blocks.
     #[arg(long, default_value_t = 4096)]
     pub shapley_budget: usize,
@@ -116,6 +123,7 @@ pub fn run(global: &GlobalArgs, a: PruneArgs) -> Result<()> {
         random_orders: a.random_orders,
         order_seed: a.order_seed,
         shapley_budget: a.shapley_budget,
+        orders: a.orders.split(',').filter(|o| !o.trim().is_empty()).map(RemovalOrder::parse).collect::<Result<_>>()?,
     };
     opts.validate()?;
     let lab = Lab::open(&global.backbone, &global.runs_dir)?;
@@ -138,7 +146,8 @@ pub fn run(global: &GlobalArgs, a: PruneArgs) -> Result<()> {
     let analysis_started = Instant::now();
     let mut inputs = Vec::new();
     for (m, s, r) in &runs {
-        let table = table_for(&env.test, r, &format!("{m} seed {s}"))?;
+        let want = opts.orders.contains(&RemovalOrder::Shapley);
+        let table = table_for(&env.test, r, &format!("{m} seed {s}"), want)?;
         inputs.push(PruneInput { method: m.clone(), seed: *s, adapter: &r.adapter, table });
     }
     let (outputs, summaries) = analyze(&env.test, &inputs, &opts, &global.progress())?;

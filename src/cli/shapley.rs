@@ -61,7 +61,9 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
         .map(|s| s.trim().parse::<Estimator>().map_err(|e| anyhow::anyhow!("{e}")))
         .collect::<Result<_>>()?;
     if estimators.iter().any(|e| e.is_exact()) {
-        anyhow::bail!("--estimators lists 'exact': exact values are computed automatically when there are at most 20 players");
+        anyhow::bail!(
+            "--estimators lists 'exact': exact values are computed automatically when there are at most 20 players"
+        );
     }
     let lab = Lab::open(&global.backbone, &global.runs_dir)?;
     let base = a.run.base_config()?;
@@ -73,7 +75,12 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
     }
     let inputs: Vec<ShapleyInput> = runs
         .iter()
-        .map(|(name, run)| ShapleyInput { method: name.clone(), task: base.task.clone(), run_seed: a.seed, adapter: &run.adapter })
+        .map(|(name, run)| ShapleyInput {
+            method: name.clone(),
+            task: base.task.clone(),
+            run_seed: a.seed,
+            adapter: &run.adapter,
+        })
         .collect();
     let opts = ShapleyOptions {
         samples: a.samples,

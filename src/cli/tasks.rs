@@ -20,7 +20,13 @@ pub struct TasksArgs {
 pub fn run(_global: &GlobalArgs, a: TasksArgs) -> Result<()> {
     let base = a.run.base_config()?;
     let cfg = crate::model::VitConfig::tiny();
-    let opts = data::TaskOptions { image_size: cfg.image_size, channels: cfg.num_channels, shots: base.shots, test_size: base.test_size, seed: base.data_seed };
+    let opts = data::TaskOptions {
+        image_size: cfg.image_size,
+        channels: cfg.num_channels,
+        shots: base.shots,
+        test_size: base.test_size,
+        seed: base.data_seed,
+    };
     println!("{:<14} {:>7} {:>6} {:>6}  description", "task", "classes", "train", "test");
     let mut names: Vec<String> = data::builtin_tasks().iter().map(|t| t.name.to_string()).collect();
     if let Some(t) = &a.run.task {
@@ -31,7 +37,11 @@ pub fn run(_global: &GlobalArgs, a: TasksArgs) -> Result<()> {
     for name in names {
         let source = data::parse_task(&name)?;
         let task = data::load_task(&source, &opts)?;
-        let desc = data::builtin_tasks().into_iter().find(|t| t.name == name).map(|t| t.description.to_string()).unwrap_or_default();
+        let desc = data::builtin_tasks()
+            .into_iter()
+            .find(|t| t.name == name)
+            .map(|t| t.description.to_string())
+            .unwrap_or_default();
         println!("{:<14} {:>7} {:>6} {:>6}  {}", name, task.class_names.len(), task.train.len(), task.test.len(), desc);
         if let Some(dir) = &a.preview {
             std::fs::create_dir_all(dir)?;

@@ -7,9 +7,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::draw::{
-    arc, background_around, bbox, clutter_lines, near, polar_pair, rot, uni, Canvas, Pt,
-};
+use super::draw::{arc, background_around, bbox, clutter_lines, near, polar_pair, rot, uni, Canvas, Pt};
 
 /// Class names of the `digits` task, in label order.
 pub(crate) const CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
@@ -53,10 +51,7 @@ fn stroke_glyph(d: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<Pt>> {
             }
             s
         }
-        8 => vec![
-            arc((0.5, 0.25), (0.32, 0.25), 0.0, 360.0, 14),
-            arc((0.5, 0.74), (0.4, 0.26), 0.0, 360.0, 16),
-        ],
+        8 => vec![arc((0.5, 0.25), (0.32, 0.25), 0.0, 360.0, 14), arc((0.5, 0.74), (0.4, 0.26), 0.0, 360.0, 16)],
         _ => {
             let mut s = arc((0.5, 0.3), (0.38, 0.3), 0.0, 360.0, 16);
             s.extend([(0.86, 0.65), (0.7, 0.92), (0.3, 1.0)]);
@@ -67,9 +62,7 @@ fn stroke_glyph(d: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<Pt>> {
 
 /// Seven-segment glyph of `d` in the unit box: segments a..g as separate strokes.
 fn segment_glyph(d: usize) -> Vec<Vec<Pt>> {
-    const ON: [&str; 10] = [
-        "abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc", "abcdefg", "abcdfg",
-    ];
+    const ON: [&str; 10] = ["abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc", "abcdefg", "abcdfg"];
     let (l, r, t, m, b, g) = (0.1, 0.9, 0.0, 0.5, 1.0, 0.07);
     ON[d.min(9)]
         .chars()
@@ -94,11 +87,7 @@ pub(crate) fn render(class: usize, size: usize, rng: &mut ChaCha8Rng) -> Canvas 
     clutter_lines(&mut c, rng, nl, (0.15, 0.4));
     let (u, n) = (c.unit(), c.sizef());
 
-    let glyph = if rng.random_bool(0.65) {
-        stroke_glyph(class, rng)
-    } else {
-        segment_glyph(class)
-    };
+    let glyph = if rng.random_bool(0.65) { stroke_glyph(class, rng) } else { segment_glyph(class) };
     let h = uni(rng, 14.0, 24.0) * u;
     let w = h * uni(rng, 0.5, 0.75);
     let slant = uni(rng, -0.3, 0.3);
@@ -119,20 +108,8 @@ pub(crate) fn render(class: usize, size: usize, rng: &mut ChaCha8Rng) -> Canvas 
         .collect();
     let all: Vec<Pt> = lines.iter().flatten().copied().collect();
     let bb = bbox(&all, ht + 1.0);
-    let ox = near(
-        rng,
-        0.5 * n - 0.5 * (bb[0] + bb[2]),
-        4.0 * u,
-        -bb[0],
-        n - bb[2],
-    );
-    let oy = near(
-        rng,
-        0.5 * n - 0.5 * (bb[1] + bb[3]),
-        4.0 * u,
-        -bb[1],
-        n - bb[3],
-    );
+    let ox = near(rng, 0.5 * n - 0.5 * (bb[0] + bb[2]), 4.0 * u, -bb[0], n - bb[2]);
+    let oy = near(rng, 0.5 * n - 0.5 * (bb[1] + bb[3]), 4.0 * u, -bb[1], n - bb[3]);
     for line in &mut lines {
         for p in line.iter_mut() {
             *p = (p.0 + ox, p.1 + oy);

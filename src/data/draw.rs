@@ -29,11 +29,7 @@ pub(crate) fn dist_segment(p: Pt, a: Pt, b: Pt) -> f32 {
     let (px, py) = (p.0 - a.0, p.1 - a.1);
     let (dx, dy) = (b.0 - a.0, b.1 - a.1);
     let len2 = dx * dx + dy * dy;
-    let t = if len2 > 0.0 {
-        ((px * dx + py * dy) / len2).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    let t = if len2 > 0.0 { ((px * dx + py * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
     let (ex, ey) = (px - t * dx, py - t * dy);
     (ex * ex + ey * ey).sqrt()
 }
@@ -147,12 +143,7 @@ pub(crate) fn contrasting(rng: &mut ChaCha8Rng, other: Rgb, min_diff: f32) -> Rg
 }
 
 /// A random colour whose luminance is at least `min_diff` above (`lighter`) or below `other`.
-pub(crate) fn contrasting_side(
-    rng: &mut ChaCha8Rng,
-    other: Rgb,
-    min_diff: f32,
-    lighter: bool,
-) -> Option<Rgb> {
+pub(crate) fn contrasting_side(rng: &mut ChaCha8Rng, other: Rgb, min_diff: f32, lighter: bool) -> Option<Rgb> {
     (0..32).map(|_| random_color(rng)).find(|&c| {
         let d = luma(c) - luma(other);
         if lighter {
@@ -172,11 +163,7 @@ pub(crate) fn polar_pair(rng: &mut ChaCha8Rng, min_diff: f32, p_light: f32) -> (
         let dark = hsv(rng.random(), uni(rng, 0.1, 0.9), uni(rng, 0.05, 0.55));
         let light = hsv(rng.random(), uni(rng, 0.1, 0.9), uni(rng, 0.5, 1.0));
         if luma(light) - luma(dark) >= min_diff {
-            return if lighter {
-                (dark, light)
-            } else {
-                (light, dark)
-            };
+            return if lighter { (dark, light) } else { (light, dark) };
         }
     }
     let (dark, light) = ([0.05; 3], [0.95; 3]);
@@ -198,11 +185,7 @@ pub(crate) fn jitter_color(rng: &mut ChaCha8Rng, c: Rgb, amount: f32) -> Rgb {
 
 /// Linear interpolation between two colours.
 pub(crate) fn mix(a: Rgb, b: Rgb, t: f32) -> Rgb {
-    [
-        a[0] + (b[0] - a[0]) * t,
-        a[1] + (b[1] - a[1]) * t,
-        a[2] + (b[2] - a[2]) * t,
-    ]
+    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
 }
 
 /// A square RGB raster, row-major, values in `[0, 1]`.
@@ -216,10 +199,7 @@ pub(crate) struct Canvas {
 impl Canvas {
     /// A canvas filled with one colour.
     pub fn new(size: usize, fill: Rgb) -> Canvas {
-        Canvas {
-            size,
-            px: vec![fill; size * size],
-        }
+        Canvas { size, px: vec![fill; size * size] }
     }
 
     /// Pixels per unit of the reference 32×32 design grid.
@@ -270,18 +250,14 @@ impl Canvas {
     /// Filled anti-aliased disc.
     pub fn disc(&mut self, c: Pt, r: f32, color: Rgb, alpha: f32) {
         let bb = [c.0 - r - 1.0, c.1 - r - 1.0, c.0 + r + 1.0, c.1 + r + 1.0];
-        self.paint(bb, color, alpha, |p| {
-            aa(((p.0 - c.0).powi(2) + (p.1 - c.1).powi(2)).sqrt() - r)
-        });
+        self.paint(bb, color, alpha, |p| aa(((p.0 - c.0).powi(2) + (p.1 - c.1).powi(2)).sqrt() - r));
     }
 
     /// Anti-aliased annulus of radius `r` and half-thickness `ht`.
     pub fn ring(&mut self, c: Pt, r: f32, ht: f32, color: Rgb, alpha: f32) {
         let e = r + ht + 1.0;
         let bb = [c.0 - e, c.1 - e, c.0 + e, c.1 + e];
-        self.paint(bb, color, alpha, |p| {
-            aa((((p.0 - c.0).powi(2) + (p.1 - c.1).powi(2)).sqrt() - r).abs() - ht)
-        });
+        self.paint(bb, color, alpha, |p| aa((((p.0 - c.0).powi(2) + (p.1 - c.1).powi(2)).sqrt() - r).abs() - ht));
     }
 
     /// Round-capped polyline of half-thickness `ht` (painted once, no double blending).
@@ -386,12 +362,7 @@ impl Canvas {
 
 /// Axis-aligned bounding box `[x0, y0, x1, y1]` of points, padded by `pad`.
 pub(crate) fn bbox(pts: &[Pt], pad: f32) -> [f32; 4] {
-    let mut b = [
-        f32::INFINITY,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        f32::NEG_INFINITY,
-    ];
+    let mut b = [f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY];
     for &(x, y) in pts {
         b[0] = b[0].min(x);
         b[1] = b[1].min(y);

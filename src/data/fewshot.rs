@@ -17,9 +17,7 @@ fn shuffled_groups(labels: &[u32], num_classes: usize, seed: u64) -> Result<Vec<
     for (i, &l) in labels.iter().enumerate() {
         match groups.get_mut(l as usize) {
             Some(g) => g.push(i),
-            None => bail!(
-                "label {l} at index {i} is out of range for {num_classes} classes; check the label file"
-            ),
+            None => bail!("label {l} at index {i} is out of range for {num_classes} classes; check the label file"),
         }
     }
     for (c, g) in groups.iter_mut().enumerate() {
@@ -32,12 +30,7 @@ fn shuffled_groups(labels: &[u32], num_classes: usize, seed: u64) -> Result<Vec<
 /// Pick `k` indices of every class in `0..num_classes`, class-major, from a seed.
 ///
 /// Fails when a label is out of range or a class has fewer than `k` examples.
-pub fn sample_per_class(
-    labels: &[u32],
-    num_classes: usize,
-    k: usize,
-    seed: u64,
-) -> Result<Vec<usize>> {
+pub fn sample_per_class(labels: &[u32], num_classes: usize, k: usize, seed: u64) -> Result<Vec<usize>> {
     let groups = shuffled_groups(labels, num_classes, seed)?;
     let mut out = Vec::with_capacity(k * num_classes);
     for (c, g) in groups.iter().enumerate() {
@@ -54,12 +47,7 @@ pub fn sample_per_class(
 
 /// Pick up to `total` indices spread as evenly as possible over the classes
 /// (round robin over classes, seeded); classes that run out are skipped.
-pub fn balanced_sample(
-    labels: &[u32],
-    num_classes: usize,
-    total: usize,
-    seed: u64,
-) -> Result<Vec<usize>> {
+pub fn balanced_sample(labels: &[u32], num_classes: usize, total: usize, seed: u64) -> Result<Vec<usize>> {
     let groups = shuffled_groups(labels, num_classes, seed)?;
     Ok(round_robin(&groups, 0, total))
 }
@@ -108,10 +96,7 @@ pub fn split_train_test(
             );
         }
     }
-    let train = groups
-        .iter()
-        .flat_map(|g| g[..shots].iter().copied())
-        .collect();
+    let train = groups.iter().flat_map(|g| g[..shots].iter().copied()).collect();
     let test = round_robin(&groups, shots, test_size);
     Ok((train, test))
 }
@@ -140,13 +125,7 @@ mod tests {
         let a = sample_per_class(&l, 3, 4, 7).unwrap();
         assert_eq!(a.len(), 12);
         for c in 0..3 {
-            assert_eq!(
-                a[c * 4..(c + 1) * 4]
-                    .iter()
-                    .filter(|&&i| l[i] == c as u32)
-                    .count(),
-                4
-            );
+            assert_eq!(a[c * 4..(c + 1) * 4].iter().filter(|&&i| l[i] == c as u32).count(), 4);
         }
         assert_eq!(a, sample_per_class(&l, 3, 4, 7).unwrap());
         assert_ne!(a, sample_per_class(&l, 3, 4, 8).unwrap());
@@ -163,9 +142,7 @@ mod tests {
 
     #[test]
     fn too_many_shots_is_an_error() {
-        let err = sample_per_class(&labels(), 3, 6, 0)
-            .unwrap_err()
-            .to_string();
+        let err = sample_per_class(&labels(), 3, 6, 0).unwrap_err().to_string();
         assert!(err.contains("class 2") && err.contains("only 5"), "{err}");
         let err = sample_per_class(&[0, 5], 3, 1, 0).unwrap_err().to_string();
         assert!(err.contains("out of range"), "{err}");
@@ -192,9 +169,7 @@ mod tests {
         assert_eq!(te.len(), 9);
         assert!(te.iter().all(|i| !tr.contains(i)));
         // Class 2 has one example left after 4 shots; classes 0 and 1 fill the rest.
-        let counts: Vec<usize> = (0..3)
-            .map(|c| te.iter().filter(|&&i| l[i] == c).count())
-            .collect();
+        let counts: Vec<usize> = (0..3).map(|c| te.iter().filter(|&&i| l[i] == c).count()).collect();
         assert_eq!(counts, vec![4, 4, 1]);
         let err = split_train_test(&l, 3, 5, 9, 3).unwrap_err().to_string();
         assert!(err.contains("shots+1"), "{err}");

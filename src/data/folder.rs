@@ -21,29 +21,17 @@ fn is_image(path: &Path) -> bool {
 
 /// Whether a directory entry name is hidden.
 fn hidden(path: &Path) -> bool {
-    path.file_name()
-        .map(|n| n.to_string_lossy().starts_with('.'))
-        .unwrap_or(true)
+    path.file_name().map(|n| n.to_string_lossy().starts_with('.')).unwrap_or(true)
 }
 
 /// Sorted entries of `dir` that satisfy `keep`.
 fn sorted_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir).with_context(|| {
-        format!(
-            "cannot list directory {}; check that it is readable",
-            dir.display()
-        )
-    })?;
+    let rd = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list directory {}; check that it is readable", dir.display()))?;
     let mut out = Vec::new();
     for e in rd {
-        let p = e
-            .with_context(|| {
-                format!(
-                    "cannot list directory {}; check that it is readable",
-                    dir.display()
-                )
-            })?
-            .path();
+        let p =
+            e.with_context(|| format!("cannot list directory {}; check that it is readable", dir.display()))?.path();
         if !hidden(&p) && keep(&p) {
             out.push(p);
         }
@@ -57,21 +45,15 @@ fn to_set(files: &[(PathBuf, u32)], idx: &[usize], opts: &TaskOptions) -> Result
     let size = opts.image_size;
     let per = opts.channels * size * size;
     let mut images = vec![0f32; per * idx.len()];
-    images
-        .par_chunks_mut(per)
-        .zip(idx.par_iter())
-        .try_for_each(|(out, &i)| -> Result<()> {
-            let path = &files[i].0;
-            let img = match image::open(path) {
-                Ok(img) => img,
-                Err(e) => bail!(
-                    "cannot read image {} ({e}); remove it or re-save it as PNG or JPEG",
-                    path.display()
-                ),
-            };
-            rgb_into(&img.to_rgb8(), size, opts.channels, out);
-            Ok(())
-        })?;
+    images.par_chunks_mut(per).zip(idx.par_iter()).try_for_each(|(out, &i)| -> Result<()> {
+        let path = &files[i].0;
+        let img = match image::open(path) {
+            Ok(img) => img,
+            Err(e) => bail!("cannot read image {} ({e}); remove it or re-save it as PNG or JPEG", path.display()),
+        };
+        rgb_into(&img.to_rgb8(), size, opts.channels, out);
+        Ok(())
+    })?;
     Ok(ImageSet {
         images,
         labels: idx.iter().map(|&i| files[i].1).collect(),
@@ -100,10 +82,7 @@ pub fn load_folder_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
     let mut class_names = Vec::with_capacity(classes.len());
     let mut files: Vec<(PathBuf, u32)> = Vec::new();
     for (c, cdir) in classes.iter().enumerate() {
-        let name = cdir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = cdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let imgs = sorted_entries(cdir, |p| p.is_file() && is_image(p))?;
         if imgs.len() < opts.shots + 1 {
             bail!(
@@ -119,18 +98,9 @@ pub fn load_folder_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
     }
     let labels: Vec<u32> = files.iter().map(|f| f.1).collect();
     let seed = mix_seed(&[opts.seed, 0xF01D]);
-    let (train_idx, test_idx) =
-        split_train_test(&labels, classes.len(), opts.shots, opts.test_size, seed)?;
-    let name = dir
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "folder".to_string());
-    Ok(TaskData {
-        name,
-        class_names,
-        train: to_set(&files, &train_idx, opts)?,
-        test: to_set(&files, &test_idx, opts)?,
-    })
+    let (train_idx, test_idx) = split_train_test(&labels, classes.len(), opts.shots, opts.test_size, seed)?;
+    let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "folder".to_string());
+    Ok(TaskData { name, class_names, train: to_set(&files, &train_idx, opts)?, test: to_set(&files, &test_idx, opts)? })
 }
 
 #[cfg(test)]
@@ -149,10 +119,7 @@ mod tests {
     /// Three classes (red, green, blue) of 5, 4 and 6 images of varying size; one JPEG.
     fn write_tiny(dir: &Path) {
         let colours = [[200u8, 10, 10], [10, 200, 10], [10, 10, 200]];
-        for (c, (name, n)) in [("b_red", 5), ("a_green", 4), ("c_blue", 6)]
-            .iter()
-            .enumerate()
-        {
+        for (c, (name, n)) in [("b_red", 5), ("a_green", 4), ("c_blue", 6)].iter().enumerate() {
             let sub = dir.join(name);
             std::fs::create_dir_all(&sub).unwrap();
             let col = colours[c];
@@ -170,13 +137,7 @@ mod tests {
     fn reads_classes_and_splits() {
         let dir = temp_dir("ok");
         write_tiny(&dir);
-        let opts = TaskOptions {
-            image_size: 16,
-            channels: 3,
-            shots: 2,
-            test_size: 100,
-            seed: 1,
-        };
+        let opts = TaskOptions { image_size: 16, channels: 3, shots: 2, test_size: 100, seed: 1 };
         let src = parse_task(&format!("folder:{}", dir.display())).unwrap();
         let task = load_task(&src, &opts).unwrap();
         assert_eq!(task.class_names, vec!["a_green", "b_red", "c_blue"]);
@@ -193,55 +154,28 @@ mod tests {
                 assert_eq!(best, [1, 0, 2][set.labels[i] as usize]);
             }
         }
-        let small = load_task(
-            &src,
-            &TaskOptions {
-                test_size: 4,
-                ..opts
-            },
-        )
-        .unwrap();
+        let small = load_task(&src, &TaskOptions { test_size: 4, ..opts }).unwrap();
         assert_eq!(small.test.len(), 4);
         assert_eq!(small.train.images, task.train.images);
         let again = load_task(&src, &opts).unwrap();
         assert_eq!(again.test.images, task.test.images);
 
-        let err = load_task(&src, &TaskOptions { shots: 4, ..opts })
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("class 'a_green'") && err.contains("at least 5"),
-            "{err}"
-        );
+        let err = load_task(&src, &TaskOptions { shots: 4, ..opts }).unwrap_err().to_string();
+        assert!(err.contains("class 'a_green'") && err.contains("at least 5"), "{err}");
 
         // An unreadable image is reported by path.
         std::fs::write(dir.join("a_green").join("img1.png"), b"garbage").unwrap();
-        let err = load_task(
-            &src,
-            &TaskOptions {
-                test_size: 100,
-                ..opts
-            },
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("cannot read image") && err.contains("img1.png"),
-            "{err}"
-        );
+        let err = load_task(&src, &TaskOptions { test_size: 100, ..opts }).unwrap_err().to_string();
+        assert!(err.contains("cannot read image") && err.contains("img1.png"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn missing_or_empty_folder() {
         let dir = temp_dir("empty");
-        let err = load_folder_task(&dir, &TaskOptions::default())
-            .unwrap_err()
-            .to_string();
+        let err = load_folder_task(&dir, &TaskOptions::default()).unwrap_err().to_string();
         assert!(err.contains("no class sub-folders"), "{err}");
-        let err = load_folder_task(&dir.join("missing"), &TaskOptions::default())
-            .unwrap_err()
-            .to_string();
+        let err = load_folder_task(&dir.join("missing"), &TaskOptions::default()).unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -23,18 +23,8 @@ pub const IDX_IMAGES_MAGIC: u32 = 0x0000_0803;
 pub const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
 
 /// Fashion-MNIST class names, in label order.
-pub const FASHION_MNIST_CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub const FASHION_MNIST_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// A stack of 8-bit grayscale images read from an IDX file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,12 +49,8 @@ impl IdxImages {
 
 /// Read a whole file, transparently decompressing gzip.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| {
-        format!(
-            "cannot read IDX file {}; check that it exists and is readable",
-            path.display()
-        )
-    })?;
+    let raw = std::fs::read(path)
+        .with_context(|| format!("cannot read IDX file {}; check that it exists and is readable", path.display()))?;
     if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
         let mut out = Vec::with_capacity(raw.len() * 4);
         if let Err(e) = MultiGzDecoder::new(&raw[..]).read_to_end(&mut out) {
@@ -80,12 +66,7 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Parse an IDX header with the expected magic number; return the dimensions and the payload.
-fn parse_idx<'a>(
-    bytes: &'a [u8],
-    magic: u32,
-    what: &str,
-    path: &Path,
-) -> Result<(Vec<usize>, &'a [u8])> {
+fn parse_idx<'a>(bytes: &'a [u8], magic: u32, what: &str, path: &Path) -> Result<(Vec<usize>, &'a [u8])> {
     let ndims = (magic & 0xff) as usize;
     let header = 4 + 4 * ndims;
     if bytes.len() < 4 {
@@ -115,10 +96,7 @@ fn parse_idx<'a>(
             u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
         })
         .collect();
-    let expected = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .filter(|&n| n <= isize::MAX as usize);
+    let expected = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= isize::MAX as usize);
     let Some(expected) = expected else {
         bail!(
             "IDX file {} declares impossible dimensions {dims:?}; the header is damaged, re-download it",
@@ -154,12 +132,7 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages> {
             path.display()
         );
     }
-    Ok(IdxImages {
-        count,
-        rows,
-        cols,
-        pixels: payload.to_vec(),
-    })
+    Ok(IdxImages { count, rows, cols, pixels: payload.to_vec() })
 }
 
 /// Read an IDX label file (magic 0x00000801), raw or gzipped.
@@ -178,23 +151,12 @@ fn write_bytes(path: &Path, bytes: &[u8], gzip: bool) -> Result<()> {
     } else {
         bytes.to_vec()
     };
-    std::fs::write(path, data).with_context(|| {
-        format!(
-            "cannot write {}; check that the directory exists and is writable",
-            path.display()
-        )
-    })
+    std::fs::write(path, data)
+        .with_context(|| format!("cannot write {}; check that the directory exists and is writable", path.display()))
 }
 
 /// Write an IDX image file from `count` images of `rows`×`cols` bytes.
-pub fn write_idx_images(
-    path: &Path,
-    count: usize,
-    rows: usize,
-    cols: usize,
-    pixels: &[u8],
-    gzip: bool,
-) -> Result<()> {
+pub fn write_idx_images(path: &Path, count: usize, rows: usize, cols: usize, pixels: &[u8], gzip: bool) -> Result<()> {
     if pixels.len() != count * rows * cols {
         bail!(
             "cannot write {}: {} pixel bytes given for {count} images of {rows}x{cols}; pass exactly count*rows*cols bytes",
@@ -257,14 +219,11 @@ fn to_set(src: &IdxImages, labels: &[u8], idx: &[usize], opts: &TaskOptions) -> 
     let size = opts.image_size;
     let per = opts.channels * size * size;
     let mut images = vec![0f32; per * idx.len()];
-    images
-        .par_chunks_mut(per)
-        .zip(idx.par_iter())
-        .for_each(|(out, &i)| {
-            let img = GrayImage::from_raw(src.cols as u32, src.rows as u32, src.image(i).to_vec())
-                .unwrap_or_else(|| GrayImage::new(src.cols as u32, src.rows as u32));
-            gray_into(&img, size, opts.channels, out);
-        });
+    images.par_chunks_mut(per).zip(idx.par_iter()).for_each(|(out, &i)| {
+        let img = GrayImage::from_raw(src.cols as u32, src.rows as u32, src.image(i).to_vec())
+            .unwrap_or_else(|| GrayImage::new(src.cols as u32, src.rows as u32));
+        gray_into(&img, size, opts.channels, out);
+    });
     ImageSet {
         images,
         labels: idx.iter().map(|&i| labels[i] as u32).collect(),
@@ -295,21 +254,10 @@ pub fn load_idx_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
             test_images.cols
         );
     }
-    let num_classes = train_labels
-        .iter()
-        .chain(&test_labels)
-        .map(|&l| l as usize + 1)
-        .max()
-        .unwrap_or(0);
-    let fashion = dir
-        .to_string_lossy()
-        .to_ascii_lowercase()
-        .contains("fashion");
+    let num_classes = train_labels.iter().chain(&test_labels).map(|&l| l as usize + 1).max().unwrap_or(0);
+    let fashion = dir.to_string_lossy().to_ascii_lowercase().contains("fashion");
     let class_names: Vec<String> = if fashion && num_classes <= FASHION_MNIST_CLASSES.len() {
-        FASHION_MNIST_CLASSES[..num_classes]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        FASHION_MNIST_CLASSES[..num_classes].iter().map(|s| s.to_string()).collect()
     } else {
         (0..num_classes).map(|c| c.to_string()).collect()
     };
@@ -332,10 +280,7 @@ pub fn load_idx_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
     let train_idx = sample_per_class(&labels32, num_classes, opts.shots, mix_seed(&[base, 1]))?;
     let test32: Vec<u32> = test_labels.iter().map(|&l| l as u32).collect();
     let test_idx = balanced_sample(&test32, num_classes, opts.test_size, mix_seed(&[base, 2]))?;
-    let name = dir
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "idx".to_string());
+    let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "idx".to_string());
     Ok(TaskData {
         name,
         class_names,
@@ -359,26 +304,11 @@ mod tests {
     /// Write a tiny 3-class data set: image i is filled with value 10*i.
     fn write_tiny(dir: &Path, gzip: bool) {
         for (prefix, n) in [("train", 12usize), ("t10k", 9)] {
-            let px: Vec<u8> = (0..n)
-                .flat_map(|i| std::iter::repeat_n((10 * i) as u8, 4 * 5))
-                .collect();
+            let px: Vec<u8> = (0..n).flat_map(|i| std::iter::repeat_n((10 * i) as u8, 4 * 5)).collect();
             let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
             let sfx = if gzip { ".gz" } else { "" };
-            write_idx_images(
-                &dir.join(format!("{prefix}-images-idx3-ubyte{sfx}")),
-                n,
-                4,
-                5,
-                &px,
-                gzip,
-            )
-            .unwrap();
-            write_idx_labels(
-                &dir.join(format!("{prefix}-labels-idx1-ubyte{sfx}")),
-                &labels,
-                gzip,
-            )
-            .unwrap();
+            write_idx_images(&dir.join(format!("{prefix}-images-idx3-ubyte{sfx}")), n, 4, 5, &px, gzip).unwrap();
+            write_idx_labels(&dir.join(format!("{prefix}-labels-idx1-ubyte{sfx}")), &labels, gzip).unwrap();
         }
     }
 
@@ -391,17 +321,10 @@ mod tests {
             let imgs = read_idx_images(&dir.join(format!("train-images-idx3-ubyte{sfx}"))).unwrap();
             assert_eq!((imgs.count, imgs.rows, imgs.cols), (12, 4, 5));
             assert!(imgs.image(3).iter().all(|&v| v == 30));
-            let labels =
-                read_idx_labels(&dir.join(format!("train-labels-idx1-ubyte{sfx}"))).unwrap();
+            let labels = read_idx_labels(&dir.join(format!("train-labels-idx1-ubyte{sfx}"))).unwrap();
             assert_eq!(labels, (0..12).map(|i| (i % 3) as u8).collect::<Vec<_>>());
 
-            let opts = TaskOptions {
-                image_size: 8,
-                channels: 3,
-                shots: 2,
-                test_size: 6,
-                seed: 5,
-            };
+            let opts = TaskOptions { image_size: 8, channels: 3, shots: 2, test_size: 6, seed: 5 };
             let task = load_task(&TaskSource::Idx(dir.clone()), &opts).unwrap();
             assert_eq!(task.class_names, vec!["0", "1", "2"]);
             assert_eq!(task.train.len(), 6);
@@ -419,12 +342,8 @@ mod tests {
             let again = load_task(&TaskSource::Idx(dir.clone()), &opts).unwrap();
             assert_eq!(again.train.images, task.train.images);
             assert_eq!(again.test.images, task.test.images);
-            let err = load_task(
-                &TaskSource::Idx(dir.clone()),
-                &TaskOptions { shots: 5, ..opts },
-            )
-            .unwrap_err()
-            .to_string();
+            let err =
+                load_task(&TaskSource::Idx(dir.clone()), &TaskOptions { shots: 5, ..opts }).unwrap_err().to_string();
             assert!(err.contains("fewer than shots=5"), "{err}");
             std::fs::remove_dir_all(&dir).unwrap();
         }
@@ -460,23 +379,14 @@ mod tests {
         // Label/image count mismatch.
         std::fs::write(&ip, &full).unwrap();
         write_idx_labels(&lp, &[0, 1, 2], false).unwrap();
-        let err = load_idx_task(&dir, &TaskOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("12 images but") && err.contains("3 labels"),
-            "{err}"
-        );
+        let err = load_idx_task(&dir, &TaskOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("12 images but") && err.contains("3 labels"), "{err}");
 
         // Missing file and missing directory.
         std::fs::remove_file(&lp).unwrap();
-        let err = load_idx_task(&dir, &TaskOptions::default())
-            .unwrap_err()
-            .to_string();
+        let err = load_idx_task(&dir, &TaskOptions::default()).unwrap_err().to_string();
         assert!(err.contains("neither train-labels-idx1-ubyte"), "{err}");
-        let err = load_idx_task(&dir.join("nope"), &TaskOptions::default())
-            .unwrap_err()
-            .to_string();
+        let err = load_idx_task(&dir.join("nope"), &TaskOptions::default()).unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -485,17 +395,10 @@ mod tests {
     fn fashion_mnist_if_installed() {
         let dir = Path::new("/usr/share/datasets/fashion-mnist");
         if !dir.is_dir() {
-            eprintln!(
-                "note: {} not found; skipping the Fashion-MNIST test",
-                dir.display()
-            );
+            eprintln!("note: {} not found; skipping the Fashion-MNIST test", dir.display());
             return;
         }
-        let opts = TaskOptions {
-            shots: 4,
-            test_size: 50,
-            ..TaskOptions::default()
-        };
+        let opts = TaskOptions { shots: 4, test_size: 50, ..TaskOptions::default() };
         let task = load_idx_task(dir, &opts).unwrap();
         assert_eq!(task.class_names.len(), 10);
         assert_eq!(task.class_names[9], "Ankle boot");
@@ -503,15 +406,10 @@ mod tests {
         assert_eq!(task.train.class_counts(10), vec![4; 10]);
         assert_eq!(task.test.len(), 50);
         assert_eq!(task.test.class_counts(10), vec![5; 10]);
-        assert_eq!(
-            (task.train.channels, task.train.height, task.train.width),
-            (3, 32, 32)
-        );
+        assert_eq!((task.train.channels, task.train.height, task.train.width), (3, 32, 32));
         assert!(task.train.images.iter().all(|v| (-1.0..=1.0).contains(v)));
         // Images are not blank: most have a clear foreground.
-        let bright = (0..task.test.len())
-            .filter(|&i| task.test.image(i).iter().any(|&v| v > 0.0))
-            .count();
+        let bright = (0..task.test.len()).filter(|&i| task.test.image(i).iter().any(|&v| v > 0.0)).count();
         assert!(bright > 45);
     }
 }

@@ -50,9 +50,7 @@ pub(crate) fn mix_seed(parts: &[u64]) -> u64 {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    parts
-        .iter()
-        .fold(0x243F_6A88_85A3_08D3u64, |h, &p| splitmix(h ^ splitmix(p)))
+    parts.iter().fold(0x243F_6A88_85A3_08D3u64, |h, &p| splitmix(h ^ splitmix(p)))
 }
 
 /// A set of images, N×C×H×W f32, normalised as Hugging Face ViT expects: x = (pixel/255 − 0.5)/0.5, i.e. in [−1, 1].
@@ -168,13 +166,7 @@ pub struct TaskOptions {
 
 impl Default for TaskOptions {
     fn default() -> Self {
-        TaskOptions {
-            image_size: 32,
-            channels: 3,
-            shots: 16,
-            test_size: 1000,
-            seed: 0,
-        }
+        TaskOptions { image_size: 32, channels: 3, shots: 16, test_size: 1000, seed: 0 }
     }
 }
 
@@ -231,20 +223,13 @@ pub struct BuiltinInfo {
 
 impl BuiltinInfo {
     fn of(b: Builtin) -> BuiltinInfo {
-        BuiltinInfo {
-            name: b.name(),
-            description: b.description(),
-            num_classes: b.num_classes(),
-        }
+        BuiltinInfo { name: b.name(), description: b.description(), num_classes: b.num_classes() }
     }
 }
 
 /// The built-in downstream (few-shot) tasks, in listing order.
 pub fn builtin_tasks() -> Vec<BuiltinInfo> {
-    Builtin::DOWNSTREAM
-        .iter()
-        .map(|&b| BuiltinInfo::of(b))
-        .collect()
+    Builtin::DOWNSTREAM.iter().map(|&b| BuiltinInfo::of(b)).collect()
 }
 
 /// The pretraining SOURCE task (also loadable as the built-in task `"source"`).
@@ -291,10 +276,7 @@ pub fn load_task(source: &TaskSource, opts: &TaskOptions) -> Result<TaskData> {
     match source {
         TaskSource::Builtin(name) => match Builtin::from_name(name) {
             Some(b) => {
-                let images = b
-                    .num_classes()
-                    .saturating_mul(opts.shots)
-                    .saturating_add(opts.test_size);
+                let images = b.num_classes().saturating_mul(opts.shots).saturating_add(opts.test_size);
                 check_volume(images, opts.image_size, opts.channels)?;
                 procedural::load_builtin(b, opts)
             }

@@ -83,9 +83,7 @@ fn pixel(set: &ImageSet, i: usize, x: usize, y: usize) -> Rgb<u8> {
     let plane = set.height * set.width;
     let at = |c: usize| {
         let c = c.min(set.channels.saturating_sub(1));
-        ((img[c * plane + y * set.width + x] * 0.5 + 0.5) * 255.0)
-            .round()
-            .clamp(0.0, 255.0) as u8
+        ((img[c * plane + y * set.width + x] * 0.5 + 0.5) * 255.0).round().clamp(0.0, 255.0) as u8
     };
     Rgb([at(0), at(1), at(2)])
 }
@@ -99,32 +97,17 @@ pub fn write_preview(task: &TaskData, path: &Path, per_class: usize) -> Result<(
     }
     let k = task.class_names.len();
     if k == 0 {
-        bail!(
-            "task '{}' has no classes, so there is nothing to preview",
-            task.name
-        );
+        bail!("task '{}' has no classes, so there is nothing to preview", task.name);
     }
-    let (h, w) = (
-        task.train.height.max(task.test.height),
-        task.train.width.max(task.test.width),
-    );
+    let (h, w) = (task.train.height.max(task.test.height), task.train.width.max(task.test.width));
     if h == 0 || w == 0 {
-        bail!(
-            "task '{}' has empty images, so there is nothing to preview",
-            task.name
-        );
+        bail!("task '{}' has empty images, so there is nothing to preview", task.name);
     }
     let zoom = (64 / h.max(w)).max(1) as u32;
     let (tile_w, tile_h) = (w as u32 * zoom, h as u32 * zoom);
     let gap = 2u32;
     let text_scale = 2u32;
-    let label_chars = task
-        .class_names
-        .iter()
-        .map(|n| n.chars().count())
-        .max()
-        .unwrap_or(0)
-        .min(16) as u32;
+    let label_chars = task.class_names.iter().map(|n| n.chars().count()).max().unwrap_or(0).min(16) as u32;
     let margin = label_chars * 4 * text_scale + 8;
     let width = margin + per_class as u32 * (tile_w + gap) + gap;
     let height = k as u32 * (tile_h + gap) + gap;
@@ -137,11 +120,7 @@ pub fn write_preview(task: &TaskData, path: &Path, per_class: usize) -> Result<(
         let examples = [&task.train, &task.test]
             .into_iter()
             .flat_map(|set| {
-                set.labels
-                    .iter()
-                    .enumerate()
-                    .filter(move |(_, &l)| l as usize == c)
-                    .map(move |(i, _)| (set, i))
+                set.labels.iter().enumerate().filter(move |(_, &l)| l as usize == c).map(move |(i, _)| (set, i))
             })
             .take(per_class);
         for (j, (set, i)) in examples.enumerate() {
@@ -151,11 +130,7 @@ pub fn write_preview(task: &TaskData, path: &Path, per_class: usize) -> Result<(
                     let p = pixel(set, i, x, y);
                     for dy in 0..zoom {
                         for dx in 0..zoom {
-                            sheet.put_pixel(
-                                x0 + x as u32 * zoom + dx,
-                                y0 + y as u32 * zoom + dy,
-                                p,
-                            );
+                            sheet.put_pixel(x0 + x as u32 * zoom + dx, y0 + y as u32 * zoom + dy, p);
                         }
                     }
                 }
@@ -163,10 +138,7 @@ pub fn write_preview(task: &TaskData, path: &Path, per_class: usize) -> Result<(
         }
     }
     if let Err(e) = sheet.save_with_format(path, ImageFormat::Png) {
-        bail!(
-            "cannot write preview {} ({e}); check that the directory exists and is writable",
-            path.display()
-        );
+        bail!("cannot write preview {} ({e}); check that the directory exists and is writable", path.display());
     }
     Ok(())
 }

@@ -102,9 +102,7 @@ impl Builtin {
     /// Look a task up by name (case-insensitive).
     pub fn from_name(name: &str) -> Option<Builtin> {
         let name = name.trim().to_ascii_lowercase();
-        std::iter::once(Builtin::Source)
-            .chain(Builtin::DOWNSTREAM)
-            .find(|b| b.name() == name)
+        std::iter::once(Builtin::Source).chain(Builtin::DOWNSTREAM).find(|b| b.name() == name)
     }
 
     /// Draw one image of class `class`.
@@ -123,9 +121,7 @@ impl Builtin {
 
 /// FNV-1a hash of a task name, mixed into seeds so tasks never share images.
 pub(crate) fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Render the pretraining mixture: with probability ½ a SOURCE composite (labels
@@ -163,27 +159,14 @@ pub(crate) fn pretrain_num_classes() -> usize {
 }
 
 /// Render one image per `(label, seed)` pair, in parallel.
-pub(crate) fn render_set(
-    task: Builtin,
-    labels: Vec<u32>,
-    seeds: &[u64],
-    size: usize,
-    channels: usize,
-) -> ImageSet {
+pub(crate) fn render_set(task: Builtin, labels: Vec<u32>, seeds: &[u64], size: usize, channels: usize) -> ImageSet {
     let per = channels * size * size;
     let mut images = vec![0f32; per * labels.len()];
     images.par_chunks_mut(per).enumerate().for_each(|(i, out)| {
         let mut rng = ChaCha8Rng::seed_from_u64(seeds[i]);
-        task.render(labels[i] as usize, size, &mut rng)
-            .write_normalised(out, channels);
+        task.render(labels[i] as usize, size, &mut rng).write_normalised(out, channels);
     });
-    ImageSet {
-        images,
-        labels,
-        channels,
-        height: size,
-        width: size,
-    }
+    ImageSet { images, labels, channels, height: size, width: size }
 }
 
 /// Generate a built-in task: `shots` training images per class (class-major) and
@@ -195,10 +178,7 @@ pub(crate) fn render_set(
 pub(crate) fn load_builtin(task: Builtin, opts: &TaskOptions) -> Result<TaskData> {
     let k = task.num_classes();
     let base = mix_seed(&[opts.seed, name_hash(task.name())]);
-    let (train_base, test_base) = (
-        mix_seed(&[base, SPLIT_TRAIN]),
-        mix_seed(&[base, SPLIT_TEST]),
-    );
+    let (train_base, test_base) = (mix_seed(&[base, SPLIT_TRAIN]), mix_seed(&[base, SPLIT_TEST]));
     let mut train_labels = Vec::with_capacity(k * opts.shots);
     let mut train_seeds = Vec::with_capacity(k * opts.shots);
     for c in 0..k {
@@ -208,9 +188,7 @@ pub(crate) fn load_builtin(task: Builtin, opts: &TaskOptions) -> Result<TaskData
         }
     }
     let test_labels: Vec<u32> = (0..opts.test_size).map(|i| (i % k) as u32).collect();
-    let test_seeds: Vec<u64> = (0..opts.test_size)
-        .map(|i| mix_seed(&[test_base, i as u64]))
-        .collect();
+    let test_seeds: Vec<u64> = (0..opts.test_size).map(|i| mix_seed(&[test_base, i as u64])).collect();
     let size = opts.image_size;
     Ok(TaskData {
         name: task.name().to_string(),

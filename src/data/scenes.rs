@@ -9,50 +9,33 @@ use rand_chacha::ChaCha8Rng;
 use std::f32::consts::{PI, TAU};
 
 use super::draw::{
-    aa, background_around, clutter_lines, clutter_specks, contrasting_side, jitter_color, luma,
-    near, place, polar_pair, regular, rot, uni, Canvas, Pt,
+    aa, background_around, clutter_lines, clutter_specks, contrasting_side, jitter_color, luma, near, place,
+    polar_pair, regular, rot, uni, Canvas, Pt,
 };
 
 /// Probability that the foreground is lighter than the background.
 const P_LIGHT: f32 = 0.7;
 
 /// Class names of the `shapes` task, in label order.
-pub(crate) const SHAPES: [&str; 10] = [
-    "circle", "square", "triangle", "star", "plus", "ring", "diamond", "hexagon", "crescent",
-    "arrow",
-];
+pub(crate) const SHAPES: [&str; 10] =
+    ["circle", "square", "triangle", "star", "plus", "ring", "diamond", "hexagon", "crescent", "arrow"];
 
 /// Class names of the `counting` task, in label order (one to eight objects).
-pub(crate) const COUNTS: [&str; 8] = [
-    "one", "two", "three", "four", "five", "six", "seven", "eight",
-];
+pub(crate) const COUNTS: [&str; 8] = ["one", "two", "three", "four", "five", "six", "seven", "eight"];
 
 /// Class names of the `orientation` task: bar angle bins of 22.5°, counter-clockwise from horizontal.
-pub(crate) const ORIENTATIONS: [&str; 8] = [
-    "0deg", "22deg", "45deg", "67deg", "90deg", "112deg", "135deg", "157deg",
-];
+pub(crate) const ORIENTATIONS: [&str; 8] = ["0deg", "22deg", "45deg", "67deg", "90deg", "112deg", "135deg", "157deg"];
 
 /// Class names of the `relations` task: where the square is relative to the ring.
-pub(crate) const RELATIONS: [&str; 8] = [
-    "right",
-    "up-right",
-    "up",
-    "up-left",
-    "left",
-    "down-left",
-    "down",
-    "down-right",
-];
+pub(crate) const RELATIONS: [&str; 8] =
+    ["right", "up-right", "up", "up-left", "left", "down-left", "down", "down-right"];
 
 /// Outline (circumradius about 1) of a polygonal `shapes` class, or `None` for round ones.
 fn shape_polygon(class: usize) -> Option<Vec<Pt>> {
     let w = 0.3;
     Some(match class {
         1 => vec![(-0.72, -0.72), (0.72, -0.72), (0.72, 0.72), (-0.72, 0.72)],
-        2 => regular(3, None)
-            .into_iter()
-            .map(|(x, y)| (1.1 * x, 1.1 * y + 0.15))
-            .collect(),
+        2 => regular(3, None).into_iter().map(|(x, y)| (1.1 * x, 1.1 * y + 0.15)).collect(),
         3 => regular(5, Some(0.45)),
         4 => vec![
             (-w, -1.0),
@@ -69,19 +52,8 @@ fn shape_polygon(class: usize) -> Option<Vec<Pt>> {
             (-w, -w),
         ],
         6 => vec![(0.0, -1.0), (0.62, 0.0), (0.0, 1.0), (-0.62, 0.0)],
-        7 => regular(6, None)
-            .into_iter()
-            .map(|(x, y)| (0.92 * y, 0.92 * x))
-            .collect(),
-        9 => vec![
-            (-1.0, -0.24),
-            (0.15, -0.24),
-            (0.15, -0.62),
-            (1.0, 0.0),
-            (0.15, 0.62),
-            (0.15, 0.24),
-            (-1.0, 0.24),
-        ],
+        7 => regular(6, None).into_iter().map(|(x, y)| (0.92 * y, 0.92 * x)).collect(),
+        9 => vec![(-1.0, -0.24), (0.15, -0.24), (0.15, -0.62), (1.0, 0.0), (0.15, 0.62), (0.15, 0.24), (-1.0, 0.24)],
         _ => return None,
     })
 }
@@ -104,16 +76,9 @@ pub(crate) fn render_shapes(class: usize, size: usize, rng: &mut ChaCha8Rng) -> 
     clutter_specks(&mut c, rng, ns, (0.15, 0.45));
     let (u, n) = (c.unit(), c.sizef());
     let r = uni(rng, 5.5, 11.0) * u;
-    let centre = (
-        near(rng, 0.5 * n, 6.0 * u, r + 1.0, n - r - 1.0),
-        near(rng, 0.5 * n, 6.0 * u, r + 1.0, n - r - 1.0),
-    );
+    let centre = (near(rng, 0.5 * n, 6.0 * u, r + 1.0, n - r - 1.0), near(rng, 0.5 * n, 6.0 * u, r + 1.0, n - r - 1.0));
     let full_turn = matches!(class, 8 | 9);
-    let angle = if full_turn {
-        uni(rng, 0.0, TAU)
-    } else {
-        uni(rng, -0.35, 0.35)
-    };
+    let angle = if full_turn { uni(rng, 0.0, TAU) } else { uni(rng, -0.35, 0.35) };
     let alpha = uni(rng, 0.8, 1.0);
     match class {
         0 => c.disc(centre, 0.85 * r, fg, alpha),
@@ -126,12 +91,7 @@ pub(crate) fn render_shapes(class: usize, size: usize, rng: &mut ChaCha8Rng) -> 
             let off = rot((uni(rng, 0.4, 0.6) * rr, 0.0), angle);
             let c2 = (centre.0 + off.0, centre.1 + off.1);
             let r2 = rr * uni(rng, 0.8, 0.95);
-            let bb = [
-                centre.0 - rr - 1.0,
-                centre.1 - rr - 1.0,
-                centre.0 + rr + 1.0,
-                centre.1 + rr + 1.0,
-            ];
+            let bb = [centre.0 - rr - 1.0, centre.1 - rr - 1.0, centre.0 + rr + 1.0, centre.1 + rr + 1.0];
             c.paint(bb, fg, alpha, |p| {
                 let d1 = ((p.0 - centre.0).powi(2) + (p.1 - centre.1).powi(2)).sqrt() - rr;
                 let d2 = ((p.0 - c2.0).powi(2) + (p.1 - c2.1).powi(2)).sqrt() - r2;
@@ -167,13 +127,10 @@ pub(crate) fn render_counting(class: usize, size: usize, rng: &mut ChaCha8Rng) -
             let r = base * uni(rng, 0.8, 1.2);
             let mut ok = false;
             for _ in 0..200 {
-                let p = (
-                    uni(rng, r + 0.5, n - r - 0.5),
-                    uni(rng, r + 0.5, n - r - 0.5),
-                );
-                let free = placed.iter().all(|&(q, rq)| {
-                    ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt() >= 1.45 * (r + rq) + 1.5 * u
-                });
+                let p = (uni(rng, r + 0.5, n - r - 0.5), uni(rng, r + 0.5, n - r - 0.5));
+                let free = placed
+                    .iter()
+                    .all(|&(q, rq)| ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt() >= 1.45 * (r + rq) + 1.5 * u);
                 if free {
                     placed.push((p, r));
                     ok = true;
@@ -217,10 +174,7 @@ pub(crate) fn render_orientation(class: usize, size: usize, rng: &mut ChaCha8Rng
     // Direction in image coordinates (y down), so the angle is counter-clockwise on screen.
     let dir = (theta.cos(), -theta.sin());
     let (ex, ey) = (half * dir.0.abs() + ht + 1.0, half * dir.1.abs() + ht + 1.0);
-    let centre = (
-        near(rng, 0.5 * n, 5.0 * u, ex, n - ex),
-        near(rng, 0.5 * n, 5.0 * u, ey, n - ey),
-    );
+    let centre = (near(rng, 0.5 * n, 5.0 * u, ex, n - ex), near(rng, 0.5 * n, 5.0 * u, ey, n - ey));
     let a = (centre.0 - half * dir.0, centre.1 - half * dir.1);
     let b = (centre.0 + half * dir.0, centre.1 + half * dir.1);
     let alpha = uni(rng, 0.8, 1.0);
@@ -229,12 +183,7 @@ pub(crate) fn render_orientation(class: usize, size: usize, rng: &mut ChaCha8Rng
         1 => {
             // Elongated ellipse (approximate signed distance).
             let rb = (half, ht * uni(rng, 1.3, 2.0));
-            let bb = [
-                centre.0 - half - 2.0,
-                centre.1 - half - 2.0,
-                centre.0 + half + 2.0,
-                centre.1 + half + 2.0,
-            ];
+            let bb = [centre.0 - half - 2.0, centre.1 - half - 2.0, centre.0 + half + 2.0, centre.1 + half + 2.0];
             c.paint(bb, fg, alpha, |p| {
                 let (x, y) = rot((p.0 - centre.0, p.1 - centre.1), theta);
                 let k0 = ((x / rb.0).powi(2) + (y / rb.1).powi(2)).sqrt();
@@ -279,10 +228,7 @@ pub(crate) fn render_relations(class: usize, size: usize, rng: &mut ChaCha8Rng) 
     let dist = uni(rng, 10.0, 17.0) * u;
     let m = r_ring.max(r_sq) + 1.0;
     let (hx, hy) = (0.5 * dist * dir.0.abs(), 0.5 * dist * dir.1.abs());
-    let mid = (
-        near(rng, 0.5 * n, 4.0 * u, m + hx, n - m - hx),
-        near(rng, 0.5 * n, 4.0 * u, m + hy, n - m - hy),
-    );
+    let mid = (near(rng, 0.5 * n, 4.0 * u, m + hx, n - m - hx), near(rng, 0.5 * n, 4.0 * u, m + hy, n - m - hy));
     let ring = (mid.0 - 0.5 * dist * dir.0, mid.1 - 0.5 * dist * dir.1);
     let square = (mid.0 + 0.5 * dist * dir.0, mid.1 + 0.5 * dist * dir.1);
     let lighter = luma(c1) > luma(bg);

@@ -14,8 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use std::f32::consts::{PI, TAU};
 
 use super::draw::{
-    background_around, clutter_lines, hsv, jitter_color, place, random_color, regular, rot, uni,
-    Canvas, Pt, Rgb,
+    background_around, clutter_lines, hsv, jitter_color, place, random_color, regular, rot, uni, Canvas, Pt, Rgb,
 };
 use super::mix_seed;
 
@@ -99,10 +98,7 @@ pub(crate) fn render(class: usize, size: usize, rng: &mut ChaCha8Rng) -> Canvas 
     let parts = prototype(class % SOURCE_CLASSES);
     let scale = uni(rng, 0.8, 1.2) * u;
     let turn = uni(rng, -0.4, 0.4);
-    let centre = (
-        0.5 * n + uni(rng, -6.0, 6.0) * u,
-        0.5 * n + uni(rng, -6.0, 6.0) * u,
-    );
+    let centre = (0.5 * n + uni(rng, -6.0, 6.0) * u, 0.5 * n + uni(rng, -6.0, 6.0) * u);
     let shade = uni(rng, 0.85, 1.15);
     let mut keep: Vec<bool> = parts.iter().map(|_| !rng.random_bool(0.12)).collect();
     if keep.iter().filter(|&&k| k).count() < 2 {
@@ -110,10 +106,8 @@ pub(crate) fn render(class: usize, size: usize, rng: &mut ChaCha8Rng) -> Canvas 
     }
     for (part, _) in parts.iter().zip(&keep).filter(|(_, &k)| k) {
         let off = rot(part.offset, turn);
-        let p = (
-            centre.0 + off.0 * scale + uni(rng, -1.5, 1.5) * u,
-            centre.1 + off.1 * scale + uni(rng, -1.5, 1.5) * u,
-        );
+        let p =
+            (centre.0 + off.0 * scale + uni(rng, -1.5, 1.5) * u, centre.1 + off.1 * scale + uni(rng, -1.5, 1.5) * u);
         let r = part.size * scale * uni(rng, 0.85, 1.15);
         let angle = part.angle + turn + uni(rng, -0.15, 0.15);
         let base = part.color.map(|v| (v * shade).min(1.0));
@@ -134,12 +128,7 @@ pub(crate) fn render(class: usize, size: usize, rng: &mut ChaCha8Rng) -> Canvas 
                 let lambda = part.extra * scale;
                 let phase = uni(rng, 0.0, TAU);
                 let sig = 0.55 * r;
-                let bb = [
-                    p.0 - 3.0 * sig,
-                    p.1 - 3.0 * sig,
-                    p.0 + 3.0 * sig,
-                    p.1 + 3.0 * sig,
-                ];
+                let bb = [p.0 - 3.0 * sig, p.1 - 3.0 * sig, p.0 + 3.0 * sig, p.1 + 3.0 * sig];
                 c.paint(bb, col, 1.0, |q| {
                     let (x, y) = rot((q.0 - p.0, q.1 - p.1), -angle);
                     let env = (-(x * x + y * y) / (2.0 * sig * sig)).exp();
@@ -152,22 +141,12 @@ pub(crate) fn render(class: usize, size: usize, rng: &mut ChaCha8Rng) -> Canvas 
             }
             Kind::Polygon => {
                 let poly = regular(part.extra as usize, None);
-                let pts = place(
-                    &poly,
-                    p,
-                    (0.7 * r, 0.7 * r * (0.6 + 0.4 * part.aspect)),
-                    angle,
-                );
+                let pts = place(&poly, p, (0.7 * r, 0.7 * r * (0.6 + 0.4 * part.aspect)), angle);
                 c.polygon(&pts, col, 1.0);
             }
             Kind::Bar => {
                 let d = rot((r, 0.0), angle);
-                c.polyline(
-                    &[(p.0 - d.0, p.1 - d.1), (p.0 + d.0, p.1 + d.1)],
-                    0.3 * r * part.aspect,
-                    col,
-                    1.0,
-                );
+                c.polyline(&[(p.0 - d.0, p.1 - d.1), (p.0 + d.0, p.1 + d.1)], 0.3 * r * part.aspect, col, 1.0);
             }
         }
     }

@@ -4,12 +4,7 @@ use super::*;
 use std::time::Instant;
 
 fn opts(shots: usize, test_size: usize, seed: u64) -> TaskOptions {
-    TaskOptions {
-        shots,
-        test_size,
-        seed,
-        ..TaskOptions::default()
-    }
+    TaskOptions { shots, test_size, seed, ..TaskOptions::default() }
 }
 
 fn builtin(name: &str, o: &TaskOptions) -> TaskData {
@@ -19,13 +14,9 @@ fn builtin(name: &str, o: &TaskOptions) -> TaskData {
 /// Nearest-class-mean accuracy of `test` given class means from `train`, on raw values.
 pub(crate) fn ncm_accuracy(train: &ImageSet, test: &ImageSet, k: usize) -> f64 {
     ncm_on(
-        &(0..train.len())
-            .map(|i| train.image(i).to_vec())
-            .collect::<Vec<_>>(),
+        &(0..train.len()).map(|i| train.image(i).to_vec()).collect::<Vec<_>>(),
         &train.labels,
-        &(0..test.len())
-            .map(|i| test.image(i).to_vec())
-            .collect::<Vec<_>>(),
+        &(0..test.len()).map(|i| test.image(i).to_vec()).collect::<Vec<_>>(),
         &test.labels,
         k,
     )
@@ -41,9 +32,7 @@ fn standardised(set: &ImageSet, i: usize) -> Vec<f32> {
         let m = ch.iter().sum::<f32>() / plane as f32;
         ch.iter_mut().for_each(|v| *v -= m);
     }
-    let sd = (out.iter().map(|v| v * v).sum::<f32>() / out.len() as f32)
-        .sqrt()
-        .max(1e-3);
+    let sd = (out.iter().map(|v| v * v).sum::<f32>() / out.len() as f32).sqrt().max(1e-3);
     out.iter_mut().for_each(|v| *v /= sd);
     out
 }
@@ -73,15 +62,8 @@ fn ncm_on(train: &[Vec<f32>], ytr: &[u32], test: &[Vec<f32>], yte: &[u32], k: us
         .iter()
         .zip(yte)
         .filter(|(x, &y)| {
-            let dist = |m: &Vec<f64>| {
-                m.iter()
-                    .zip(x.iter())
-                    .map(|(a, &b)| (a - b as f64).powi(2))
-                    .sum::<f64>()
-            };
-            let best = (0..k)
-                .min_by(|&a, &b| dist(&means[a]).total_cmp(&dist(&means[b])))
-                .unwrap();
+            let dist = |m: &Vec<f64>| m.iter().zip(x.iter()).map(|(a, &b)| (a - b as f64).powi(2)).sum::<f64>();
+            let best = (0..k).min_by(|&a, &b| dist(&means[a]).total_cmp(&dist(&means[b]))).unwrap();
             best == y as usize
         })
         .count();
@@ -96,13 +78,9 @@ fn features(set: &ImageSet, i: usize) -> Vec<f32> {
     let plane = h * w;
     let img = set.image(i);
     let c = set.channels;
-    let mut g: Vec<f32> = (0..plane)
-        .map(|p| (0..c).map(|ch| img[ch * plane + p]).sum::<f32>() / c as f32)
-        .collect();
+    let mut g: Vec<f32> = (0..plane).map(|p| (0..c).map(|ch| img[ch * plane + p]).sum::<f32>() / c as f32).collect();
     let mean = g.iter().sum::<f32>() / plane as f32;
-    let sd = (g.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / plane as f32)
-        .sqrt()
-        .max(1e-3);
+    let sd = (g.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / plane as f32).sqrt().max(1e-3);
     g.iter_mut().for_each(|v| *v = (*v - mean) / sd);
     let mut f = vec![0f32; 24];
     for step in [1usize, 2] {
@@ -169,39 +147,21 @@ fn every_builtin_generates_all_classes_with_right_shapes() {
         let t = builtin(info.name, &o);
         let k = info.num_classes;
         assert_eq!(t.class_names.len(), k, "{}", info.name);
-        assert!(
-            (8..=10).contains(&k) || info.name == "source",
-            "{} has {k} classes",
-            info.name
-        );
+        assert!((8..=10).contains(&k) || info.name == "source", "{} has {k} classes", info.name);
         assert_eq!(t.train.len(), 3 * k);
         assert_eq!(t.train.class_counts(k), vec![3; k], "{}", info.name);
         assert_eq!(t.test.len(), 50);
         let tc = t.test.class_counts(k);
-        assert!(
-            tc.iter().all(|&n| n == 50 / k || n == 50 / k + 1),
-            "{}: {tc:?}",
-            info.name
-        );
-        assert!(t
-            .train
-            .labels
-            .iter()
-            .chain(&t.test.labels)
-            .all(|&l| (l as usize) < k));
+        assert!(tc.iter().all(|&n| n == 50 / k || n == 50 / k + 1), "{}: {tc:?}", info.name);
+        assert!(t.train.labels.iter().chain(&t.test.labels).all(|&l| (l as usize) < k));
         for set in [&t.train, &t.test] {
             assert_eq!((set.channels, set.height, set.width), (3, 32, 32));
             assert_eq!(set.images.len(), set.len() * 3 * 32 * 32);
-            assert!(set
-                .images
-                .iter()
-                .all(|v| v.is_finite() && (-1.0..=1.0).contains(v)));
+            assert!(set.images.iter().all(|v| v.is_finite() && (-1.0..=1.0).contains(v)));
             // No blank images: every image has visible contrast.
             for i in 0..set.len() {
                 let img = set.image(i);
-                let (lo, hi) = img
-                    .iter()
-                    .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                let (lo, hi) = img.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
                 assert!(hi - lo > 0.2, "{} image {i} is nearly blank", info.name);
             }
         }
@@ -217,12 +177,7 @@ fn same_seed_same_bits_different_seed_different_images() {
         let c = builtin(info.name, &opts(2, 20, 12));
         assert_eq!(a.train.labels, c.train.labels);
         for i in 0..a.train.len() {
-            assert_ne!(
-                a.train.image(i),
-                c.train.image(i),
-                "{} train {i}",
-                info.name
-            );
+            assert_ne!(a.train.image(i), c.train.image(i), "{} train {i}", info.name);
         }
         for i in 0..a.test.len() {
             assert_ne!(a.test.image(i), c.test.image(i), "{} test {i}", info.name);
@@ -232,14 +187,8 @@ fn same_seed_same_bits_different_seed_different_images() {
 
 #[test]
 fn thread_count_does_not_change_data() {
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    let two = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     for info in builtin_tasks() {
         let a = one.install(|| builtin(info.name, &opts(3, 40, 9)));
         let b = two.install(|| builtin(info.name, &opts(3, 40, 9)));
@@ -256,20 +205,10 @@ fn train_and_test_are_disjoint_and_nested() {
         let t = builtin(info.name, &opts(4, 60, 3));
         for i in 0..t.train.len() {
             for j in 0..t.test.len() {
-                assert_ne!(
-                    t.train.image(i),
-                    t.test.image(j),
-                    "{}: train {i} == test {j}",
-                    info.name
-                );
+                assert_ne!(t.train.image(i), t.test.image(j), "{}: train {i} == test {j}", info.name);
             }
             for j in 0..i {
-                assert_ne!(
-                    t.train.image(i),
-                    t.train.image(j),
-                    "{}: duplicate train image",
-                    info.name
-                );
+                assert_ne!(t.train.image(i), t.train.image(j), "{}: duplicate train image", info.name);
             }
         }
         // Fewer shots / test images give a subset of the same images.
@@ -280,101 +219,45 @@ fn train_and_test_are_disjoint_and_nested() {
                 assert_eq!(small.train.image(c * 2 + j), t.train.image(c * 4 + j));
             }
         }
-        assert_eq!(
-            small.test.images[..],
-            t.test.images[..small.test.images.len()]
-        );
+        assert_eq!(small.test.images[..], t.test.images[..small.test.images.len()]);
     }
 }
 
 #[test]
 fn grayscale_and_other_sizes() {
-    let o = TaskOptions {
-        image_size: 48,
-        channels: 1,
-        shots: 2,
-        test_size: 10,
-        seed: 0,
-    };
+    let o = TaskOptions { image_size: 48, channels: 1, shots: 2, test_size: 10, seed: 0 };
     for info in builtin_tasks().into_iter().chain([source_task()]) {
         for size in [8, 17, 48] {
-            let t = builtin(
-                info.name,
-                &TaskOptions {
-                    image_size: size,
-                    ..o
-                },
-            );
-            assert_eq!(
-                (t.train.channels, t.train.height, t.train.width),
-                (1, size, size)
-            );
+            let t = builtin(info.name, &TaskOptions { image_size: size, ..o });
+            assert_eq!((t.train.channels, t.train.height, t.train.width), (1, size, size));
             assert_eq!(t.train.images.len(), t.train.len() * size * size);
             assert!(t.train.images.iter().all(|v| (-1.0..=1.0).contains(v)));
         }
     }
-    let err = load_task(
-        &parse_task("shapes").unwrap(),
-        &TaskOptions { channels: 2, ..o },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = load_task(&parse_task("shapes").unwrap(), &TaskOptions { channels: 2, ..o }).unwrap_err().to_string();
     assert!(err.contains("channels must be 1"), "{err}");
-    let err = load_task(
-        &parse_task("shapes").unwrap(),
-        &TaskOptions { image_size: 4, ..o },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = load_task(&parse_task("shapes").unwrap(), &TaskOptions { image_size: 4, ..o }).unwrap_err().to_string();
     assert!(err.contains("out of range"), "{err}");
-    let big = TaskOptions {
-        test_size: usize::MAX,
-        ..o
-    };
-    let err = load_task(&parse_task("shapes").unwrap(), &big)
-        .unwrap_err()
-        .to_string();
+    let big = TaskOptions { test_size: usize::MAX, ..o };
+    let err = load_task(&parse_task("shapes").unwrap(), &big).unwrap_err().to_string();
     assert!(err.contains("GiB"), "{err}");
     assert!(pretrain_set(usize::MAX / 2, 32, 3, 0).is_err());
-    let err = load_task(
-        &parse_task("shapes").unwrap(),
-        &TaskOptions { shots: 0, ..o },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = load_task(&parse_task("shapes").unwrap(), &TaskOptions { shots: 0, ..o }).unwrap_err().to_string();
     assert!(err.contains("shots must be at least 1"), "{err}");
 }
 
 #[test]
 fn parse_task_specs() {
-    assert_eq!(
-        parse_task("textures").unwrap(),
-        TaskSource::Builtin("textures".into())
-    );
-    assert_eq!(
-        parse_task(" Digits ").unwrap(),
-        TaskSource::Builtin("digits".into())
-    );
-    assert_eq!(
-        parse_task("builtin:source").unwrap(),
-        TaskSource::Builtin("source".into())
-    );
-    assert_eq!(
-        parse_task("idx:/data/mnist").unwrap(),
-        TaskSource::Idx("/data/mnist".into())
-    );
-    assert_eq!(
-        parse_task("folder:/data/pets").unwrap(),
-        TaskSource::Folder("/data/pets".into())
-    );
+    assert_eq!(parse_task("textures").unwrap(), TaskSource::Builtin("textures".into()));
+    assert_eq!(parse_task(" Digits ").unwrap(), TaskSource::Builtin("digits".into()));
+    assert_eq!(parse_task("builtin:source").unwrap(), TaskSource::Builtin("source".into()));
+    assert_eq!(parse_task("idx:/data/mnist").unwrap(), TaskSource::Idx("/data/mnist".into()));
+    assert_eq!(parse_task("folder:/data/pets").unwrap(), TaskSource::Folder("/data/pets".into()));
     let err = parse_task("texturez").unwrap_err().to_string();
     for info in builtin_tasks() {
         assert!(err.contains(info.name), "{err}");
     }
-    assert!(parse_task("idx:")
-        .unwrap_err()
-        .to_string()
-        .contains("no path"));
+    assert!(parse_task("idx:").unwrap_err().to_string().contains("no path"));
     let err = load_task(&TaskSource::Builtin("nope".into()), &TaskOptions::default()).unwrap_err();
     assert!(err.to_string().contains("unknown task 'nope'"));
     // Names in the listing are unique and parse.
@@ -425,37 +308,21 @@ fn tasks_are_learnable_but_not_trivial() {
             "{:12} raw NCM {raw:.3}  standardised NCM {std:.3}  descriptor NCM {feat:.3}  chance {chance:.3}",
             info.name
         );
-        assert!(
-            raw < 0.8 && std < 0.8,
-            "{} is too easy: NCM {raw} / {std}",
-            info.name
-        );
+        assert!(raw < 0.8 && std < 0.8, "{} is too easy: NCM {raw} / {std}", info.name);
         let best = raw.max(std).max(feat);
-        assert!(
-            best > 1.5 * chance,
-            "{} looks unlearnable: {raw} / {std} / {feat}",
-            info.name
-        );
+        assert!(best > 1.5 * chance, "{} looks unlearnable: {raw} / {std} / {feat}", info.name);
     }
 }
 
 #[test]
 fn generation_is_fast() {
     // 1000 images of a task on one thread, in release builds well under a second.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     for info in builtin_tasks().into_iter().chain([source_task()]) {
         let start = Instant::now();
         let t = pool.install(|| builtin(info.name, &opts(1, 1000, 0)));
         let secs = start.elapsed().as_secs_f64();
-        eprintln!(
-            "{:12} {} images in {:.3} s (1 thread)",
-            info.name,
-            t.test.len() + t.train.len(),
-            secs
-        );
+        eprintln!("{:12} {} images in {:.3} s (1 thread)", info.name, t.test.len() + t.train.len(), secs);
         if !cfg!(debug_assertions) {
             assert!(secs < 3.0, "{} took {secs} s", info.name);
         }
@@ -490,12 +357,7 @@ fn report_fashion() {
     let start = Instant::now();
     let t = load_task(&TaskSource::Idx(dir.into()), &opts(16, 1000, 0)).unwrap();
     let secs = start.elapsed().as_secs_f64();
-    write_preview(
-        &t,
-        &std::path::Path::new(&out).join("fashion-mnist.png"),
-        12,
-    )
-    .unwrap();
+    write_preview(&t, &std::path::Path::new(&out).join("fashion-mnist.png"), 12).unwrap();
     println!(
         "fashion-mnist loaded in {secs:.2} s | raw NCM 16-shot {:.3} | standardised {:.3}",
         ncm_accuracy(&t.train, &t.test, 10),
@@ -517,12 +379,7 @@ fn report() {
         if info.name == "source" {
             shown.class_names.truncate(12);
         }
-        write_preview(
-            &shown,
-            &std::path::Path::new(&out).join(format!("{}.png", info.name)),
-            per_class,
-        )
-        .unwrap();
+        write_preview(&shown, &std::path::Path::new(&out).join(format!("{}.png", info.name)), per_class).unwrap();
         let k = info.num_classes;
         let mut raw = Vec::new();
         let mut feat = Vec::new();

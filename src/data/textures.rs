@@ -11,18 +11,8 @@ use std::f32::consts::{PI, TAU};
 use super::draw::{aa, contrasting, random_color, uni, Canvas};
 
 /// Class names of the `textures` task, in label order.
-pub(crate) const CLASSES: [&str; 10] = [
-    "stripes",
-    "checks",
-    "dots",
-    "waves",
-    "zigzag",
-    "crosshatch",
-    "grid",
-    "rings",
-    "blotches",
-    "bricks",
-];
+pub(crate) const CLASSES: [&str; 10] =
+    ["stripes", "checks", "dots", "waves", "zigzag", "crosshatch", "grid", "rings", "blotches", "bricks"];
 
 /// Coverage of periodic bands of `width` pixels repeating every `period` pixels along `t`.
 fn band(t: f32, period: f32, width: f32) -> f32 {
@@ -54,10 +44,7 @@ impl ValueNoise {
         let (ix, iy) = (gx.floor() as usize, gy.floor() as usize);
         let (ix, iy) = (ix.min(self.n - 2), iy.min(self.n - 2));
         let s = |t: f32| t * t * (3.0 - 2.0 * t);
-        let (fx, fy) = (
-            s((gx - ix as f32).clamp(0.0, 1.0)),
-            s((gy - iy as f32).clamp(0.0, 1.0)),
-        );
+        let (fx, fy) = (s((gx - ix as f32).clamp(0.0, 1.0)), s((gy - iy as f32).clamp(0.0, 1.0)));
         let v = |i: usize, j: usize| self.vals[j * self.n + i];
         let top = v(ix, iy) + (v(ix + 1, iy) - v(ix, iy)) * fx;
         let bot = v(ix, iy + 1) + (v(ix + 1, iy + 1) - v(ix, iy + 1)) * fx;
@@ -130,20 +117,12 @@ pub(crate) fn render(class: usize, size: usize, rng: &mut ChaCha8Rng) -> Canvas 
             }
             2 => {
                 let row = (b / period).floor();
-                let shift = if hex && (row as i64) % 2 != 0 {
-                    0.5 * period
-                } else {
-                    0.0
-                };
+                let shift = if hex && (row as i64) % 2 != 0 { 0.5 * period } else { 0.0 };
                 let fx = (a + shift).rem_euclid(period) - 0.5 * period;
                 let fy = b.rem_euclid(period) - 0.5 * period;
                 aa((fx * fx + fy * fy).sqrt() - dot_r)
             }
-            3 => band(
-                a + amp * (TAU * b / wavelength).sin(),
-                period,
-                duty * period,
-            ),
+            3 => band(a + amp * (TAU * b / wavelength).sin(), period, duty * period),
             4 => band(a + amp * tri(b / wavelength), period, duty * period),
             5 => {
                 let a2 = a * cd + b * sd;
@@ -164,11 +143,7 @@ pub(crate) fn render(class: usize, size: usize, rng: &mut ChaCha8Rng) -> Canvas 
             _ => {
                 let m = duty * period;
                 let row = ((b - 0.5 * period) / period).floor();
-                let shift = if (row as i64) % 2 != 0 {
-                    0.5 * brick_len
-                } else {
-                    0.0
-                };
+                let shift = if (row as i64) % 2 != 0 { 0.5 * brick_len } else { 0.0 };
                 band(b, period, m).max(band(a + shift, brick_len, m))
             }
         }

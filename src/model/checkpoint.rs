@@ -42,10 +42,16 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<Backbone> {
     let config = VitConfig::load(&dir.join("config.json"))?;
     let weights = dir.join("model.safetensors");
     if !weights.is_file() {
-        bail!("{} is missing: the backbone folder needs model.safetensors (save_pretrained writes it)", weights.display());
+        bail!(
+            "{} is missing: the backbone folder needs model.safetensors (save_pretrained writes it)",
+            weights.display()
+        );
     }
     let tensors = candle_core::safetensors::load(&weights, device).map_err(|e| {
-        anyhow!("{} is not a valid safetensors file ({e}): it may be truncated or corrupt; re-export it", weights.display())
+        anyhow!(
+            "{} is not a valid safetensors file ({e}): it may be truncated or corrupt; re-export it",
+            weights.display()
+        )
     })?;
     from_tensors(&config, tensors, &weights.display().to_string())
 }
@@ -53,10 +59,7 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<Backbone> {
 fn from_tensors(config: &VitConfig, mut tensors: HashMap<String, Tensor>, origin: &str) -> Result<Backbone> {
     // ViTForImageClassification prefixes the backbone with "vit."
     if !tensors.contains_key("embeddings.cls_token") && tensors.contains_key("vit.embeddings.cls_token") {
-        tensors = tensors
-            .into_iter()
-            .filter_map(|(k, v)| k.strip_prefix("vit.").map(|s| (s.to_string(), v)))
-            .collect();
+        tensors = tensors.into_iter().filter_map(|(k, v)| k.strip_prefix("vit.").map(|s| (s.to_string(), v))).collect();
     }
     let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
         let t = tensors
@@ -86,13 +89,20 @@ fn from_tensors(config: &VitConfig, mut tensors: HashMap<String, Tensor>, origin
             let name = format!("{pre}.{}", module.hf_prefix());
             let weight = take(&format!("{name}.weight"), &[o, inp])?;
             let bias_name = format!("{name}.bias");
-            let has_bias = config.qkv_bias || !matches!(module, TargetModule::Query | TargetModule::Key | TargetModule::Value);
+            let has_bias =
+                config.qkv_bias || !matches!(module, TargetModule::Query | TargetModule::Key | TargetModule::Value);
             let bias = if has_bias { Some(take(&bias_name, &[o])?) } else { None };
             linears.push(LinearWeights { weight, bias });
         }
         debug_assert_eq!(linears.len(), TargetModule::ALL.len());
-        let ln_before = (take(&format!("{pre}.layernorm_before.weight"), &[d])?, take(&format!("{pre}.layernorm_before.bias"), &[d])?);
-        let ln_after = (take(&format!("{pre}.layernorm_after.weight"), &[d])?, take(&format!("{pre}.layernorm_after.bias"), &[d])?);
+        let ln_before = (
+            take(&format!("{pre}.layernorm_before.weight"), &[d])?,
+            take(&format!("{pre}.layernorm_before.bias"), &[d])?,
+        );
+        let ln_after = (
+            take(&format!("{pre}.layernorm_after.weight"), &[d])?,
+            take(&format!("{pre}.layernorm_after.bias"), &[d])?,
+        );
         blocks.push(BlockWeights { ln_before, ln_after, linears });
     }
     let final_ln = (take("layernorm.weight", &[d])?, take("layernorm.bias", &[d])?);

@@ -92,11 +92,7 @@ impl VitConfig {
             );
         }
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
-            bail!(
-                "config.json: image_size {} is not a multiple of patch_size {}",
-                self.image_size,
-                self.patch_size
-            );
+            bail!("config.json: image_size {} is not a multiple of patch_size {}", self.image_size, self.patch_size);
         }
         if self.hidden_act != "gelu" {
             bail!("config.json: hidden_act '{}' is not supported (only 'gelu')", self.hidden_act);

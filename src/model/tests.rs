@@ -11,7 +11,15 @@ use candle_core::{Device, Tensor};
 use std::collections::BTreeSet;
 
 fn tiny() -> VitConfig {
-    VitConfig { hidden_size: 16, num_hidden_layers: 3, num_attention_heads: 2, intermediate_size: 24, image_size: 16, patch_size: 4, ..VitConfig::tiny() }
+    VitConfig {
+        hidden_size: 16,
+        num_hidden_layers: 3,
+        num_attention_heads: 2,
+        intermediate_size: 24,
+        image_size: 16,
+        patch_size: 4,
+        ..VitConfig::tiny()
+    }
 }
 
 fn images(n: usize, cfg: &VitConfig, seed: u64) -> Tensor {
@@ -95,7 +103,8 @@ fn fused_numerics_would_cut_gradients() {
 fn merged_weights_equal_the_branch_forward() {
     let cfg = tiny();
     let bb = Backbone::init_random(&cfg, 1, &Device::Cpu).unwrap();
-    let spec = LoraSpec { targets: vec![TargetModule::Query, TargetModule::Value, TargetModule::Fc2], ..Default::default() };
+    let spec =
+        LoraSpec { targets: vec![TargetModule::Query, TargetModule::Value, TargetModule::Fc2], ..Default::default() };
     let lora = lora_with_nonzero_b(&bb, &spec);
     let active: BTreeSet<ModuleKey> = lora.vars.keys().copied().collect();
     let mut rng = rng_for(4, "dropout");
@@ -190,7 +199,12 @@ fn matches_candle_transformers_reference_vit() {
         tensors.insert(format!("vit.{k}"), v);
     }
     let k = 5;
-    let w = Tensor::from_vec((0..k * 16).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.05).collect::<Vec<_>>(), (k, 16), &Device::Cpu).unwrap();
+    let w = Tensor::from_vec(
+        (0..k * 16).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.05).collect::<Vec<_>>(),
+        (k, 16),
+        &Device::Cpu,
+    )
+    .unwrap();
     tensors.insert("classifier.weight".into(), w.clone());
     tensors.insert("classifier.bias".into(), Tensor::zeros(k, candle_core::DType::F32, &Device::Cpu).unwrap());
     let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu);
@@ -225,13 +239,20 @@ fn op_backward_costs() {
     let s = Var::from_tensor(&Tensor::randn(0f32, 1.0, (128, 4, 17, 17), &dev).unwrap()).unwrap();
     let wm = Tensor::randn(0f32, 1.0, (32, 32), &dev).unwrap();
     for (name, f) in [
-        ("layer_norm_slow", Box::new(|| candle_nn::ops::layer_norm_slow(x.as_tensor(), &w, &b, 1e-12).unwrap()) as Box<dyn Fn() -> Tensor>),
+        (
+            "layer_norm_slow",
+            Box::new(|| candle_nn::ops::layer_norm_slow(x.as_tensor(), &w, &b, 1e-12).unwrap())
+                as Box<dyn Fn() -> Tensor>,
+        ),
         ("softmax", Box::new(|| candle_nn::ops::softmax(s.as_tensor(), D::Minus1).unwrap())),
         ("softmax-ours", Box::new(|| super::ops::softmax_last_dim(s.as_tensor()).unwrap())),
         ("gelu-ours", Box::new(|| super::ops::gelu_erf(x.as_tensor()).unwrap())),
         ("gelu_erf", Box::new(|| x.as_tensor().gelu_erf().unwrap())),
         ("matmul", Box::new(|| x.as_tensor().reshape((128 * 17, 32)).unwrap().matmul(&wm.t().unwrap()).unwrap())),
-        ("split-heads", Box::new(|| x.as_tensor().reshape((128, 17, 4, 8)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap())),
+        (
+            "split-heads",
+            Box::new(|| x.as_tensor().reshape((128, 17, 4, 8)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap()),
+        ),
     ] {
         let t = Instant::now();
         for _ in 0..10 {

@@ -113,10 +113,11 @@ impl Backbone {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((b * gh * gw, ch * p * p))?;
-        let tokens = patches
-            .matmul(&self.patch_weight.t()?)?
-            .broadcast_add(&self.patch_bias)?
-            .reshape((b, gh * gw, c.hidden_size))?;
+        let tokens = patches.matmul(&self.patch_weight.t()?)?.broadcast_add(&self.patch_bias)?.reshape((
+            b,
+            gh * gw,
+            c.hidden_size,
+        ))?;
         let cls = self.cls_token.broadcast_as((b, 1, c.hidden_size))?.contiguous()?;
         let x = Tensor::cat(&[&cls, &tokens], 1)?;
         Ok(x.broadcast_add(&self.position_embeddings)?)
@@ -152,9 +153,7 @@ impl Backbone {
         let (b, t, d) = x.dims3()?;
         let (heads, hd) = (c.num_attention_heads, c.head_dim());
         let normed = self.layer_norm(x, &bw.ln_before, numerics)?;
-        let split = |y: Tensor| -> Result<Tensor> {
-            Ok(y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?)
-        };
+        let split = |y: Tensor| -> Result<Tensor> { Ok(y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?) };
         let q = split(self.linear(index, TargetModule::Query, &normed, branch)?)?;
         let k = split(self.linear(index, TargetModule::Key, &normed, branch)?)?;
         let v = split(self.linear(index, TargetModule::Value, &normed, branch)?)?;
@@ -229,10 +228,7 @@ impl Backbone {
             }
             start += len;
         }
-        per_block
-            .into_iter()
-            .map(|parts| Ok(Tensor::cat(&parts, 0)?))
-            .collect()
+        per_block.into_iter().map(|parts| Ok(Tensor::cat(&parts, 0)?)).collect()
     }
 
     /// Random initialisation (truncated-normal-like, std 0.02, as `ViTModel._init_weights`),
@@ -257,8 +253,12 @@ impl Backbone {
             let mut linears = Vec::new();
             for module in TargetModule::ALL {
                 let (o, i) = module_shape(config, module);
-                let has_bias = config.qkv_bias || !matches!(module, TargetModule::Query | TargetModule::Key | TargetModule::Value);
-                linears.push(LinearWeights { weight: randn(&[o, i])?, bias: if has_bias { Some(zeros(o)?) } else { None } });
+                let has_bias =
+                    config.qkv_bias || !matches!(module, TargetModule::Query | TargetModule::Key | TargetModule::Value);
+                linears.push(LinearWeights {
+                    weight: randn(&[o, i])?,
+                    bias: if has_bias { Some(zeros(o)?) } else { None },
+                });
             }
             blocks.push(BlockWeights { ln_before: (ones(d)?, zeros(d)?), ln_after: (ones(d)?, zeros(d)?), linears });
         }
@@ -276,7 +276,8 @@ impl Backbone {
 
     /// Every weight tensor, in a fixed order (for training all of them in `pretrain`).
     pub fn tensors_mut(&mut self) -> Vec<&mut Tensor> {
-        let mut out: Vec<&mut Tensor> = vec![&mut self.cls_token, &mut self.position_embeddings, &mut self.patch_weight, &mut self.patch_bias];
+        let mut out: Vec<&mut Tensor> =
+            vec![&mut self.cls_token, &mut self.position_embeddings, &mut self.patch_weight, &mut self.patch_bias];
         for b in &mut self.blocks {
             out.push(&mut b.ln_before.0);
             out.push(&mut b.ln_before.1);

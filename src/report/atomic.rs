@@ -18,12 +18,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// removed and an existing file at `path` is left untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |file| {
-        file.write_all(bytes).map_err(|e| {
-            anyhow!(
-                "cannot write {}: {e}; check free disk space",
-                path.display()
-            )
-        })
+        file.write_all(bytes).map_err(|e| anyhow!("cannot write {}: {e}; check free disk space", path.display()))
     })
 }
 
@@ -36,21 +31,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// is left untouched.
 pub fn write_atomic_with(path: &Path, f: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
     let file_name = path.file_name().ok_or_else(|| {
-        anyhow!(
-            "cannot write {}: the path has no file name; pass a file path, not a directory",
-            path.display()
-        )
+        anyhow!("cannot write {}: the path has no file name; pass a file path, not a directory", path.display())
     })?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&dir).map_err(|e| {
-        anyhow!(
-            "cannot create directory {} for {}: {e}; check permissions",
-            dir.display(),
-            path.display()
-        )
+        anyhow!("cannot create directory {} for {}: {e}; check permissions", dir.display(), path.display())
     })?;
 
     let (tmp_path, mut file) = create_temp(&dir, &file_name.to_string_lossy(), path)?;
@@ -75,10 +63,10 @@ fn create_temp(dir: &Path, file_name: &str, target: &Path) -> Result<(PathBuf, F
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_err = Some(e),
             Err(e) => {
                 return Err(anyhow!(
-                        "cannot create a temporary file in {} for {}: {e}; check that the directory is writable",
-                        dir.display(),
-                        target.display()
-                    ))
+                    "cannot create a temporary file in {} for {}: {e}; check that the directory is writable",
+                    dir.display(),
+                    target.display()
+                ))
             }
         }
     }
@@ -92,21 +80,10 @@ fn create_temp(dir: &Path, file_name: &str, target: &Path) -> Result<(PathBuf, F
 }
 
 /// Runs the writer, syncs the temporary file and renames it over the target.
-fn fill_and_commit(
-    file: &mut File,
-    tmp: &Path,
-    target: &Path,
-    f: impl FnOnce(&mut File) -> Result<()>,
-) -> Result<()> {
+fn fill_and_commit(file: &mut File, tmp: &Path, target: &Path, f: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
     f(file)?;
-    file.flush()
-        .map_err(|e| anyhow!("cannot flush {}: {e}; check free disk space", tmp.display()))?;
-    file.sync_all().map_err(|e| {
-        anyhow!(
-            "cannot sync {} to disk: {e}; check the file system",
-            tmp.display()
-        )
-    })?;
+    file.flush().map_err(|e| anyhow!("cannot flush {}: {e}; check free disk space", tmp.display()))?;
+    file.sync_all().map_err(|e| anyhow!("cannot sync {} to disk: {e}; check the file system", tmp.display()))?;
     fs::rename(tmp, target).map_err(|e| {
         anyhow!(
             "cannot rename {} to {}: {e}; check that the target is not a directory and is writable",
@@ -129,8 +106,7 @@ mod tests {
     use super::*;
 
     fn scratch_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("copra-report-atomic-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("copra-report-atomic-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }

@@ -12,7 +12,7 @@ pub mod table;
 
 pub use atomic::{write_atomic, write_atomic_with};
 pub use plot::{
-    bar_plot_svg, heatmap_svg, line_plot_svg, panels_svg, write_svg, Bar, BarGroup, BarPlot,
-    Heatmap, LinePlot, Series, DEFAULT_SIZE,
+    bar_plot_svg, heatmap_svg, line_plot_svg, panels_svg, write_svg, Bar, BarGroup, BarPlot, Heatmap, LinePlot, Series,
+    DEFAULT_SIZE,
 };
 pub use table::Table;

@@ -79,11 +79,7 @@ pub struct Series {
 impl Series {
     /// A solid series without band and with an automatic colour.
     pub fn new(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
-        Self {
-            label: label.into(),
-            points,
-            ..Self::default()
-        }
+        Self { label: label.into(), points, ..Self::default() }
     }
 }
 
@@ -126,17 +122,8 @@ impl Default for LinePlot {
 
 impl LinePlot {
     /// An empty linear-axis plot of the default size.
-    pub fn new(
-        title: impl Into<String>,
-        x_label: impl Into<String>,
-        y_label: impl Into<String>,
-    ) -> Self {
-        Self {
-            title: title.into(),
-            x_label: x_label.into(),
-            y_label: y_label.into(),
-            ..Self::default()
-        }
+    pub fn new(title: impl Into<String>, x_label: impl Into<String>, y_label: impl Into<String>) -> Self {
+        Self { title: title.into(), x_label: x_label.into(), y_label: y_label.into(), ..Self::default() }
     }
 }
 
@@ -268,11 +255,7 @@ fn wrap_text(text: &str, size: f64, max_width: f64) -> Vec<String> {
     let mut lines = Vec::new();
     let mut cur = String::new();
     for word in text.split_whitespace() {
-        let candidate = if cur.is_empty() {
-            word.to_string()
-        } else {
-            format!("{cur} {word}")
-        };
+        let candidate = if cur.is_empty() { word.to_string() } else { format!("{cur} {word}") };
         if !cur.is_empty() && text_width(&candidate, size) > max_width {
             lines.push(std::mem::take(&mut cur));
             cur = word.to_string();
@@ -376,10 +359,7 @@ fn legend_width(entries: &[LegendEntry], total: u32) -> u32 {
     if entries.is_empty() {
         return 0;
     }
-    let widest = entries
-        .iter()
-        .map(|e| text_width(&e.label, LEGEND_SIZE))
-        .fold(0.0, f64::max);
+    let widest = entries.iter().map(|e| text_width(&e.label, LEGEND_SIZE)).fold(0.0, f64::max);
     let want = widest + f64::from(LEGEND_MARK) + 30.0;
     (want.ceil() as u32).min(total * 35 / 100)
 }
@@ -397,31 +377,19 @@ fn draw_legend(area: &Area, entries: &[LegendEntry], top: i32) -> Result<()> {
         match e.mark {
             Mark::Line { color, dashed } => {
                 let style = color.stroke_width(3);
-                let segments: Vec<(i32, i32)> = if dashed {
-                    vec![(0, 10), (16, LEGEND_MARK)]
-                } else {
-                    vec![(0, LEGEND_MARK)]
-                };
+                let segments: Vec<(i32, i32)> =
+                    if dashed { vec![(0, 10), (16, LEGEND_MARK)] } else { vec![(0, LEGEND_MARK)] };
                 for (a, b) in segments {
-                    area.draw(&PathElement::new(vec![(x + a, y), (x + b, y)], style))
-                        .map_err(draw_err)?;
+                    area.draw(&PathElement::new(vec![(x + a, y), (x + b, y)], style)).map_err(draw_err)?;
                 }
             }
             Mark::Box(color) => {
-                area.draw(&Rectangle::new(
-                    [(x + 4, y - 7), (x + LEGEND_MARK - 4, y + 7)],
-                    color.filled(),
-                ))
-                .map_err(draw_err)?;
+                area.draw(&Rectangle::new([(x + 4, y - 7), (x + LEGEND_MARK - 4, y + 7)], color.filled()))
+                    .map_err(draw_err)?;
             }
         }
         let label = truncate_to(&e.label, LEGEND_SIZE, max_text);
-        put(
-            area,
-            &label,
-            (text_x, y),
-            &ts(LEGEND_SIZE, &TEXT_COLOR, HPos::Left, VPos::Center, false),
-        )?;
+        put(area, &label, (text_x, y), &ts(LEGEND_SIZE, &TEXT_COLOR, HPos::Left, VPos::Center, false))?;
     }
     Ok(())
 }
@@ -443,17 +411,9 @@ fn draw_title<'a>(area: &Area<'a>, title: &str, size: f64) -> Result<Area<'a>> {
     if h == 0 {
         return Ok(area.clone());
     }
-    for (i, line) in wrap_text(title, size, f64::from(w) - 24.0)
-        .iter()
-        .enumerate()
-    {
+    for (i, line) in wrap_text(title, size, f64::from(w) - 24.0).iter().enumerate() {
         let y = 10 + (i as f64 * line_height(size) * 1.15) as i32;
-        put(
-            area,
-            line,
-            (w as i32 / 2, y),
-            &ts(size, &TEXT_COLOR, HPos::Center, VPos::Top, false),
-        )?;
+        put(area, line, (w as i32 / 2, y), &ts(size, &TEXT_COLOR, HPos::Center, VPos::Top, false))?;
     }
     Ok(area.split_vertically(h).1)
 }
@@ -466,10 +426,7 @@ struct SeriesColors {
 
 impl SeriesColors {
     fn new<'s>(series: impl Iterator<Item = &'s Series> + Clone) -> Self {
-        let explicit: HashSet<usize> = series
-            .clone()
-            .filter_map(|s| s.color.map(|c| c % PALETTE.len()))
-            .collect();
+        let explicit: HashSet<usize> = series.clone().filter_map(|s| s.color.map(|c| c % PALETTE.len())).collect();
         let mut free = (0..PALETTE.len()).filter(|i| !explicit.contains(i)).cycle();
         let mut by_label = HashMap::new();
         for s in series.filter(|s| s.color.is_none()) {
@@ -482,10 +439,7 @@ impl SeriesColors {
     }
 
     fn color(&self, s: &Series) -> RGBColor {
-        let i = s
-            .color
-            .or_else(|| self.by_label.get(&s.label).copied())
-            .unwrap_or(0);
+        let i = s.color.or_else(|| self.by_label.get(&s.label).copied()).unwrap_or(0);
         PALETTE[i % PALETTE.len()]
     }
 }
@@ -542,11 +496,7 @@ fn padded_range(lo: f64, hi: f64, log: bool) -> Option<(f64, f64)> {
 }
 
 fn min_max(values: &[f64]) -> (f64, f64) {
-    values
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        })
+    values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
 /// Checks a line plot's data and computes its axis ranges.
@@ -648,10 +598,7 @@ fn line_legend(plots: &[LinePlot], colors: &SeriesColors) -> Vec<LegendEntry> {
             if !s.label.is_empty() && seen.insert(s.label.clone()) {
                 entries.push(LegendEntry {
                     label: s.label.clone(),
-                    mark: Mark::Line {
-                        color: colors.color(s),
-                        dashed: s.dashed,
-                    },
+                    mark: Mark::Line { color: colors.color(s), dashed: s.dashed },
                 });
             }
         }
@@ -661,10 +608,7 @@ fn line_legend(plots: &[LinePlot], colors: &SeriesColors) -> Vec<LegendEntry> {
             if !label.is_empty() && seen.insert(label.clone()) {
                 entries.push(LegendEntry {
                     label: label.clone(),
-                    mark: Mark::Line {
-                        color: REFERENCE_COLOR,
-                        dashed: true,
-                    },
+                    mark: Mark::Line { color: REFERENCE_COLOR, dashed: true },
                 });
             }
         }
@@ -681,27 +625,14 @@ struct LineLayout {
     y_labels: usize,
 }
 
-fn draw_line_chart(
-    area: &Area,
-    plot: &LinePlot,
-    colors: &SeriesColors,
-    layout: LineLayout,
-) -> Result<()> {
+fn draw_line_chart(area: &Area, plot: &LinePlot, colors: &SeriesColors, layout: LineLayout) -> Result<()> {
     let r = line_ranges(plot)?;
     let (xr, yr) = (r.x.0..r.x.1, r.y.0..r.y.1);
     match (plot.log_x, plot.log_y) {
         (false, false) => draw_line_in(area, plot, colors, layout, r, xr, yr),
         (true, false) => draw_line_in(area, plot, colors, layout, r, xr.log_scale(), yr),
         (false, true) => draw_line_in(area, plot, colors, layout, r, xr, yr.log_scale()),
-        (true, true) => draw_line_in(
-            area,
-            plot,
-            colors,
-            layout,
-            r,
-            xr.log_scale(),
-            yr.log_scale(),
-        ),
+        (true, true) => draw_line_in(area, plot, colors, layout, r, xr.log_scale(), yr.log_scale()),
     }
 }
 
@@ -754,32 +685,21 @@ where
 
     for s in &plot.series {
         let Some(band) = &s.band else { continue };
-        let rows: Vec<(f64, f64, f64)> = band
-            .iter()
-            .copied()
-            .filter(|(x, lo, hi)| x.is_finite() && lo.is_finite() && hi.is_finite())
-            .collect();
+        let rows: Vec<(f64, f64, f64)> =
+            band.iter().copied().filter(|(x, lo, hi)| x.is_finite() && lo.is_finite() && hi.is_finite()).collect();
         if rows.len() < 2 {
             continue;
         }
         let mut outline: Vec<(f64, f64)> = rows.iter().map(|&(x, _, hi)| (x, hi)).collect();
         outline.extend(rows.iter().rev().map(|&(x, lo, _)| (x, lo)));
         chart
-            .draw_series(std::iter::once(Polygon::new(
-                outline,
-                colors.color(s).mix(0.2).filled(),
-            )))
+            .draw_series(std::iter::once(Polygon::new(outline, colors.color(s).mix(0.2).filled())))
             .map_err(draw_err)?;
     }
 
     if let Some((y, _)) = &plot.reference_y {
         chart
-            .draw_series(DashedLineSeries::new(
-                vec![(r.x.0, *y), (r.x.1, *y)],
-                8,
-                6,
-                REFERENCE_COLOR.stroke_width(2),
-            ))
+            .draw_series(DashedLineSeries::new(vec![(r.x.0, *y), (r.x.1, *y)], 8, 6, REFERENCE_COLOR.stroke_width(2)))
             .map_err(draw_err)?;
     }
 
@@ -791,19 +711,13 @@ where
         for run in &runs {
             if run.len() >= 2 {
                 if s.dashed {
-                    chart
-                        .draw_series(DashedLineSeries::new(run.clone(), 9, 6, style))
-                        .map_err(draw_err)?;
+                    chart.draw_series(DashedLineSeries::new(run.clone(), 9, 6, style)).map_err(draw_err)?;
                 } else {
-                    chart
-                        .draw_series(LineSeries::new(run.clone(), style))
-                        .map_err(draw_err)?;
+                    chart.draw_series(LineSeries::new(run.clone(), style)).map_err(draw_err)?;
                 }
             }
             if n_finite <= MAX_MARKED_POINTS || run.len() == 1 {
-                chart
-                    .draw_series(run.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                    .map_err(draw_err)?;
+                chart.draw_series(run.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(draw_err)?;
             }
         }
     }
@@ -826,11 +740,7 @@ pub fn line_plot_svg(plot: &LinePlot) -> Result<String> {
         let body = draw_title(&root, &plot.title, TITLE_SIZE)?;
         let (w, _) = body.dim_in_pixel();
         let (chart_area, legend_area) = body.split_horizontally(w - legend_width(&legend, w));
-        let layout = LineLayout {
-            title_size: None,
-            x_labels: 8,
-            y_labels: 7,
-        };
+        let layout = LineLayout { title_size: None, x_labels: 8, y_labels: 7 };
         draw_line_chart(&chart_area, plot, &colors, layout)?;
         draw_legend(&legend_area, &legend, 10)?;
         root.present().map_err(draw_err)?;
@@ -863,9 +773,7 @@ pub fn panels_svg(title: &str, panels: &[LinePlot], cols: usize) -> Result<Strin
     let title_h = title_height(title, TITLE_SIZE, width);
     let height = rows as u32 * PANEL_SIZE.1 + title_h;
     if width > 20_000 || height > 20_000 {
-        bail!(
-            "panel figure '{title}' would be {width}x{height} pixels; use fewer panels per figure"
-        );
+        bail!("panel figure '{title}' would be {width}x{height} pixels; use fewer panels per figure");
     }
     let mut svg = String::new();
     {
@@ -873,11 +781,7 @@ pub fn panels_svg(title: &str, panels: &[LinePlot], cols: usize) -> Result<Strin
         root.fill(&WHITE).map_err(draw_err)?;
         let body = draw_title(&root, title, TITLE_SIZE)?;
         let (grid, legend_area) = body.split_horizontally(grid_w);
-        let layout = LineLayout {
-            title_size: Some(PANEL_TITLE_SIZE),
-            x_labels: 5,
-            y_labels: 6,
-        };
+        let layout = LineLayout { title_size: Some(PANEL_TITLE_SIZE), x_labels: 5, y_labels: 6 };
         for (cell, plot) in grid.split_evenly((rows, cols)).iter().zip(panels) {
             draw_line_chart(cell, plot, &colors, layout)?;
         }
@@ -897,10 +801,7 @@ pub fn panels_svg(title: &str, panels: &[LinePlot], cols: usize) -> Result<Strin
 pub fn bar_plot_svg(plot: &BarPlot) -> Result<String> {
     check_size(plot.size, "bar plot", &plot.title)?;
     if plot.groups.is_empty() {
-        bail!(
-            "bar plot '{}' has no groups; add at least one group with a bar",
-            plot.title
-        );
+        bail!("bar plot '{}' has no groups; add at least one group with a bar", plot.title);
     }
     let mut series: Vec<&str> = Vec::new();
     let mut ys = vec![0.0];
@@ -937,16 +838,8 @@ pub fn bar_plot_svg(plot: &BarPlot) -> Result<String> {
             }
         }
     }
-    if !plot
-        .groups
-        .iter()
-        .flat_map(|g| &g.bars)
-        .any(|b| b.value.is_finite())
-    {
-        bail!(
-            "bar plot '{}' has no bar with a finite value; add at least one bar",
-            plot.title
-        );
+    if !plot.groups.iter().flat_map(|g| &g.bars).any(|b| b.value.is_finite()) {
+        bail!("bar plot '{}' has no bar with a finite value; add at least one bar", plot.title);
     }
     let (lo, hi) = min_max(&ys);
     let span = if hi > lo { hi - lo } else { 1.0 };
@@ -959,20 +852,14 @@ pub fn bar_plot_svg(plot: &BarPlot) -> Result<String> {
         1.0
     };
     if !(y0.is_finite() && y1.is_finite()) {
-        bail!(
-            "bar plot '{}' has values too large to plot; rescale the data",
-            plot.title
-        );
+        bail!("bar plot '{}' has values too large to plot; rescale the data", plot.title);
     }
 
     let legend: Vec<LegendEntry> = series
         .iter()
         .enumerate()
         .filter(|(_, s)| !s.is_empty())
-        .map(|(i, s)| LegendEntry {
-            label: s.to_string(),
-            mark: Mark::Box(PALETTE[i % PALETTE.len()]),
-        })
+        .map(|(i, s)| LegendEntry { label: s.to_string(), mark: Mark::Box(PALETTE[i % PALETTE.len()]) })
         .collect();
     let n_groups = plot.groups.len();
     let n_series = series.len().max(1);
@@ -1001,10 +888,7 @@ pub fn bar_plot_svg(plot: &BarPlot) -> Result<String> {
                     let rest = lines.split_off(2).join(" ");
                     lines.push(rest);
                 }
-                lines
-                    .iter()
-                    .map(|l| truncate_to(l, TICK_SIZE, group_w))
-                    .collect::<Vec<_>>()
+                lines.iter().map(|l| truncate_to(l, TICK_SIZE, group_w)).collect::<Vec<_>>()
             })
             .collect();
         let max_lines = wrapped.iter().map(Vec::len).max().unwrap_or(1).max(1);
@@ -1036,10 +920,7 @@ pub fn bar_plot_svg(plot: &BarPlot) -> Result<String> {
             .map_err(draw_err)?;
         if y0 < 0.0 {
             chart
-                .draw_series(LineSeries::new(
-                    vec![(-0.5, 0.0), (n_groups as f64 - 0.5, 0.0)],
-                    BLACK.stroke_width(1),
-                ))
+                .draw_series(LineSeries::new(vec![(-0.5, 0.0), (n_groups as f64 - 0.5, 0.0)], BLACK.stroke_width(1)))
                 .map_err(draw_err)?;
         }
 
@@ -1055,10 +936,7 @@ pub fn bar_plot_svg(plot: &BarPlot) -> Result<String> {
                 let (l, r) = (left + slot * 0.06, left + slot * 0.94);
                 if b.value.is_finite() {
                     chart
-                        .draw_series(std::iter::once(Rectangle::new(
-                            [(l, 0.0), (r, b.value)],
-                            color.filled(),
-                        )))
+                        .draw_series(std::iter::once(Rectangle::new([(l, 0.0), (r, b.value)], color.filled())))
                         .map_err(draw_err)?;
                 }
                 if let Some((lo, hi)) = b.err {
@@ -1070,11 +948,7 @@ pub fn bar_plot_svg(plot: &BarPlot) -> Result<String> {
                             vec![(x - cap, hi), (x + cap, hi)],
                         ];
                         chart
-                            .draw_series(
-                                whisker
-                                    .into_iter()
-                                    .map(|p| PathElement::new(p, BLACK.stroke_width(2))),
-                            )
+                            .draw_series(whisker.into_iter().map(|p| PathElement::new(p, BLACK.stroke_width(2))))
                             .map_err(draw_err)?;
                     }
                 }
@@ -1087,12 +961,7 @@ pub fn bar_plot_svg(plot: &BarPlot) -> Result<String> {
             let (cx, _) = chart.backend_coord(&(gi as f64, y0));
             for (li, line) in lines.iter().enumerate() {
                 let y = py.end + 8 + (li as f64 * tick_h) as i32;
-                put(
-                    &root,
-                    line,
-                    (cx, y),
-                    &ts(TICK_SIZE, &TEXT_COLOR, HPos::Center, VPos::Top, false),
-                )?;
+                put(&root, line, (cx, y), &ts(TICK_SIZE, &TEXT_COLOR, HPos::Center, VPos::Top, false))?;
             }
         }
         draw_legend(&legend_area, &legend, 10)?;
@@ -1120,10 +989,7 @@ pub fn heatmap_svg(h: &Heatmap) -> Result<String> {
     let ny = h.values.len();
     let nx = h.values.first().map_or(0, Vec::len);
     if ny == 0 || nx == 0 {
-        bail!(
-            "heatmap '{}' has no values; pass at least one row with one value",
-            h.title
-        );
+        bail!("heatmap '{}' has no values; pass at least one row with one value", h.title);
     }
     if let Some((i, row)) = h.values.iter().enumerate().find(|(_, r)| r.len() != nx) {
         bail!(
@@ -1134,18 +1000,9 @@ pub fn heatmap_svg(h: &Heatmap) -> Result<String> {
     }
     let x_ticks = tick_labels(&h.x_ticks, nx, "x_ticks", "columns", &h.title)?;
     let y_ticks = tick_labels(&h.y_ticks, ny, "y_ticks", "rows", &h.title)?;
-    let finite: Vec<f64> = h
-        .values
-        .iter()
-        .flatten()
-        .copied()
-        .filter(|v| v.is_finite())
-        .collect();
+    let finite: Vec<f64> = h.values.iter().flatten().copied().filter(|v| v.is_finite()).collect();
     if finite.is_empty() {
-        bail!(
-            "heatmap '{}' has no finite value; pass at least one finite value",
-            h.title
-        );
+        bail!("heatmap '{}' has no finite value; pass at least one finite value", h.title);
     }
     let (vmin, vmax) = min_max(&finite);
     let norm = |v: f64| {
@@ -1165,43 +1022,22 @@ pub fn heatmap_svg(h: &Heatmap) -> Result<String> {
         let (bw, bh) = (f64::from(bw), f64::from(bh));
 
         // Horizontal layout: [y desc][y ticks][grid][gap][colour bar][labels].
-        let desc_w = if h.y_label.is_empty() {
-            0.0
-        } else {
-            DESC_SIZE * 1.4
-        };
-        let ytick_w = y_ticks
-            .iter()
-            .map(|t| text_width(t, TICK_SIZE))
-            .fold(0.0, f64::max);
+        let desc_w = if h.y_label.is_empty() { 0.0 } else { DESC_SIZE * 1.4 };
+        let ytick_w = y_ticks.iter().map(|t| text_width(t, TICK_SIZE)).fold(0.0, f64::max);
         let ytick_w = ytick_w.min(bw * 0.3);
         let left = 8.0 + desc_w + ytick_w + 8.0;
         let cb_labels = [fmt_num(vmax, 4), fmt_num(vmin, 4)];
-        let cb_label_w = cb_labels
-            .iter()
-            .map(|t| text_width(t, TICK_SIZE))
-            .fold(0.0, f64::max);
+        let cb_label_w = cb_labels.iter().map(|t| text_width(t, TICK_SIZE)).fold(0.0, f64::max);
         let cb_w = 18.0;
         let right = 18.0 + cb_w + 6.0 + cb_label_w + 10.0;
         let grid_w = bw - left - right;
         let cell_w = grid_w / nx as f64;
 
         // Vertical layout: [top][grid][x ticks][x desc].
-        let xtick_w = x_ticks
-            .iter()
-            .map(|t| text_width(t, TICK_SIZE))
-            .fold(0.0, f64::max);
+        let xtick_w = x_ticks.iter().map(|t| text_width(t, TICK_SIZE)).fold(0.0, f64::max);
         let rotate_x = xtick_w > cell_w * 0.95;
-        let xtick_h = if rotate_x {
-            (xtick_w + 4.0).min(bh * 0.3)
-        } else {
-            line_height(TICK_SIZE) * 1.2
-        };
-        let xdesc_h = if h.x_label.is_empty() {
-            0.0
-        } else {
-            DESC_SIZE * 1.5
-        };
+        let xtick_h = if rotate_x { (xtick_w + 4.0).min(bh * 0.3) } else { line_height(TICK_SIZE) * 1.2 };
+        let xdesc_h = if h.x_label.is_empty() { 0.0 } else { DESC_SIZE * 1.5 };
         let top = 12.0;
         let bottom = 6.0 + xtick_h + 6.0 + xdesc_h + 6.0;
         let grid_h = bh - top - bottom;
@@ -1219,16 +1055,9 @@ pub fn heatmap_svg(h: &Heatmap) -> Result<String> {
 
         for (i, row) in h.values.iter().enumerate() {
             for (j, &v) in row.iter().enumerate() {
-                let color = if v.is_finite() {
-                    viridis(norm(v))
-                } else {
-                    MISSING_COLOR
-                };
-                body.draw(&Rectangle::new(
-                    [(x_edge(j), y_edge(i)), (x_edge(j + 1), y_edge(i + 1))],
-                    color.filled(),
-                ))
-                .map_err(draw_err)?;
+                let color = if v.is_finite() { viridis(norm(v)) } else { MISSING_COLOR };
+                body.draw(&Rectangle::new([(x_edge(j), y_edge(i)), (x_edge(j + 1), y_edge(i + 1))], color.filled()))
+                    .map_err(draw_err)?;
             }
         }
 
@@ -1236,25 +1065,9 @@ pub fn heatmap_svg(h: &Heatmap) -> Result<String> {
             let texts: Vec<Vec<String>> = h
                 .values
                 .iter()
-                .map(|r| {
-                    r.iter()
-                        .map(|&v| {
-                            if v.is_finite() {
-                                fmt_num(v, 3)
-                            } else {
-                                String::new()
-                            }
-                        })
-                        .collect()
-                })
+                .map(|r| r.iter().map(|&v| if v.is_finite() { fmt_num(v, 3) } else { String::new() }).collect())
                 .collect();
-            let chars = texts
-                .iter()
-                .flatten()
-                .map(|t| t.chars().count())
-                .max()
-                .unwrap_or(1)
-                .max(1);
+            let chars = texts.iter().flatten().map(|t| t.chars().count()).max().unwrap_or(1).max(1);
             let size = 14f64.min(cell_h * 0.75).min(cell_w * 1.8 / chars as f64);
             if size >= 7.0 {
                 for (i, row) in texts.iter().enumerate() {
@@ -1262,19 +1075,10 @@ pub fn heatmap_svg(h: &Heatmap) -> Result<String> {
                         if t.is_empty() {
                             continue;
                         }
-                        let color: &'static RGBColor = if norm(h.values[i][j]) < 0.6 {
-                            &WHITE
-                        } else {
-                            &BLACK
-                        };
+                        let color: &'static RGBColor = if norm(h.values[i][j]) < 0.6 { &WHITE } else { &BLACK };
                         let cx = (left + (j as f64 + 0.5) * cell_w).round() as i32;
                         let cy = (top + (i as f64 + 0.5) * cell_h).round() as i32;
-                        put(
-                            &body,
-                            t,
-                            (cx, cy),
-                            &ts(size, color, HPos::Center, VPos::Center, false),
-                        )?;
+                        put(&body, t, (cx, cy), &ts(size, color, HPos::Center, VPos::Center, false))?;
                     }
                 }
             }
@@ -1285,37 +1089,18 @@ pub fn heatmap_svg(h: &Heatmap) -> Result<String> {
         for (i, t) in y_ticks.iter().enumerate().step_by(step_y) {
             let cy = (top + (i as f64 + 0.5) * cell_h).round() as i32;
             let t = truncate_to(t, TICK_SIZE, ytick_w.max(text_width("00", TICK_SIZE)));
-            put(
-                &body,
-                &t,
-                (left as i32 - 6, cy),
-                &ts(TICK_SIZE, &TEXT_COLOR, HPos::Right, VPos::Center, false),
-            )?;
+            put(&body, &t, (left as i32 - 6, cy), &ts(TICK_SIZE, &TEXT_COLOR, HPos::Right, VPos::Center, false))?;
         }
         // Column labels, rotated when too wide and thinned when too dense.
         let grid_bottom = y_edge(ny);
-        let step_x = if rotate_x {
-            (line_height(TICK_SIZE) / cell_w).ceil().max(1.0) as usize
-        } else {
-            1
-        };
+        let step_x = if rotate_x { (line_height(TICK_SIZE) / cell_w).ceil().max(1.0) as usize } else { 1 };
         for (j, t) in x_ticks.iter().enumerate().step_by(step_x) {
             let cx = (left + (j as f64 + 0.5) * cell_w).round() as i32;
             if rotate_x {
                 let t = truncate_to(t, TICK_SIZE, xtick_h - 4.0);
-                put(
-                    &body,
-                    &t,
-                    (cx, grid_bottom + 6),
-                    &ts(TICK_SIZE, &TEXT_COLOR, HPos::Right, VPos::Center, true),
-                )?;
+                put(&body, &t, (cx, grid_bottom + 6), &ts(TICK_SIZE, &TEXT_COLOR, HPos::Right, VPos::Center, true))?;
             } else {
-                put(
-                    &body,
-                    t,
-                    (cx, grid_bottom + 6),
-                    &ts(TICK_SIZE, &TEXT_COLOR, HPos::Center, VPos::Top, false),
-                )?;
+                put(&body, t, (cx, grid_bottom + 6), &ts(TICK_SIZE, &TEXT_COLOR, HPos::Center, VPos::Top, false))?;
             }
         }
         let grid_mid_x = ((left + x_edge(nx) as f64) / 2.0) as i32;
@@ -1329,12 +1114,7 @@ pub fn heatmap_svg(h: &Heatmap) -> Result<String> {
         }
         if !h.y_label.is_empty() {
             let cy = ((top + grid_bottom as f64) / 2.0) as i32;
-            put(
-                &body,
-                &h.y_label,
-                (8, cy),
-                &ts(DESC_SIZE, &TEXT_COLOR, HPos::Center, VPos::Top, true),
-            )?;
+            put(&body, &h.y_label, (8, cy), &ts(DESC_SIZE, &TEXT_COLOR, HPos::Center, VPos::Top, true))?;
         }
 
         // Colour bar: top = max, bottom = min.
@@ -1346,30 +1126,13 @@ pub fn heatmap_svg(h: &Heatmap) -> Result<String> {
             let y_a = cb_top + (cb_h * k as f64 / COLORBAR_STEPS as f64).round() as i32;
             let y_b = cb_top + (cb_h * (k + 1) as f64 / COLORBAR_STEPS as f64).round() as i32;
             let t = 1.0 - (k as f64 + 0.5) / COLORBAR_STEPS as f64;
-            body.draw(&Rectangle::new(
-                [(cb_x0, y_a), (cb_x1, y_b)],
-                viridis(t).filled(),
-            ))
-            .map_err(draw_err)?;
+            body.draw(&Rectangle::new([(cb_x0, y_a), (cb_x1, y_b)], viridis(t).filled())).map_err(draw_err)?;
         }
-        body.draw(&Rectangle::new(
-            [(cb_x0, cb_top), (cb_x1, grid_bottom)],
-            BLACK.mix(0.5),
-        ))
-        .map_err(draw_err)?;
+        body.draw(&Rectangle::new([(cb_x0, cb_top), (cb_x1, grid_bottom)], BLACK.mix(0.5))).map_err(draw_err)?;
         // Max at the top, min at the bottom; a constant map gets one middle label.
-        let label_ys = if vmax > vmin {
-            vec![cb_top, grid_bottom]
-        } else {
-            vec![(cb_top + grid_bottom) / 2]
-        };
+        let label_ys = if vmax > vmin { vec![cb_top, grid_bottom] } else { vec![(cb_top + grid_bottom) / 2] };
         for (t, &y) in cb_labels.iter().zip(&label_ys) {
-            put(
-                &body,
-                t,
-                (cb_x1 + 6, y),
-                &ts(TICK_SIZE, &TEXT_COLOR, HPos::Left, VPos::Center, false),
-            )?;
+            put(&body, t, (cb_x1 + 6, y), &ts(TICK_SIZE, &TEXT_COLOR, HPos::Left, VPos::Center, false))?;
         }
         root.present().map_err(draw_err)?;
     }
@@ -1377,13 +1140,7 @@ pub fn heatmap_svg(h: &Heatmap) -> Result<String> {
 }
 
 /// Tick labels for `n` cells: the given ones, or indices when none are given.
-fn tick_labels(
-    ticks: &[String],
-    n: usize,
-    field: &str,
-    what: &str,
-    title: &str,
-) -> Result<Vec<String>> {
+fn tick_labels(ticks: &[String], n: usize, field: &str, what: &str, title: &str) -> Result<Vec<String>> {
     if ticks.is_empty() {
         return Ok((0..n).map(|i| i.to_string()).collect());
     }
@@ -1402,11 +1159,7 @@ mod tests {
     use super::*;
 
     fn well_formed(svg: &str) {
-        assert!(
-            svg.trim_start().starts_with("<svg"),
-            "bad start: {}",
-            &svg[..60.min(svg.len())]
-        );
+        assert!(svg.trim_start().starts_with("<svg"), "bad start: {}", &svg[..60.min(svg.len())]);
         assert!(svg.trim_end().ends_with("</svg>"), "bad end");
         assert!(!svg.contains("NaN"), "NaN leaked into the SVG");
         assert!(!svg.contains("inf"), "infinity leaked into the SVG");
@@ -1424,9 +1177,7 @@ mod tests {
     /// Number of filled `<rect>` elements with colour `c`.
     fn rects_with(svg: &str, c: RGBColor) -> usize {
         let fill = format!("fill=\"{}\"", hex(c));
-        svg.lines()
-            .filter(|l| l.starts_with("<rect") && l.contains(&fill))
-            .count()
+        svg.lines().filter(|l| l.starts_with("<rect") && l.contains(&fill)).count()
     }
 
     fn example_line() -> LinePlot {
@@ -1436,28 +1187,20 @@ mod tests {
             "interpolation coefficient α",
             "accuracy",
         );
-        let mean: Vec<(f64, f64)> = xs
-            .iter()
-            .map(|&x| (x, 0.8 - 0.25 * (std::f64::consts::PI * x).sin()))
-            .collect();
+        let mean: Vec<(f64, f64)> = xs.iter().map(|&x| (x, 0.8 - 0.25 * (std::f64::consts::PI * x).sin())).collect();
         plot.series.push(Series {
             band: Some(mean.iter().map(|&(x, y)| (x, y - 0.03, y + 0.03)).collect()),
             color: Some(0),
             ..Series::new("CopRA (mean ± 95% CI)", mean)
         });
-        let mut lora: Vec<(f64, f64)> = xs
-            .iter()
-            .map(|&x| (x, 0.78 - 0.05 * (std::f64::consts::PI * x).sin()))
-            .collect();
+        let mut lora: Vec<(f64, f64)> =
+            xs.iter().map(|&x| (x, 0.78 - 0.05 * (std::f64::consts::PI * x).sin())).collect();
         lora[7].1 = f64::NAN;
         plot.series.push(Series::new("LoRA", lora));
         plot.series.push(Series {
             dashed: true,
             color: Some(0),
-            ..Series::new(
-                "CopRA train",
-                xs.iter().map(|&x| (x, 0.9 - 0.1 * x)).collect(),
-            )
+            ..Series::new("CopRA train", xs.iter().map(|&x| (x, 0.9 - 0.1 * x)).collect())
         });
         plot.reference_y = Some((0.75, "linear probe".to_string()));
         plot
@@ -1468,41 +1211,26 @@ mod tests {
         let plot = example_line();
         let svg = line_plot_svg(&plot).unwrap();
         well_formed(&svg);
-        for t in [
-            "interpolation coefficient α",
-            "accuracy",
-            "LoRA",
-            "CopRA train",
-            "linear probe",
-        ] {
+        for t in ["interpolation coefficient α", "accuracy", "LoRA", "CopRA train", "linear probe"] {
             assert!(has_text(&svg, t), "missing text {t}");
         }
         assert!(svg.contains("Linear mode connectivity"));
         // The NaN point splits the LoRA line into two polylines of 7 and 13 points.
         let lora = hex(PALETTE[1]);
-        let lines = svg
-            .lines()
-            .filter(|l| l.starts_with("<polyline") && l.contains(&format!("stroke=\"{lora}\"")))
-            .count();
+        let lines =
+            svg.lines().filter(|l| l.starts_with("<polyline") && l.contains(&format!("stroke=\"{lora}\""))).count();
         assert_eq!(lines, 2 + 1, "two LoRA segments plus the legend mark");
     }
 
     #[test]
     fn line_plot_errors() {
         let mut p = LinePlot::new("empty", "x", "y");
-        assert!(line_plot_svg(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("no finite data"));
-        p.series.push(Series::new(
-            "nan only",
-            vec![(f64::NAN, 1.0), (1.0, f64::INFINITY)],
-        ));
+        assert!(line_plot_svg(&p).unwrap_err().to_string().contains("no finite data"));
+        p.series.push(Series::new("nan only", vec![(f64::NAN, 1.0), (1.0, f64::INFINITY)]));
         assert!(line_plot_svg(&p).is_err());
 
         let mut p = LinePlot::new("log", "steps", "loss");
-        p.series
-            .push(Series::new("run", vec![(0.0, 1.0), (10.0, 0.5)]));
+        p.series.push(Series::new("run", vec![(0.0, 1.0), (10.0, 0.5)]));
         p.log_x = true;
         let msg = line_plot_svg(&p).unwrap_err().to_string();
         assert!(msg.contains("log_x") && msg.contains("run"), "{msg}");
@@ -1523,10 +1251,7 @@ mod tests {
     #[test]
     fn constant_single_point_and_log_plots_render() {
         let mut p = LinePlot::new("constant", "x", "y");
-        p.series.push(Series::new(
-            "flat",
-            vec![(1.0, 2.0), (2.0, 2.0), (3.0, 2.0)],
-        ));
+        p.series.push(Series::new("flat", vec![(1.0, 2.0), (2.0, 2.0), (3.0, 2.0)]));
         well_formed(&line_plot_svg(&p).unwrap());
         let mut p = LinePlot::new("one point", "x", "y");
         p.series.push(Series::new("dot", vec![(0.0, 0.0)]));
@@ -1537,12 +1262,7 @@ mod tests {
         let mut p = LinePlot::new("log-log", "rank", "loss");
         p.log_x = true;
         p.log_y = true;
-        p.series.push(Series::new(
-            "loss",
-            (0..8)
-                .map(|i| (2f64.powi(i), 3.0 / (1.0 + i as f64)))
-                .collect(),
-        ));
+        p.series.push(Series::new("loss", (0..8).map(|i| (2f64.powi(i), 3.0 / (1.0 + i as f64))).collect()));
         let svg = line_plot_svg(&p).unwrap();
         well_formed(&svg);
         // A narrow log range is widened to whole decades, so ticks are labelled.
@@ -1561,20 +1281,10 @@ mod tests {
         c.series.truncate(1);
         let svg = panels_svg("Interpolation, all spaces", &[a, b, c], 2).unwrap();
         well_formed(&svg);
-        for t in [
-            "weight space",
-            "factor space",
-            "rotated",
-            "Interpolation, all spaces",
-            "LoRA",
-        ] {
+        for t in ["weight space", "factor space", "rotated", "Interpolation, all spaces", "LoRA"] {
             assert!(has_text(&svg, t), "missing {t}");
         }
-        assert_eq!(
-            svg.matches(">\nLoRA\n</text>").count(),
-            1,
-            "one shared legend entry"
-        );
+        assert_eq!(svg.matches(">\nLoRA\n</text>").count(), 1, "one shared legend entry");
         assert!(panels_svg("none", &[], 2).is_err());
         assert!(panels_svg("zero cols", &[example_line()], 0).is_err());
         let mut bad = example_line();
@@ -1584,11 +1294,7 @@ mod tests {
 
     fn example_bars() -> BarPlot {
         let methods = ["LoRA", "CopRA", "CopRA + prune"];
-        let groups = [
-            "CIFAR-100",
-            "Flowers-102",
-            "a very long dataset name that wraps",
-        ];
+        let groups = ["CIFAR-100", "Flowers-102", "a very long dataset name that wraps"];
         BarPlot {
             title: "Merged accuracy by dataset".into(),
             x_label: "dataset".into(),
@@ -1604,11 +1310,7 @@ mod tests {
                         .filter(|&(mi, _)| !(gi == 2 && mi == 1))
                         .map(|(mi, m)| {
                             let v = 0.6 + 0.1 * mi as f64 - 0.05 * gi as f64;
-                            Bar {
-                                series: m.to_string(),
-                                value: v,
-                                err: Some((v - 0.02, v + 0.03)),
-                            }
+                            Bar { series: m.to_string(), value: v, err: Some((v - 0.02, v + 0.03)) }
                         })
                         .collect(),
                 })
@@ -1621,14 +1323,7 @@ mod tests {
     fn bar_plot_counts_and_texts() {
         let svg = bar_plot_svg(&example_bars()).unwrap();
         well_formed(&svg);
-        for t in [
-            "Merged accuracy by dataset",
-            "dataset",
-            "accuracy",
-            "LoRA",
-            "CopRA",
-            "CIFAR-100",
-        ] {
+        for t in ["Merged accuracy by dataset", "dataset", "accuracy", "LoRA", "CopRA", "CIFAR-100"] {
             assert!(has_text(&svg, t), "missing {t}");
         }
         // Bars per series plus one legend swatch each.
@@ -1648,23 +1343,14 @@ mod tests {
 
         let mut p = example_bars();
         p.groups[0].bars[1].err = Some((1.0, 0.0));
-        assert!(bar_plot_svg(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("lo <= hi"));
+        assert!(bar_plot_svg(&p).unwrap_err().to_string().contains("lo <= hi"));
         let mut p = example_bars();
         let dup = p.groups[0].bars[0].clone();
         p.groups[0].bars.push(dup);
-        assert!(bar_plot_svg(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("two bars"));
+        assert!(bar_plot_svg(&p).unwrap_err().to_string().contains("two bars"));
         assert!(bar_plot_svg(&BarPlot::default()).is_err());
         let mut p = example_bars();
-        p.groups
-            .iter_mut()
-            .flat_map(|g| &mut g.bars)
-            .for_each(|b| b.value = f64::NAN);
+        p.groups.iter_mut().flat_map(|g| &mut g.bars).for_each(|b| b.value = f64::NAN);
         assert!(bar_plot_svg(&p).is_err());
     }
 
@@ -1675,18 +1361,9 @@ mod tests {
             title: "Shapley value per block and module".into(),
             x_label: "module".into(),
             y_label: "block".into(),
-            x_ticks: ["query", "key", "value", "output"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            x_ticks: ["query", "key", "value", "output"].iter().map(|s| s.to_string()).collect(),
             y_ticks: (0..ny).map(|i| format!("block {i}")).collect(),
-            values: (0..ny)
-                .map(|i| {
-                    (0..nx)
-                        .map(|j| ((i * nx + j) as f64 * 0.37).sin() * 0.02)
-                        .collect()
-                })
-                .collect(),
+            values: (0..ny).map(|i| (0..nx).map(|j| ((i * nx + j) as f64 * 0.37).sin() * 0.02).collect()).collect(),
             annotate: true,
             ..Heatmap::default()
         }
@@ -1698,13 +1375,7 @@ mod tests {
         h.values[3][2] = f64::NAN;
         let svg = heatmap_svg(&h).unwrap();
         well_formed(&svg);
-        for t in [
-            "Shapley value per block and module",
-            "module",
-            "block",
-            "query",
-            "block 11",
-        ] {
+        for t in ["Shapley value per block and module", "module", "block", "query", "block 11"] {
             assert!(has_text(&svg, t), "missing {t}");
         }
         let rects = svg.lines().filter(|l| l.starts_with("<rect")).count();
@@ -1712,10 +1383,7 @@ mod tests {
         assert_eq!(rects, 1 + 12 * 4 + COLORBAR_STEPS + 1);
         assert_eq!(rects_with(&svg, MISSING_COLOR), 1);
         // 47 finite cells are annotated.
-        let annotated = svg
-            .lines()
-            .filter(|l| l.starts_with("<text") && l.contains("middle"))
-            .count();
+        let annotated = svg.lines().filter(|l| l.starts_with("<text") && l.contains("middle")).count();
         assert!(annotated >= 47, "{annotated}");
     }
 
@@ -1731,20 +1399,10 @@ mod tests {
         let mut h = example_heatmap();
         h.values.iter_mut().flatten().for_each(|v| *v = f64::NAN);
         assert!(heatmap_svg(&h).is_err());
-        let h = Heatmap {
-            values: vec![vec![1.0; 3]; 2],
-            annotate: true,
-            ..Heatmap::default()
-        };
+        let h = Heatmap { values: vec![vec![1.0; 3]; 2], annotate: true, ..Heatmap::default() };
         well_formed(&heatmap_svg(&h).unwrap());
-        let h = Heatmap {
-            values: vec![vec![1.0; 2000]; 2],
-            ..Heatmap::default()
-        };
-        assert!(heatmap_svg(&h)
-            .unwrap_err()
-            .to_string()
-            .contains("increase size"));
+        let h = Heatmap { values: vec![vec![1.0; 2000]; 2], ..Heatmap::default() };
+        assert!(heatmap_svg(&h).unwrap_err().to_string().contains("increase size"));
     }
 
     #[test]
@@ -1762,20 +1420,14 @@ mod tests {
     #[test]
     fn render_examples() {
         let dir = std::env::temp_dir().join("report-examples");
-        write_svg(
-            &dir.join("line.svg"),
-            &line_plot_svg(&example_line()).unwrap(),
-        )
-        .unwrap();
+        write_svg(&dir.join("line.svg"), &line_plot_svg(&example_line()).unwrap()).unwrap();
         let mut log = LinePlot::new("Training loss (log-log)", "step", "loss");
         log.log_x = true;
         log.log_y = true;
         for (k, name) in ["rank 4", "rank 16"].iter().enumerate() {
             log.series.push(Series::new(
                 *name,
-                (1..=200)
-                    .map(|i| (i as f64 * 5.0, 2.5 / (i as f64).powf(0.3 + 0.1 * k as f64)))
-                    .collect(),
+                (1..=200).map(|i| (i as f64 * 5.0, 2.5 / (i as f64).powf(0.3 + 0.1 * k as f64))).collect(),
             ));
         }
         write_svg(&dir.join("line_log.svg"), &line_plot_svg(&log).unwrap()).unwrap();
@@ -1788,23 +1440,13 @@ mod tests {
         c.series.truncate(2);
         let svg = panels_svg("Interpolation in three spaces", &[a, b, c], 2).unwrap();
         write_svg(&dir.join("panels.svg"), &svg).unwrap();
-        write_svg(
-            &dir.join("bars.svg"),
-            &bar_plot_svg(&example_bars()).unwrap(),
-        )
-        .unwrap();
-        write_svg(
-            &dir.join("heatmap.svg"),
-            &heatmap_svg(&example_heatmap()).unwrap(),
-        )
-        .unwrap();
+        write_svg(&dir.join("bars.svg"), &bar_plot_svg(&example_bars()).unwrap()).unwrap();
+        write_svg(&dir.join("heatmap.svg"), &heatmap_svg(&example_heatmap()).unwrap()).unwrap();
         let wide = Heatmap {
             title: "Pairwise distance between 24 adapters".into(),
             x_ticks: (0..24).map(|i| format!("adapter-{i}")).collect(),
             y_ticks: (0..24).map(|i| format!("adapter-{i}")).collect(),
-            values: (0..24)
-                .map(|i| (0..24).map(|j| (i as f64 - j as f64).abs()).collect())
-                .collect(),
+            values: (0..24).map(|i| (0..24).map(|j| (i as f64 - j as f64).abs()).collect()).collect(),
             annotate: true,
             x_label: "adapter".into(),
             y_label: "adapter".into(),

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 use polars::prelude::{
-    Column, DataFrame, DataType, Int64Type, IntoColumn, ListBuilderTrait,
-    ListPrimitiveChunkedBuilder, ParquetCompression, ParquetReader, ParquetWriter, SerReader,
+    Column, DataFrame, DataType, Int64Type, IntoColumn, ListBuilderTrait, ListPrimitiveChunkedBuilder,
+    ParquetCompression, ParquetReader, ParquetWriter, SerReader,
 };
 
 use crate::report::atomic::write_atomic_with;
@@ -63,12 +63,7 @@ impl ColumnData {
             ColumnData::OptF64(v) => Column::new(name, v.as_slice()),
             ColumnData::ListI64(v) => {
                 let total = v.iter().map(Vec::len).sum();
-                let mut builder = ListPrimitiveChunkedBuilder::<Int64Type>::new(
-                    name,
-                    v.len(),
-                    total,
-                    DataType::Int64,
-                );
+                let mut builder = ListPrimitiveChunkedBuilder::<Int64Type>::new(name, v.len(), total, DataType::Int64);
                 for item in v {
                     builder.append_slice(item);
                 }
@@ -154,10 +149,7 @@ impl Table {
     /// `Boolean`, `Float64 (nullable)`, `List(Int64)`), in column order, for
     /// documenting output schemas.
     pub fn describe_schema(&self) -> Vec<(String, &'static str)> {
-        self.columns
-            .iter()
-            .map(|(n, c)| (n.clone(), c.type_name()))
-            .collect()
+        self.columns.iter().map(|(n, c)| (n.clone(), c.type_name())).collect()
     }
 
     /// Checks that the table has columns, unique names and equal lengths.
@@ -184,11 +176,7 @@ impl Table {
     /// Converts the table into a polars `DataFrame` (crate-internal).
     fn to_dataframe(&self) -> Result<DataFrame> {
         self.validate()?;
-        let columns = self
-            .columns
-            .iter()
-            .map(|(n, c)| c.to_polars(n))
-            .collect::<Vec<_>>();
+        let columns = self.columns.iter().map(|(n, c)| c.to_polars(n)).collect::<Vec<_>>();
         DataFrame::new(self.len(), columns)
             .map_err(|e| anyhow!("cannot assemble the table: {e}; check column names and lengths"))
     }
@@ -198,38 +186,24 @@ impl Table {
     /// Fails, naming the column, when column lengths differ or names repeat; an
     /// existing file at `path` is then left untouched.
     pub fn write_parquet(&self, path: &Path) -> Result<()> {
-        let mut df = self
-            .to_dataframe()
-            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+        let mut df = self.to_dataframe().map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
         write_atomic_with(path, |file| {
             ParquetWriter::new(&mut *file)
                 .with_compression(ParquetCompression::Zstd(None))
                 .finish(&mut df)
                 .map(|_| ())
-                .map_err(|e| {
-                    anyhow!(
-                        "cannot encode Parquet for {}: {e}; check the column values",
-                        path.display()
-                    )
-                })
+                .map_err(|e| anyhow!("cannot encode Parquet for {}: {e}; check the column values", path.display()))
         })
     }
 
     /// Reads a Parquet file into a polars `DataFrame` (for tests and for
     /// re-reading cached results).
     pub fn read_parquet(path: &Path) -> Result<DataFrame> {
-        let file = File::open(path).map_err(|e| {
-            anyhow!(
-                "cannot open {}: {e}; check the path or regenerate the table",
-                path.display()
-            )
-        })?;
-        ParquetReader::new(file).finish().map_err(|e| {
-            anyhow!(
-                "cannot read {} as Parquet: {e}; delete the file and regenerate it",
-                path.display()
-            )
-        })
+        let file = File::open(path)
+            .map_err(|e| anyhow!("cannot open {}: {e}; check the path or regenerate the table", path.display()))?;
+        ParquetReader::new(file)
+            .finish()
+            .map_err(|e| anyhow!("cannot read {} as Parquet: {e}; delete the file and regenerate it", path.display()))
     }
 }
 
@@ -239,41 +213,28 @@ mod tests {
     use std::path::PathBuf;
 
     fn scratch(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!(
-            "copra-report-table-{name}-{}.parquet",
-            std::process::id()
-        ))
+        std::env::temp_dir().join(format!("copra-report-table-{name}-{}.parquet", std::process::id()))
     }
 
     #[test]
     fn round_trip_every_column_type() {
         let path = scratch("roundtrip");
         let mut t = Table::new();
-        t.str_col(
-            "space",
-            vec!["weight".into(), "lora-ab".into(), "β é".into()],
-        )
-        .f64_col("acc", vec![0.5, f64::NAN, -1.25e-9])
-        .i64_col("step", vec![-3, 0, i64::MAX])
-        .u64_col("seed", vec![0, 7, u64::MAX])
-        .bool_col("trained", vec![true, false, true])
-        .opt_f64_col("loss", vec![Some(1.5), None, Some(0.0)])
-        .list_i64_col("blocks", vec![vec![0, 3, 11], vec![], vec![5]]);
+        t.str_col("space", vec!["weight".into(), "lora-ab".into(), "β é".into()])
+            .f64_col("acc", vec![0.5, f64::NAN, -1.25e-9])
+            .i64_col("step", vec![-3, 0, i64::MAX])
+            .u64_col("seed", vec![0, 7, u64::MAX])
+            .bool_col("trained", vec![true, false, true])
+            .opt_f64_col("loss", vec![Some(1.5), None, Some(0.0)])
+            .list_i64_col("blocks", vec![vec![0, 3, 11], vec![], vec![5]]);
         assert_eq!(t.len(), 3);
         assert!(!t.is_empty());
         t.write_parquet(&path).unwrap();
 
         let df = Table::read_parquet(&path).unwrap();
         assert_eq!(df.height(), 3);
-        let names: Vec<String> = df
-            .get_column_names()
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(
-            names,
-            ["space", "acc", "step", "seed", "trained", "loss", "blocks"]
-        );
+        let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+        assert_eq!(names, ["space", "acc", "step", "seed", "trained", "loss", "blocks"]);
 
         let s: Vec<Option<&str>> = df.column("space").unwrap().str().unwrap().iter().collect();
         assert_eq!(s, [Some("weight"), Some("lora-ab"), Some("β é")]);
@@ -285,13 +246,7 @@ mod tests {
         assert_eq!(i, [Some(-3), Some(0), Some(i64::MAX)]);
         let u: Vec<Option<u64>> = df.column("seed").unwrap().u64().unwrap().iter().collect();
         assert_eq!(u, [Some(0), Some(7), Some(u64::MAX)]);
-        let b: Vec<Option<bool>> = df
-            .column("trained")
-            .unwrap()
-            .bool()
-            .unwrap()
-            .iter()
-            .collect();
+        let b: Vec<Option<bool>> = df.column("trained").unwrap().bool().unwrap().iter().collect();
         assert_eq!(b, [Some(true), Some(false), Some(true)]);
         let l: Vec<Option<f64>> = df.column("loss").unwrap().f64().unwrap().iter().collect();
         assert_eq!(l, [Some(1.5), None, Some(0.0)]);
@@ -319,10 +274,7 @@ mod tests {
         t.write_parquet(&path).unwrap();
         let df = Table::read_parquet(&path).unwrap();
         assert_eq!(df.height(), 0);
-        assert_eq!(
-            df.column("l").unwrap().dtype(),
-            &DataType::List(Box::new(DataType::Int64))
-        );
+        assert_eq!(df.column("l").unwrap().dtype(), &DataType::List(Box::new(DataType::Int64)));
         std::fs::remove_file(&path).unwrap();
     }
 
@@ -342,11 +294,7 @@ mod tests {
         let path = scratch("dup");
         let mut t = Table::new();
         t.f64_col("x", vec![1.0]).f64_col("x", vec![2.0]);
-        assert!(t
-            .write_parquet(&path)
-            .unwrap_err()
-            .to_string()
-            .contains("'x'"));
+        assert!(t.write_parquet(&path).unwrap_err().to_string().contains("'x'"));
         assert!(Table::new().write_parquet(&path).is_err());
         assert!(!path.exists());
     }
@@ -354,10 +302,7 @@ mod tests {
     #[test]
     fn schema_description() {
         let mut t = Table::new();
-        t.str_col("a", vec![])
-            .opt_f64_col("b", vec![])
-            .list_i64_col("c", vec![])
-            .u64_col("d", vec![]);
+        t.str_col("a", vec![]).opt_f64_col("b", vec![]).list_i64_col("c", vec![]).u64_col("d", vec![]);
         assert_eq!(
             t.describe_schema(),
             vec![

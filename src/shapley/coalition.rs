@@ -122,9 +122,7 @@ pub fn from_members(players: &[usize]) -> Result<Coalition> {
 
 /// `n` characters, the `i`-th being `1` when player `i` is a member (player 0 first).
 pub fn bit_string(c: Coalition, n: usize) -> String {
-    (0..n)
-        .map(|i| if contains(c, i) { '1' } else { '0' })
-        .collect()
+    (0..n).map(|i| if contains(c, i) { '1' } else { '0' }).collect()
 }
 
 #[cfg(test)]

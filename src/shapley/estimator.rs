@@ -61,11 +61,9 @@ impl Estimator {
             Estimator::Exact => "exact".to_string(),
             Estimator::Permutation { antithetic: false } => "permutation".to_string(),
             Estimator::Permutation { antithetic: true } => "permutation_antithetic".to_string(),
-            Estimator::Owen { q, antithetic } => format!(
-                "owen_{}{}",
-                q.name(),
-                if *antithetic { "_antithetic" } else { "" }
-            ),
+            Estimator::Owen { q, antithetic } => {
+                format!("owen_{}{}", q.name(), if *antithetic { "_antithetic" } else { "" })
+            }
         }
     }
 
@@ -122,10 +120,7 @@ impl FromStr for Estimator {
             "owen-grid" => OwenQ::grid(),
             other => match other.strip_prefix("owen-grid-").map(str::parse::<usize>) {
                 Some(Ok(points)) if points >= 2 => OwenQ::Grid { points },
-                _ => bail!(
-                    "unknown estimator '{s}': use one of {}",
-                    Estimator::ACCEPTED
-                ),
+                _ => bail!("unknown estimator '{s}': use one of {}", Estimator::ACCEPTED),
             },
         };
         Ok(Estimator::Owen { q, antithetic })
@@ -148,12 +143,7 @@ pub struct EstimateConfig {
 impl EstimateConfig {
     /// A config without early stopping.
     pub fn new(estimator: Estimator, budget: usize, seed: u64) -> Self {
-        EstimateConfig {
-            estimator,
-            budget,
-            seed,
-            target_precision: None,
-        }
+        EstimateConfig { estimator, budget, seed, target_precision: None }
     }
 
     /// The same config with early stopping at `target`.
@@ -197,14 +187,9 @@ pub fn estimate_with_memo(memo: &Memo, cfg: &EstimateConfig) -> Result<ShapleyEs
         Estimator::Permutation { antithetic } => {
             permutation_sampling(memo, cfg.budget, antithetic, cfg.seed, cfg.target_precision)
         }
-        Estimator::Owen { q, antithetic } => owen_sampling(
-            memo,
-            cfg.budget,
-            q,
-            antithetic,
-            cfg.seed,
-            cfg.target_precision,
-        ),
+        Estimator::Owen { q, antithetic } => {
+            owen_sampling(memo, cfg.budget, q, antithetic, cfg.seed, cfg.target_precision)
+        }
     }
 }
 
@@ -239,27 +224,16 @@ mod tests {
     use super::*;
     use crate::shapley::exact::exact;
     use crate::shapley::metrics::mse;
-    use crate::shapley::synthetic::{
-        AdditiveGame, SaturatingGame, SumOfUnanimityGames, WeightedMajorityGame,
-    };
+    use crate::shapley::synthetic::{AdditiveGame, SaturatingGame, SumOfUnanimityGames, WeightedMajorityGame};
 
     /// The five unbiased sampling estimators the convergence tests cover.
     fn unbiased() -> Vec<Estimator> {
         vec![
             Estimator::Permutation { antithetic: false },
             Estimator::Permutation { antithetic: true },
-            Estimator::Owen {
-                q: OwenQ::Stratified,
-                antithetic: false,
-            },
-            Estimator::Owen {
-                q: OwenQ::Midpoint,
-                antithetic: false,
-            },
-            Estimator::Owen {
-                q: OwenQ::Stratified,
-                antithetic: true,
-            },
+            Estimator::Owen { q: OwenQ::Stratified, antithetic: false },
+            Estimator::Owen { q: OwenQ::Midpoint, antithetic: false },
+            Estimator::Owen { q: OwenQ::Stratified, antithetic: true },
         ]
     }
 
@@ -268,81 +242,26 @@ mod tests {
         let cases = [
             ("exact", Estimator::Exact),
             ("permutation", Estimator::Permutation { antithetic: false }),
-            (
-                "permutation-antithetic",
-                Estimator::Permutation { antithetic: true },
-            ),
-            (
-                "owen",
-                Estimator::Owen {
-                    q: OwenQ::Stratified,
-                    antithetic: false,
-                },
-            ),
-            (
-                "owen-midpoint",
-                Estimator::Owen {
-                    q: OwenQ::Midpoint,
-                    antithetic: false,
-                },
-            ),
-            (
-                "owen-grid",
-                Estimator::Owen {
-                    q: OwenQ::grid(),
-                    antithetic: false,
-                },
-            ),
-            (
-                "owen-antithetic",
-                Estimator::Owen {
-                    q: OwenQ::Stratified,
-                    antithetic: true,
-                },
-            ),
-            (
-                "Owen_Grid_20_antithetic",
-                Estimator::Owen {
-                    q: OwenQ::Grid { points: 20 },
-                    antithetic: true,
-                },
-            ),
-            (
-                " owen_midpoint_antithetic ",
-                Estimator::Owen {
-                    q: OwenQ::Midpoint,
-                    antithetic: true,
-                },
-            ),
+            ("permutation-antithetic", Estimator::Permutation { antithetic: true }),
+            ("owen", Estimator::Owen { q: OwenQ::Stratified, antithetic: false }),
+            ("owen-midpoint", Estimator::Owen { q: OwenQ::Midpoint, antithetic: false }),
+            ("owen-grid", Estimator::Owen { q: OwenQ::grid(), antithetic: false }),
+            ("owen-antithetic", Estimator::Owen { q: OwenQ::Stratified, antithetic: true }),
+            ("Owen_Grid_20_antithetic", Estimator::Owen { q: OwenQ::Grid { points: 20 }, antithetic: true }),
+            (" owen_midpoint_antithetic ", Estimator::Owen { q: OwenQ::Midpoint, antithetic: true }),
         ];
         for (s, e) in cases {
             assert_eq!(s.parse::<Estimator>().unwrap(), e, "{s}");
         }
         let mut all = Estimator::sampling_estimators();
         all.push(Estimator::Exact);
-        all.push(Estimator::Owen {
-            q: OwenQ::Grid { points: 7 },
-            antithetic: false,
-        });
+        all.push(Estimator::Owen { q: OwenQ::Grid { points: 7 }, antithetic: false });
         for e in all {
             assert_eq!(e.name().parse::<Estimator>().unwrap(), e);
             assert_eq!(e.to_string(), e.name());
         }
-        assert_eq!(
-            Estimator::Owen {
-                q: OwenQ::Stratified,
-                antithetic: true
-            }
-            .name(),
-            "owen_stratified_antithetic"
-        );
-        for bad in [
-            "",
-            "exact-antithetic",
-            "owen-grid-1",
-            "owen-grid-x",
-            "kernelshap",
-        ] {
+        assert_eq!(Estimator::Owen { q: OwenQ::Stratified, antithetic: true }.name(), "owen_stratified_antithetic");
+        for bad in ["", "exact-antithetic", "owen-grid-1", "owen-grid-x", "kernelshap"] {
             let err = bad.parse::<Estimator>().unwrap_err().to_string();
             assert!(err.contains("use one of"), "{bad}: {err}");
         }
@@ -385,13 +304,7 @@ mod tests {
                     let est = run(game, e, budget, seed);
                     assert!(est.samples >= 100, "{}: {} samples", e, est.samples);
                     assert!(est.evaluations <= budget);
-                    for (i, ((v, t), se)) in est
-                        .values
-                        .iter()
-                        .zip(&truth)
-                        .zip(&est.std_errors)
-                        .enumerate()
-                    {
+                    for (i, ((v, t), se)) in est.values.iter().zip(&truth).zip(&est.std_errors).enumerate() {
                         assert!(
                             (v - t).abs() <= 4.0 * se + 1e-12,
                             "{e} on {} seed {seed} player {i}: |{v} - {t}| > 4 * {se}",
@@ -410,16 +323,10 @@ mod tests {
         let truth = exact(&game).unwrap().shapley;
         for e in unbiased() {
             let avg_mse = |budget: usize| {
-                (0..4u64)
-                    .map(|seed| mse(&run(&game, e, budget, seed).values, &truth).unwrap())
-                    .sum::<f64>()
-                    / 4.0
+                (0..4u64).map(|seed| mse(&run(&game, e, budget, seed).values, &truth).unwrap()).sum::<f64>() / 4.0
             };
             let (small, large) = (avg_mse(300), avg_mse(6000));
-            assert!(
-                large < 0.5 * small,
-                "{e}: MSE {large} at 6000 vs {small} at 300"
-            );
+            assert!(large < 0.5 * small, "{e}: MSE {large} at 6000 vs {small} at 300");
         }
     }
 
@@ -428,24 +335,8 @@ mod tests {
         let game = WeightedMajorityGame::symmetric(12, 6).unwrap();
         let truth = vec![1.0 / 12.0; 12];
         let budget = 13 * 200_000;
-        let grid = run(
-            &game,
-            Estimator::Owen {
-                q: OwenQ::grid(),
-                antithetic: false,
-            },
-            budget,
-            1,
-        );
-        let strat = run(
-            &game,
-            Estimator::Owen {
-                q: OwenQ::Stratified,
-                antithetic: false,
-            },
-            budget,
-            1,
-        );
+        let grid = run(&game, Estimator::Owen { q: OwenQ::grid(), antithetic: false }, budget, 1);
+        let strat = run(&game, Estimator::Owen { q: OwenQ::Stratified, antithetic: false }, budget, 1);
         assert_eq!(grid.samples, 200_000);
         // Only 2^12 coalitions exist, so the huge budget costs CPU, not evaluations.
         assert_eq!(grid.evaluations, 4096);
@@ -455,10 +346,7 @@ mod tests {
         assert!((-0.13..-0.07).contains(&gb), "grid relative bias {gb}");
         let sb = rel_bias(&strat.values);
         assert!(sb.abs() < 0.03, "stratified relative bias {sb}");
-        let (mg, ms) = (
-            mse(&grid.values, &truth).unwrap(),
-            mse(&strat.values, &truth).unwrap(),
-        );
+        let (mg, ms) = (mse(&grid.values, &truth).unwrap(), mse(&strat.values, &truth).unwrap());
         assert!(mg > 10.0 * ms, "grid MSE {mg} vs stratified {ms}");
         // The grid estimate is confidently wrong: far outside its own error bars.
         assert!((grid.values[0] - truth[0]).abs() > 4.0 * grid.std_errors[0]);
@@ -467,39 +355,22 @@ mod tests {
     #[test]
     fn no_estimator_exceeds_its_budget_and_tiny_budgets_error() {
         let game = SumOfUnanimityGames::random(12, 20, 4, 9).unwrap();
-        let budgets = [
-            0usize, 1, 2, 5, 12, 13, 14, 23, 24, 25, 26, 27, 40, 129, 130, 259, 260, 500, 1000,
-            2000, 5000,
-        ];
+        let budgets = [0usize, 1, 2, 5, 12, 13, 14, 23, 24, 25, 26, 27, 40, 129, 130, 259, 260, 500, 1000, 2000, 5000];
         for e in Estimator::sampling_estimators() {
             for &budget in &budgets {
                 let result = estimate(&game, &EstimateConfig::new(e, budget, 7));
                 if budget < e.min_budget(12) {
-                    let err = result
-                        .expect_err("budget below the minimum must fail")
-                        .to_string();
-                    assert!(
-                        err.contains("too small") && err.contains("raise the budget"),
-                        "{err}"
-                    );
+                    let err = result.expect_err("budget below the minimum must fail").to_string();
+                    assert!(err.contains("too small") && err.contains("raise the budget"), "{err}");
                 } else {
                     let est = result.unwrap();
-                    assert!(
-                        est.evaluations <= budget,
-                        "{e} used {} of {budget}",
-                        est.evaluations
-                    );
+                    assert!(est.evaluations <= budget, "{e} used {} of {budget}", est.evaluations);
                     assert!(est.samples >= 1);
                 }
             }
         }
         // A budget larger than the game has coalitions still terminates.
-        let est = run(
-            &game,
-            Estimator::Permutation { antithetic: false },
-            100_000,
-            3,
-        );
+        let est = run(&game, Estimator::Permutation { antithetic: false }, 100_000, 3);
         assert!(est.evaluations <= 4096 && est.samples <= 100_000);
     }
 
@@ -520,8 +391,7 @@ mod tests {
 
     #[test]
     fn early_stopping_stops_before_the_budget_on_an_easy_game() {
-        let game =
-            AdditiveGame::new(vec![0.5, 1.0, -0.25, 2.0, 0.75, 0.0, 1.5, -1.0, 0.25, 3.0]).unwrap();
+        let game = AdditiveGame::new(vec![0.5, 1.0, -0.25, 2.0, 0.75, 0.0, 1.5, -1.0, 0.25, 3.0]).unwrap();
         for e in Estimator::sampling_estimators() {
             let cfg = EstimateConfig::new(e, 5000, 1).with_target_precision(0.01);
             let est = estimate(&game, &cfg).unwrap();
@@ -530,30 +400,17 @@ mod tests {
         }
         // A hard game at a tiny target uses the whole budget instead.
         let hard = SumOfUnanimityGames::random(12, 30, 6, 3).unwrap();
-        let cfg = EstimateConfig::new(Estimator::Permutation { antithetic: false }, 600, 1)
-            .with_target_precision(1e-6);
+        let cfg = EstimateConfig::new(Estimator::Permutation { antithetic: false }, 600, 1).with_target_precision(1e-6);
         let est = estimate(&hard, &cfg).unwrap();
         assert!(!est.converged);
         // A moderate target on a noisy game stops early with a small ratio.
-        let cfg = EstimateConfig::new(
-            Estimator::Owen {
-                q: OwenQ::Stratified,
-                antithetic: false,
-            },
-            13 * 5000,
-            2,
-        )
-        .with_target_precision(0.05);
+        let cfg = EstimateConfig::new(Estimator::Owen { q: OwenQ::Stratified, antithetic: false }, 13 * 5000, 2)
+            .with_target_precision(0.05);
         let est = estimate(&hard, &cfg).unwrap();
-        assert!(
-            est.converged && est.samples < 5000,
-            "{} samples",
-            est.samples
-        );
+        assert!(est.converged && est.samples < 5000, "{} samples", est.samples);
         let ratio = crate::shapley::sampling::convergence_ratio(&est.values, &est.std_errors);
         assert!(ratio < 0.05);
-        let bad = EstimateConfig::new(Estimator::Permutation { antithetic: false }, 600, 1)
-            .with_target_precision(-1.0);
+        let bad = EstimateConfig::new(Estimator::Permutation { antithetic: false }, 600, 1).with_target_precision(-1.0);
         assert!(estimate(&hard, &bad).is_err());
     }
 }

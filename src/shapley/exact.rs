@@ -48,10 +48,7 @@ pub fn enumerate(game: &dyn Game) -> Result<Vec<f64>> {
         );
     }
     if let Some(c) = values.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "game '{}' returned a non-finite value for coalition {c:#x}: values must be finite numbers",
-            game.name()
-        );
+        bail!("game '{}' returned a non-finite value for coalition {c:#x}: values must be finite numbers", game.name());
     }
     Ok(values)
 }
@@ -97,10 +94,7 @@ pub struct ExactResult {
 pub fn exact(game: &dyn Game) -> Result<ExactResult> {
     let values_table = enumerate(game)?;
     let shapley = shapley_from_table(&values_table, game.n_players())?;
-    Ok(ExactResult {
-        values_table,
-        shapley,
-    })
+    Ok(ExactResult { values_table, shapley })
 }
 
 /// The multilinear extension `F(q) = Σ_S v(S) q^|S| (1−q)^(n−|S|)` at the
@@ -116,11 +110,7 @@ pub fn multilinear_extension(values: &[f64], n: usize, q: f64) -> Result<f64> {
     for (s, v) in values.iter().enumerate() {
         by_size[(s as u64).count_ones() as usize] += v;
     }
-    Ok(by_size
-        .iter()
-        .enumerate()
-        .map(|(k, sum)| sum * q.powi(k as i32) * (1.0 - q).powi((n - k) as i32))
-        .sum())
+    Ok(by_size.iter().enumerate().map(|(k, sum)| sum * q.powi(k as i32) * (1.0 - q).powi((n - k) as i32)).sum())
 }
 
 #[cfg(test)]
@@ -128,9 +118,7 @@ mod tests {
     use super::*;
     use crate::shapley::coalition::grand;
     use crate::shapley::game::{FnGame, TableGame};
-    use crate::shapley::synthetic::{
-        AdditiveGame, SaturatingGame, SumOfUnanimityGames, WeightedMajorityGame,
-    };
+    use crate::shapley::synthetic::{AdditiveGame, SaturatingGame, SumOfUnanimityGames, WeightedMajorityGame};
 
     fn efficiency_holds(game: &dyn Game) {
         let r = exact(game).unwrap();
@@ -144,9 +132,7 @@ mod tests {
     fn efficiency() {
         efficiency_holds(&SumOfUnanimityGames::random(11, 40, 6, 3).unwrap());
         efficiency_holds(&SaturatingGame::random(12, 5).unwrap());
-        efficiency_holds(
-            &WeightedMajorityGame::new(vec![3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0], 12.0).unwrap(),
-        );
+        efficiency_holds(&WeightedMajorityGame::new(vec![3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0], 12.0).unwrap());
         efficiency_holds(&AdditiveGame::new(vec![1.0, -2.0, 0.25]).unwrap());
     }
 
@@ -206,10 +192,7 @@ mod tests {
         let g = SaturatingGame::random(10, 4).unwrap();
         let t = enumerate(&g).unwrap();
         assert_eq!(multilinear_extension(&t, 10, 0.0).unwrap(), t[0]);
-        assert_eq!(
-            multilinear_extension(&t, 10, 1.0).unwrap(),
-            t[grand(10) as usize]
-        );
+        assert_eq!(multilinear_extension(&t, 10, 1.0).unwrap(), t[grand(10) as usize]);
 
         let w = vec![0.5, -1.0, 2.0, 0.25, 3.0];
         let add = AdditiveGame::new(w.clone()).unwrap();

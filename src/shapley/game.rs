@@ -72,11 +72,7 @@ struct MemoState {
 impl<'a> Memo<'a> {
     /// A memo over `game` allowing at most `budget` distinct evaluations.
     pub fn new(game: &'a dyn Game, budget: usize) -> Self {
-        Memo {
-            game,
-            budget,
-            state: Mutex::new(MemoState::default()),
-        }
+        Memo { game, budget, state: Mutex::new(MemoState::default()) }
     }
 
     /// A memo without a budget (`usize::MAX`).
@@ -85,9 +81,7 @@ impl<'a> Memo<'a> {
     }
 
     fn lock(&self) -> MutexGuard<'_, MemoState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The underlying game.
@@ -135,10 +129,7 @@ impl<'a> Memo<'a> {
     pub fn cost(&self, batch: &[Coalition]) -> usize {
         let state = self.lock();
         let mut seen = HashSet::new();
-        batch
-            .iter()
-            .filter(|c| !state.values.contains_key(c) && seen.insert(**c))
-            .count()
+        batch.iter().filter(|c| !state.values.contains_key(c) && seen.insert(**c)).count()
     }
 
     /// Values of `batch`, or `None` (nothing evaluated) when it needs more
@@ -149,20 +140,13 @@ impl<'a> Memo<'a> {
 
     /// Like [`Memo::try_values`], but also refuses a batch that needs more
     /// than `max_new` new evaluations.
-    pub fn try_values_capped(
-        &self,
-        batch: &[Coalition],
-        max_new: usize,
-    ) -> Result<Option<Vec<f64>>> {
+    pub fn try_values_capped(&self, batch: &[Coalition], max_new: usize) -> Result<Option<Vec<f64>>> {
         let n = self.game.n_players();
         check_coalitions(n, batch)?;
         let mut state = self.lock();
         let mut seen = HashSet::new();
-        let new: Vec<Coalition> = batch
-            .iter()
-            .copied()
-            .filter(|c| !state.values.contains_key(c) && seen.insert(*c))
-            .collect();
+        let new: Vec<Coalition> =
+            batch.iter().copied().filter(|c| !state.values.contains_key(c) && seen.insert(*c)).collect();
         let allowed = max_new.min(self.budget.saturating_sub(state.values.len()));
         if new.len() > allowed {
             return Ok(None);
@@ -210,8 +194,7 @@ impl<'a> Memo<'a> {
 
     /// Every evaluated coalition with its value, sorted by coalition.
     pub fn cached(&self) -> Vec<(Coalition, f64)> {
-        let mut all: Vec<(Coalition, f64)> =
-            self.lock().values.iter().map(|(&c, &v)| (c, v)).collect();
+        let mut all: Vec<(Coalition, f64)> = self.lock().values.iter().map(|(&c, &v)| (c, v)).collect();
         all.sort_unstable_by_key(|&(c, _)| c);
         all
     }
@@ -240,15 +223,9 @@ impl TableGame {
             );
         }
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            bail!(
-                "table value for coalition {i:#x} is not finite: all values must be finite numbers"
-            );
+            bail!("table value for coalition {i:#x} is not finite: all values must be finite numbers");
         }
-        Ok(TableGame {
-            n,
-            values,
-            name: "table".to_string(),
-        })
+        Ok(TableGame { n, values, name: "table".to_string() })
     }
 
     /// Enumerates every coalition of `game` (one batch) into a table game
@@ -271,10 +248,7 @@ impl TableGame {
 
     /// The value of `c`, or `None` when `c` has members outside `0..n`.
     pub fn value(&self, c: Coalition) -> Option<f64> {
-        usize::try_from(c)
-            .ok()
-            .and_then(|i| self.values.get(i))
-            .copied()
+        usize::try_from(c).ok().and_then(|i| self.values.get(i)).copied()
     }
 }
 
@@ -285,10 +259,7 @@ impl Game for TableGame {
 
     fn evaluate(&self, coalitions: &[Coalition]) -> Result<Vec<f64>> {
         check_coalitions(self.n, coalitions)?;
-        Ok(coalitions
-            .iter()
-            .map(|&c| self.values[c as usize])
-            .collect())
+        Ok(coalitions.iter().map(|&c| self.values[c as usize]).collect())
     }
 
     fn name(&self) -> String {
@@ -306,11 +277,7 @@ pub struct FnGame<F> {
 impl<F: Fn(Coalition) -> f64 + Sync> FnGame<F> {
     /// A game of `n` players whose value is `f(S)`.
     pub fn new(n: usize, name: impl Into<String>, f: F) -> Self {
-        FnGame {
-            n,
-            name: name.into(),
-            f,
-        }
+        FnGame { n, name: name.into(), f }
     }
 }
 
@@ -353,11 +320,7 @@ mod tests {
     }
 
     fn counting(n: usize) -> Counting {
-        Counting {
-            n,
-            computed: AtomicUsize::new(0),
-            calls: AtomicUsize::new(0),
-        }
+        Counting { n, computed: AtomicUsize::new(0), calls: AtomicUsize::new(0) }
     }
 
     #[test]
@@ -443,10 +406,7 @@ mod tests {
         assert!(TableGame::new(2, vec![0.0; 3]).is_err());
         assert!(TableGame::new(21, vec![]).is_err());
         assert!(TableGame::new(1, vec![0.0, f64::INFINITY]).is_err());
-        assert_eq!(
-            TableGame::new(0, vec![2.0]).unwrap().with_name("x").name(),
-            "x"
-        );
+        assert_eq!(TableGame::new(0, vec![2.0]).unwrap().with_name("x").name(), "x");
     }
 
     #[test]

@@ -30,22 +30,14 @@ fn check_rankable(values: &[f64]) -> Result<()> {
 /// Mean squared error `(1/n) Σ_i (est_i − exact_i)²`.
 pub fn mse(estimate: &[f64], exact: &[f64]) -> Result<f64> {
     check_pair(estimate, exact)?;
-    let sum: f64 = estimate
-        .iter()
-        .zip(exact)
-        .map(|(e, x)| (e - x) * (e - x))
-        .sum();
+    let sum: f64 = estimate.iter().zip(exact).map(|(e, x)| (e - x) * (e - x)).sum();
     Ok(sum / estimate.len() as f64)
 }
 
 /// Largest absolute error `max_i |est_i − exact_i|`.
 pub fn max_abs_error(estimate: &[f64], exact: &[f64]) -> Result<f64> {
     check_pair(estimate, exact)?;
-    Ok(estimate
-        .iter()
-        .zip(exact)
-        .map(|(e, x)| (e - x).abs())
-        .fold(0.0, f64::max))
+    Ok(estimate.iter().zip(exact).map(|(e, x)| (e - x).abs()).fold(0.0, f64::max))
 }
 
 /// Kendall's τ-b between two rankings of the players by value.
@@ -97,12 +89,7 @@ pub fn kendall_tau(a: &[f64], b: &[f64]) -> Result<f64> {
 /// The indices of the `k` largest values (ties broken toward the lower index).
 pub fn top_k(values: &[f64], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&i, &j| {
-        values[j]
-            .partial_cmp(&values[i])
-            .unwrap_or(Ordering::Equal)
-            .then(i.cmp(&j))
-    });
+    idx.sort_by(|&i, &j| values[j].partial_cmp(&values[i]).unwrap_or(Ordering::Equal).then(i.cmp(&j)));
     idx.truncate(k);
     idx
 }
@@ -114,16 +101,10 @@ pub fn precision_at_k(estimate: &[f64], exact: &[f64], k: usize) -> Result<f64> 
     check_rankable(estimate)?;
     check_rankable(exact)?;
     if k == 0 || k > estimate.len() {
-        bail!(
-            "k = {k} is outside 1..={}: choose k between 1 and the number of players",
-            estimate.len()
-        );
+        bail!("k = {k} is outside 1..={}: choose k between 1 and the number of players", estimate.len());
     }
     let truth = top_k(exact, k);
-    let hits = top_k(estimate, k)
-        .iter()
-        .filter(|i| truth.contains(i))
-        .count();
+    let hits = top_k(estimate, k).iter().filter(|i| truth.contains(i)).count();
     Ok(hits as f64 / k as f64)
 }
 
@@ -150,10 +131,7 @@ mod tests {
         let rev: Vec<f64> = x.iter().map(|v| -v).collect();
         assert!(close(kendall_tau(&x, &rev).unwrap(), -1.0));
         // One discordant pair out of three: (2 − 1)/3.
-        assert!(close(
-            kendall_tau(&[1.0, 2.0, 3.0], &[2.0, 1.0, 3.0]).unwrap(),
-            1.0 / 3.0
-        ));
+        assert!(close(kendall_tau(&[1.0, 2.0, 3.0], &[2.0, 1.0, 3.0]).unwrap(), 1.0 / 3.0));
         // Tie in a: pairs = 6, C = 5, D = 0, T_a = 1, T_b = 0 → 5/√(5·6).
         let t = kendall_tau(&[1.0, 2.0, 2.0, 3.0], &[1.0, 3.0, 2.0, 4.0]).unwrap();
         assert!(close(t, 5.0 / 30f64.sqrt()), "{t}");
@@ -182,10 +160,7 @@ mod tests {
         assert!(close(precision_at_k(&exact, &exact, 2).unwrap(), 1.0));
         // Ties go to the lower index: top-2 of [1, 1, 1] is {0, 1}.
         assert_eq!(top_k(&[1.0, 1.0, 1.0], 2), vec![0, 1]);
-        assert!(close(
-            precision_at_k(&[1.0, 1.0, 1.0], &[0.0, 2.0, 1.0], 2).unwrap(),
-            0.5
-        ));
+        assert!(close(precision_at_k(&[1.0, 1.0, 1.0], &[0.0, 2.0, 1.0], 2).unwrap(), 0.5));
         assert!(precision_at_k(&est, &exact, 0).is_err());
         assert!(precision_at_k(&est, &exact, 5).is_err());
     }

@@ -72,14 +72,10 @@ pub mod synthetic;
 
 pub use coalition::Coalition;
 pub use estimator::{estimate, estimate_with_memo, EstimateConfig, Estimator, ShapleyEstimate};
-pub use exact::{
-    enumerate, exact, multilinear_extension, shapley_from_table, ExactResult, MAX_EXACT_PLAYERS,
-};
+pub use exact::{enumerate, exact, multilinear_extension, shapley_from_table, ExactResult, MAX_EXACT_PLAYERS};
 pub use game::{FnGame, Game, Memo, TableGame};
 pub use metrics::{efficiency_gap, kendall_tau, max_abs_error, mse, precision_at_k};
 pub use owen::{mle_sampled, owen_sampling, MlePoint, OwenQ};
 pub use permutation::{permutation_sampling, PERMUTATION_BATCH};
 pub use sampling::{convergence_ratio, MIN_SAMPLES_FOR_STOP};
-pub use synthetic::{
-    AdditiveGame, SaturatingGame, SumOfUnanimityGames, UnanimityGame, WeightedMajorityGame,
-};
+pub use synthetic::{AdditiveGame, SaturatingGame, SumOfUnanimityGames, UnanimityGame, WeightedMajorityGame};

@@ -51,9 +51,7 @@ impl OwenQ {
 
     /// The grid scheme with [`OwenQ::DEFAULT_GRID_POINTS`] points.
     pub fn grid() -> Self {
-        OwenQ::Grid {
-            points: Self::DEFAULT_GRID_POINTS,
-        }
+        OwenQ::Grid { points: Self::DEFAULT_GRID_POINTS }
     }
 
     /// Stable name: `stratified`, `midpoint`, `grid` (default points) or `grid_<points>`.
@@ -135,13 +133,7 @@ impl StratumOrder {
 
 /// Draws `S ∼ Bernoulli(q)` on players `0..n`.
 fn bernoulli_set(n: usize, q: f64, rng: &mut ChaCha8Rng) -> Coalition {
-    (0..n).fold(coalition::EMPTY, |c, i| {
-        if rng.random::<f64>() < q {
-            coalition::insert(c, i)
-        } else {
-            c
-        }
-    })
+    (0..n).fold(coalition::EMPTY, |c, i| if rng.random::<f64>() < q { coalition::insert(c, i) } else { c })
 }
 
 /// Adds `S` and `S △ {i}` for every `i` (`n + 1` coalitions) to `batch`.
@@ -155,11 +147,7 @@ fn push_draw(s: Coalition, n: usize, batch: &mut Vec<Coalition>) {
 fn add_draw_marginals(s: Coalition, values: &[f64], scale: f64, sample: &mut [f64]) {
     let base = values[0];
     for (i, (x, &v)) in sample.iter_mut().zip(&values[1..]).enumerate() {
-        let marginal = if coalition::contains(s, i) {
-            base - v
-        } else {
-            v - base
-        };
+        let marginal = if coalition::contains(s, i) { base - v } else { v - base };
         *x += scale * marginal;
     }
 }
@@ -234,9 +222,7 @@ pub fn owen_sampling(
         batch.clear();
         for draw in t..t + k {
             let qv = match q {
-                OwenQ::Stratified => {
-                    (order.at(draw as u64) as f64 + rng.random::<f64>()) / m as f64
-                }
+                OwenQ::Stratified => (order.at(draw as u64) as f64 + rng.random::<f64>()) / m as f64,
                 OwenQ::Midpoint => (order.at(draw as u64) as f64 + 0.5) / m as f64,
                 OwenQ::Grid { points } => (draw % points) as f64 / (points - 1) as f64,
             };
@@ -270,11 +256,7 @@ pub fn owen_sampling(
     }
 
     Ok(ShapleyEstimate {
-        estimator: format!(
-            "owen_{}{}",
-            q.name(),
-            if antithetic { "_antithetic" } else { "" }
-        ),
+        estimator: format!("owen_{}{}", q.name(), if antithetic { "_antithetic" } else { "" }),
         values: stats.means(),
         std_errors: stats.std_errors(),
         evaluations: ledger.used(),
@@ -298,12 +280,7 @@ pub struct MlePoint {
 /// `q` from `draws_per_q` independent draws; the exact counterpart is
 /// [`multilinear_extension`](crate::shapley::exact::multilinear_extension).
 /// Repeated coalitions are memoised, so each distinct one is evaluated once.
-pub fn mle_sampled(
-    game: &dyn Game,
-    qs: &[f64],
-    draws_per_q: usize,
-    seed: u64,
-) -> Result<Vec<MlePoint>> {
+pub fn mle_sampled(game: &dyn Game, qs: &[f64], draws_per_q: usize, seed: u64) -> Result<Vec<MlePoint>> {
     let n = game.n_players();
     check_players(n)?;
     if draws_per_q == 0 {
@@ -316,19 +293,13 @@ pub fn mle_sampled(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     qs.iter()
         .map(|&q| {
-            let sets: Vec<Coalition> = (0..draws_per_q)
-                .map(|_| bernoulli_set(n, q, &mut rng))
-                .collect();
+            let sets: Vec<Coalition> = (0..draws_per_q).map(|_| bernoulli_set(n, q, &mut rng)).collect();
             let values = memo.values(&sets)?;
             let mut stats = RunningStats::new(1);
             for v in values {
                 stats.push(&[v]);
             }
-            Ok(MlePoint {
-                q,
-                mean: stats.means()[0],
-                std_error: stats.std_errors()[0],
-            })
+            Ok(MlePoint { q, mean: stats.means()[0], std_error: stats.std_errors()[0] })
         })
         .collect()
 }
@@ -393,10 +364,7 @@ mod tests {
         let grid: f64 = (0..10).map(|k| binom(k as f64 / 9.0)).sum::<f64>() / 10.0;
         let rel = grid * 12.0 - 1.0;
         assert!((-0.11..-0.09).contains(&rel), "{rel}");
-        let mid: f64 = (0..100)
-            .map(|j| binom((j as f64 + 0.5) / 100.0))
-            .sum::<f64>()
-            / 100.0;
+        let mid: f64 = (0..100).map(|j| binom((j as f64 + 0.5) / 100.0)).sum::<f64>() / 100.0;
         assert!((mid * 12.0 - 1.0).abs() < 1e-3);
         // The game really has that integrand.
         let maj = WeightedMajorityGame::symmetric(12, 6).unwrap();

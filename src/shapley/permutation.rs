@@ -151,12 +151,7 @@ pub fn permutation_sampling(
         );
     }
     Ok(ShapleyEstimate {
-        estimator: if antithetic {
-            "permutation_antithetic"
-        } else {
-            "permutation"
-        }
-        .to_string(),
+        estimator: if antithetic { "permutation_antithetic" } else { "permutation" }.to_string(),
         values: stats.means(),
         std_errors: stats.std_errors(),
         evaluations: ledger.used(),
@@ -214,11 +209,7 @@ mod tests {
         // the shrunken last batch), not one per permutation or coalition.
         assert!(memo.game_calls() <= est.samples / PERMUTATION_BATCH + 2);
         assert_eq!(memo.evaluations(), est.evaluations);
-        assert!(
-            est.evaluations > 1000 - 11,
-            "budget left unused: {}",
-            est.evaluations
-        );
+        assert!(est.evaluations > 1000 - 11, "budget left unused: {}", est.evaluations);
     }
 
     #[test]

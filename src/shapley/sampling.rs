@@ -16,13 +16,8 @@ pub const MIN_SAMPLES_FOR_STOP: usize = 8;
 /// range but some error is positive, and NaN when an error is NaN (fewer
 /// than two samples).
 pub fn convergence_ratio(values: &[f64], std_errors: &[f64]) -> f64 {
-    let max_se = std_errors.iter().copied().fold(0.0f64, |a, b| {
-        if a.is_nan() || b.is_nan() {
-            f64::NAN
-        } else {
-            a.max(b)
-        }
-    });
+    let max_se =
+        std_errors.iter().copied().fold(0.0f64, |a, b| if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) });
     if max_se.is_nan() || max_se == 0.0 {
         return max_se;
     }
@@ -64,11 +59,7 @@ pub(crate) struct RunningStats {
 
 impl RunningStats {
     pub(crate) fn new(n: usize) -> Self {
-        RunningStats {
-            count: 0,
-            mean: vec![0.0; n],
-            m2: vec![0.0; n],
-        }
+        RunningStats { count: 0, mean: vec![0.0; n], m2: vec![0.0; n] }
     }
 
     pub(crate) fn push(&mut self, sample: &[f64]) {
@@ -95,18 +86,13 @@ impl RunningStats {
             return vec![f64::NAN; self.mean.len()];
         }
         let k = self.count as f64;
-        self.m2
-            .iter()
-            .map(|m2| (m2.max(0.0) / (k - 1.0) / k).sqrt())
-            .collect()
+        self.m2.iter().map(|m2| (m2.max(0.0) / (k - 1.0) / k).sqrt()).collect()
     }
 
     /// Whether the early-stopping rule is met for `target`.
     pub(crate) fn reached(&self, target: Option<f64>) -> bool {
         match target {
-            Some(t) if self.count >= MIN_SAMPLES_FOR_STOP => {
-                convergence_ratio(&self.mean, &self.std_errors()) < t
-            }
+            Some(t) if self.count >= MIN_SAMPLES_FOR_STOP => convergence_ratio(&self.mean, &self.std_errors()) < t,
             _ => false,
         }
     }
@@ -123,11 +109,7 @@ pub(crate) struct Ledger<'m, 'a> {
 impl<'m, 'a> Ledger<'m, 'a> {
     /// Budget = `min(budget, memo.remaining())`.
     pub(crate) fn new(memo: &'m Memo<'a>, budget: usize) -> Self {
-        Ledger {
-            memo,
-            start: memo.evaluations(),
-            budget: budget.min(memo.remaining()),
-        }
+        Ledger { memo, start: memo.evaluations(), budget: budget.min(memo.remaining()) }
     }
 
     pub(crate) fn budget(&self) -> usize {

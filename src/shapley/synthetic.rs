@@ -10,11 +10,7 @@ use crate::shapley::coalition::{self, Coalition, MAX_PLAYERS};
 use crate::shapley::game::{check_coalitions, check_players, Game};
 
 /// Evaluates `value` on a validated batch.
-fn evaluate_with(
-    n: usize,
-    coalitions: &[Coalition],
-    value: impl Fn(Coalition) -> f64,
-) -> Result<Vec<f64>> {
+fn evaluate_with(n: usize, coalitions: &[Coalition], value: impl Fn(Coalition) -> f64) -> Result<Vec<f64>> {
     check_coalitions(n, coalitions)?;
     Ok(coalitions.iter().map(|&c| value(c)).collect())
 }
@@ -99,15 +95,7 @@ impl UnanimityGame {
     /// `φ_i = 1/|T|` for `i ∈ T`, else 0 (all zero for an empty carrier, where `v ≡ 1`).
     pub fn shapley_closed_form(&self) -> Vec<f64> {
         let t = coalition::size(self.carrier) as f64;
-        (0..self.n)
-            .map(|i| {
-                if coalition::contains(self.carrier, i) {
-                    1.0 / t
-                } else {
-                    0.0
-                }
-            })
-            .collect()
+        (0..self.n).map(|i| if coalition::contains(self.carrier, i) { 1.0 / t } else { 0.0 }).collect()
     }
 }
 
@@ -159,9 +147,7 @@ impl SumOfUnanimityGames {
             .map(|_| {
                 let order = rng.random_range(1..=max_order);
                 players.shuffle(&mut rng);
-                let carrier = players[..order]
-                    .iter()
-                    .fold(coalition::EMPTY, |c, &i| coalition::insert(c, i));
+                let carrier = players[..order].iter().fold(coalition::EMPTY, |c, &i| coalition::insert(c, i));
                 (carrier, rng.random::<f64>())
             })
             .collect();
@@ -170,11 +156,7 @@ impl SumOfUnanimityGames {
 
     /// `v(S)`.
     pub fn value(&self, c: Coalition) -> f64 {
-        self.terms
-            .iter()
-            .filter(|(t, _)| coalition::is_subset(*t, c))
-            .map(|(_, w)| w)
-            .sum()
+        self.terms.iter().filter(|(t, _)| coalition::is_subset(*t, c)).map(|(_, w)| w).sum()
     }
 
     /// `φ_i = Σ_{T∋i} c_T / |T|` (terms with an empty carrier contribute nothing).
@@ -320,11 +302,7 @@ mod tests {
     #[test]
     fn closed_forms_match_exact_enumeration() {
         let add = AdditiveGame::new(vec![0.3, -1.2, 0.0, 2.5, 0.7]).unwrap();
-        assert_close(
-            &exact(&add).unwrap().shapley,
-            &add.shapley_closed_form(),
-            1e-12,
-        );
+        assert_close(&exact(&add).unwrap().shapley, &add.shapley_closed_form(), 1e-12);
 
         let una = UnanimityGame::new(7, 0b1010110).unwrap();
         let phi = una.shapley_closed_form();
@@ -332,18 +310,10 @@ mod tests {
         assert_close(&exact(&una).unwrap().shapley, &phi, 1e-12);
 
         let empty = UnanimityGame::new(3, 0).unwrap();
-        assert_close(
-            &exact(&empty).unwrap().shapley,
-            &empty.shapley_closed_form(),
-            0.0,
-        );
+        assert_close(&exact(&empty).unwrap().shapley, &empty.shapley_closed_form(), 0.0);
 
         let soum = SumOfUnanimityGames::random(10, 25, 4, 7).unwrap();
-        assert_close(
-            &exact(&soum).unwrap().shapley,
-            &soum.shapley_closed_form(),
-            1e-12,
-        );
+        assert_close(&exact(&soum).unwrap().shapley, &soum.shapley_closed_form(), 1e-12);
 
         let maj = WeightedMajorityGame::symmetric(12, 6).unwrap();
         let phi = maj.shapley_closed_form().unwrap();
@@ -360,11 +330,7 @@ mod tests {
         // Player 0 is pivotal in 4 of the 6 orders, players 1 and 2 in one each.
         let g = WeightedMajorityGame::new(vec![2.0, 1.0, 1.0], 3.0).unwrap();
         assert_eq!(g.shapley_closed_form(), None);
-        assert_close(
-            &exact(&g).unwrap().shapley,
-            &[2.0 / 3.0, 1.0 / 6.0, 1.0 / 6.0],
-            1e-15,
-        );
+        assert_close(&exact(&g).unwrap().shapley, &[2.0 / 3.0, 1.0 / 6.0, 1.0 / 6.0], 1e-15);
     }
 
     #[test]
@@ -372,10 +338,7 @@ mod tests {
         let a = SumOfUnanimityGames::random(12, 30, 5, 1).unwrap();
         assert_eq!(a, SumOfUnanimityGames::random(12, 30, 5, 1).unwrap());
         assert_ne!(a, SumOfUnanimityGames::random(12, 30, 5, 2).unwrap());
-        assert!(a
-            .terms
-            .iter()
-            .all(|&(t, _)| (1..=5).contains(&coalition::size(t)) && coalition::within(t, 12)));
+        assert!(a.terms.iter().all(|&(t, _)| (1..=5).contains(&coalition::size(t)) && coalition::within(t, 12)));
         assert!(SumOfUnanimityGames::random(12, 3, 13, 1).is_err());
         assert!(SumOfUnanimityGames::random(0, 3, 1, 1).is_err());
         assert!(SumOfUnanimityGames::new(3, vec![(0b1000, 1.0)]).is_err());

@@ -60,7 +60,7 @@ impl Default for TrainConfig {
             test_size: 1000,
             steps: 500,
             batch_size: 32,
-            lr: 2e-4,
+            lr: 5e-4,
             min_lr: 1e-6,
             weight_decay: 0.01,
             beta1: 0.9,
@@ -70,7 +70,7 @@ impl Default for TrainConfig {
             grouping: Grouping::Block,
             p0: 0.0,
             stage1_ratio: 0.75,
-            logit_scale: 50.0,
+            logit_scale: 20.0,
         }
     }
 }
@@ -89,7 +89,11 @@ impl TrainConfig {
             bail!("shots must be at least 1");
         }
         if !(self.lr > 0.0) || !(self.min_lr >= 0.0) || self.min_lr > self.lr {
-            bail!("learning rates must satisfy 0 ≤ min_lr ≤ lr and lr > 0 (got lr {}, min_lr {})", self.lr, self.min_lr);
+            bail!(
+                "learning rates must satisfy 0 ≤ min_lr ≤ lr and lr > 0 (got lr {}, min_lr {})",
+                self.lr,
+                self.min_lr
+            );
         }
         if !(0.0..1.0).contains(&self.lora.dropout) {
             bail!("lora dropout must be in [0, 1), got {}", self.lora.dropout);
@@ -114,7 +118,8 @@ impl TrainConfig {
 
     /// Parses a TOML file's text (unknown keys are errors, missing keys take defaults).
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let cfg: TrainConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid training config: {}", e.message()))?;
+        let cfg: TrainConfig =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid training config: {}", e.message()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -131,7 +136,7 @@ mod tests {
         assert_eq!(TrainConfig::from_toml(&text).unwrap(), cfg);
         let partial = TrainConfig::from_toml("seed = 3\nsteps = 10\n").unwrap();
         assert_eq!(partial.seed, 3);
-        assert_eq!(partial.lr, 2e-4);
+        assert_eq!(partial.lr, 5e-4);
     }
 
     #[test]

@@ -192,7 +192,8 @@ mod tests {
 
     #[test]
     fn method_names_round_trip() {
-        for m in [Method::Lora, Method::Copra, Method::CopraExp, Method::CopraSine, Method::StochasticDepth { p: 0.7 }] {
+        for m in [Method::Lora, Method::Copra, Method::CopraExp, Method::CopraSine, Method::StochasticDepth { p: 0.7 }]
+        {
             assert_eq!(Method::parse(&m.name()).unwrap(), m);
         }
         assert!(Method::parse("sgd").is_err());

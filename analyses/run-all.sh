@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every analysis on the built-in default and gathers tables and figures into reports/.
+# Usage: analyses/run-all.sh [extra flags passed to every command, e.g. --task shapes]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release
+bin=target/release/copra-lab
+[ -x "$bin" ] || bin="${CARGO_TARGET_DIR:-target}/release/copra-lab"
+cfg=analyses/default.toml
+"$bin" connectivity --config "$cfg" --seeds 1,2 --out reports/connectivity "$@"
+"$bin" shapley --config "$cfg" --samples 512 --out reports/shapley "$@"
+for cmd in federated multitask prune; do
+  "$bin" "$cmd" --out "reports/$cmd" "$@"
+done

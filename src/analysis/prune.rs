@@ -779,11 +779,13 @@ fn structured_figure(
                 ci.get(&(m.clone(), s.clone())).map(|c| Bar { series: m.clone(), value: c.mean, err: err_of(c) })
             })
             .collect();
-        groups.push(BarGroup { label: s, bars });
+        // Short axis labels: `every-other-even` → `even`, `lower-third` → `lower`, `q-only` → `q only`.
+        let label = s.trim_start_matches("every-other-").trim_end_matches("-third").replace("-only", " only");
+        groups.push(BarGroup { label, bars });
     }
     crate::report::plot::bar_plot_svg(&BarPlot {
         title: format!("Structured pruning: test accuracy of the kept modules (frozen backbone {:.1}%; error bars 95% t-CI over seeds)", 100.0 * frozen),
-        x_label: "modules kept".into(),
+        x_label: "modules kept (even / odd: every other block; lower / middle / upper: one third of the blocks)".into(),
         y_label: "test accuracy".into(),
         groups,
         ..Default::default()
@@ -1063,7 +1065,7 @@ mod tests {
         // A wrong cached table is ignored; the right one is used as is.
         let table = coalition_table(&env.test, &adapter).unwrap();
         assert_eq!(table, values.table.clone().unwrap());
-        let (_, from_bad) = block_scores(&game, &adapter, &opts, 0, Some(&vec![0.5; 16])).unwrap();
+        let (_, from_bad) = block_scores(&game, &adapter, &opts, 0, Some(&[0.5; 16])).unwrap();
         assert_eq!(from_bad.table.unwrap(), table);
         let mut doctored = table.clone();
         doctored[5] = 9.0;

@@ -162,13 +162,13 @@ pub fn run(global: &GlobalArgs, a: PruneArgs) -> Result<()> {
         }
     };
     if let Some(first) = summaries.first() {
-        print!("{:<18}", "test accuracy %");
+        print!("{:<24}", "test accuracy %");
         for s in &summaries {
             print!(" {:>14}", s.method);
         }
         println!();
         for (name, _) in &first.structured {
-            print!("{:<18}", name);
+            print!("{:<24}", name);
             for s in &summaries {
                 let v = s.structured.iter().find(|(n, _)| n == name).map(|(_, c)| pct(c)).unwrap_or_else(|| "-".into());
                 print!(" {v:>14}");
@@ -176,7 +176,7 @@ pub fn run(global: &GlobalArgs, a: PruneArgs) -> Result<()> {
             println!();
         }
         for (order, _) in &first.removal_area {
-            print!("{:<18}", format!("removal {order}"));
+            print!("{:<24}", format!("removal {order}"));
             for s in &summaries {
                 let v = s
                     .removal_area
@@ -191,7 +191,7 @@ pub fn run(global: &GlobalArgs, a: PruneArgs) -> Result<()> {
         for (target, sp, _) in
             first.unstructured.iter().filter(|(_, sp, _)| [0.5, 0.9].iter().any(|x| (sp - x).abs() < 1e-9))
         {
-            print!("{:<18}", format!("{target} sparsity {sp}"));
+            print!("{:<24}", format!("{target} sparsity {sp}"));
             for s in &summaries {
                 let v = s
                     .unstructured

@@ -282,10 +282,7 @@ pub fn merge_with_report(
     Ok(MergeOutcome { merged, align })
 }
 
-/// Dense `ΔW` (scale included) of every module of an adapter.
-pub fn adapter_deltas(adapter: &Adapter) -> BTreeMap<ModuleKey, Matrix> {
-    adapter.modules.keys().map(|k| (*k, adapter.delta(k))).collect()
-}
+pub use crate::eval::adapter_deltas;
 
 /// Re-factorises dense deltas into an adapter of rank `rank` under `spec` by truncated SVD
 /// (`B = U√S / s(rank)`, `A = √S Vᵀ`), so `spec.scale_for(rank) · B · A` is the best rank-`rank`

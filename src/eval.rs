@@ -131,6 +131,37 @@ impl Evaluator {
     }
 }
 
+impl Evaluator {
+    /// Metrics of the `num_blocks` models that use `prefix` updates in blocks `0..=ℓ` and
+    /// `suffix` updates above ℓ, one per ℓ (the cumulative layer-wise sweep). The hidden
+    /// state after the prefix blocks is shared across ℓ, so the sweep costs
+    /// `n + n(n−1)/2` block passes instead of `n²`.
+    pub fn prefix_sweep(&self, prefix: &Deltas, suffix: &Deltas) -> Result<Vec<Metrics>> {
+        let nb = self.backbone.num_blocks();
+        let (head_model, tail_model) = (self.backbone.with_deltas(prefix)?, self.backbone.with_deltas(suffix)?);
+        let mut logits: Vec<Vec<Tensor>> = vec![Vec::new(); nb];
+        let n = self.len();
+        let mut i = 0;
+        while i < n {
+            let len = self.batch.min(n - i);
+            let mut h = self.block_inputs[0].narrow(0, i, len)?;
+            for (l, parts) in logits.iter_mut().enumerate() {
+                h = head_model.block(l, &h, &NoBranch, Numerics::Fused)?;
+                let feats = tail_model.forward_from(l + 1, &h, &NoBranch, Numerics::Fused)?;
+                parts.push(self.head.logits(&feats)?);
+            }
+            i += len;
+        }
+        logits
+            .into_iter()
+            .map(|parts| {
+                let (loss, accuracy) = loss_and_accuracy(&Tensor::cat(&parts, 0)?, &self.labels)?;
+                Ok(Metrics { loss, accuracy })
+            })
+            .collect()
+    }
+}
+
 /// The dense updates `ΔW = s·B·A` of every module of an adapter.
 pub fn adapter_deltas(adapter: &crate::adapter::Adapter) -> Deltas {
     adapter.modules.keys().map(|k| (*k, adapter.delta(k))).collect()

@@ -200,17 +200,26 @@ pub fn analyze(
                     }
                 }
                 if opts.layerwise {
-                    let based = test.with_base(&adapter_deltas(a.adapter))?;
-                    for block in 0..nb {
-                        for (scope, set) in
-                            [("single", BTreeSet::from([block])), ("cumulative", (0..=block).collect::<BTreeSet<_>>())]
-                        {
-                            let mut pts = Vec::new();
-                            for &alpha in &layer_grid {
-                                let d: Deltas = interpolate_blocks(a.adapter, b.adapter, alpha, space, &set)?;
-                                pts.push((alpha, based.evaluate(&d)?));
-                                bar.inc(1);
-                            }
+                    let base = adapter_deltas(a.adapter);
+                    let based = test.with_base(&base)?;
+                    // curves[scope][block]: (α, metrics) points.
+                    let mut curves: [Vec<Vec<(f64, Metrics)>>; 2] = [vec![Vec::new(); nb], vec![Vec::new(); nb]];
+                    for &alpha in &layer_grid {
+                        for (block, pts) in curves[0].iter_mut().enumerate() {
+                            let d = interpolate_blocks(a.adapter, b.adapter, alpha, space, &BTreeSet::from([block]))?;
+                            pts.push((alpha, based.evaluate(&d)?));
+                            bar.inc(1);
+                        }
+                        // Cumulative scope: blocks 0..=ℓ interpolated, the rest at seed A, for
+                        // every ℓ in one pass that shares the interpolated prefix.
+                        let all = interpolate(a.adapter, b.adapter, alpha, space)?;
+                        for (pts, m) in curves[1].iter_mut().zip(based.prefix_sweep(&all, &base)?) {
+                            pts.push((alpha, m));
+                            bar.inc(1);
+                        }
+                    }
+                    for (scope, per_block) in ["single", "cumulative"].into_iter().zip(&curves) {
+                        for (block, pts) in per_block.iter().enumerate() {
                             for q in ["loss", "error"] {
                                 bars.push(
                                     method,
@@ -220,7 +229,7 @@ pub fn analyze(
                                     q,
                                     scope,
                                     block as i64,
-                                    barriers(&curve(&pts, q))?,
+                                    barriers(&curve(pts, q))?,
                                 );
                             }
                         }

@@ -156,3 +156,23 @@ fn connectivity_analysis_writes_every_table_and_rejects_a_single_seed() {
     assert!(summaries.iter().all(|s| s.merge_all_accuracy.is_some()));
     assert!(analyze(&ev, &ev, &runs[..1], &opts, &Progress::hidden()).is_err());
 }
+
+#[test]
+fn prefix_sweep_equals_evaluating_each_cumulative_interpolation() {
+    use crate::connectivity::interpolate::interpolate_blocks;
+    let (bb, ev) = setup();
+    let (a, b) = (random_adapter(&bb.config, 3, 0.8), random_adapter(&bb.config, 4, 0.8));
+    let base = adapter_deltas(&a);
+    let based = ev.with_base(&base).unwrap();
+    for space in Space::ALL {
+        let all = interpolate(&a, &b, 0.4, space).unwrap();
+        let swept = based.prefix_sweep(&all, &base).unwrap();
+        assert_eq!(swept.len(), bb.num_blocks());
+        for (l, m) in swept.iter().enumerate() {
+            let blocks = (0..=l).collect();
+            let plain = ev.evaluate(&interpolate_blocks(&a, &b, 0.4, space, &blocks).unwrap()).unwrap();
+            assert!((m.loss - plain.loss).abs() < 1e-5, "{space:?} block {l}: {} vs {}", m.loss, plain.loss);
+            assert_eq!(m.accuracy, plain.accuracy, "{space:?} block {l}");
+        }
+    }
+}

@@ -21,8 +21,8 @@ pub struct ConnectivityArgs {
     /// Points on the α grid of the main paths, both endpoints included.
     #[arg(long, default_value_t = 21)]
     pub alphas: usize,
-    /// Points on the α grid of the layer-wise paths.
-    #[arg(long, default_value_t = 11)]
+    /// Points on the α grid of the layer-wise paths (5: α = 0, ¼, ½, ¾, 1).
+    #[arg(long, default_value_t = 5)]
     pub layer_alphas: usize,
     /// Skip the layer-wise sweeps.
     #[arg(long)]

@@ -30,6 +30,12 @@ pub struct PretrainArgs {
     /// Number of transformer blocks.
     #[arg(long, default_value_t = crate::model::VitConfig::tiny().num_hidden_layers)]
     pub layers: usize,
+    /// Input image side in pixels (tasks are rendered at this size).
+    #[arg(long, default_value_t = crate::model::VitConfig::tiny().image_size)]
+    pub image_size: usize,
+    /// Patch side in pixels (must divide the image size).
+    #[arg(long, default_value_t = crate::model::VitConfig::tiny().patch_size)]
+    pub patch_size: usize,
 }
 
 /// Runs `pretrain`.
@@ -39,6 +45,15 @@ pub fn run(global: &GlobalArgs, a: PretrainArgs) -> Result<()> {
     cfg.model.hidden_size = a.hidden_size;
     cfg.model.num_hidden_layers = a.layers;
     cfg.model.intermediate_size = 2 * a.hidden_size;
+    if a.patch_size == 0 || a.image_size % a.patch_size != 0 {
+        anyhow::bail!(
+            "--patch-size {} must divide --image-size {}; pick a divisor such as 4 or 8",
+            a.patch_size,
+            a.image_size
+        );
+    }
+    cfg.model.image_size = a.image_size;
+    cfg.model.patch_size = a.patch_size;
     cfg.warmup = cfg.warmup.min(cfg.steps / 4);
     let (backbone, report) = pretrain(&cfg, &global.progress())?;
     checkpoint::save_dir(&backbone, &a.out)?;

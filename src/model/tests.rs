@@ -268,3 +268,47 @@ fn op_backward_costs() {
         eprintln!("{name:<16} fwd {fwd:?} fwd+bwd {both:?}");
     }
 }
+
+#[test]
+fn lora_gradients_match_finite_differences() {
+    // The analytic gradient of a loss through every custom op (softmax, GELU, frozen linear,
+    // layer norm) equals a central finite difference of the forward pass, entry by entry.
+    let cfg = tiny();
+    let bb = Backbone::init_random(&cfg, 1, &Device::Cpu).unwrap();
+    let spec = LoraSpec { targets: TargetModule::ALL.to_vec(), ..Default::default() };
+    let lora = lora_with_nonzero_b(&bb, &spec);
+    let active: BTreeSet<ModuleKey> = lora.vars.keys().copied().collect();
+    let x = images(3, &cfg, 9);
+    let target = images(3, &cfg, 10).flatten_from(1).unwrap().narrow(1, 0, cfg.hidden_size).unwrap();
+    let loss_of = |numerics: Numerics| -> Tensor {
+        let mut rng = rng_for(4, "dropout");
+        let branch = TrainingBranch::new(&lora, &active, 0.0, &mut rng);
+        let feats = bb.features(&x, &branch, numerics).unwrap();
+        (feats * &target).unwrap().sum_all().unwrap()
+    };
+    let grads = loss_of(Numerics::Differentiable).backward().unwrap();
+    let mut checked = 0;
+    for (key, (a, b)) in &lora.vars {
+        for v in [a, b] {
+            let g: Vec<f32> = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let base: Vec<f32> = v.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let shape = v.as_tensor().shape().clone();
+            for i in [0, base.len() / 2, base.len() - 1] {
+                let eps = 1e-2f32;
+                let eval_at = |delta: f32| -> f32 {
+                    let mut w = base.clone();
+                    w[i] += delta;
+                    v.set(&Tensor::from_vec(w, shape.clone(), &Device::Cpu).unwrap()).unwrap();
+                    let l = loss_of(Numerics::Fused).to_scalar::<f32>().unwrap();
+                    v.set(&Tensor::from_vec(base.clone(), shape.clone(), &Device::Cpu).unwrap()).unwrap();
+                    l
+                };
+                let numeric = (eval_at(eps) - eval_at(-eps)) / (2.0 * eps);
+                let tol = 2e-2 * numeric.abs().max(g[i].abs()).max(0.05);
+                assert!((numeric - g[i]).abs() < tol, "{key} entry {i}: analytic {} vs numeric {numeric}", g[i]);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0);
+}

@@ -380,9 +380,23 @@ fn equal_merge(runs: &[&SeedRun], space: Space) -> Result<Deltas> {
     }
 }
 
+/// A barrier convention: table name, figure label and the field it reads.
+type BarrierField = (&'static str, &'static str, fn(&Barriers) -> f64);
+
+/// Every barrier convention, in table order.
+const BARRIER_FIELDS: [BarrierField; 4] = [
+    ("linear", "linear ref.", |b| b.linear),
+    ("mean", "mean ref.", |b| b.mean),
+    ("worst", "worse endpoint", |b| b.worst),
+    ("midpoint", "midpoint gap", |b| b.midpoint_gap),
+];
+
+/// Grouping key of barrier rows: method, space, split, quantity, scope, block.
+type BarrierKey = (String, String, String, String, String, i64);
+
 /// Mean and Student-t 95% CI over seed pairs of every barrier convention.
 fn ci_table(bars: &BarrierRows) -> Result<Table> {
-    let mut groups: BTreeMap<(String, String, String, String, String, i64), Vec<usize>> = BTreeMap::new();
+    let mut groups: BTreeMap<BarrierKey, Vec<usize>> = BTreeMap::new();
     for k in 0..bars.method.len() {
         groups
             .entry((
@@ -396,20 +410,13 @@ fn ci_table(bars: &BarrierRows) -> Result<Table> {
             .or_default()
             .push(k);
     }
-    let mut cols: (Vec<String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>, Vec<i64>) = Default::default();
+    let mut keys: Vec<BarrierKey> = Vec::new();
     let (mut conv, mut n, mut mean, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ((m, s, sp, q, sc, blk), idx) in groups {
-        let fields: [(&str, fn(&Barriers) -> f64); 4] =
-            [("linear", |b| b.linear), ("mean", |b| b.mean), ("worst", |b| b.worst), ("midpoint", |b| b.midpoint_gap)];
-        for (name, f) in fields {
+        for (name, _, f) in BARRIER_FIELDS {
             let xs: Vec<f64> = idx.iter().map(|&k| f(&bars.b[k])).collect();
             let ci = mean_ci(&xs)?;
-            cols.0.push(m.clone());
-            cols.1.push(s.clone());
-            cols.2.push(sp.clone());
-            cols.3.push(q.clone());
-            cols.4.push(sc.clone());
-            cols.5.push(blk);
+            keys.push((m.clone(), s.clone(), sp.clone(), q.clone(), sc.clone(), blk));
             conv.push(name.to_string());
             n.push(xs.len() as i64);
             mean.push(ci.mean);
@@ -418,12 +425,13 @@ fn ci_table(bars: &BarrierRows) -> Result<Table> {
         }
     }
     let mut t = Table::new();
-    t.str_col("method", cols.0)
-        .str_col("space", cols.1)
-        .str_col("split", cols.2)
-        .str_col("quantity", cols.3)
-        .str_col("scope", cols.4)
-        .i64_col("block", cols.5)
+    let col = |f: fn(&BarrierKey) -> String| keys.iter().map(f).collect::<Vec<String>>();
+    t.str_col("method", col(|k| k.0.clone()))
+        .str_col("space", col(|k| k.1.clone()))
+        .str_col("split", col(|k| k.2.clone()))
+        .str_col("quantity", col(|k| k.3.clone()))
+        .str_col("scope", col(|k| k.4.clone()))
+        .i64_col("block", keys.iter().map(|k| k.5).collect())
         .str_col("convention", conv)
         .i64_col("n_pairs", n)
         .f64_col("mean", mean)
@@ -488,14 +496,8 @@ fn paths_figure(p: &PathRows, spaces: &[Space]) -> Result<String> {
 }
 
 fn barrier_figure(b: &BarrierRows, methods: &[String], spaces: &[Space]) -> Result<String> {
-    let fields: [(&str, fn(&Barriers) -> f64); 4] = [
-        ("linear ref.", |b| b.linear),
-        ("mean ref.", |b| b.mean),
-        ("worse endpoint", |b| b.worst),
-        ("midpoint gap", |b| b.midpoint_gap),
-    ];
     let mut groups = Vec::new();
-    for (name, f) in fields {
+    for (_, name, f) in BARRIER_FIELDS {
         let mut bars_v = Vec::new();
         for m in methods {
             for &s in spaces {

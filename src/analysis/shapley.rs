@@ -43,6 +43,9 @@ pub struct ShapleyInput<'a> {
     pub run_seed: u64,
     /// The trained adapter.
     pub adapter: &'a Adapter,
+    /// Every coalition's value when already known (e.g. cached in the run folder); it must
+    /// come from the same game (evaluator, grouping, value). `None`: enumerated when n ≤ 20.
+    pub table: Option<Vec<f64>>,
 }
 
 /// A per-method summary, for the command's printout and the closing note.
@@ -91,6 +94,10 @@ pub fn study_estimators() -> Vec<Estimator> {
     ]
 }
 
+/// Exact values (n ≤ 20), every evaluated coalition with its value, the estimates, and the
+/// number of coalitions evaluated with the model.
+type GameOutcome = (Option<Vec<f64>>, Vec<(u64, f64)>, Vec<ShapleyEstimate>, usize);
+
 /// Runs the analysis for each input; returns tables, figures and summaries.
 pub fn analyze(
     evaluator: &Evaluator,
@@ -111,18 +118,17 @@ pub fn analyze(
         // Exact (n ≤ 20): enumerate every coalition by the prefix walk, then let the
         // estimators replay that table (identical values, no model cost). Otherwise the
         // estimators evaluate the model live, each through its own budgeted memo.
-        let (exact, evaluated, estimates, model_evals): (
-            Option<Vec<f64>>,
-            Vec<(u64, f64)>,
-            Vec<ShapleyEstimate>,
-            usize,
-        ) = if n <= shapley::MAX_EXACT_PLAYERS {
-            let table = game.enumerate_all()?;
+        let (exact, evaluated, estimates, model_evals): GameOutcome = if n <= shapley::MAX_EXACT_PLAYERS {
+            let known = input.table.as_ref().filter(|t| t.len() == 1usize << n);
+            let table = match known {
+                Some(t) => t.clone(),
+                None => game.enumerate_all()?,
+            };
             let exact = shapley::shapley_from_table(&table, n)?;
             let replay = TableGame::new(n, table.clone())?;
             let est = run_estimators(&replay, opts)?;
             let evaluated = table.iter().enumerate().map(|(c, v)| (c as u64, *v)).collect();
-            (Some(exact), evaluated, est, 1usize << n)
+            (Some(exact), evaluated, est, if known.is_some() { 0 } else { 1usize << n })
         } else {
             let mut seen = std::collections::BTreeMap::new();
             let mut est = Vec::new();
@@ -178,7 +184,7 @@ pub fn analyze(
             for e in study_estimators() {
                 for budget in convergence_budgets(n, &study_estimators()) {
                     for rep in 0..opts.repetitions as u64 {
-                        let est = shapley::estimate(&replay, &EstimateConfig::new(e.clone(), budget, rep))?;
+                        let est = shapley::estimate(&replay, &EstimateConfig::new(e, budget, rep))?;
                         conv_t.push(
                             &input.method,
                             &est.estimator,
@@ -227,7 +233,7 @@ pub fn analyze(
 }
 
 fn config_for(e: &Estimator, opts: &ShapleyOptions, seed: u64) -> EstimateConfig {
-    let cfg = EstimateConfig::new(e.clone(), opts.samples, seed);
+    let cfg = EstimateConfig::new(*e, opts.samples, seed);
     match opts.target_precision {
         Some(t) => cfg.with_target_precision(t),
         None => cfg,

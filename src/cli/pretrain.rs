@@ -45,7 +45,7 @@ pub fn run(global: &GlobalArgs, a: PretrainArgs) -> Result<()> {
     cfg.model.hidden_size = a.hidden_size;
     cfg.model.num_hidden_layers = a.layers;
     cfg.model.intermediate_size = 2 * a.hidden_size;
-    if a.patch_size == 0 || a.image_size % a.patch_size != 0 {
+    if a.patch_size == 0 || !a.image_size.is_multiple_of(a.patch_size) {
         anyhow::bail!(
             "--patch-size {} must divide --image-size {}; pick a divisor such as 4 or 8",
             a.patch_size,

@@ -3,63 +3,36 @@
 use super::common::{parse_methods, parse_seeds, RunArgs};
 use super::GlobalArgs;
 use crate::adapter::Grouping;
+use crate::analysis::layer_game::GameValue;
 use crate::analysis::prune::{analyze, coalition_table, PruneInput, PruneOptions, RemovalOrder};
 use crate::eval::Evaluator;
+use crate::game_cache;
 use crate::lab::{Lab, Run};
 use crate::prune::magnitude::Ranking;
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-/// File name of the cached block-game table inside a run directory.
-pub const TABLE_CACHE: &str = "cache_block_game_test_accuracy.json";
-
-/// The cached table: every coalition's test accuracy in the block game of the run's adapter.
-#[derive(Serialize, Deserialize)]
-struct TableCache {
-    /// Players (adapted blocks).
-    players: usize,
-    /// `values[mask]` = test accuracy with the blocks in `mask` adapted.
-    values: Vec<f64>,
-}
-
-fn read_cache(path: &Path, players: usize) -> Option<Vec<f64>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let c: TableCache = serde_json::from_str(&text).ok()?;
-    (c.players == players && c.values.len() == 1usize << players).then_some(c.values)
-}
-
-/// The run's block-game table from its cache file, or enumerated now (and cached). The run
-/// directory's name already pins the task, data seed, test size, head and backbone, so the
-/// table is valid for every later `prune` of the same run; the analysis re-checks its full and
-/// empty coalitions anyway.
+/// The run's block-game table (test accuracy) from the run folder's cache, or enumerated now
+/// (and cached) when `compute`. The run directory's name already pins the task, data seed,
+/// test size, head and backbone; the analysis re-checks the full and empty coalitions anyway.
 fn table_for(test: &Evaluator, run: &Run, label: &str, compute: bool) -> Result<Option<Vec<f64>>> {
     let n = run.adapter.groups(Grouping::Block).len();
     if n > crate::shapley::MAX_EXACT_PLAYERS {
         return Ok(None);
     }
-    let path = run.dir.join(TABLE_CACHE);
-    if let Some(t) = read_cache(&path, n) {
-        return Ok(Some(t));
-    }
+    let path = game_cache::table_path(&run.dir, Grouping::Block, GameValue::Accuracy);
     if !compute {
-        return Ok(None);
+        return Ok(game_cache::read_table(&path, n));
     }
     let t0 = Instant::now();
-    eprintln!(
-        "{label}: enumerating all {} block coalitions (prefix walk; cached in the run folder afterwards)",
-        1usize << n
-    );
-    let values = coalition_table(test, &run.adapter)?;
-    let text = serde_json::to_string(&TableCache { players: n, values: values.clone() })?;
-    if let Err(e) = crate::report::atomic::write_atomic(&path, text.as_bytes()) {
-        eprintln!(
-            "warning: cannot cache the coalition table in {} ({e}); it will be recomputed next time",
-            path.display()
-        );
+    let (values, cached) = game_cache::table_or_compute(&path, n, || {
+        eprintln!("{label}: enumerating all {} block coalitions (prefix walk; cached in the run folder)", 1usize << n);
+        coalition_table(test, &run.adapter)
+    })?;
+    if !cached {
+        eprintln!("{label}: {} coalitions in {:.1} s", values.len(), t0.elapsed().as_secs_f64());
     }
-    eprintln!("{label}: {} coalitions in {:.1} s", values.len(), t0.elapsed().as_secs_f64());
     Ok(Some(values))
 }
 

@@ -84,14 +84,14 @@ impl VitConfig {
         if self.hidden_size == 0 || self.num_hidden_layers == 0 || self.num_attention_heads == 0 {
             bail!("config.json: hidden_size, num_hidden_layers and num_attention_heads must be positive");
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             bail!(
                 "config.json: hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size,
                 self.num_attention_heads
             );
         }
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             bail!("config.json: image_size {} is not a multiple of patch_size {}", self.image_size, self.patch_size);
         }
         if self.hidden_act != "gelu" {

@@ -109,6 +109,53 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `y = x·Wᵀ + b` for a frozen `W` and `b`, whose backward returns only the input gradient.
+/// candle's matmul backward always computes the weight gradient too (a second GEMM the
+/// size of the forward one) even when the weight is a constant; this op skips it.
+struct FrozenLinear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "copra-frozen-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("copra frozen linear: input must be contiguous");
+        };
+        let (rows, cols) = layout.shape().dims2()?;
+        let x = Tensor::from_slice(&storage.as_slice::<f32>()?[start..end], (rows, cols), &candle_core::Device::Cpu)?;
+        let mut y = x.matmul(&self.weight.t()?)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        let out = self.weight.dim(0)?;
+        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1()?), Shape::from((rows, out))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.weight)?))
+    }
+}
+
+/// `x·Wᵀ + b` for a 2-D input. With a constant (non-`Var`) weight on CPU f32 the backward
+/// skips the weight and bias gradients; otherwise candle's own ops (which compute them).
+pub fn linear_2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let frozen = !weight.is_variable() && bias.is_none_or(|b| !b.is_variable());
+    if frozen && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && x.track_op() {
+        let op = FrozenLinear { weight: weight.clone(), bias: bias.cloned() };
+        return Ok(x.contiguous()?.apply_op1(op)?);
+    }
+    let y = x.matmul(&weight.t()?)?;
+    Ok(match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,51 +207,4 @@ mod tests {
         let t = x.as_tensor().t().unwrap();
         assert!(max_diff(&gelu_erf(&t).unwrap(), &t.gelu_erf().unwrap()) < 1e-5);
     }
-}
-
-/// `y = x·Wᵀ + b` for a frozen `W` and `b`, whose backward returns only the input gradient.
-/// candle's matmul backward always computes the weight gradient too (a second GEMM the
-/// size of the forward one) even when the weight is a constant; this op skips it.
-struct FrozenLinear {
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl CustomOp1 for FrozenLinear {
-    fn name(&self) -> &'static str {
-        "copra-frozen-linear"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("copra frozen linear: input must be contiguous");
-        };
-        let (rows, cols) = layout.shape().dims2()?;
-        let x = Tensor::from_slice(&storage.as_slice::<f32>()?[start..end], (rows, cols), &candle_core::Device::Cpu)?;
-        let mut y = x.matmul(&self.weight.t()?)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
-        let out = self.weight.dim(0)?;
-        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1()?), Shape::from((rows, out))))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad_res.matmul(&self.weight)?))
-    }
-}
-
-/// `x·Wᵀ + b` for a 2-D input. With a constant (non-`Var`) weight on CPU f32 the backward
-/// skips the weight and bias gradients; otherwise candle's own ops (which compute them).
-pub fn linear_2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let frozen = !weight.is_variable() && bias.is_none_or(|b| !b.is_variable());
-    if frozen && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && x.track_op() {
-        let op = FrozenLinear { weight: weight.clone(), bias: bias.cloned() };
-        return Ok(x.contiguous()?.apply_op1(op)?);
-    }
-    let y = x.matmul(&weight.t()?)?;
-    Ok(match bias {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
-    })
 }

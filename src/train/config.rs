@@ -88,7 +88,7 @@ impl TrainConfig {
         if self.shots == 0 {
             bail!("shots must be at least 1");
         }
-        if !(self.lr > 0.0) || !(self.min_lr >= 0.0) || self.min_lr > self.lr {
+        if self.lr.is_nan() || self.lr <= 0.0 || self.min_lr.is_nan() || self.min_lr < 0.0 || self.min_lr > self.lr {
             bail!(
                 "learning rates must satisfy 0 ≤ min_lr ≤ lr and lr > 0 (got lr {}, min_lr {})",
                 self.lr,

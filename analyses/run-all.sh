@@ -7,7 +7,7 @@ cargo build --release
 bin=target/release/copra-lab
 [ -x "$bin" ] || bin="${CARGO_TARGET_DIR:-target}/release/copra-lab"
 cfg=analyses/default.toml
-"$bin" connectivity --config "$cfg" --seeds 1,2 --no-layerwise --out reports/connectivity "$@"
+"$bin" connectivity --config "$cfg" --seeds 1,2 --out reports/connectivity "$@"
 "$bin" shapley --config "$cfg" --samples 512 --out reports/shapley "$@"
 for cmd in federated multitask prune; do
   "$bin" "$cmd" --out "reports/$cmd" "$@"

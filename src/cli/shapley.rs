@@ -125,10 +125,12 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
     let out_dir = a.out.join(crate::runs::sanitize(&base.task));
     outputs.write_all(&out_dir)?;
     for s in &summaries {
-        println!(
-            "{}: v(∅) = {:.4}, v(N) = {:.4}; {} coalitions evaluated with the model in {:.1} s",
-            s.method, s.v_empty, s.v_full, s.model_evaluations, s.eval_seconds
-        );
+        let cost = if s.model_evaluations == 0 && s.exact.is_some() {
+            "all coalitions from the enumerated table".to_string()
+        } else {
+            format!("{} coalitions evaluated with the model in {:.1} s", s.model_evaluations, s.eval_seconds)
+        };
+        println!("{}: v(∅) = {:.4}, v(N) = {:.4}; {cost}", s.method, s.v_empty, s.v_full);
         print!("  {:<24}", "player");
         for p in &s.players {
             print!(" {p:>7}");

@@ -110,24 +110,29 @@ impl Evaluator {
     /// Loss and accuracy of `model` (weights already merged), starting at block `start`
     /// from the cached inputs (valid when `model` equals the cache's model below `start`).
     pub fn run_from(&self, model: &Backbone, start: usize) -> Result<Metrics> {
-        let logits = self.logits_from(model, start)?;
-        let (loss, accuracy) = loss_and_accuracy(&logits, &self.labels)?;
-        Ok(Metrics { loss, accuracy })
+        self.metrics(&self.logits_from(model, start)?)
     }
 
     /// Logits `[N, K]` of `model` from cached block `start`.
     pub fn logits_from(&self, model: &Backbone, start: usize) -> Result<Tensor> {
-        let n = self.len();
-        let mut parts = Vec::new();
-        let mut i = 0;
-        while i < n {
-            let len = self.batch.min(n - i);
-            let x = self.block_inputs[start].narrow(0, i, len)?;
-            let feats = model.forward_from(start, &x, &NoBranch, Numerics::Fused)?;
-            parts.push(self.head.logits(&feats)?);
-            i += len;
-        }
+        let parts = self
+            .batches(start)?
+            .iter()
+            .map(|x| self.head.logits(&model.forward_from(start, x, &NoBranch, Numerics::Fused)?))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    /// The cached hidden states entering block `block`, split into evaluation batches.
+    fn batches(&self, block: usize) -> Result<Vec<Tensor>> {
+        let (n, size) = (self.len(), self.batch.max(1));
+        (0..n).step_by(size).map(|i| Ok(self.block_inputs[block].narrow(0, i, size.min(n - i))?)).collect()
+    }
+
+    /// Loss and accuracy of logits `[N, K]` against this set's labels.
+    fn metrics(&self, logits: &Tensor) -> Result<Metrics> {
+        let (loss, accuracy) = loss_and_accuracy(logits, &self.labels)?;
+        Ok(Metrics { loss, accuracy })
     }
 }
 
@@ -140,25 +145,14 @@ impl Evaluator {
         let nb = self.backbone.num_blocks();
         let (head_model, tail_model) = (self.backbone.with_deltas(prefix)?, self.backbone.with_deltas(suffix)?);
         let mut logits: Vec<Vec<Tensor>> = vec![Vec::new(); nb];
-        let n = self.len();
-        let mut i = 0;
-        while i < n {
-            let len = self.batch.min(n - i);
-            let mut h = self.block_inputs[0].narrow(0, i, len)?;
+        for mut h in self.batches(0)? {
             for (l, parts) in logits.iter_mut().enumerate() {
                 h = head_model.block(l, &h, &NoBranch, Numerics::Fused)?;
                 let feats = tail_model.forward_from(l + 1, &h, &NoBranch, Numerics::Fused)?;
                 parts.push(self.head.logits(&feats)?);
             }
-            i += len;
         }
-        logits
-            .into_iter()
-            .map(|parts| {
-                let (loss, accuracy) = loss_and_accuracy(&Tensor::cat(&parts, 0)?, &self.labels)?;
-                Ok(Metrics { loss, accuracy })
-            })
-            .collect()
+        logits.into_iter().map(|parts| self.metrics(&Tensor::cat(&parts, 0)?)).collect()
     }
 }
 
@@ -174,17 +168,12 @@ impl Evaluator {
     pub fn with_base(&self, base: &Deltas) -> Result<Evaluator> {
         let merged = self.backbone.with_deltas(base)?;
         let mut inputs = vec![self.block_inputs[0].clone()];
-        let n = self.len();
         let mut per_block: Vec<Vec<Tensor>> = vec![Vec::new(); merged.num_blocks()];
-        let mut i = 0;
-        while i < n {
-            let len = self.batch.min(n - i);
-            let mut h = self.block_inputs[0].narrow(0, i, len)?;
+        for mut h in self.batches(0)? {
             for (b, parts) in per_block.iter_mut().enumerate() {
                 h = merged.block(b, &h, &NoBranch, Numerics::Fused)?;
                 parts.push(h.clone());
             }
-            i += len;
         }
         for parts in per_block {
             inputs.push(Tensor::cat(&parts, 0)?);

@@ -1,40 +1,15 @@
 //! `copra-lab prune`.
 
-use super::common::{parse_methods, parse_seeds, RunArgs};
+use super::common::{parse_methods, parse_seeds, run_game_table, RunArgs};
 use super::GlobalArgs;
 use crate::adapter::Grouping;
 use crate::analysis::layer_game::GameValue;
-use crate::analysis::prune::{analyze, coalition_table, PruneInput, PruneOptions, RemovalOrder};
-use crate::eval::Evaluator;
-use crate::game_cache;
-use crate::lab::{Lab, Run};
+use crate::analysis::prune::{analyze, PruneInput, PruneOptions, RemovalOrder};
+use crate::lab::Lab;
 use crate::prune::magnitude::Ranking;
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// The run's block-game table (test accuracy) from the run folder's cache, or enumerated now
-/// (and cached) when `compute`. The run directory's name already pins the task, data seed,
-/// test size, head and backbone; the analysis re-checks the full and empty coalitions anyway.
-fn table_for(test: &Evaluator, run: &Run, label: &str, compute: bool) -> Result<Option<Vec<f64>>> {
-    let n = run.adapter.groups(Grouping::Block).len();
-    if n > crate::shapley::MAX_EXACT_PLAYERS {
-        return Ok(None);
-    }
-    let path = game_cache::table_path(&run.dir, Grouping::Block, GameValue::Accuracy);
-    if !compute {
-        return Ok(game_cache::read_table(&path, n));
-    }
-    let t0 = Instant::now();
-    let (values, cached) = game_cache::table_or_compute(&path, n, || {
-        eprintln!("{label}: enumerating all {} block coalitions (prefix walk; cached in the run folder)", 1usize << n);
-        coalition_table(test, &run.adapter)
-    })?;
-    if !cached {
-        eprintln!("{label}: {} coalitions in {:.1} s", values.len(), t0.elapsed().as_secs_f64());
-    }
-    Ok(Some(values))
-}
 
 /// Arguments of `prune`.
 #[derive(clap::Args, Debug)]
@@ -120,7 +95,7 @@ pub fn run(global: &GlobalArgs, a: PruneArgs) -> Result<()> {
     let mut inputs = Vec::new();
     for (m, s, r) in &runs {
         let want = opts.orders.contains(&RemovalOrder::Shapley);
-        let table = table_for(&env.test, r, &format!("{m} seed {s}"), want)?;
+        let table = run_game_table(&env.test, r, Grouping::Block, GameValue::Accuracy, &format!("{m} seed {s}"), want)?;
         inputs.push(PruneInput { method: m.clone(), seed: *s, adapter: &r.adapter, table });
     }
     let (outputs, summaries) = analyze(&env.test, &inputs, &opts, &global.progress())?;

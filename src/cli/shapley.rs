@@ -1,11 +1,10 @@
 //! `copra-lab shapley`.
 
-use super::common::{parse_methods, RunArgs};
+use super::common::{parse_methods, run_game_table, RunArgs};
 use super::GlobalArgs;
 use crate::adapter::Grouping;
-use crate::analysis::layer_game::{GameValue, LayerGame};
+use crate::analysis::layer_game::GameValue;
 use crate::analysis::shapley::{analyze, ShapleyInput, ShapleyOptions};
-use crate::game_cache;
 use crate::lab::Lab;
 use crate::shapley::Estimator;
 use anyhow::Result;
@@ -75,31 +74,10 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
         runs.push((m.name(), lab.ensure_run(&env, &cfg, false, &global.progress())?));
     }
     // Exact tables come from (and go to) the run folder's cache, which `prune` shares.
-    let mut tables = Vec::new();
-    for (name, run) in &runs {
-        let n = run.adapter.groups(a.players).len();
-        if n > crate::shapley::MAX_EXACT_PLAYERS {
-            tables.push(None);
-            continue;
-        }
-        let path = game_cache::table_path(&run.dir, a.players, a.value);
-        let t0 = Instant::now();
-        let (table, cached) = game_cache::table_or_compute(&path, n, || {
-            eprintln!("{name}: enumerating all {} coalitions (prefix walk; cached in the run folder)", 1usize << n);
-            LayerGame::new(&env.test, &run.adapter, a.players, a.value, name)?.enumerate_all()
-        })?;
-        if cached {
-            eprintln!("{name}: coalition table read from {}", path.display());
-        } else {
-            eprintln!(
-                "{name}: {} coalitions in {:.1} s ({:.1}/s)",
-                table.len(),
-                t0.elapsed().as_secs_f64(),
-                table.len() as f64 / t0.elapsed().as_secs_f64()
-            );
-        }
-        tables.push(Some(table));
-    }
+    let tables = runs
+        .iter()
+        .map(|(name, run)| run_game_table(&env.test, run, a.players, a.value, name, true))
+        .collect::<Result<Vec<_>>>()?;
     let inputs: Vec<ShapleyInput> = runs
         .iter()
         .zip(tables)

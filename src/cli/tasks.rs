@@ -27,22 +27,30 @@ pub fn run(_global: &GlobalArgs, a: TasksArgs) -> Result<()> {
         test_size: base.test_size,
         seed: base.data_seed,
     };
-    println!("{:<14} {:>7} {:>6} {:>6}  description", "task", "classes", "train", "test");
-    let mut names: Vec<String> = data::builtin_tasks().iter().map(|t| t.name.to_string()).collect();
+    println!("{:<14} {:<8} {:>7} {:>6} {:>6}  description", "task", "set", "classes", "train", "test");
+    let listed: Vec<(data::BuiltinInfo, &str)> = data::builtin_tasks()
+        .into_iter()
+        .map(|t| (t, "default"))
+        .chain(data::family_tasks().into_iter().map(|t| (t, "family")))
+        .collect();
+    let mut names: Vec<String> = listed.iter().map(|(t, _)| t.name.to_string()).collect();
     if let Some(t) = &a.run.task {
-        if !names.contains(t) {
-            names = vec![t.clone()];
-        }
+        names = vec![t.clone()];
     }
     for name in names {
         let source = data::parse_task(&name)?;
         let task = data::load_task(&source, &opts)?;
-        let desc = data::builtin_tasks()
-            .into_iter()
-            .find(|t| t.name == name)
-            .map(|t| t.description.to_string())
-            .unwrap_or_default();
-        println!("{:<14} {:>7} {:>6} {:>6}  {}", name, task.class_names.len(), task.train.len(), task.test.len(), desc);
+        let (set, desc) =
+            listed.iter().find(|(t, _)| t.name == name).map(|(t, set)| (*set, t.description)).unwrap_or(("", ""));
+        println!(
+            "{:<14} {:<8} {:>7} {:>6} {:>6}  {}",
+            name,
+            set,
+            task.class_names.len(),
+            task.train.len(),
+            task.test.len(),
+            desc
+        );
         if let Some(dir) = &a.preview {
             std::fs::create_dir_all(dir)?;
             data::write_preview(&task, &dir.join(format!("{}.png", crate::runs::sanitize(&name))), 8)?;

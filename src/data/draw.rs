@@ -328,13 +328,18 @@ impl Canvas {
     /// Multiply brightness by a smooth random illumination field in `[lo, hi]`.
     pub fn illumination(&mut self, rng: &mut ChaCha8Rng, lo: f32, hi: f32) {
         let (a, b) = (uni(rng, lo, hi), uni(rng, lo, hi));
-        let angle = uni(rng, 0.0, std::f32::consts::TAU);
-        let (s, c) = angle.sin_cos();
+        let (s, c) = uni(rng, 0.0, std::f32::consts::TAU).sin_cos();
+        self.light_ramp((c, s), a, b);
+    }
+
+    /// Multiply brightness by a linear ramp along unit direction `dir` (image
+    /// coordinates, y down): `dark` at the trailing edge, `lit` at the leading edge.
+    pub fn light_ramp(&mut self, dir: Pt, dark: f32, lit: f32) {
         let n = self.sizef();
         for y in 0..self.size {
             for x in 0..self.size {
-                let u = ((x as f32 + 0.5) / n - 0.5) * c + ((y as f32 + 0.5) / n - 0.5) * s;
-                let g = a + (b - a) * (u + 0.5).clamp(0.0, 1.0);
+                let u = ((x as f32 + 0.5) / n - 0.5) * dir.0 + ((y as f32 + 0.5) / n - 0.5) * dir.1;
+                let g = dark + (lit - dark) * (u + 0.5).clamp(0.0, 1.0);
                 for v in self.px[y * self.size + x].iter_mut() {
                     *v *= g;
                 }

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! let opts = TaskOptions::default();                 // 32×32 RGB, 16 shots, 1000 test
-//! let task = load_task(&parse_task("textures")?, &opts)?;
+//! let task = load_task(&parse_task("lighting")?, &opts)?;
 //! let (pre, names) = pretrain_set(50_000, 32, 3, 7)?; // backbone pretraining data
 //! ```
 
@@ -19,6 +19,7 @@ use std::path::PathBuf;
 mod convert;
 mod digits;
 mod draw;
+mod factors;
 pub mod fewshot;
 pub mod folder;
 pub mod idx;
@@ -227,9 +228,15 @@ impl BuiltinInfo {
     }
 }
 
-/// The built-in downstream (few-shot) tasks, in listing order.
+/// The default built-in downstream (few-shot) tasks, in listing order.
 pub fn builtin_tasks() -> Vec<BuiltinInfo> {
     Builtin::DOWNSTREAM.iter().map(|&b| BuiltinInfo::of(b)).collect()
+}
+
+/// The pretraining mixture's generator families, also loadable as (non-default) tasks
+/// by their within-family classes; the frozen features barely separate those classes.
+pub fn family_tasks() -> Vec<BuiltinInfo> {
+    Builtin::FAMILIES.iter().map(|&b| BuiltinInfo::of(b)).collect()
 }
 
 /// The pretraining SOURCE task (also loadable as the built-in task `"source"`).
@@ -239,14 +246,15 @@ pub fn source_task() -> BuiltinInfo {
 
 /// Error for an unknown built-in name, listing the valid ones.
 fn unknown_builtin(name: &str) -> anyhow::Error {
-    let names: Vec<&str> = Builtin::DOWNSTREAM.iter().map(|b| b.name()).collect();
+    let names = |set: &[Builtin]| set.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ");
     anyhow::anyhow!(
-        "unknown task '{name}'; valid built-in tasks: {} (or 'source' for the pretraining task), or use idx:/dir or folder:/dir",
-        names.join(", ")
+        "unknown task '{name}'; valid built-in tasks: {} (pretraining families: {}; 'source' for the pretraining task), or use idx:/dir or folder:/dir",
+        names(&Builtin::DOWNSTREAM),
+        names(&Builtin::FAMILIES)
     )
 }
 
-/// Parse a task spec: a built-in name (`"textures"`, optionally `"builtin:textures"`),
+/// Parse a task spec: a built-in name (`"lighting"`, optionally `"builtin:lighting"`),
 /// `"idx:/path/dir"` or `"folder:/path/dir"`.
 pub fn parse_task(s: &str) -> Result<TaskSource> {
     let s = s.trim();
@@ -293,9 +301,9 @@ pub fn pretrain_num_classes() -> usize {
 }
 
 /// Generate `n` labelled images of the pretraining task: half SOURCE composites (labelled
-/// by composite, [`SOURCE_CLASSES`] classes), half images of the downstream generators
-/// labelled only by generator family (one class per family; no downstream class label is
-/// used, and the seeds never meet a downstream split). Image `i` is seeded by `(seed, i)`;
+/// by composite, [`SOURCE_CLASSES`] classes), half images of the [`family_tasks`]
+/// generators labelled only by family (one class per family; no family's class label is
+/// used, no default task's generator takes part, and the seeds never meet a task split). Image `i` is seeded by `(seed, i)`;
 /// call it with a fresh seed per chunk for an unlimited stream. Returns the class names.
 pub fn pretrain_set(n: usize, image_size: usize, channels: usize, seed: u64) -> Result<(ImageSet, Vec<String>)> {
     check_geometry(image_size, channels)?;
@@ -303,6 +311,6 @@ pub fn pretrain_set(n: usize, image_size: usize, channels: usize, seed: u64) -> 
     let base = mix_seed(&[seed, procedural::name_hash("source"), 0x5052_4554]);
     let set = procedural::render_pretrain_mixture(n, base, image_size, channels);
     let mut names = source_class_names();
-    names.extend(Builtin::DOWNSTREAM.iter().map(|t| format!("family:{}", t.name())));
+    names.extend(Builtin::FAMILIES.iter().map(|t| format!("family:{}", t.name())));
     Ok((set, names))
 }

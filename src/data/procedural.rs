@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::draw::Canvas;
-use super::{digits, mix_seed, scenes, source, textures};
+use super::{digits, factors, mix_seed, scenes, source, textures};
 use super::{ImageSet, TaskData, TaskOptions};
 
 /// Split tag mixed into the seeds of training images.
@@ -28,11 +28,20 @@ pub(crate) enum Builtin {
     Digits,
     Orientation,
     Relations,
+    Lighting,
+    Location,
+    Hue,
+    Frequency,
 }
 
 impl Builtin {
-    /// The downstream (few-shot) tasks, in listing order.
-    pub const DOWNSTREAM: [Builtin; 6] = [
+    /// The default downstream (few-shot) tasks, in listing order: each labels a factor
+    /// that pretraining varies but never labels (see `factors`).
+    pub const DOWNSTREAM: [Builtin; 4] = [Builtin::Lighting, Builtin::Location, Builtin::Hue, Builtin::Frequency];
+
+    /// The generator families of the pretraining mixture, labelled there by family only;
+    /// their within-family classes are also loadable as (harder, non-default) tasks.
+    pub const FAMILIES: [Builtin; 6] = [
         Builtin::Textures,
         Builtin::Shapes,
         Builtin::Counting,
@@ -51,6 +60,10 @@ impl Builtin {
             Builtin::Digits => "digits",
             Builtin::Orientation => "orientation",
             Builtin::Relations => "relations",
+            Builtin::Lighting => "lighting",
+            Builtin::Location => "location",
+            Builtin::Hue => "hue",
+            Builtin::Frequency => "frequency",
         }
     }
 
@@ -74,6 +87,14 @@ impl Builtin {
                 "angle of one bar, line, dashed line or ellipse in 8 bins of 22.5 degrees, among round distractors"
             }
             Builtin::Relations => "direction (8 compass bins) of a filled square relative to a ring, at random positions",
+            Builtin::Lighting => {
+                "direction (8 compass bins) the light comes from, over a random scene of one or two objects"
+            }
+            Builtin::Location => "which cell of a 3x3 grid holds one small object of random shape and colour",
+            Builtin::Hue => "hue (12 sectors of 30 degrees) of one object of random shape, size and position",
+            Builtin::Frequency => {
+                "period (6 log-spaced bins, 2.5 to 11.2 px) of a grating of random orientation, phase and colours"
+            }
         }
     }
 
@@ -87,6 +108,10 @@ impl Builtin {
             Builtin::Digits => &digits::CLASSES,
             Builtin::Orientation => &scenes::ORIENTATIONS,
             Builtin::Relations => &scenes::RELATIONS,
+            Builtin::Lighting => &factors::LIGHTING,
+            Builtin::Location => &factors::LOCATIONS,
+            Builtin::Hue => &factors::HUES,
+            Builtin::Frequency => &factors::PERIODS,
         };
         names.iter().map(|s| s.to_string()).collect()
     }
@@ -102,7 +127,7 @@ impl Builtin {
     /// Look a task up by name (case-insensitive).
     pub fn from_name(name: &str) -> Option<Builtin> {
         let name = name.trim().to_ascii_lowercase();
-        std::iter::once(Builtin::Source).chain(Builtin::DOWNSTREAM).find(|b| b.name() == name)
+        std::iter::once(Builtin::Source).chain(Builtin::DOWNSTREAM).chain(Builtin::FAMILIES).find(|b| b.name() == name)
     }
 
     /// Draw one image of class `class`.
@@ -115,6 +140,10 @@ impl Builtin {
             Builtin::Digits => digits::render(class, size, rng),
             Builtin::Orientation => scenes::render_orientation(class, size, rng),
             Builtin::Relations => scenes::render_relations(class, size, rng),
+            Builtin::Lighting => factors::render_lighting(class, size, rng),
+            Builtin::Location => factors::render_location(class, size, rng),
+            Builtin::Hue => factors::render_hue(class, size, rng),
+            Builtin::Frequency => factors::render_frequency(class, size, rng),
         }
     }
 }
@@ -125,9 +154,10 @@ pub(crate) fn name_hash(name: &str) -> u64 {
 }
 
 /// Render the pretraining mixture: with probability ½ a SOURCE composite (labels
-/// `0..SOURCE_CLASSES`), otherwise an image of a random class of a random downstream
-/// generator, labelled only by its generator family (`SOURCE_CLASSES + family`). No
-/// downstream class label is ever used, and the seeds are disjoint from every split.
+/// `0..SOURCE_CLASSES`), otherwise an image of a random class of a random generator of
+/// [`Builtin::FAMILIES`], labelled only by its family (`SOURCE_CLASSES + family`). No
+/// default downstream task's generator takes part, no family's class label is ever used,
+/// and the seeds are disjoint from every split.
 pub(crate) fn render_pretrain_mixture(n: usize, base_seed: u64, size: usize, channels: usize) -> ImageSet {
     use rand::Rng;
     let per = channels * size * size;
@@ -142,8 +172,8 @@ pub(crate) fn render_pretrain_mixture(n: usize, base_seed: u64, size: usize, cha
                 let c = rng.random_range(0..source_k);
                 (Builtin::Source, c as usize, c)
             } else {
-                let f = rng.random_range(0..Builtin::DOWNSTREAM.len());
-                let t = Builtin::DOWNSTREAM[f];
+                let f = rng.random_range(0..Builtin::FAMILIES.len());
+                let t = Builtin::FAMILIES[f];
                 (t, rng.random_range(0..t.num_classes()), source_k + f as u32)
             };
             task.render(class, size, &mut rng).write_normalised(out, channels);
@@ -155,7 +185,7 @@ pub(crate) fn render_pretrain_mixture(n: usize, base_seed: u64, size: usize, cha
 
 /// Number of classes of the pretraining mixture (SOURCE composites plus one per family).
 pub(crate) fn pretrain_num_classes() -> usize {
-    Builtin::Source.num_classes() + Builtin::DOWNSTREAM.len()
+    Builtin::Source.num_classes() + Builtin::FAMILIES.len()
 }
 
 /// Render one image per `(label, seed)` pair, in parallel.

@@ -11,8 +11,8 @@
 use candle_core::{Device, Tensor};
 use copra_lab::adapter::peft;
 use copra_lab::eval::adapter_deltas;
-use copra_lab::lab::{images_tensor, Lab};
-use copra_lab::model::{checkpoint, Backbone, NoBranch, Numerics};
+use copra_lab::lab::{frozen_features, images_tensor, Lab};
+use copra_lab::model::{checkpoint, Backbone};
 use copra_lab::progress::Progress;
 use copra_lab::train::{Method, TrainConfig};
 use std::collections::HashMap;
@@ -30,7 +30,7 @@ fn interop_dir() -> PathBuf {
 }
 
 fn cls_features(backbone: &Backbone, images: &Tensor) -> Tensor {
-    backbone.features(images, &NoBranch, Numerics::Fused).unwrap()
+    frozen_features(backbone, images).unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

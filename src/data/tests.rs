@@ -369,13 +369,15 @@ fn lighting_images_are_brightest_towards_their_light() {
     for set in [&t.train, &t.test] {
         for i in 0..set.len() {
             let class = set.labels[i] as usize;
-            let contrast = |k: usize| {
-                let a = factors::light_angle(k);
-                let (ahead, behind) = halves_along(set, i, (a.cos(), -a.sin()));
-                ahead - behind
-            };
-            assert!(contrast(class) > 0.0, "image {i} of class {class} is darker towards its light");
-            let best = (0..8).max_by(|&a, &b| contrast(a).total_cmp(&contrast(b))).unwrap();
+            let contrast: Vec<f32> = (0..factors::LIGHTING.len())
+                .map(|k| {
+                    let a = factors::light_angle(k);
+                    let (ahead, behind) = halves_along(set, i, (a.cos(), -a.sin()));
+                    ahead - behind
+                })
+                .collect();
+            assert!(contrast[class] > 0.0, "image {i} of class {class} is darker towards its light");
+            let best = (0..contrast.len()).max_by(|&a, &b| contrast[a].total_cmp(&contrast[b])).unwrap();
             right += usize::from(best == class);
         }
     }

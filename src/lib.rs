@@ -8,7 +8,7 @@
 
 pub mod adapter;
 pub mod analysis;
-pub mod cli;
+pub mod choice;
 pub mod connectivity;
 pub mod data;
 pub mod eval;

@@ -200,7 +200,7 @@ impl LoraFactors {
 }
 
 /// How adapted modules group into players (Bernoulli draws in CopRA, players in the Shapley game).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Grouping {
     /// One group per transformer block, holding all its adapted modules (CoTo's reference).
@@ -208,6 +208,14 @@ pub enum Grouping {
     Block,
     /// One group per adapted module.
     Module,
+}
+
+impl crate::choice::Choice for Grouping {
+    const WHAT: &'static str = "player grouping";
+    const VARIANTS: &'static [(&'static str, &'static str, Self)] = &[
+        ("block", "one group per transformer block, holding all its adapted modules", Grouping::Block),
+        ("module", "one group per adapted module", Grouping::Module),
+    ];
 }
 
 /// A full adapter: spec plus the factors of every adapted module.

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// What v(S) measures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GameValue {
     /// Test accuracy in [0, 1].
@@ -28,6 +28,14 @@ pub enum GameValue {
     Accuracy,
     /// Negative mean test cross-entropy.
     NegLoss,
+}
+
+impl crate::choice::Choice for GameValue {
+    const WHAT: &'static str = "game value";
+    const VARIANTS: &'static [(&'static str, &'static str, Self)] = &[
+        ("accuracy", "test accuracy in [0, 1]", GameValue::Accuracy),
+        ("neg-loss", "negative mean test cross-entropy", GameValue::NegLoss),
+    ];
 }
 
 impl GameValue {

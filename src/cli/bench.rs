@@ -2,13 +2,13 @@
 
 use super::common::RunArgs;
 use super::GlobalArgs;
-use crate::adapter::Grouping;
-use crate::analysis::layer_game::{GameValue, LayerGame};
-use crate::lab::Lab;
-use crate::shapley::Game;
-use crate::train::trainer::{train_adapter_with, LoopOptions};
-use crate::train::Method;
 use anyhow::Result;
+use copra_lab::adapter::Grouping;
+use copra_lab::analysis::layer_game::{GameValue, LayerGame};
+use copra_lab::lab::Lab;
+use copra_lab::shapley::Game;
+use copra_lab::train::trainer::{train_adapter_with, LoopOptions};
+use copra_lab::train::Method;
 use rand::Rng;
 use std::time::Instant;
 
@@ -56,7 +56,7 @@ pub fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
             ];
             println!("{:<40} {:>10} {:>12}", "configuration", "img/s", "ms/step");
             for (label, method, skip) in cases {
-                let cfg = crate::train::TrainConfig { method, steps: a.bench_steps, ..base.clone() };
+                let cfg = copra_lab::train::TrainConfig { method, steps: a.bench_steps, ..base.clone() };
                 let opts = LoopOptions { skip_frozen_prefix: skip };
                 let out = train_adapter_with(
                     &lab.backbone,
@@ -82,7 +82,7 @@ pub fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
             let run = lab.ensure_run(&env, &cfg, false, &global.progress())?;
             let game = LayerGame::new(&env.test, &run.adapter, Grouping::Block, GameValue::Accuracy, "copra")?;
             let n = game.n_players();
-            let mut rng = crate::util::rng_for(0, "bench-coalitions");
+            let mut rng = copra_lab::util::rng_for(0, "bench-coalitions");
             let sample: Vec<u64> = (0..a.coalitions).map(|_| rng.random_range(0..(1u64 << n))).collect();
             let t = Instant::now();
             let plain: Vec<f64> = sample.iter().map(|s| game.value_plain(*s)).collect::<Result<_>>()?;

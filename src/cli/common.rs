@@ -1,12 +1,14 @@
 //! Options shared by every command that trains or reuses runs.
 
-use crate::adapter::{Grouping, TargetModule};
-use crate::analysis::layer_game::{GameValue, LayerGame};
-use crate::eval::Evaluator;
-use crate::game_cache;
-use crate::lab::Run;
-use crate::train::{Method, TrainConfig};
 use anyhow::{bail, Context, Result};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use copra_lab::adapter::{Grouping, TargetModule};
+use copra_lab::analysis::layer_game::{GameValue, LayerGame};
+use copra_lab::choice::Choice;
+use copra_lab::eval::Evaluator;
+use copra_lab::game_cache;
+use copra_lab::lab::Run;
+use copra_lab::train::{Method, TrainConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -53,7 +55,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub targets: Option<String>,
     /// Players / Bernoulli groups.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice::<Grouping>())]
     pub grouping: Option<Grouping>,
     /// CopRA starting probability p0 (0 paper, 0.1 CoTo code).
     #[arg(long)]
@@ -104,7 +106,7 @@ impl RunArgs {
         }
         if let Some(s) = &self.scaling {
             cfg.lora.scaling =
-                if s == "rslora" { crate::adapter::Scaling::Rslora } else { crate::adapter::Scaling::Standard };
+                if s == "rslora" { copra_lab::adapter::Scaling::Rslora } else { copra_lab::adapter::Scaling::Standard };
         }
         if let Some(t) = &self.targets {
             cfg.lora.targets = parse_targets(t)?;
@@ -117,6 +119,13 @@ impl RunArgs {
     pub fn run_config(&self, method: Method, seed: u64) -> Result<TrainConfig> {
         Ok(TrainConfig { method, seed, ..self.base_config()? })
     }
+}
+
+/// The argument parser of a library [`Choice`] enum: its names as clap's possible values, with
+/// their descriptions in `--help`.
+pub fn choice<T: Choice + Clone + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    let values = T::VARIANTS.iter().map(|&(name, help, _)| PossibleValue::new(name).help(help));
+    PossibleValuesParser::new(values).try_map(|s| T::parse_choice(&s))
 }
 
 /// Parses `q,k,v` into modules.
@@ -177,7 +186,7 @@ pub fn run_game_table(
     compute: bool,
 ) -> Result<Option<Vec<f64>>> {
     let n = run.adapter.groups(grouping).len();
-    if n > crate::shapley::MAX_EXACT_PLAYERS {
+    if n > copra_lab::shapley::MAX_EXACT_PLAYERS {
         return Ok(None);
     }
     let path = game_cache::table_path(&run.dir, grouping, value);

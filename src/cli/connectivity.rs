@@ -2,10 +2,10 @@
 
 use super::common::{parse_methods, parse_seeds, RunArgs};
 use super::GlobalArgs;
-use crate::analysis::connectivity::{analyze, ConnectivityOptions, SeedRun};
-use crate::connectivity::interpolate::Space;
-use crate::lab::Lab;
 use anyhow::Result;
+use copra_lab::analysis::connectivity::{analyze, ConnectivityOptions, SeedRun};
+use copra_lab::connectivity::interpolate::Space;
+use copra_lab::lab::Lab;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -69,7 +69,7 @@ pub fn run(global: &GlobalArgs, a: ConnectivityArgs) -> Result<()> {
     let opts =
         ConnectivityOptions { alphas: a.alphas, layer_alphas: a.layer_alphas, spaces, layerwise: !a.no_layerwise };
     let (outputs, summaries) = analyze(&env.test, &env.train, &inputs, &opts, &global.progress())?;
-    let out_dir = a.out.join(crate::runs::sanitize(&base.task));
+    let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     outputs.write_all(&out_dir)?;
     println!(
         "{:<10} {:<7} {:>12} {:>13} {:>12} {:>12} {:>10}",

@@ -2,11 +2,11 @@
 
 use super::common::{parse_methods, parse_seeds, RunArgs};
 use super::GlobalArgs;
-use crate::analysis::federated::{analyze, FederatedOptions};
-use crate::federated::split::SplitMethod;
-use crate::lab::Lab;
-use crate::merge::{MergeMethod, MergeOptions};
 use anyhow::{bail, Result};
+use copra_lab::analysis::federated::{analyze, FederatedOptions};
+use copra_lab::federated::split::SplitMethod;
+use copra_lab::lab::Lab;
+use copra_lab::merge::{MergeMethod, MergeOptions};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -143,9 +143,9 @@ pub fn run(global: &GlobalArgs, a: FederatedArgs) -> Result<()> {
         opts.aggregator
     );
     let (outputs, summaries) = analyze(&lab.backbone, &env, &base, &methods, &seeds, &opts, &global.progress())?;
-    let out_dir = a.out.join(crate::runs::sanitize(&base.task));
+    let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     outputs.write_all(&out_dir)?;
-    let fmt_ci = |c: &crate::stats::MeanCi| {
+    let fmt_ci = |c: &copra_lab::stats::MeanCi| {
         if c.n >= 2 {
             format!("{:.2}% ± {:.2}", 100.0 * c.mean, 100.0 * c.half_width)
         } else {

@@ -12,9 +12,9 @@ mod shapley;
 mod tasks;
 mod train;
 
-use crate::progress::Progress;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use copra_lab::progress::Progress;
 use std::path::PathBuf;
 
 /// copra-lab: train LoRA and CopRA adapters on a ViT and measure connectivity,

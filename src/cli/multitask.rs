@@ -2,10 +2,10 @@
 
 use super::common::{parse_methods, parse_seeds, RunArgs};
 use super::GlobalArgs;
-use crate::analysis::multitask::{analyze, MultitaskOptions, Operator, TaskAdapter, TaskInput};
-use crate::lab::{Lab, TaskEnv};
-use crate::merge::MergeOptions;
 use anyhow::{bail, Result};
+use copra_lab::analysis::multitask::{analyze, MultitaskOptions, Operator, TaskAdapter, TaskInput};
+use copra_lab::lab::{Lab, TaskEnv};
+use copra_lab::merge::MergeOptions;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -50,7 +50,7 @@ pub fn run(global: &GlobalArgs, a: MultitaskArgs) -> Result<()> {
     let seeds = parse_seeds(&a.seeds)?;
     let methods = parse_methods(&a.methods)?;
     let operators = Operator::parse_list(&a.operators)?;
-    let all_builtin: Vec<String> = crate::data::builtin_tasks().iter().map(|t| t.name.to_string()).collect();
+    let all_builtin: Vec<String> = copra_lab::data::builtin_tasks().iter().map(|t| t.name.to_string()).collect();
     let tasks: Vec<String> = match &a.tasks {
         Some(s) => s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect(),
         None => all_builtin.clone(),
@@ -59,18 +59,18 @@ pub fn run(global: &GlobalArgs, a: MultitaskArgs) -> Result<()> {
         bail!("--tasks names {} task(s); multi-task merging needs at least two", tasks.len());
     }
     for t in &tasks {
-        crate::data::parse_task(t)?;
+        copra_lab::data::parse_task(t)?;
     }
     let lab = Lab::open(&global.backbone, &global.runs_dir)?;
     let base = a.run.base_config()?;
     let mut envs: Vec<TaskEnv> = Vec::new();
     let mut runs = Vec::new();
     for (ti, task) in tasks.iter().enumerate() {
-        let cfg = crate::train::TrainConfig { task: task.clone(), ..base.clone() };
+        let cfg = copra_lab::train::TrainConfig { task: task.clone(), ..base.clone() };
         let env = lab.task_env(&cfg)?;
         for m in &methods {
             for &s in &seeds {
-                let rc = crate::train::TrainConfig { method: *m, seed: s, ..cfg.clone() };
+                let rc = copra_lab::train::TrainConfig { method: *m, seed: s, ..cfg.clone() };
                 let run = lab.ensure_run(&env, &rc, false, &global.progress())?;
                 println!(
                     "{task:<12} {:<6} seed {s}: own test accuracy {:.2}% ({})",
@@ -95,12 +95,13 @@ pub fn run(global: &GlobalArgs, a: MultitaskArgs) -> Result<()> {
     let analysis_started = Instant::now();
     let (outputs, summaries) = analyze(&inputs, &adapters, &operators, &opts, &global.progress())?;
     let analysis_seconds = analysis_started.elapsed().as_secs_f64();
-    let folder = if tasks == all_builtin { "all-builtin".to_string() } else { crate::runs::sanitize(&tasks.join("_")) };
+    let folder =
+        if tasks == all_builtin { "all-builtin".to_string() } else { copra_lab::runs::sanitize(&tasks.join("_")) };
     let out_dir = a.out.join(folder);
     outputs.write_all(&out_dir)?;
     println!("{:<8} {:<34} {:>18} {:>22}", "method", "operator", "avg test acc %", "avg normalised acc");
     for s in &summaries {
-        let ci = |c: &crate::stats::MeanCi, k: f64, d: usize| {
+        let ci = |c: &copra_lab::stats::MeanCi, k: f64, d: usize| {
             if c.n >= 2 {
                 format!("{:.*} ± {:.*}", d, k * c.mean, d, k * c.half_width)
             } else {

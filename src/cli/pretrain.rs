@@ -1,9 +1,9 @@
 //! `copra-lab pretrain`.
 
 use super::GlobalArgs;
-use crate::model::checkpoint;
-use crate::pretrain::{pretrain, PretrainConfig};
 use anyhow::Result;
+use copra_lab::model::checkpoint;
+use copra_lab::pretrain::{pretrain, PretrainConfig};
 use std::path::PathBuf;
 
 /// Arguments of `pretrain`.
@@ -25,16 +25,16 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Width of the residual stream.
-    #[arg(long, default_value_t = crate::model::VitConfig::tiny().hidden_size)]
+    #[arg(long, default_value_t = copra_lab::model::VitConfig::tiny().hidden_size)]
     pub hidden_size: usize,
     /// Number of transformer blocks.
-    #[arg(long, default_value_t = crate::model::VitConfig::tiny().num_hidden_layers)]
+    #[arg(long, default_value_t = copra_lab::model::VitConfig::tiny().num_hidden_layers)]
     pub layers: usize,
     /// Input image side in pixels (tasks are rendered at this size).
-    #[arg(long, default_value_t = crate::model::VitConfig::tiny().image_size)]
+    #[arg(long, default_value_t = copra_lab::model::VitConfig::tiny().image_size)]
     pub image_size: usize,
     /// Patch side in pixels (must divide the image size).
-    #[arg(long, default_value_t = crate::model::VitConfig::tiny().patch_size)]
+    #[arg(long, default_value_t = copra_lab::model::VitConfig::tiny().patch_size)]
     pub patch_size: usize,
 }
 
@@ -57,7 +57,7 @@ pub fn run(global: &GlobalArgs, a: PretrainArgs) -> Result<()> {
     cfg.warmup = cfg.warmup.min(cfg.steps / 4);
     let (backbone, report) = pretrain(&cfg, &global.progress())?;
     checkpoint::save_dir(&backbone, &a.out)?;
-    crate::report::atomic::write_atomic(
+    copra_lab::report::atomic::write_atomic(
         &a.out.join("pretrain.json"),
         serde_json::to_string_pretty(&serde_json::json!({"config": cfg, "report": report}))?.as_bytes(),
     )?;

@@ -1,13 +1,13 @@
 //! `copra-lab prune`.
 
-use super::common::{parse_methods, parse_seeds, run_game_table, RunArgs};
+use super::common::{choice, parse_methods, parse_seeds, run_game_table, RunArgs};
 use super::GlobalArgs;
-use crate::adapter::Grouping;
-use crate::analysis::layer_game::GameValue;
-use crate::analysis::prune::{analyze, PruneInput, PruneOptions, RemovalOrder};
-use crate::lab::Lab;
-use crate::prune::magnitude::Ranking;
 use anyhow::Result;
+use copra_lab::adapter::Grouping;
+use copra_lab::analysis::layer_game::GameValue;
+use copra_lab::analysis::prune::{analyze, PruneInput, PruneOptions, RemovalOrder};
+use copra_lab::lab::Lab;
+use copra_lab::prune::magnitude::Ranking;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -24,7 +24,7 @@ pub struct PruneArgs {
     #[arg(long, default_value = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")]
     pub sparsities: String,
     /// Rank magnitudes inside every matrix (per-module) or across all matrices (global).
-    #[arg(long, value_enum, default_value_t = Ranking::PerModule)]
+    #[arg(long, value_parser = choice::<Ranking>(), default_value = "per-module")]
     pub ranking: Ranking,
     /// Random block-removal orders (same orders for every method and seed).
     #[arg(long, default_value_t = 10)]
@@ -100,9 +100,9 @@ pub fn run(global: &GlobalArgs, a: PruneArgs) -> Result<()> {
     }
     let (outputs, summaries) = analyze(&env.test, &inputs, &opts, &global.progress())?;
     let analysis_seconds = analysis_started.elapsed().as_secs_f64();
-    let out_dir = a.out.join(crate::runs::sanitize(&base.task));
+    let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     outputs.write_all(&out_dir)?;
-    let pct = |c: &crate::stats::MeanCi| {
+    let pct = |c: &copra_lab::stats::MeanCi| {
         if c.n >= 2 {
             format!("{:.1}±{:.1}", 100.0 * c.mean, 100.0 * c.half_width)
         } else {

@@ -1,13 +1,13 @@
 //! `copra-lab shapley`.
 
-use super::common::{parse_methods, run_game_table, RunArgs};
+use super::common::{choice, parse_methods, run_game_table, RunArgs};
 use super::GlobalArgs;
-use crate::adapter::Grouping;
-use crate::analysis::layer_game::GameValue;
-use crate::analysis::shapley::{analyze, ShapleyInput, ShapleyOptions};
-use crate::lab::Lab;
-use crate::shapley::Estimator;
 use anyhow::Result;
+use copra_lab::adapter::Grouping;
+use copra_lab::analysis::layer_game::GameValue;
+use copra_lab::analysis::shapley::{analyze, ShapleyInput, ShapleyOptions};
+use copra_lab::lab::Lab;
+use copra_lab::shapley::Estimator;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ pub struct ShapleyArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Players: one per block (12 by default) or one per adapted module.
-    #[arg(long, value_enum, default_value_t = Grouping::Block)]
+    #[arg(long, value_parser = choice::<Grouping>(), default_value = "block")]
     pub players: Grouping,
     /// Estimators reported per player, comma-separated (permutation, permutation-antithetic,
     /// owen, owen-antithetic, owen-midpoint, owen-grid).
@@ -35,7 +35,7 @@ pub struct ShapleyArgs {
     #[arg(long, default_value_t = 0)]
     pub estimator_seed: u64,
     /// v(S): test accuracy or negative test loss.
-    #[arg(long, value_enum, default_value_t = GameValue::Accuracy)]
+    #[arg(long, value_parser = choice::<GameValue>(), default_value = "accuracy")]
     pub value: GameValue,
     /// Repetitions per budget in the convergence study (n ≤ 20 only).
     #[arg(long, default_value_t = 10)]
@@ -100,7 +100,7 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
         target_precision: a.target_precision,
     };
     let (outputs, summaries) = analyze(&env.test, &inputs, &opts)?;
-    let out_dir = a.out.join(crate::runs::sanitize(&base.task));
+    let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     outputs.write_all(&out_dir)?;
     for s in &summaries {
         let cost = if s.model_evaluations == 0 && s.exact.is_some() {
@@ -127,7 +127,7 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
                 print!(" {v:>7.4}");
             }
             if let Some(ex) = &s.exact {
-                print!("   max |err| {:.4}", crate::shapley::max_abs_error(&e.values, ex)?);
+                print!("   max |err| {:.4}", copra_lab::shapley::max_abs_error(&e.values, ex)?);
             }
             println!();
         }

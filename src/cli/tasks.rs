@@ -2,8 +2,8 @@
 
 use super::common::RunArgs;
 use super::GlobalArgs;
-use crate::data;
 use anyhow::Result;
+use copra_lab::data;
 use std::path::PathBuf;
 
 /// Arguments of `tasks`.
@@ -19,7 +19,7 @@ pub struct TasksArgs {
 /// Runs `tasks`.
 pub fn run(_global: &GlobalArgs, a: TasksArgs) -> Result<()> {
     let base = a.run.base_config()?;
-    let cfg = crate::model::VitConfig::tiny();
+    let cfg = copra_lab::model::VitConfig::tiny();
     let opts = data::TaskOptions {
         image_size: cfg.image_size,
         channels: cfg.num_channels,
@@ -53,7 +53,7 @@ pub fn run(_global: &GlobalArgs, a: TasksArgs) -> Result<()> {
         );
         if let Some(dir) = &a.preview {
             std::fs::create_dir_all(dir)?;
-            data::write_preview(&task, &dir.join(format!("{}.png", crate::runs::sanitize(&name))), 8)?;
+            data::write_preview(&task, &dir.join(format!("{}.png", copra_lab::runs::sanitize(&name))), 8)?;
         }
     }
     Ok(())

@@ -2,11 +2,11 @@
 
 use super::common::RunArgs;
 use super::GlobalArgs;
-use crate::adapter::peft;
-use crate::eval::adapter_deltas;
-use crate::lab::Lab;
-use crate::train::Method;
 use anyhow::Result;
+use copra_lab::adapter::peft;
+use copra_lab::eval::adapter_deltas;
+use copra_lab::lab::Lab;
+use copra_lab::train::Method;
 use std::path::PathBuf;
 
 /// Arguments of `train`.
@@ -65,7 +65,7 @@ pub fn eval(global: &GlobalArgs, a: EvalArgs) -> Result<()> {
     let cfg = a.run.base_config()?;
     let lab = Lab::open(&global.backbone, &global.runs_dir)?;
     let env = lab.task_env(&cfg)?;
-    let frozen = crate::lab::frozen_metrics(&env)?;
+    let frozen = copra_lab::lab::frozen_metrics(&env)?;
     println!("frozen backbone on {}: test accuracy {:.2}%, loss {:.4}", cfg.task, 100.0 * frozen.accuracy, frozen.loss);
     if let Some(dir) = &a.adapter {
         let adapter = peft::load(dir)?;

@@ -19,7 +19,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Where adapters are interpolated and compared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Space {
     /// The factors `A` and `B` (what training updates).

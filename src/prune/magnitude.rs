@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Where magnitudes are compared.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Ranking {
     /// Remove the fraction inside every matrix separately.
@@ -30,6 +30,14 @@ pub enum Ranking {
     PerModule,
     /// Rank all matrices of a kind together and remove the fraction of their total.
     Global,
+}
+
+impl crate::choice::Choice for Ranking {
+    const WHAT: &'static str = "magnitude ranking";
+    const VARIANTS: &'static [(&'static str, &'static str, Self)] = &[
+        ("per-module", "remove the fraction inside every matrix separately", Ranking::PerModule),
+        ("global", "rank all matrices of a kind together and remove the fraction of their total", Ranking::Global),
+    ];
 }
 
 /// Number of entries removed from `n` at `sparsity`: `round(sparsity · n)`.

@@ -10,7 +10,7 @@ use crate::connectivity::interpolate::{distances, interpolate, interpolate_block
 use crate::eval::{adapter_deltas, Deltas, Evaluator, Metrics};
 use crate::progress::Progress;
 use crate::report::plot::{Bar, BarGroup, BarPlot, Heatmap, LinePlot, Series};
-use crate::report::table::Table;
+use crate::report::table::{Columns, Row, Table};
 use crate::stats::mean_ci;
 use anyhow::{bail, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,71 +65,144 @@ pub struct Summary {
     pub merge_all_accuracy: Option<f64>,
 }
 
-#[derive(Default)]
-struct PathRows {
-    method: Vec<String>,
-    seed_a: Vec<i64>,
-    seed_b: Vec<i64>,
-    space: Vec<String>,
-    alpha: Vec<f64>,
-    split: Vec<String>,
-    loss: Vec<f64>,
-    accuracy: Vec<f64>,
+/// One point of an interpolation path: a row of `connectivity_paths.parquet`.
+pub struct PathRow {
+    /// Method name.
+    pub method: String,
+    /// Seed of endpoint A (α = 0).
+    pub seed_a: i64,
+    /// Seed of endpoint B (α = 1).
+    pub seed_b: i64,
+    /// Interpolation space.
+    pub space: String,
+    /// Interpolation coefficient α.
+    pub alpha: f64,
+    /// `test` or `train`.
+    pub split: String,
+    /// Loss of the interpolated adapter.
+    pub loss: f64,
+    /// Accuracy of the interpolated adapter.
+    pub accuracy: f64,
 }
 
-#[derive(Default)]
-struct BarrierRows {
-    method: Vec<String>,
-    seed_a: Vec<i64>,
-    seed_b: Vec<i64>,
-    space: Vec<String>,
-    split: Vec<String>,
-    quantity: Vec<String>,
-    scope: Vec<String>,
-    block: Vec<i64>,
-    b: Vec<Barriers>,
-}
-
-impl BarrierRows {
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        method: &str,
-        pair: (u64, u64),
-        space: Space,
-        split: &str,
-        quantity: &str,
-        scope: &str,
-        block: i64,
-        b: Barriers,
-    ) {
-        self.method.push(method.into());
-        self.seed_a.push(pair.0 as i64);
-        self.seed_b.push(pair.1 as i64);
-        self.space.push(space.name().into());
-        self.split.push(split.into());
-        self.quantity.push(quantity.into());
-        self.scope.push(scope.into());
-        self.block.push(block);
-        self.b.push(b);
+impl Row for PathRow {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("method", |r| r.method.clone())
+            .col("seed_a", |r| r.seed_a)
+            .col("seed_b", |r| r.seed_b)
+            .col("space", |r| r.space.clone())
+            .col("alpha", |r| r.alpha)
+            .col("split", |r| r.split.clone())
+            .col("loss", |r| r.loss)
+            .col("accuracy", |r| r.accuracy);
     }
+}
 
-    fn table(&self) -> Table {
-        let mut t = Table::new();
-        t.str_col("method", self.method.clone())
-            .i64_col("seed_a", self.seed_a.clone())
-            .i64_col("seed_b", self.seed_b.clone())
-            .str_col("space", self.space.clone())
-            .str_col("split", self.split.clone())
-            .str_col("quantity", self.quantity.clone())
-            .str_col("scope", self.scope.clone())
-            .i64_col("block", self.block.clone())
-            .f64_col("barrier_linear_ref", self.b.iter().map(|b| b.linear).collect())
-            .f64_col("barrier_mean_ref", self.b.iter().map(|b| b.mean).collect())
-            .f64_col("barrier_worst_ref", self.b.iter().map(|b| b.worst).collect())
-            .f64_col("midpoint_gap", self.b.iter().map(|b| b.midpoint_gap).collect())
-            .f64_col("alpha_of_linear_max", self.b.iter().map(|b| b.linear_alpha).collect());
-        t
+/// The barriers of one path: a row of `connectivity_barriers.parquet`.
+pub struct BarrierRow {
+    /// Method name.
+    pub method: String,
+    /// Seed of endpoint A.
+    pub seed_a: i64,
+    /// Seed of endpoint B.
+    pub seed_b: i64,
+    /// Interpolation space.
+    pub space: String,
+    /// `test` or `train`.
+    pub split: String,
+    /// `loss` or `error`.
+    pub quantity: String,
+    /// `all` (the whole adapter), `single` (only block ℓ) or `cumulative` (blocks 0..=ℓ).
+    pub scope: String,
+    /// The block ℓ of a layer-wise path (−1 for `all`).
+    pub block: i64,
+    /// The barrier under every convention.
+    pub barriers: Barriers,
+}
+
+impl Row for BarrierRow {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("method", |r| r.method.clone())
+            .col("seed_a", |r| r.seed_a)
+            .col("seed_b", |r| r.seed_b)
+            .col("space", |r| r.space.clone())
+            .col("split", |r| r.split.clone())
+            .col("quantity", |r| r.quantity.clone())
+            .col("scope", |r| r.scope.clone())
+            .col("block", |r| r.block)
+            .col("barrier_linear_ref", |r| r.barriers.linear)
+            .col("barrier_mean_ref", |r| r.barriers.mean)
+            .col("barrier_worst_ref", |r| r.barriers.worst)
+            .col("midpoint_gap", |r| r.barriers.midpoint_gap)
+            .col("alpha_of_linear_max", |r| r.barriers.linear_alpha);
+    }
+}
+
+impl BarrierRow {
+    /// Whether the row is on `method`'s whole-adapter test path in `space` for `quantity`.
+    fn is_main_test(&self, method: &str, space: Space, quantity: &str) -> bool {
+        self.method == method
+            && self.space == space.name()
+            && self.split == "test"
+            && self.quantity == quantity
+            && self.scope == "all"
+    }
+}
+
+/// A distance between two runs: a row of `connectivity_distances.parquet`.
+pub struct DistanceRow {
+    /// Method name.
+    pub method: String,
+    /// Seed of run A.
+    pub seed_a: i64,
+    /// Seed of run B.
+    pub seed_b: i64,
+    /// Space of the distance.
+    pub space: String,
+    /// Block (−1 for the whole adapter).
+    pub block: i64,
+    /// Euclidean distance.
+    pub euclidean: f64,
+    /// Cosine similarity.
+    pub cosine: f64,
+}
+
+impl Row for DistanceRow {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("method", |r| r.method.clone())
+            .col("seed_a", |r| r.seed_a)
+            .col("seed_b", |r| r.seed_b)
+            .col("space", |r| r.space.clone())
+            .col("block", |r| r.block)
+            .col("euclidean", |r| r.euclidean)
+            .col("cosine", |r| r.cosine);
+    }
+}
+
+/// The equal-weight merge of all seeds: a row of `connectivity_merge_all.parquet`.
+pub struct MergeAllRow {
+    /// Method name.
+    pub method: String,
+    /// Merge space.
+    pub space: String,
+    /// `test` or `train`.
+    pub split: String,
+    /// Seeds merged.
+    pub n_seeds: i64,
+    /// Loss of the merge.
+    pub loss: f64,
+    /// Accuracy of the merge.
+    pub accuracy: f64,
+}
+
+impl Row for MergeAllRow {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("method", |r| r.method.clone())
+            .col("space", |r| r.space.clone())
+            .col("split", |r| r.split.clone())
+            .col("n_seeds", |r| r.n_seeds)
+            .col("loss", |r| r.loss)
+            .col("accuracy", |r| r.accuracy);
     }
 }
 
@@ -150,10 +223,10 @@ pub fn analyze(
     let layer_grid = alpha_grid(opts.layer_alphas)?;
     let mut methods: Vec<String> = runs.iter().map(|r| r.method.clone()).collect();
     methods.dedup();
-    let mut paths = PathRows::default();
-    let mut bars = BarrierRows::default();
-    let mut merges = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut dist = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut paths: Vec<PathRow> = Vec::new();
+    let mut bars: Vec<BarrierRow> = Vec::new();
+    let mut merges: Vec<MergeAllRow> = Vec::new();
+    let mut dist: Vec<DistanceRow> = Vec::new();
     let mut summaries = Vec::new();
     let splits: [(&str, &Evaluator); 2] = [("test", test), ("train", train)];
     for method in &methods {
@@ -169,34 +242,47 @@ pub fn analyze(
         let bar = progress.bar((pairs.len() * per_pair) as u64, &format!("connectivity {method}"));
         for &(i, j) in &pairs {
             let (a, b) = (mine[i], mine[j]);
-            let pair = (a.seed, b.seed);
-            for d in distances(a.adapter, b.adapter)? {
-                dist.0.push(method.clone());
-                dist.1.push(a.seed as i64);
-                dist.2.push(b.seed as i64);
-                dist.3.push(d.space.name().to_string());
-                dist.4.push(d.block.map(|x| x as i64).unwrap_or(-1));
-                dist.5.push(d.euclidean);
-                dist.6.push(d.cosine);
-            }
+            let (seed_a, seed_b) = (a.seed as i64, b.seed as i64);
+            dist.extend(distances(a.adapter, b.adapter)?.into_iter().map(|d| DistanceRow {
+                method: method.clone(),
+                seed_a,
+                seed_b,
+                space: d.space.name().to_string(),
+                block: d.block.map(|x| x as i64).unwrap_or(-1),
+                euclidean: d.euclidean,
+                cosine: d.cosine,
+            }));
             for &space in &opts.spaces {
+                let barrier = |split: &str, quantity: &str, scope: &str, block: i64, barriers: Barriers| BarrierRow {
+                    method: method.clone(),
+                    seed_a,
+                    seed_b,
+                    space: space.name().into(),
+                    split: split.into(),
+                    quantity: quantity.into(),
+                    scope: scope.into(),
+                    block,
+                    barriers,
+                };
                 for (split, ev) in splits {
                     let mut pts = Vec::new();
                     for &alpha in &grid {
                         let m = ev.evaluate(&interpolate(a.adapter, b.adapter, alpha, space)?)?;
                         bar.inc(1);
-                        paths.method.push(method.clone());
-                        paths.seed_a.push(a.seed as i64);
-                        paths.seed_b.push(b.seed as i64);
-                        paths.space.push(space.name().into());
-                        paths.alpha.push(alpha);
-                        paths.split.push(split.into());
-                        paths.loss.push(m.loss);
-                        paths.accuracy.push(m.accuracy);
+                        paths.push(PathRow {
+                            method: method.clone(),
+                            seed_a,
+                            seed_b,
+                            space: space.name().into(),
+                            alpha,
+                            split: split.into(),
+                            loss: m.loss,
+                            accuracy: m.accuracy,
+                        });
                         pts.push((alpha, m));
                     }
                     for q in ["loss", "error"] {
-                        bars.push(method, pair, space, split, q, "all", -1, barriers(&curve(&pts, q))?);
+                        bars.push(barrier(split, q, "all", -1, barriers(&curve(&pts, q))?));
                     }
                 }
                 if opts.layerwise {
@@ -221,16 +307,7 @@ pub fn analyze(
                     for (scope, per_block) in ["single", "cumulative"].into_iter().zip(&curves) {
                         for (block, pts) in per_block.iter().enumerate() {
                             for q in ["loss", "error"] {
-                                bars.push(
-                                    method,
-                                    pair,
-                                    space,
-                                    "test",
-                                    q,
-                                    scope,
-                                    block as i64,
-                                    barriers(&curve(pts, q))?,
-                                );
+                                bars.push(barrier("test", q, scope, block as i64, barriers(&curve(pts, q))?));
                             }
                         }
                     }
@@ -245,12 +322,14 @@ pub fn analyze(
                 let d = equal_merge(&mine, space)?;
                 for (split, ev) in splits {
                     let m = ev.evaluate(&d)?;
-                    merges.0.push(method.clone());
-                    merges.1.push(space.name().to_string());
-                    merges.2.push(split.to_string());
-                    merges.3.push(mine.len() as i64);
-                    merges.4.push(m.loss);
-                    merges.5.push(m.accuracy);
+                    merges.push(MergeAllRow {
+                        method: method.clone(),
+                        space: space.name().to_string(),
+                        split: split.to_string(),
+                        n_seeds: mine.len() as i64,
+                        loss: m.loss,
+                        accuracy: m.accuracy,
+                    });
                     if split == "test" {
                         merge_acc.insert(space, m.accuracy);
                     }
@@ -259,26 +338,18 @@ pub fn analyze(
         }
         for &space in &opts.spaces {
             let sel = |q: &str| -> Vec<f64> {
-                (0..bars.method.len())
-                    .filter(|&k| {
-                        &bars.method[k] == method
-                            && bars.space[k] == space.name()
-                            && bars.split[k] == "test"
-                            && bars.quantity[k] == q
-                            && bars.scope[k] == "all"
-                    })
-                    .map(|k| bars.b[k].linear)
-                    .collect()
+                bars.iter().filter(|r| r.is_main_test(method, space, q)).map(|r| r.barriers.linear).collect()
             };
             let acc_at = |alpha: f64| -> Vec<f64> {
-                (0..paths.method.len())
-                    .filter(|&k| {
-                        &paths.method[k] == method
-                            && paths.space[k] == space.name()
-                            && paths.split[k] == "test"
-                            && (paths.alpha[k] - alpha).abs() < 1e-9
+                paths
+                    .iter()
+                    .filter(|p| {
+                        &p.method == method
+                            && p.space == space.name()
+                            && p.split == "test"
+                            && (p.alpha - alpha).abs() < 1e-9
                     })
-                    .map(|k| paths.accuracy[k])
+                    .map(|p| p.accuracy)
                     .collect()
             };
             let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
@@ -306,36 +377,12 @@ pub fn analyze(
             ));
         }
     }
-    let mut t = Table::new();
-    t.str_col("method", paths.method.clone())
-        .i64_col("seed_a", paths.seed_a.clone())
-        .i64_col("seed_b", paths.seed_b.clone())
-        .str_col("space", paths.space.clone())
-        .f64_col("alpha", paths.alpha.clone())
-        .str_col("split", paths.split.clone())
-        .f64_col("loss", paths.loss.clone())
-        .f64_col("accuracy", paths.accuracy.clone());
-    out.tables.push(("connectivity_paths.parquet".into(), t));
-    out.tables.push(("connectivity_barriers.parquet".into(), bars.table()));
-    out.tables.push(("connectivity_barrier_ci.parquet".into(), ci_table(&bars)?));
-    let mut t = Table::new();
-    t.str_col("method", dist.0)
-        .i64_col("seed_a", dist.1)
-        .i64_col("seed_b", dist.2)
-        .str_col("space", dist.3)
-        .i64_col("block", dist.4)
-        .f64_col("euclidean", dist.5)
-        .f64_col("cosine", dist.6);
-    out.tables.push(("connectivity_distances.parquet".into(), t));
-    if !merges.0.is_empty() {
-        let mut t = Table::new();
-        t.str_col("method", merges.0)
-            .str_col("space", merges.1)
-            .str_col("split", merges.2)
-            .i64_col("n_seeds", merges.3)
-            .f64_col("loss", merges.4)
-            .f64_col("accuracy", merges.5);
-        out.tables.push(("connectivity_merge_all.parquet".into(), t));
+    out.tables.push(("connectivity_paths.parquet".into(), Table::from_rows(&paths)));
+    out.tables.push(("connectivity_barriers.parquet".into(), Table::from_rows(&bars)));
+    out.tables.push(("connectivity_barrier_ci.parquet".into(), Table::from_rows(&barrier_ci_rows(&bars)?)));
+    out.tables.push(("connectivity_distances.parquet".into(), Table::from_rows(&dist)));
+    if !merges.is_empty() {
+        out.tables.push(("connectivity_merge_all.parquet".into(), Table::from_rows(&merges)));
     }
     Ok((out, summaries))
 }
@@ -394,66 +441,75 @@ const BARRIER_FIELDS: [BarrierField; 4] = [
 /// Grouping key of barrier rows: method, space, split, quantity, scope, block.
 type BarrierKey = (String, String, String, String, String, i64);
 
-/// Mean and Student-t 95% CI over seed pairs of every barrier convention.
-fn ci_table(bars: &BarrierRows) -> Result<Table> {
-    let mut groups: BTreeMap<BarrierKey, Vec<usize>> = BTreeMap::new();
-    for k in 0..bars.method.len() {
-        groups
-            .entry((
-                bars.method[k].clone(),
-                bars.space[k].clone(),
-                bars.split[k].clone(),
-                bars.quantity[k].clone(),
-                bars.scope[k].clone(),
-                bars.block[k],
-            ))
-            .or_default()
-            .push(k);
-    }
-    let mut keys: Vec<BarrierKey> = Vec::new();
-    let (mut conv, mut n, mut mean, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((m, s, sp, q, sc, blk), idx) in groups {
-        for (name, _, f) in BARRIER_FIELDS {
-            let xs: Vec<f64> = idx.iter().map(|&k| f(&bars.b[k])).collect();
-            let ci = mean_ci(&xs)?;
-            keys.push((m.clone(), s.clone(), sp.clone(), q.clone(), sc.clone(), blk));
-            conv.push(name.to_string());
-            n.push(xs.len() as i64);
-            mean.push(ci.mean);
-            lo.push(ci.lo);
-            hi.push(ci.hi);
-        }
-    }
-    let mut t = Table::new();
-    let col = |f: fn(&BarrierKey) -> String| keys.iter().map(f).collect::<Vec<String>>();
-    t.str_col("method", col(|k| k.0.clone()))
-        .str_col("space", col(|k| k.1.clone()))
-        .str_col("split", col(|k| k.2.clone()))
-        .str_col("quantity", col(|k| k.3.clone()))
-        .str_col("scope", col(|k| k.4.clone()))
-        .i64_col("block", keys.iter().map(|k| k.5).collect())
-        .str_col("convention", conv)
-        .i64_col("n_pairs", n)
-        .f64_col("mean", mean)
-        .f64_col("ci95_lo", lo)
-        .f64_col("ci95_hi", hi);
-    Ok(t)
+/// One barrier convention over seed pairs: a row of `connectivity_barrier_ci.parquet`.
+pub struct BarrierCiRow {
+    /// Method, space, split, quantity, scope and block of the barrier rows summarised.
+    pub key: BarrierKey,
+    /// `linear`, `mean`, `worst` or `midpoint`.
+    pub convention: String,
+    /// Seed pairs.
+    pub n_pairs: i64,
+    /// Mean over pairs.
+    pub mean: f64,
+    /// Lower end of the Student-t 95% CI.
+    pub ci95_lo: f64,
+    /// Upper end of the Student-t 95% CI.
+    pub ci95_hi: f64,
 }
 
-fn paths_figure(p: &PathRows, spaces: &[Space]) -> Result<String> {
+impl Row for BarrierCiRow {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("method", |r| r.key.0.clone())
+            .col("space", |r| r.key.1.clone())
+            .col("split", |r| r.key.2.clone())
+            .col("quantity", |r| r.key.3.clone())
+            .col("scope", |r| r.key.4.clone())
+            .col("block", |r| r.key.5)
+            .col("convention", |r| r.convention.clone())
+            .col("n_pairs", |r| r.n_pairs)
+            .col("mean", |r| r.mean)
+            .col("ci95_lo", |r| r.ci95_lo)
+            .col("ci95_hi", |r| r.ci95_hi);
+    }
+}
+
+/// Mean and Student-t 95% CI over seed pairs of every barrier convention.
+fn barrier_ci_rows(bars: &[BarrierRow]) -> Result<Vec<BarrierCiRow>> {
+    let mut groups: BTreeMap<BarrierKey, Vec<&Barriers>> = BTreeMap::new();
+    for r in bars {
+        let key = (r.method.clone(), r.space.clone(), r.split.clone(), r.quantity.clone(), r.scope.clone(), r.block);
+        groups.entry(key).or_default().push(&r.barriers);
+    }
+    let mut rows = Vec::new();
+    for (key, group) in groups {
+        for (name, _, f) in BARRIER_FIELDS {
+            let xs: Vec<f64> = group.iter().copied().map(f).collect();
+            let ci = mean_ci(&xs)?;
+            rows.push(BarrierCiRow {
+                key: key.clone(),
+                convention: name.to_string(),
+                n_pairs: xs.len() as i64,
+                mean: ci.mean,
+                ci95_lo: ci.lo,
+                ci95_hi: ci.hi,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+fn paths_figure(p: &[PathRow], spaces: &[Space]) -> Result<String> {
     let mut panels = Vec::new();
     for (metric, label) in [("accuracy", "test accuracy"), ("loss", "test loss")] {
         for &space in spaces {
-            let mut methods: Vec<String> = p.method.clone();
+            let mut methods: Vec<String> = p.iter().map(|r| r.method.clone()).collect();
             methods.dedup();
             let mut series = Vec::new();
             for m in &methods {
                 let mut by_alpha: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
-                for k in 0..p.method.len() {
-                    if &p.method[k] == m && p.space[k] == space.name() && p.split[k] == "test" {
-                        let v = if metric == "accuracy" { p.accuracy[k] } else { p.loss[k] };
-                        by_alpha.entry((p.alpha[k] * 1e6).round() as i64).or_default().push(v);
-                    }
+                for r in p.iter().filter(|r| &r.method == m && r.space == space.name() && r.split == "test") {
+                    let v = if metric == "accuracy" { r.accuracy } else { r.loss };
+                    by_alpha.entry((r.alpha * 1e6).round() as i64).or_default().push(v);
                 }
                 let pts: Vec<(f64, f64)> =
                     by_alpha.iter().map(|(a, v)| (*a as f64 / 1e6, v.iter().sum::<f64>() / v.len() as f64)).collect();
@@ -495,22 +551,13 @@ fn paths_figure(p: &PathRows, spaces: &[Space]) -> Result<String> {
     )
 }
 
-fn barrier_figure(b: &BarrierRows, methods: &[String], spaces: &[Space]) -> Result<String> {
+fn barrier_figure(b: &[BarrierRow], methods: &[String], spaces: &[Space]) -> Result<String> {
     let mut groups = Vec::new();
     for (_, name, f) in BARRIER_FIELDS {
         let mut bars_v = Vec::new();
         for m in methods {
             for &s in spaces {
-                let xs: Vec<f64> = (0..b.method.len())
-                    .filter(|&k| {
-                        &b.method[k] == m
-                            && b.space[k] == s.name()
-                            && b.split[k] == "test"
-                            && b.quantity[k] == "error"
-                            && b.scope[k] == "all"
-                    })
-                    .map(|k| f(&b.b[k]))
-                    .collect();
+                let xs: Vec<f64> = b.iter().filter(|r| r.is_main_test(m, s, "error")).map(|r| f(&r.barriers)).collect();
                 let ci = mean_ci(&xs)?;
                 let err = if xs.len() >= 2 { Some((ci.lo, ci.hi)) } else { None };
                 bars_v.push(Bar { series: format!("{m} ({})", s.name()), value: ci.mean, err });
@@ -527,23 +574,24 @@ fn barrier_figure(b: &BarrierRows, methods: &[String], spaces: &[Space]) -> Resu
     })
 }
 
-fn layer_figure(b: &BarrierRows, methods: &[String], spaces: &[Space], scope: &str) -> Result<String> {
-    let nb = b.block.iter().cloned().max().unwrap_or(-1) + 1;
+fn layer_figure(b: &[BarrierRow], methods: &[String], spaces: &[Space], scope: &str) -> Result<String> {
+    let nb = b.iter().map(|r| r.block).max().unwrap_or(-1) + 1;
     let mut rows = Vec::new();
     let mut labels = Vec::new();
     for m in methods {
         for &s in spaces {
             let mut row = Vec::new();
             for blk in 0..nb {
-                let xs: Vec<f64> = (0..b.method.len())
-                    .filter(|&k| {
-                        &b.method[k] == m
-                            && b.space[k] == s.name()
-                            && b.quantity[k] == "error"
-                            && b.scope[k] == scope
-                            && b.block[k] == blk
+                let xs: Vec<f64> = b
+                    .iter()
+                    .filter(|r| {
+                        &r.method == m
+                            && r.space == s.name()
+                            && r.quantity == "error"
+                            && r.scope == scope
+                            && r.block == blk
                     })
-                    .map(|k| b.b[k].linear)
+                    .map(|r| r.barriers.linear)
                     .collect();
                 row.push(xs.iter().sum::<f64>() / xs.len().max(1) as f64);
             }

@@ -22,7 +22,7 @@
 //! - dense merges (task arithmetic, TIES) are re-factorised by truncated SVD to the largest
 //!   client rank, so the global model is always an adapter.
 
-use super::prune::{ci_series, group_ci, ordered_unique, push_ci_cols};
+use super::summary::{ci_columns, ci_series, group_ci, ordered_unique};
 use super::Outputs;
 use crate::adapter::{Adapter, LoraFactors};
 use crate::eval::{adapter_deltas, Deltas, Metrics};
@@ -33,7 +33,7 @@ use crate::model::lora::LoraVars;
 use crate::model::{Backbone, NoBranch, Numerics};
 use crate::progress::Progress;
 use crate::report::plot::{Bar, BarGroup, BarPlot, Heatmap, LinePlot};
-use crate::report::table::Table;
+use crate::report::table::{Columns, Row, Table};
 use crate::stats::MeanCi;
 use crate::train::{train_adapter, Method, TrainConfig};
 use crate::util::{rng_for, Fnv64};
@@ -376,38 +376,116 @@ pub struct FederatedSummary {
     pub wall_seconds: f64,
 }
 
-#[derive(Default)]
-struct RoundRows {
-    method: Vec<String>,
-    seed: Vec<i64>,
-    round: Vec<i64>,
-    selected: Vec<i64>,
-    loss: Vec<f64>,
-    acc: Vec<f64>,
-    wall: Vec<f64>,
+/// The global model after one round: a row of `federated_rounds.parquet`.
+pub struct RoundRow {
+    /// Method name.
+    pub method: String,
+    /// Run seed.
+    pub seed: i64,
+    /// Round (0 = the common initialisation).
+    pub round: i64,
+    /// Clients drawn this round.
+    pub clients_selected: i64,
+    /// Test loss of the global adapter.
+    pub test_loss: f64,
+    /// Test accuracy of the global adapter.
+    pub test_accuracy: f64,
+    /// Wall time of the round, seconds.
+    pub wall_seconds: f64,
 }
 
-#[derive(Default)]
-struct HistRows {
-    seed: Vec<i64>,
-    client: Vec<i64>,
-    class: Vec<i64>,
-    name: Vec<String>,
-    count: Vec<i64>,
+impl Row for RoundRow {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("method", |r| r.method.clone())
+            .col("seed", |r| r.seed)
+            .col("round", |r| r.round)
+            .col("clients_selected", |r| r.clients_selected)
+            .col("test_loss", |r| r.test_loss)
+            .col("test_accuracy", |r| r.test_accuracy)
+            .col("wall_seconds", |r| r.wall_seconds);
+    }
 }
 
-#[derive(Default)]
-struct ClientRows {
-    method: Vec<String>,
-    seed: Vec<i64>,
-    round: Vec<i64>,
-    client: Vec<i64>,
-    examples: Vec<i64>,
-    weight: Vec<f64>,
-    rank: Vec<i64>,
-    first_block: Vec<i64>,
-    loss: Vec<Option<f64>>,
-    acc: Vec<Option<f64>>,
+/// Training images of one class held by one client: a row of `federated_label_histogram.parquet`.
+pub struct HistRow {
+    /// Run seed (the split depends on it).
+    pub seed: i64,
+    /// Client index.
+    pub client: i64,
+    /// Class index.
+    pub class: i64,
+    /// Class name.
+    pub class_name: String,
+    /// Images of the class the client holds.
+    pub count: i64,
+}
+
+impl Row for HistRow {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("seed", |r| r.seed)
+            .col("client", |r| r.client)
+            .col("class", |r| r.class)
+            .col("class_name", |r| r.class_name.clone())
+            .col("count", |r| r.count);
+    }
+}
+
+/// One client's local model in one round: a row of `federated_clients.parquet`.
+pub struct ClientRow {
+    /// Method name.
+    pub method: String,
+    /// Run seed.
+    pub seed: i64,
+    /// Round.
+    pub round: i64,
+    /// Client index.
+    pub client: i64,
+    /// Training images the client holds.
+    pub examples: i64,
+    /// The client's aggregation weight.
+    pub weight: f64,
+    /// The client's LoRA rank.
+    pub rank: i64,
+    /// The lowest block the client adapts.
+    pub first_block: i64,
+    /// Test loss of the local model (null when clients are not evaluated).
+    pub test_loss: Option<f64>,
+    /// Test accuracy of the local model (null when clients are not evaluated).
+    pub test_accuracy: Option<f64>,
+}
+
+impl Row for ClientRow {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("method", |r| r.method.clone())
+            .col("seed", |r| r.seed)
+            .col("round", |r| r.round)
+            .col("client", |r| r.client)
+            .col("examples", |r| r.examples)
+            .col("weight", |r| r.weight)
+            .col("rank", |r| r.rank)
+            .col("first_block", |r| r.first_block)
+            .col("test_loss", |r| r.test_loss)
+            .col("test_accuracy", |r| r.test_accuracy);
+    }
+}
+
+/// One (method, round, metric) over seeds: a row of `federated_summary.parquet`.
+pub struct SummaryRow {
+    /// Method name.
+    pub method: String,
+    /// Round.
+    pub round: i64,
+    /// `global_accuracy` or `mean_client_accuracy`.
+    pub metric: String,
+    /// The metric over seeds.
+    pub ci: MeanCi,
+}
+
+impl Row for SummaryRow {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("method", |r| r.method.clone()).col("round", |r| r.round).col("metric", |r| r.metric.clone());
+        ci_columns(cols, |r| &r.ci);
+    }
 }
 
 /// Runs the simulation for every method and seed on one task and collects tables and figures.
@@ -424,9 +502,9 @@ pub fn analyze(
     if methods.is_empty() || seeds.is_empty() {
         bail!("federated needs at least one method and one seed (e.g. --methods lora,copra --seeds 1)");
     }
-    let mut rr = RoundRows::default();
-    let mut cr = ClientRows::default();
-    let mut hist = HistRows::default();
+    let mut rr: Vec<RoundRow> = Vec::new();
+    let mut cr: Vec<ClientRow> = Vec::new();
+    let mut hist: Vec<HistRow> = Vec::new();
     let mut first_hist: Option<Vec<Vec<usize>>> = None;
     let mut walls: BTreeMap<String, f64> = BTreeMap::new();
     let steps_per_run = (opts.rounds * opts.clients_per_round() * base.steps) as u64;
@@ -438,35 +516,37 @@ pub fn analyze(
             let run = run_federated(backbone, env, &cfg, opts, || bar.inc(1))?;
             bar.finish_and_clear();
             *walls.entry(method.name()).or_default() += started.elapsed().as_secs_f64();
-            for r in &run.rounds {
-                rr.method.push(method.name());
-                rr.seed.push(seed as i64);
-                rr.round.push(r.round as i64);
-                rr.selected.push(r.selected.len() as i64);
-                rr.loss.push(r.test.loss);
-                rr.acc.push(r.test.accuracy);
-                rr.wall.push(r.wall_seconds);
-            }
-            for c in &run.clients {
-                cr.method.push(method.name());
-                cr.seed.push(seed as i64);
-                cr.round.push(c.round as i64);
-                cr.client.push(c.client as i64);
-                cr.examples.push(c.examples as i64);
-                cr.weight.push(c.weight);
-                cr.rank.push(c.rank as i64);
-                cr.first_block.push(c.first_block as i64);
-                cr.loss.push(c.test.map(|m| m.loss));
-                cr.acc.push(c.test.map(|m| m.accuracy));
-            }
+            rr.extend(run.rounds.iter().map(|r| RoundRow {
+                method: method.name(),
+                seed: seed as i64,
+                round: r.round as i64,
+                clients_selected: r.selected.len() as i64,
+                test_loss: r.test.loss,
+                test_accuracy: r.test.accuracy,
+                wall_seconds: r.wall_seconds,
+            }));
+            cr.extend(run.clients.iter().map(|c| ClientRow {
+                method: method.name(),
+                seed: seed as i64,
+                round: c.round as i64,
+                client: c.client as i64,
+                examples: c.examples as i64,
+                weight: c.weight,
+                rank: c.rank as i64,
+                first_block: c.first_block as i64,
+                test_loss: c.test.map(|m| m.loss),
+                test_accuracy: c.test.map(|m| m.accuracy),
+            }));
             if Some(method) == methods.first() {
                 for (c, row) in run.histogram.iter().enumerate() {
                     for (k, &n) in row.iter().enumerate() {
-                        hist.seed.push(seed as i64);
-                        hist.client.push(c as i64);
-                        hist.class.push(k as i64);
-                        hist.name.push(env.data.class_names[k].clone());
-                        hist.count.push(n as i64);
+                        hist.push(HistRow {
+                            seed: seed as i64,
+                            client: c as i64,
+                            class: k as i64,
+                            class_name: env.data.class_names[k].clone(),
+                            count: n as i64,
+                        });
                     }
                 }
                 if first_hist.is_none() {
@@ -476,12 +556,12 @@ pub fn analyze(
         }
     }
     let names: Vec<String> = methods.iter().map(|m| m.name()).collect();
-    let global_ci = group_ci((0..rr.method.len()).map(|k| ((rr.method[k].clone(), rr.round[k]), rr.acc[k])))?;
+    let global_ci = group_ci(rr.iter().map(|r| ((r.method.clone(), r.round), r.test_accuracy)))?;
     // Mean client accuracy per (method, seed, round), then over seeds.
     let mut per_seed: BTreeMap<(String, i64, i64), Vec<f64>> = BTreeMap::new();
-    for k in 0..cr.method.len() {
-        if let Some(a) = cr.acc[k] {
-            per_seed.entry((cr.method[k].clone(), cr.seed[k], cr.round[k])).or_default().push(a);
+    for c in &cr {
+        if let Some(a) = c.test_accuracy {
+            per_seed.entry((c.method.clone(), c.seed, c.round)).or_default().push(a);
         }
     }
     let client_ci =
@@ -511,45 +591,16 @@ pub fn analyze(
             wall_seconds: walls.get(m).copied().unwrap_or(0.0),
         })
         .collect();
-    let mut t = Table::new();
-    t.str_col("method", rr.method)
-        .i64_col("seed", rr.seed)
-        .i64_col("round", rr.round)
-        .i64_col("clients_selected", rr.selected)
-        .f64_col("test_loss", rr.loss)
-        .f64_col("test_accuracy", rr.acc)
-        .f64_col("wall_seconds", rr.wall);
-    out.tables.push(("federated_rounds.parquet".into(), t));
-    let mut t = Table::new();
-    t.str_col("method", cr.method)
-        .i64_col("seed", cr.seed)
-        .i64_col("round", cr.round)
-        .i64_col("client", cr.client)
-        .i64_col("examples", cr.examples)
-        .f64_col("weight", cr.weight)
-        .i64_col("rank", cr.rank)
-        .i64_col("first_block", cr.first_block)
-        .opt_f64_col("test_loss", cr.loss)
-        .opt_f64_col("test_accuracy", cr.acc);
-    out.tables.push(("federated_clients.parquet".into(), t));
-    let mut t = Table::new();
-    t.i64_col("seed", hist.seed)
-        .i64_col("client", hist.client)
-        .i64_col("class", hist.class)
-        .str_col("class_name", hist.name)
-        .i64_col("count", hist.count);
-    out.tables.push(("federated_label_histogram.parquet".into(), t));
-    let rows: Vec<(String, i64, &str, &MeanCi)> = global_ci
+    out.tables.push(("federated_rounds.parquet".into(), Table::from_rows(&rr)));
+    out.tables.push(("federated_clients.parquet".into(), Table::from_rows(&cr)));
+    out.tables.push(("federated_label_histogram.parquet".into(), Table::from_rows(&hist)));
+    let summary: Vec<SummaryRow> = global_ci
         .iter()
-        .map(|((m, r), c)| (m.clone(), *r, "global_accuracy", c))
-        .chain(client_ci.iter().map(|((m, r), c)| (m.clone(), *r, "mean_client_accuracy", c)))
+        .map(|((m, r), c)| (m, r, "global_accuracy", c))
+        .chain(client_ci.iter().map(|((m, r), c)| (m, r, "mean_client_accuracy", c)))
+        .map(|(m, r, metric, c)| SummaryRow { method: m.clone(), round: *r, metric: metric.into(), ci: c.clone() })
         .collect();
-    let mut t = Table::new();
-    t.str_col("method", rows.iter().map(|r| r.0.clone()).collect())
-        .i64_col("round", rows.iter().map(|r| r.1).collect())
-        .str_col("metric", rows.iter().map(|r| r.2.to_string()).collect());
-    push_ci_cols(&mut t, rows.iter().map(|r| r.3));
-    out.tables.push(("federated_summary.parquet".into(), t));
+    out.tables.push(("federated_summary.parquet".into(), Table::from_rows(&summary)));
     Ok((out, summaries))
 }
 
@@ -595,25 +646,19 @@ fn rounds_figure(
     })
 }
 
-fn clients_figure(methods: &[String], cr: &ClientRows, rr: &RoundRows, seed: u64, round: i64) -> Result<String> {
+fn clients_figure(methods: &[String], cr: &[ClientRow], rr: &[RoundRow], seed: u64, round: i64) -> Result<String> {
+    let seed = seed as i64;
     let mut groups = Vec::new();
-    let ids = ordered_unique(
-        (0..cr.method.len())
-            .filter(|&k| cr.seed[k] == seed as i64 && cr.round[k] == round)
-            .map(|k| cr.client[k].to_string()),
-    );
+    let ids = ordered_unique(cr.iter().filter(|c| c.seed == seed && c.round == round).map(|c| c.client.to_string()));
     for id in ids {
         let mut bars = Vec::new();
         let mut n = 0;
         for m in methods {
-            if let Some(k) = (0..cr.method.len()).find(|&k| {
-                &cr.method[k] == m
-                    && cr.seed[k] == seed as i64
-                    && cr.round[k] == round
-                    && cr.client[k].to_string() == id
-            }) {
-                n = cr.examples[k];
-                if let Some(a) = cr.acc[k] {
+            if let Some(c) =
+                cr.iter().find(|c| &c.method == m && c.seed == seed && c.round == round && c.client.to_string() == id)
+            {
+                n = c.examples;
+                if let Some(a) = c.test_accuracy {
                     bars.push(Bar { series: m.clone(), value: a, err: None });
                 }
             }
@@ -623,9 +668,11 @@ fn clients_figure(methods: &[String], cr: &ClientRows, rr: &RoundRows, seed: u64
     let bars = methods
         .iter()
         .filter_map(|m| {
-            (0..rr.method.len())
-                .find(|&k| &rr.method[k] == m && rr.seed[k] == seed as i64 && rr.round[k] == round)
-                .map(|k| Bar { series: m.clone(), value: rr.acc[k], err: None })
+            rr.iter().find(|r| &r.method == m && r.seed == seed && r.round == round).map(|r| Bar {
+                series: m.clone(),
+                value: r.test_accuracy,
+                err: None,
+            })
         })
         .collect();
     groups.push(BarGroup { label: "global".into(), bars });
@@ -655,9 +702,9 @@ fn histogram_figure(h: &[Vec<usize>], classes: &[String], seed: u64, split: &Spl
 
 #[cfg(test)]
 mod tests {
-    use super::super::prune::testutil::tiny_env;
     use super::*;
     use crate::adapter::{ModuleKey, TargetModule};
+    use crate::analysis::test_support::tiny_env;
     use crate::linalg::Matrix;
 
     fn tiny_cfg(method: Method) -> TrainConfig {

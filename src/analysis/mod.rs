@@ -7,10 +7,20 @@ pub mod layer_game;
 pub mod multitask;
 pub mod prune;
 pub mod shapley;
+pub(crate) mod summary;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 use crate::report::table::Table;
 use anyhow::Result;
 use std::path::Path;
+
+/// The one rule every analysis follows for a game of `n_players`: its Shapley values are
+/// exact (all `2^n` coalitions enumerated) when `n ≤ 20` ([`crate::shapley::MAX_EXACT_PLAYERS`]),
+/// and sampled otherwise.
+pub fn exact_shapley(n_players: usize) -> bool {
+    n_players <= crate::shapley::MAX_EXACT_PLAYERS
+}
 
 /// Tables and figures an analysis produced, by file name.
 #[derive(Default)]

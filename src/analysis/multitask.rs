@@ -4,14 +4,14 @@
 //! as is and normalised by the task's own adapter (`merged accuracy / own accuracy`), the
 //! usual multi-task-merging metric.
 
-use super::prune::{err_of, group_ci, ordered_unique, push_ci_cols};
+use super::summary::{ci_columns, err_of, group_ci, ordered_unique};
 use super::Outputs;
 use crate::adapter::Adapter;
 use crate::eval::{Deltas, Evaluator};
 use crate::merge::{adapter_deltas, merge_with_report, MergeMethod, MergeOptions};
 use crate::progress::Progress;
 use crate::report::plot::{Bar, BarGroup, BarPlot};
-use crate::report::table::Table;
+use crate::report::table::{Columns, Row, Table};
 use crate::stats::MeanCi;
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
@@ -124,29 +124,98 @@ pub struct MultitaskSummary {
     pub normalized: MeanCi,
 }
 
-#[derive(Default)]
-struct AccRows {
-    method: Vec<String>,
-    seed: Vec<i64>,
-    operator: Vec<String>,
-    task: Vec<String>,
-    loss: Vec<f64>,
-    acc: Vec<f64>,
-    own: Vec<f64>,
-    frozen: Vec<f64>,
-    norm: Vec<f64>,
+/// One adapter or merge scored on one task: a row of `multitask_accuracy.parquet`.
+pub struct AccuracyRow {
+    /// Method name.
+    pub method: String,
+    /// Run seed.
+    pub seed: i64,
+    /// Operator name (`own` for the task's own adapter).
+    pub operator: String,
+    /// Task name.
+    pub task: String,
+    /// Test loss on the task.
+    pub test_loss: f64,
+    /// Test accuracy on the task.
+    pub test_accuracy: f64,
+    /// Test accuracy of the task's own adapter.
+    pub own_accuracy: f64,
+    /// Test accuracy of the frozen backbone on the task.
+    pub frozen_accuracy: f64,
+    /// `test_accuracy / own_accuracy`.
+    pub normalized_accuracy: f64,
 }
 
-#[derive(Default)]
-struct AlignRows {
-    method: Vec<String>,
-    seed: Vec<i64>,
-    block: Vec<i64>,
-    module: Vec<String>,
-    before: Vec<f64>,
-    after: Vec<f64>,
-    mixture: Vec<f64>,
-    p: Vec<f64>,
+impl Row for AccuracyRow {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("method", |r| r.method.clone())
+            .col("seed", |r| r.seed)
+            .col("operator", |r| r.operator.clone())
+            .col("task", |r| r.task.clone())
+            .col("test_loss", |r| r.test_loss)
+            .col("test_accuracy", |r| r.test_accuracy)
+            .col("own_accuracy", |r| r.own_accuracy)
+            .col("frozen_accuracy", |r| r.frozen_accuracy)
+            .col("normalized_accuracy", |r| r.normalized_accuracy);
+    }
+}
+
+/// LoRA Align on one module of one merge: a row of `multitask_align.parquet`.
+pub struct AlignRow {
+    /// Method name.
+    pub method: String,
+    /// Run seed.
+    pub seed: i64,
+    /// Block of the module.
+    pub block: i64,
+    /// Module short name (`q`, `k`, …).
+    pub module: String,
+    /// Alignment gap before LoRA Align.
+    pub gap_before: f64,
+    /// Alignment gap after LoRA Align.
+    pub gap_after: f64,
+    /// Norm of the mixture.
+    pub mixture_norm: f64,
+    /// Mean absolute entry of the alignment matrix P.
+    pub mean_abs_p: f64,
+}
+
+impl Row for AlignRow {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("method", |r| r.method.clone())
+            .col("seed", |r| r.seed)
+            .col("block", |r| r.block)
+            .col("module", |r| r.module.clone())
+            .col("gap_before", |r| r.gap_before)
+            .col("gap_after", |r| r.gap_after)
+            .col("mixture_norm", |r| r.mixture_norm)
+            .col("mean_abs_p", |r| r.mean_abs_p);
+    }
+}
+
+/// One (method, operator, task or `average`, metric) over seeds: a row of
+/// `multitask_summary.parquet`.
+pub struct SummaryRow {
+    /// Method name.
+    pub method: String,
+    /// Operator name.
+    pub operator: String,
+    /// Task name, or `average` for the mean over tasks.
+    pub task: String,
+    /// `accuracy` or `normalized_accuracy`.
+    pub metric: String,
+    /// The metric over seeds.
+    pub ci: MeanCi,
+}
+
+impl Row for SummaryRow {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("method", |r| r.method.clone())
+            .col("operator", |r| r.operator.clone())
+            .col("task", |r| r.task.clone())
+            .col("metric", |r| r.metric.clone());
+        ci_columns(cols, |r| &r.ci);
+    }
 }
 
 /// Merges the task adapters of every (method, seed) with every operator and evaluates the
@@ -184,8 +253,8 @@ pub fn analyze(
         }
         *slot = Some(a.adapter);
     }
-    let mut rows = AccRows::default();
-    let mut al = AlignRows::default();
+    let mut rows: Vec<AccuracyRow> = Vec::new();
+    let mut al: Vec<AlignRow> = Vec::new();
     let bar = progress.bar((groups.len() * (operators.len() + 1)) as u64, "multitask");
     for ((method, seed), slots) in &groups {
         let mine: Vec<&Adapter> = slots
@@ -206,15 +275,17 @@ pub fn analyze(
             .map(|(t, a)| Ok(t.test.evaluate(&adapter_deltas(a))?.accuracy))
             .collect::<Result<_>>()?;
         let mut push = |op: &str, t: usize, loss: f64, acc: f64| {
-            rows.method.push(method.clone());
-            rows.seed.push(*seed as i64);
-            rows.operator.push(op.to_string());
-            rows.task.push(tasks[t].name.clone());
-            rows.loss.push(loss);
-            rows.acc.push(acc);
-            rows.own.push(own[t]);
-            rows.frozen.push(frozen[t]);
-            rows.norm.push(acc / own[t]);
+            rows.push(AccuracyRow {
+                method: method.clone(),
+                seed: *seed as i64,
+                operator: op.to_string(),
+                task: tasks[t].name.clone(),
+                test_loss: loss,
+                test_accuracy: acc,
+                own_accuracy: own[t],
+                frozen_accuracy: frozen[t],
+                normalized_accuracy: acc / own[t],
+            })
         };
         for (t, task) in tasks.iter().enumerate() {
             let m = task.test.evaluate(&adapter_deltas(mine[t]))?;
@@ -230,16 +301,16 @@ pub fn analyze(
                 let m = task.test.evaluate(&deltas)?;
                 push(&op.to_string(), t, m.loss, m.accuracy);
             }
-            for (key, r) in &outcome.align {
-                al.method.push(method.clone());
-                al.seed.push(*seed as i64);
-                al.block.push(key.block as i64);
-                al.module.push(key.module.short().to_string());
-                al.before.push(r.before);
-                al.after.push(r.after);
-                al.mixture.push(r.mixture_norm);
-                al.p.push(r.mean_abs_p);
-            }
+            al.extend(outcome.align.iter().map(|(key, r)| AlignRow {
+                method: method.clone(),
+                seed: *seed as i64,
+                block: key.block as i64,
+                module: key.module.short().to_string(),
+                gap_before: r.before,
+                gap_after: r.after,
+                mixture_norm: r.mixture_norm,
+                mean_abs_p: r.mean_abs_p,
+            }));
             bar.inc(1);
         }
     }
@@ -248,21 +319,16 @@ pub fn analyze(
         std::iter::once("own".to_string()).chain(operators.iter().map(|o| o.to_string())).collect();
     let task_names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
     // Per (method, operator, task) over seeds, and the task average per seed, then over seeds.
-    let per_task_acc = group_ci(
-        (0..rows.method.len())
-            .map(|k| ((rows.method[k].clone(), rows.operator[k].clone(), rows.task[k].clone()), rows.acc[k])),
-    )?;
-    let per_task_norm = group_ci(
-        (0..rows.method.len())
-            .map(|k| ((rows.method[k].clone(), rows.operator[k].clone(), rows.task[k].clone()), rows.norm[k])),
-    )?;
+    let key = |r: &AccuracyRow| (r.method.clone(), r.operator.clone(), r.task.clone());
+    let per_task_acc = group_ci(rows.iter().map(|r| (key(r), r.test_accuracy)))?;
+    let per_task_norm = group_ci(rows.iter().map(|r| (key(r), r.normalized_accuracy)))?;
     // (method, operator, seed) → (accuracies, normalised accuracies) over tasks.
     type PerSeed = BTreeMap<(String, String, i64), (Vec<f64>, Vec<f64>)>;
     let mut avg = PerSeed::new();
-    for k in 0..rows.method.len() {
-        let e = avg.entry((rows.method[k].clone(), rows.operator[k].clone(), rows.seed[k])).or_default();
-        e.0.push(rows.acc[k]);
-        e.1.push(rows.norm[k]);
+    for r in &rows {
+        let e = avg.entry((r.method.clone(), r.operator.clone(), r.seed)).or_default();
+        e.0.push(r.test_accuracy);
+        e.1.push(r.normalized_accuracy);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let avg_acc = group_ci(avg.iter().map(|((m, o, _), (a, _))| ((m.clone(), o.clone()), mean(a))))?;
@@ -290,48 +356,22 @@ pub fn analyze(
             }
         }
     }
-    let mut t = Table::new();
-    t.str_col("method", rows.method)
-        .i64_col("seed", rows.seed)
-        .str_col("operator", rows.operator)
-        .str_col("task", rows.task)
-        .f64_col("test_loss", rows.loss)
-        .f64_col("test_accuracy", rows.acc)
-        .f64_col("own_accuracy", rows.own)
-        .f64_col("frozen_accuracy", rows.frozen)
-        .f64_col("normalized_accuracy", rows.norm);
-    out.tables.push(("multitask_accuracy.parquet".into(), t));
-    let mut s: Vec<(String, String, String, &str, &MeanCi)> = Vec::new();
-    for ((m, o, task), c) in &per_task_acc {
-        s.push((m.clone(), o.clone(), task.clone(), "accuracy", c));
-    }
-    for ((m, o, task), c) in &per_task_norm {
-        s.push((m.clone(), o.clone(), task.clone(), "normalized_accuracy", c));
-    }
-    for ((m, o), c) in &avg_acc {
-        s.push((m.clone(), o.clone(), "average".into(), "accuracy", c));
-    }
-    for ((m, o), c) in &avg_norm {
-        s.push((m.clone(), o.clone(), "average".into(), "normalized_accuracy", c));
-    }
-    let mut t = Table::new();
-    t.str_col("method", s.iter().map(|r| r.0.clone()).collect())
-        .str_col("operator", s.iter().map(|r| r.1.clone()).collect())
-        .str_col("task", s.iter().map(|r| r.2.clone()).collect())
-        .str_col("metric", s.iter().map(|r| r.3.to_string()).collect());
-    push_ci_cols(&mut t, s.iter().map(|r| r.4));
-    out.tables.push(("multitask_summary.parquet".into(), t));
-    if !al.method.is_empty() {
-        let mut t = Table::new();
-        t.str_col("method", al.method)
-            .i64_col("seed", al.seed)
-            .i64_col("block", al.block)
-            .str_col("module", al.module)
-            .f64_col("gap_before", al.before)
-            .f64_col("gap_after", al.after)
-            .f64_col("mixture_norm", al.mixture)
-            .f64_col("mean_abs_p", al.p);
-        out.tables.push(("multitask_align.parquet".into(), t));
+    out.tables.push(("multitask_accuracy.parquet".into(), Table::from_rows(&rows)));
+    let summary = |m: &String, o: &String, task: &str, metric: &str, c: &MeanCi| SummaryRow {
+        method: m.clone(),
+        operator: o.clone(),
+        task: task.into(),
+        metric: metric.into(),
+        ci: c.clone(),
+    };
+    let mut s: Vec<SummaryRow> = Vec::new();
+    s.extend(per_task_acc.iter().map(|((m, o, task), c)| summary(m, o, task, "accuracy", c)));
+    s.extend(per_task_norm.iter().map(|((m, o, task), c)| summary(m, o, task, "normalized_accuracy", c)));
+    s.extend(avg_acc.iter().map(|((m, o), c)| summary(m, o, "average", "accuracy", c)));
+    s.extend(avg_norm.iter().map(|((m, o), c)| summary(m, o, "average", "normalized_accuracy", c)));
+    out.tables.push(("multitask_summary.parquet".into(), Table::from_rows(&s)));
+    if !al.is_empty() {
+        out.tables.push(("multitask_align.parquet".into(), Table::from_rows(&al)));
     }
     Ok((out, summaries))
 }
@@ -412,9 +452,9 @@ fn tasks_figure(
 
 #[cfg(test)]
 mod tests {
-    use super::super::prune::testutil::{random_adapter, tiny_env};
     use super::*;
     use crate::adapter::TargetModule::{Query, Value};
+    use crate::analysis::test_support::{random_adapter, tiny_env};
 
     #[test]
     fn operator_lists_parse() {

@@ -118,7 +118,7 @@ pub fn analyze(
         // Exact (n ≤ 20): enumerate every coalition by the prefix walk, then let the
         // estimators replay that table (identical values, no model cost). Otherwise the
         // estimators evaluate the model live, each through its own budgeted memo.
-        let (exact, evaluated, estimates, model_evals): GameOutcome = if n <= shapley::MAX_EXACT_PLAYERS {
+        let (exact, evaluated, estimates, model_evals): GameOutcome = if super::exact_shapley(n) {
             let known = input.table.as_ref().filter(|t| t.len() == 1usize << n);
             let table = match known {
                 Some(t) => t.clone(),

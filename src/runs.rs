@@ -160,3 +160,56 @@ pub fn read_run(dir: &Path) -> Result<(Adapter, Manifest)> {
     let adapter = peft::load(dir)?;
     Ok((adapter, manifest))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::LoraSpec;
+    use crate::eval::Metrics;
+
+    fn manifest(loss: f64) -> Manifest {
+        let m = Metrics { loss, accuracy: 0.5 };
+        Manifest {
+            config: TrainConfig::default(),
+            backbone: "builtin".into(),
+            backbone_fingerprint: "fp".into(),
+            crate_version: "0".into(),
+            run_format: RUN_FORMAT,
+            wall_seconds: 1.0,
+            images_per_second: 1.0,
+            test: m,
+            train: m,
+            frozen_test: m,
+            trainable_parameters: 0,
+            data_fingerprint: None,
+        }
+    }
+
+    fn tmp_entries(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp-"))
+            .collect()
+    }
+
+    #[test]
+    fn failed_or_non_finite_writes_leave_nothing_behind() {
+        let root = std::env::temp_dir().join(format!("copra-runs-write-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let adapter = Adapter { spec: LoraSpec::default(), modules: Default::default() };
+        // A NaN in the manifest is refused before anything is written.
+        let dir = root.join("run-nan");
+        let err = write_run(&dir, &adapter, &[], &manifest(f64::NAN)).unwrap_err().to_string();
+        assert!(err.contains("test loss is NaN") && err.contains("lower the learning rate"), "{err}");
+        assert!(!dir.exists());
+        // A file where the run directory goes: the write fails and its temporary folder is removed.
+        let blocked = root.join("run-blocked");
+        std::fs::write(&blocked, b"x").unwrap();
+        let err = write_run(&blocked, &adapter, &[], &manifest(0.3)).unwrap_err().to_string();
+        assert!(err.contains("run-blocked"), "{err}");
+        assert!(tmp_entries(&root).is_empty(), "{:?}", tmp_entries(&root));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

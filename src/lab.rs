@@ -1,8 +1,8 @@
 //! The experiment context shared by every command: the backbone, the task
 //! environment (data, fixed head, cached frozen activations) and the run cache.
 
-use crate::adapter::Adapter;
-use crate::data::{self, ImageSet, TaskData, TaskOptions};
+use crate::adapter::{fit, Adapter};
+use crate::data::{self, ImageSet, TaskData, TaskOptions, TaskSource};
 use crate::eval::{Evaluator, Metrics};
 use crate::model::checkpoint;
 use crate::model::head::PrototypeHead;
@@ -10,7 +10,7 @@ use crate::model::{Backbone, NoBranch, Numerics};
 use crate::progress::Progress;
 use crate::runs::{self, Manifest};
 use crate::train::{train_adapter, TrainConfig};
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
 
@@ -43,6 +43,9 @@ pub struct TaskEnv {
     pub test: Evaluator,
     /// Evaluator on the training shots.
     pub train: Evaluator,
+    /// Fingerprint of the decoded data of an `idx:` or `folder:` task (part of its runs'
+    /// cache key); `None` for built-in tasks, whose data the config and code pin.
+    pub data_fingerprint: Option<String>,
 }
 
 /// A trained (or reused) run.
@@ -88,10 +91,36 @@ impl Lab {
         }
     }
 
+    /// Checks `cfg` against this backbone: the LoRA rank fits every target module.
+    pub fn check_config(&self, cfg: &TrainConfig) -> Result<()> {
+        cfg.validate()?;
+        for &m in &cfg.lora.targets {
+            let limit = fit::max_rank(&self.backbone.config, m);
+            if cfg.lora.rank > limit {
+                bail!(
+                    "--rank {} is larger than the {} layer's smaller dimension {limit} on this backbone; use a rank from 1 to {limit}",
+                    cfg.lora.rank,
+                    m.peft_path()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that an adapter read from `origin` fits this backbone (blocks, modules, shapes).
+    pub fn check_adapter(&self, adapter: &Adapter, origin: &Path) -> Result<()> {
+        fit::check_fits(adapter, &self.backbone.config, &origin.display().to_string())
+    }
+
     /// Loads the task named in `cfg`, builds its head and caches frozen activations.
     pub fn task_env(&self, cfg: &TrainConfig) -> Result<TaskEnv> {
+        self.check_config(cfg)?;
         let source = data::parse_task(&cfg.task)?;
         let data = data::load_task(&source, &self.task_options(cfg))?;
+        let data_fingerprint = match source {
+            TaskSource::Builtin(_) => None,
+            TaskSource::Idx(_) | TaskSource::Folder(_) => Some(data.fingerprint()),
+        };
         let train_images = images_tensor(&data.train, &self.device)?;
         let test_images = images_tensor(&data.test, &self.device)?;
         let train_inputs = self.backbone.frozen_block_inputs(&train_images, EVAL_BATCH)?;
@@ -99,20 +128,31 @@ impl Lab {
         let head = PrototypeHead::from_features(&feats, &data.train.labels, data.class_names.len(), cfg.logit_scale)?;
         let test = Evaluator::new(&self.backbone, &head, &test_images, &data.test.labels, EVAL_BATCH)?;
         let train = Evaluator::new(&self.backbone, &head, &train_images, &data.train.labels, EVAL_BATCH)?;
-        Ok(TaskEnv { data, head, train_inputs, test, train })
+        Ok(TaskEnv { data, head, train_inputs, test, train, data_fingerprint })
     }
 
-    /// The run directory `cfg` maps to.
-    pub fn run_dir(&self, cfg: &TrainConfig) -> PathBuf {
-        runs::run_dir(&self.runs_dir, cfg, &self.fingerprint)
+    /// The run directory `cfg` maps to on the task `env`: keyed on the config, the backbone's
+    /// weights and, for file tasks, the decoded data.
+    pub fn run_dir(&self, env: &TaskEnv, cfg: &TrainConfig) -> PathBuf {
+        let key = match &env.data_fingerprint {
+            Some(d) => format!("{}|data:{d}", self.fingerprint),
+            None => self.fingerprint.clone(),
+        };
+        runs::run_dir(&self.runs_dir, cfg, &key)
     }
 
     /// Returns the cached run for `cfg`, or trains it and writes its artifacts.
     pub fn ensure_run(&self, env: &TaskEnv, cfg: &TrainConfig, force: bool, progress: &Progress) -> Result<Run> {
-        let dir = self.run_dir(cfg);
+        self.check_config(cfg)?;
+        let dir = self.run_dir(env, cfg);
         if !force && dir.join("manifest.json").is_file() {
             let (adapter, manifest) = runs::read_run(&dir)?;
+            self.check_adapter(&adapter, &dir)?;
             return Ok(Run { dir, adapter, manifest, reused: true });
+        }
+        if let Some(parent) = dir.parent() {
+            crate::report::atomic::ensure_writable_dir(parent)
+                .with_context(|| format!("runs directory {}", self.runs_dir.display()))?;
         }
         let bar =
             progress.bar(cfg.steps as u64, &format!("train {} {} seed {}", cfg.task, cfg.method.name(), cfg.seed));
@@ -138,6 +178,7 @@ impl Lab {
             train: env.train.evaluate(&deltas)?,
             frozen_test: frozen_metrics(env)?,
             trainable_parameters: out.adapter.num_parameters(),
+            data_fingerprint: env.data_fingerprint.clone(),
         };
         runs::write_run(&dir, &out.adapter, &out.log, &manifest)?;
         Ok(Run { dir, adapter: out.adapter, manifest, reused: false })

@@ -10,7 +10,7 @@ fn main() {
     if let Err(err) = cli::run(cli) {
         // One line: the error and its causes, never a backtrace.
         let msg: Vec<String> = err.chain().map(|e| e.to_string()).collect();
-        eprintln!("error: {}", msg.join(": "));
+        eprintln!("error: {}", msg.join(": ").replace('\n', " "));
         std::process::exit(1);
     }
 }

@@ -8,7 +8,7 @@ use crate::eval::Metrics;
 use crate::report::atomic::write_atomic;
 use crate::report::table::Table;
 use crate::train::{StepRecord, TrainConfig};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,34 @@ pub struct Manifest {
     pub frozen_test: Metrics,
     /// Number of trainable parameters.
     pub trainable_parameters: usize,
+    /// Fingerprint of the decoded task data, for `idx:` and `folder:` tasks (part of the
+    /// cache key, so replacing the files retrains); absent for built-in tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_fingerprint: Option<String>,
+}
+
+impl Manifest {
+    /// Errors, naming the field, when a recorded number is NaN or infinite: JSON would store
+    /// it as `null` and the run would read back as corrupt.
+    pub fn check_finite(&self) -> Result<()> {
+        let fields = [
+            ("test loss", self.test.loss),
+            ("test accuracy", self.test.accuracy),
+            ("train loss", self.train.loss),
+            ("train accuracy", self.train.accuracy),
+            ("frozen test loss", self.frozen_test.loss),
+            ("frozen test accuracy", self.frozen_test.accuracy),
+            ("wall time", self.wall_seconds),
+            ("throughput", self.images_per_second),
+        ];
+        if let Some((name, v)) = fields.iter().find(|(_, v)| !v.is_finite()) {
+            bail!(
+                "the run's {name} is {v}: the adapter's outputs are not finite; lower the learning rate (--lr, now {}) or the LoRA alpha; nothing was saved",
+                self.config.lr
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The cache key of a run: hash of the canonical config JSON, the backbone fingerprint and the format.
@@ -78,8 +106,10 @@ pub fn log_table(log: &[StepRecord]) -> Table {
 }
 
 /// Writes a complete run into `dir` via a temporary sibling directory and one rename, so a
-/// crash never leaves a half-written run that the cache would trust.
+/// crash never leaves a half-written run that the cache would trust. A failed write removes
+/// the temporary directory; a manifest with a non-finite number is refused before writing.
 pub fn write_run(dir: &Path, adapter: &Adapter, log: &[StepRecord], manifest: &Manifest) -> Result<()> {
+    manifest.check_finite()?;
     let parent = dir.parent().ok_or_else(|| anyhow!("run directory {} has no parent", dir.display()))?;
     std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let tmp = parent.join(format!(
@@ -88,17 +118,27 @@ pub fn write_run(dir: &Path, adapter: &Adapter, log: &[StepRecord], manifest: &M
         std::process::id()
     ));
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove stale {}", tmp.display()))?;
     }
-    std::fs::create_dir_all(&tmp)?;
-    peft::save(adapter, &tmp, &manifest.backbone)?;
+    let result = fill_run_dir(&tmp, adapter, log, manifest).and_then(|()| {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+        }
+        std::fs::rename(&tmp, dir).with_context(|| format!("cannot move run into {}", dir.display()))
+    });
+    if result.is_err() {
+        // Best effort: the original error is what the caller needs to see.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// Writes the run's files into the (temporary) directory `tmp`.
+fn fill_run_dir(tmp: &Path, adapter: &Adapter, log: &[StepRecord], manifest: &Manifest) -> Result<()> {
+    std::fs::create_dir_all(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    peft::save(adapter, tmp, &manifest.backbone)?;
     log_table(log).write_parquet(&tmp.join("train_log.parquet"))?;
-    write_atomic(&tmp.join("manifest.json"), serde_json::to_string_pretty(manifest)?.as_bytes())?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)?;
-    }
-    std::fs::rename(&tmp, dir).with_context(|| format!("cannot move run into {}", dir.display()))?;
-    Ok(())
+    write_atomic(&tmp.join("manifest.json"), serde_json::to_string_pretty(manifest)?.as_bytes())
 }
 
 /// Reads a run directory written by `write_run`.
@@ -106,8 +146,70 @@ pub fn read_run(dir: &Path) -> Result<(Adapter, Manifest)> {
     let m_path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&m_path)
         .with_context(|| format!("cannot read {}: not a copra-lab run directory", m_path.display()))?;
-    let manifest: Manifest = serde_json::from_str(&text)
-        .map_err(|e| anyhow!("{} is corrupt ({e}): delete the run directory to retrain", m_path.display()))?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
+        if e.to_string().contains("null") {
+            anyhow!(
+                "{} records a non-finite (null) number ({e}): the run diverged; delete {} and retrain with a lower learning rate",
+                m_path.display(),
+                dir.display()
+            )
+        } else {
+            anyhow!("{} is corrupt ({e}): delete the run directory to retrain", m_path.display())
+        }
+    })?;
     let adapter = peft::load(dir)?;
     Ok((adapter, manifest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::LoraSpec;
+    use crate::eval::Metrics;
+
+    fn manifest(loss: f64) -> Manifest {
+        let m = Metrics { loss, accuracy: 0.5 };
+        Manifest {
+            config: TrainConfig::default(),
+            backbone: "builtin".into(),
+            backbone_fingerprint: "fp".into(),
+            crate_version: "0".into(),
+            run_format: RUN_FORMAT,
+            wall_seconds: 1.0,
+            images_per_second: 1.0,
+            test: m,
+            train: m,
+            frozen_test: m,
+            trainable_parameters: 0,
+            data_fingerprint: None,
+        }
+    }
+
+    fn tmp_entries(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp-"))
+            .collect()
+    }
+
+    #[test]
+    fn failed_or_non_finite_writes_leave_nothing_behind() {
+        let root = std::env::temp_dir().join(format!("copra-runs-write-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let adapter = Adapter { spec: LoraSpec::default(), modules: Default::default() };
+        // A NaN in the manifest is refused before anything is written.
+        let dir = root.join("run-nan");
+        let err = write_run(&dir, &adapter, &[], &manifest(f64::NAN)).unwrap_err().to_string();
+        assert!(err.contains("test loss is NaN") && err.contains("lower the learning rate"), "{err}");
+        assert!(!dir.exists());
+        // A file where the run directory goes: the write fails and its temporary folder is removed.
+        let blocked = root.join("run-blocked");
+        std::fs::write(&blocked, b"x").unwrap();
+        let err = write_run(&blocked, &adapter, &[], &manifest(0.3)).unwrap_err().to_string();
+        assert!(err.contains("run-blocked"), "{err}");
+        assert!(tmp_entries(&root).is_empty(), "{:?}", tmp_entries(&root));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

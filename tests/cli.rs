@@ -1,53 +1,10 @@
 //! End-to-end tests of the `copra-lab` binary: training and the run cache, determinism,
 //! real data, and one-line errors for bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_copra-lab"));
-    c.arg("--quiet");
-    c
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("copra-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-/// Asserts a failure with exactly one line on stderr, no panic, containing `needle`.
-fn assert_one_line_error(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success: {}", stdout(o));
-    assert!(!err.contains("panicked"), "panic: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got: {err}");
-    assert!(err.contains(needle), "expected '{needle}' in: {err}");
-}
-
-const QUICK: &[&str] = &["--steps", "12", "--test-size", "200", "--shots", "4"];
-
-fn run_dir_of(root: &Path) -> PathBuf {
-    // runs/<task>/<method>/<seed-key>
-    let mut p = root.to_path_buf();
-    for _ in 0..3 {
-        p = std::fs::read_dir(&p).unwrap().next().unwrap().unwrap().path();
-    }
-    p
-}
+use common::*;
+use std::path::Path;
 
 #[test]
 fn train_writes_artifacts_reuses_the_cache_and_is_bit_identical() {

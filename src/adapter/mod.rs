@@ -3,6 +3,7 @@
 //! into players. Training, analyses and file formats all meet here; nothing in
 //! this module depends on the tensor backend.
 
+pub mod fit;
 pub mod peft;
 
 use crate::linalg::Matrix;

@@ -111,6 +111,21 @@ pub fn save(adapter: &Adapter, dir: &Path, base_model: &str) -> Result<()> {
     Ok(())
 }
 
+/// The rank `rank_pattern` assigns to `key`, if an entry matches it. Keys match as PEFT
+/// matches them: the entry equals the module's full name or a dot-separated suffix of it
+/// (transformers-5 `layers.{i}.attention.q_proj` or transformers-4 names).
+fn configured_rank(cfg: &serde_json::Value, key: &ModuleKey) -> Option<usize> {
+    let pattern = cfg.get("rank_pattern")?.as_object()?;
+    let names = [
+        format!("layers.{}.{}", key.block, key.module.peft_path()),
+        format!("encoder.layer.{}.{}", key.block, key.module.hf_prefix()),
+    ];
+    pattern.iter().find_map(|(k, v)| {
+        let hit = names.iter().any(|n| n == k || n.ends_with(&format!(".{k}")));
+        hit.then(|| v.as_u64().map(|r| r as usize)).flatten()
+    })
+}
+
 /// Reads a PEFT adapter directory.
 pub fn load(dir: &Path) -> Result<Adapter> {
     let cfg_path = dir.join(CONFIG_FILE);
@@ -151,6 +166,12 @@ pub fn load(dir: &Path) -> Result<Adapter> {
         }
         let data: Vec<f32> =
             view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        if let Some(bad) = data.iter().find(|v| !v.is_finite()) {
+            bail!(
+                "{}: tensor '{name}' holds a non-finite value ({bad}); the adapter is unusable (diverged training?): retrain it with a lower learning rate",
+                w_path.display()
+            );
+        }
         let m = Matrix::from_vec(view.shape()[0], view.shape()[1], data);
         let slot = parts.entry(key).or_default();
         if factor == 'A' {
@@ -170,6 +191,16 @@ pub fn load(dir: &Path) -> Result<Adapter> {
                 w_path.display(),
                 b.shape(),
                 a.shape()
+            );
+        }
+        let expected = configured_rank(&cfg, &key).unwrap_or(rank);
+        if a.rows != expected {
+            bail!(
+                "{}: tensor '{}' has rank {} but {} says r = {expected}; the config and the weights disagree, fix one of them",
+                w_path.display(),
+                peft_key(&key, "A"),
+                a.rows,
+                cfg_path.display()
             );
         }
         modules.insert(key, LoraFactors { a, b });
@@ -243,6 +274,32 @@ mod tests {
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
         let err = load(&dir).unwrap_err().to_string();
         assert!(err.contains("truncated or corrupt"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn rank_pattern_matches_peft_style_suffixes() {
+        let cfg = serde_json::json!({"rank_pattern": {"layers.1.attention.v_proj": 4, "fc1": 3}});
+        let key = |block, module| ModuleKey { block, module };
+        assert_eq!(configured_rank(&cfg, &key(1, TargetModule::Value)), Some(4));
+        assert_eq!(configured_rank(&cfg, &key(11, TargetModule::Value)), None, "layers.11 is not layers.1");
+        assert_eq!(configured_rank(&cfg, &key(7, TargetModule::Fc1)), Some(3));
+        assert_eq!(configured_rank(&serde_json::json!({}), &key(0, TargetModule::Query)), None);
+    }
+
+    #[test]
+    fn non_finite_values_and_rank_disagreements_are_refused() {
+        let dir = std::env::temp_dir().join(format!("copra-peft-nan-{}", std::process::id()));
+        let mut a = sample();
+        a.modules.values_mut().next().unwrap().b.data[1] = f32::INFINITY;
+        save(&a, &dir, "builtin").unwrap();
+        let err = load(&dir).unwrap_err().to_string();
+        assert!(err.contains("non-finite value (inf)") && err.contains("layers.0.attention.q_proj.lora_B"), "{err}");
+        save(&sample(), &dir, "builtin").unwrap();
+        let cfg = dir.join(CONFIG_FILE);
+        std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("\"r\": 2", "\"r\": 8")).unwrap();
+        let err = load(&dir).unwrap_err().to_string();
+        assert!(err.contains("has rank 2") && err.contains("r = 8"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -60,7 +60,7 @@ pub fn tiny_env(blocks: usize, classes: usize, train: usize, test: usize) -> (Ba
         train: train_set,
         test: test_set,
     };
-    (bb.clone(), TaskEnv { data, head, train_inputs, test: test_ev, train: train_ev })
+    (bb.clone(), TaskEnv { data, head, train_inputs, test: test_ev, train: train_ev, data_fingerprint: None })
 }
 
 /// A random adapter with large factors on every block of `cfg` and the `targets`.

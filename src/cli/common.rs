@@ -37,19 +37,19 @@ pub struct RunArgs {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Peak learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// LoRA rank.
     #[arg(long)]
     pub rank: Option<usize>,
     /// LoRA alpha.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub alpha: Option<f64>,
     /// LoRA scaling: alpha/sqrt(r) (`rslora`) or alpha/r (`standard`).
     #[arg(long, value_parser = ["rslora", "standard"])]
     pub scaling: Option<String>,
     /// LoRA input dropout.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f64>,
     /// Adapted modules, comma-separated: q,k,v,o,fc1,fc2.
     #[arg(long)]
@@ -58,11 +58,14 @@ pub struct RunArgs {
     #[arg(long, value_parser = choice::<Grouping>())]
     pub grouping: Option<Grouping>,
     /// CopRA starting probability p0 (0 paper, 0.1 CoTo code).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub p0: Option<f64>,
     /// Fixed logit scale of the prototype head.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub logit_scale: Option<f64>,
+    /// Run even when the requested work is far (over 20×) beyond the defaults.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 impl RunArgs {
@@ -112,6 +115,15 @@ impl RunArgs {
             cfg.lora.targets = parse_targets(t)?;
         }
         cfg.validate()?;
+        let defaults = TrainConfig::default();
+        check_cost(
+            "--steps × --batch-size",
+            cfg.steps.saturating_mul(cfg.batch_size) as f64,
+            (defaults.steps * defaults.batch_size) as f64,
+            self.yes,
+        )?;
+        check_cost("--shots", cfg.shots as f64, defaults.shots as f64, self.yes)?;
+        check_cost("--test-size", cfg.test_size as f64, defaults.test_size as f64, self.yes)?;
         Ok(cfg)
     }
 
@@ -126,6 +138,36 @@ impl RunArgs {
 pub fn choice<T: Choice + Clone + Send + Sync>() -> impl TypedValueParser<Value = T> {
     let values = T::VARIANTS.iter().map(|&(name, help, _)| PossibleValue::new(name).help(help));
     PossibleValuesParser::new(values).try_map(|s| T::parse_choice(&s))
+}
+
+/// Work beyond this multiple of the default needs `--yes`.
+pub const COST_FACTOR: f64 = 20.0;
+
+/// Refuses work far beyond the default (more than [`COST_FACTOR`] times `default`) unless
+/// `yes`; `what` names the flags and `estimate` the work they ask for, in the same unit.
+pub fn check_cost(what: &str, estimate: f64, default: f64, yes: bool) -> Result<()> {
+    let ratio = estimate / default.max(1.0);
+    if ratio > COST_FACTOR && !yes {
+        bail!(
+            "{what} asks for about {ratio:.0}× the default work ({estimate:.0} vs {default:.0}); pass --yes to run it anyway"
+        );
+    }
+    Ok(())
+}
+
+/// Checks, before any work, that an output folder is writable (created when missing).
+pub fn check_output_dir(dir: &std::path::Path) -> Result<()> {
+    copra_lab::report::atomic::ensure_writable_dir(dir).context("--out")
+}
+
+/// Refuses a list that names an item twice (self-pairs would bias every average).
+pub fn check_distinct<T: PartialEq + std::fmt::Display>(items: &[T], flag: &str) -> Result<()> {
+    for (i, x) in items.iter().enumerate() {
+        if items[..i].contains(x) {
+            bail!("{flag} lists '{x}' twice; give each value once");
+        }
+    }
+    Ok(())
 }
 
 /// Parses `q,k,v` into modules.
@@ -159,6 +201,7 @@ pub fn parse_seeds(s: &str) -> Result<Vec<u64>> {
     if seeds.is_empty() {
         bail!("--seeds is empty: give at least one seed, e.g. --seeds 1,2");
     }
+    check_distinct(&seeds, "--seeds")?;
     Ok(seeds)
 }
 
@@ -169,6 +212,8 @@ pub fn parse_methods(s: &str) -> Result<Vec<Method>> {
     if methods.is_empty() {
         bail!("--methods is empty: give e.g. lora,copra");
     }
+    let names: Vec<String> = methods.iter().map(|m| m.name()).collect();
+    check_distinct(&names, "--methods")?;
     Ok(methods)
 }
 

@@ -1,6 +1,6 @@
 //! `copra-lab connectivity`.
 
-use super::common::{parse_methods, parse_seeds, RunArgs};
+use super::common::{check_cost, check_output_dir, parse_methods, parse_seeds, RunArgs};
 use super::GlobalArgs;
 use anyhow::Result;
 use copra_lab::analysis::connectivity::{analyze, ConnectivityOptions, SeedRun};
@@ -8,6 +8,11 @@ use copra_lab::connectivity::interpolate::Space;
 use copra_lab::lab::Lab;
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// Largest α grid of the main paths.
+const MAX_ALPHAS: usize = 1001;
+/// Largest α grid of the layer-wise paths.
+const MAX_LAYER_ALPHAS: usize = 101;
 
 /// Arguments of `connectivity`.
 #[derive(clap::Args, Debug)]
@@ -47,8 +52,25 @@ pub fn run(global: &GlobalArgs, a: ConnectivityArgs) -> Result<()> {
     let methods = parse_methods(&a.methods)?;
     let spaces: Vec<Space> =
         a.spaces.split(',').filter(|s| !s.trim().is_empty()).map(Space::parse).collect::<Result<_>>()?;
-    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    for (flag, n, max) in [("--alphas", a.alphas, MAX_ALPHAS), ("--layer-alphas", a.layer_alphas, MAX_LAYER_ALPHAS)] {
+        if !(2..=max).contains(&n) {
+            anyhow::bail!("{flag} {n} is out of range: the grid needs both endpoints and at most {max} points");
+        }
+    }
     let base = a.run.base_config()?;
+    let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
+    check_output_dir(&out_dir)?;
+    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let evaluations = |methods: usize, seeds: usize, spaces: usize, alphas: usize, layer_alphas: usize| {
+        let layer = if a.no_layerwise { 0 } else { lab.backbone.num_blocks() * layer_alphas };
+        (methods * seeds * (seeds - 1) / 2 * spaces * (alphas + layer)) as f64
+    };
+    check_cost(
+        "--seeds, --methods, --spaces and the α grids",
+        evaluations(methods.len(), seeds.len(), spaces.len(), a.alphas, a.layer_alphas),
+        evaluations(2, 2, 2, 21, 5),
+        a.run.yes,
+    )?;
     let env = lab.task_env(&base)?;
     let mut runs = Vec::new();
     for m in &methods {
@@ -69,7 +91,6 @@ pub fn run(global: &GlobalArgs, a: ConnectivityArgs) -> Result<()> {
     let opts =
         ConnectivityOptions { alphas: a.alphas, layer_alphas: a.layer_alphas, spaces, layerwise: !a.no_layerwise };
     let (outputs, summaries) = analyze(&env.test, &env.train, &inputs, &opts, &global.progress())?;
-    let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     outputs.write_all(&out_dir)?;
     println!(
         "{:<10} {:<7} {:>12} {:>13} {:>12} {:>12} {:>10}",

@@ -128,6 +128,8 @@ pub fn run(global: &GlobalArgs, a: FederatedArgs) -> Result<()> {
     if a.align && opts.aggregator != MergeMethod::FactorAverage {
         bail!("--align only applies to --aggregate factor; drop --align or aggregate with factor");
     }
+    let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
+    super::common::check_output_dir(&out_dir)?;
     let lab = Lab::open(&global.backbone, &global.runs_dir)?;
     opts.validate(lab.backbone.num_blocks())?;
     let env = lab.task_env(&base)?;
@@ -143,7 +145,6 @@ pub fn run(global: &GlobalArgs, a: FederatedArgs) -> Result<()> {
         opts.aggregator
     );
     let (outputs, summaries) = analyze(&lab.backbone, &env, &base, &methods, &seeds, &opts, &global.progress())?;
-    let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     outputs.write_all(&out_dir)?;
     let fmt_ci = |c: &copra_lab::stats::MeanCi| {
         if c.n >= 2 {

@@ -61,6 +61,8 @@ pub fn run(global: &GlobalArgs, a: MultitaskArgs) -> Result<()> {
     for t in &tasks {
         copra_lab::data::parse_task(t)?;
     }
+    super::common::check_distinct(&tasks, "--tasks")?;
+    super::common::check_output_dir(&a.out)?;
     let lab = Lab::open(&global.backbone, &global.runs_dir)?;
     let base = a.run.base_config()?;
     let mut envs: Vec<TaskEnv> = Vec::new();

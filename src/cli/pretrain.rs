@@ -19,7 +19,7 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = PretrainConfig::default().batch_size)]
     pub batch_size: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = PretrainConfig::default().lr)]
+    #[arg(long, default_value_t = PretrainConfig::default().lr, allow_negative_numbers = true)]
     pub lr: f64,
     /// Seed (initialisation and data).
     #[arg(long, default_value_t = 0)]
@@ -55,6 +55,7 @@ pub fn run(global: &GlobalArgs, a: PretrainArgs) -> Result<()> {
     cfg.model.image_size = a.image_size;
     cfg.model.patch_size = a.patch_size;
     cfg.warmup = cfg.warmup.min(cfg.steps / 4);
+    super::common::check_output_dir(&a.out)?;
     let (backbone, report) = pretrain(&cfg, &global.progress())?;
     checkpoint::save_dir(&backbone, &a.out)?;
     copra_lab::report::atomic::write_atomic(
@@ -83,6 +84,7 @@ pub struct ExportArgs {
 
 /// Runs `export-backbone`.
 pub fn export(global: &GlobalArgs, a: ExportArgs) -> Result<()> {
+    super::common::check_output_dir(&a.out)?;
     let backbone = checkpoint::load_backbone(&global.backbone, &candle_core::Device::Cpu)?;
     checkpoint::save_dir(&backbone, &a.out)?;
     println!("wrote {} (config.json + model.safetensors)", a.out.display());

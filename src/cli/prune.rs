@@ -1,6 +1,6 @@
 //! `copra-lab prune`.
 
-use super::common::{choice, parse_methods, parse_seeds, run_game_table, RunArgs};
+use super::common::{check_output_dir, choice, parse_methods, parse_seeds, run_game_table, RunArgs};
 use super::GlobalArgs;
 use anyhow::Result;
 use copra_lab::adapter::Grouping;
@@ -74,8 +74,10 @@ pub fn run(global: &GlobalArgs, a: PruneArgs) -> Result<()> {
         orders: a.orders.split(',').filter(|o| !o.trim().is_empty()).map(RemovalOrder::parse).collect::<Result<_>>()?,
     };
     opts.validate()?;
-    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
     let base = a.run.base_config()?;
+    let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
+    check_output_dir(&out_dir)?;
+    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
     let env = lab.task_env(&base)?;
     let mut runs = Vec::new();
     for m in &methods {
@@ -100,7 +102,6 @@ pub fn run(global: &GlobalArgs, a: PruneArgs) -> Result<()> {
     }
     let (outputs, summaries) = analyze(&env.test, &inputs, &opts, &global.progress())?;
     let analysis_seconds = analysis_started.elapsed().as_secs_f64();
-    let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     outputs.write_all(&out_dir)?;
     let pct = |c: &copra_lab::stats::MeanCi| {
         if c.n >= 2 {

@@ -1,6 +1,6 @@
 //! `copra-lab shapley`.
 
-use super::common::{choice, parse_methods, run_game_table, RunArgs};
+use super::common::{check_cost, check_output_dir, choice, parse_methods, run_game_table, RunArgs};
 use super::GlobalArgs;
 use anyhow::Result;
 use copra_lab::adapter::Grouping;
@@ -41,7 +41,7 @@ pub struct ShapleyArgs {
     #[arg(long, default_value_t = 10)]
     pub repetitions: usize,
     /// Stop a sampling estimator early once max SE / value range falls below this.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub target_precision: Option<f64>,
     /// Output folder for tables and figures.
     #[arg(long, default_value = "out/shapley")]
@@ -65,8 +65,28 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
             "--estimators lists 'exact': exact values are computed automatically when there are at most 20 players"
         );
     }
-    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    if a.samples == 0 || a.repetitions == 0 {
+        anyhow::bail!("--samples and --repetitions must be at least 1 (got {} and {})", a.samples, a.repetitions);
+    }
+    if let Some(t) = a.target_precision.filter(|t| !(t.is_finite() && *t > 0.0)) {
+        anyhow::bail!("--target-precision must be a positive number, got {t}");
+    }
+    check_cost("--samples × --methods", a.samples.saturating_mul(methods.len()) as f64, 512.0 * 2.0, a.run.yes)?;
+    check_cost("--repetitions", a.repetitions as f64, 10.0, a.run.yes)?;
     let base = a.run.base_config()?;
+    let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
+    check_output_dir(&out_dir)?;
+    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let players = match a.players {
+        Grouping::Block => lab.backbone.num_blocks(),
+        Grouping::Module => lab.backbone.num_blocks() * base.lora.targets.len(),
+    };
+    if players > copra_lab::shapley::coalition::MAX_PLAYERS {
+        anyhow::bail!(
+            "{players} players exceed the {} a coalition bitmask holds; use --players block or fewer --targets",
+            copra_lab::shapley::coalition::MAX_PLAYERS
+        );
+    }
     let env = lab.task_env(&base)?;
     let mut runs = Vec::new();
     for m in &methods {
@@ -100,7 +120,6 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
         target_precision: a.target_precision,
     };
     let (outputs, summaries) = analyze(&env.test, &inputs, &opts)?;
-    let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     outputs.write_all(&out_dir)?;
     for s in &summaries {
         let cost = if s.model_evaluations == 0 && s.exact.is_some() {

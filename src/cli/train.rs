@@ -69,6 +69,7 @@ pub fn eval(global: &GlobalArgs, a: EvalArgs) -> Result<()> {
     println!("frozen backbone on {}: test accuracy {:.2}%, loss {:.4}", cfg.task, 100.0 * frozen.accuracy, frozen.loss);
     if let Some(dir) = &a.adapter {
         let adapter = peft::load(dir)?;
+        lab.check_adapter(&adapter, dir)?;
         let deltas = adapter_deltas(&adapter);
         let test = env.test.evaluate(&deltas)?;
         let train = env.train.evaluate(&deltas)?;

@@ -40,6 +40,45 @@ fn sorted_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBu
     Ok(out)
 }
 
+/// Why the header of an image file cannot be read, or `None` when it decodes to a
+/// non-empty size (the pixels are decoded only when the file is sampled).
+fn header_error(path: &Path) -> Option<String> {
+    let reader = match image::ImageReader::open(path).and_then(|r| r.with_guessed_format()) {
+        Ok(r) => r,
+        Err(e) => return Some(e.to_string()),
+    };
+    match reader.into_dimensions() {
+        Ok((w, h)) if w > 0 && h > 0 => None,
+        Ok((w, h)) => Some(format!("{w}x{h} pixels")),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// A decoder message on one line (some span several).
+fn one_line(msg: &str) -> String {
+    msg.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Checks the header of every file of a folder task once, reporting all bad files in one error.
+fn check_headers(files: &[(PathBuf, u32)], dir: &Path) -> Result<()> {
+    const LISTED: usize = 10;
+    let bad: Vec<String> = files
+        .par_iter()
+        .filter_map(|(p, _)| header_error(p).map(|e| format!("{} ({})", p.display(), one_line(&e))))
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let more = if bad.len() > LISTED { format!("; and {} more", bad.len() - LISTED) } else { String::new() };
+    bail!(
+        "{} of {} images in {} cannot be read: {}{more}; remove them or re-save them as PNG or JPEG",
+        bad.len(),
+        files.len(),
+        dir.display(),
+        bad[..bad.len().min(LISTED)].join("; ")
+    )
+}
+
 /// Decode, convert to RGB, resize and normalise the chosen files.
 fn to_set(files: &[(PathBuf, u32)], idx: &[usize], opts: &TaskOptions) -> Result<ImageSet> {
     let size = opts.image_size;
@@ -96,6 +135,7 @@ pub fn load_folder_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
         files.extend(imgs.into_iter().map(|p| (p, c as u32)));
         class_names.push(name);
     }
+    check_headers(&files, dir)?;
     let labels: Vec<u32> = files.iter().map(|f| f.1).collect();
     let seed = mix_seed(&[opts.seed, 0xF01D]);
     let (train_idx, test_idx) = split_train_test(&labels, classes.len(), opts.shots, opts.test_size, seed)?;
@@ -166,7 +206,11 @@ mod tests {
         // An unreadable image is reported by path.
         std::fs::write(dir.join("a_green").join("img1.png"), b"garbage").unwrap();
         let err = load_task(&src, &TaskOptions { test_size: 100, ..opts }).unwrap_err().to_string();
-        assert!(err.contains("cannot read image") && err.contains("img1.png"), "{err}");
+        assert!(err.contains("cannot be read") && err.contains("img1.png"), "{err}");
+        // Every bad file is reported at once, whether or not the sampler would pick it.
+        std::fs::write(dir.join("c_blue").join("img5.png"), b"junk").unwrap();
+        let err = load_task(&src, &TaskOptions { test_size: 1, ..opts }).unwrap_err().to_string();
+        assert!(err.starts_with("2 of 15 images") && err.contains("img1.png") && err.contains("img5.png"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

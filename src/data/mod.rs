@@ -136,6 +136,29 @@ impl TaskData {
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
     }
+
+    /// A fingerprint of the decoded data (class names, labels, shapes and pixel values of both
+    /// splits): equal data give equal fingerprints, so a run cache keyed on it notices when
+    /// the files behind an `idx:` or `folder:` task are replaced.
+    pub fn fingerprint(&self) -> String {
+        let mut h = crate::util::Fnv64::new();
+        for name in &self.class_names {
+            h.update(name.as_bytes());
+            h.update(&[0]);
+        }
+        for set in [&self.train, &self.test] {
+            for dim in [set.len(), set.channels, set.height, set.width] {
+                h.update(&(dim as u64).to_le_bytes());
+            }
+            for l in &set.labels {
+                h.update(&l.to_le_bytes());
+            }
+            for v in &set.images {
+                h.update(&v.to_le_bytes());
+            }
+        }
+        h.hex()
+    }
 }
 
 /// Where a task comes from.
@@ -290,9 +313,21 @@ pub fn load_task(source: &TaskSource, opts: &TaskOptions) -> Result<TaskData> {
             }
             None => Err(unknown_builtin(name)),
         },
-        TaskSource::Idx(dir) => idx::load_idx_task(dir, opts),
-        TaskSource::Folder(dir) => folder::load_folder_task(dir, opts),
+        TaskSource::Idx(dir) => checked_classes(idx::load_idx_task(dir, opts)?, dir),
+        TaskSource::Folder(dir) => checked_classes(folder::load_folder_task(dir, opts)?, dir),
     }
+}
+
+/// Refuses a task with fewer than two classes: any classifier scores 100% on it.
+fn checked_classes(task: TaskData, dir: &std::path::Path) -> Result<TaskData> {
+    if task.num_classes() < 2 {
+        bail!(
+            "task {} has {} class; classification needs at least two classes (sub-folders or label values)",
+            dir.display(),
+            task.num_classes()
+        );
+    }
+    Ok(task)
 }
 
 /// Number of classes of the pretraining task (see [`pretrain_set`]).

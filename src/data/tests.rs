@@ -477,3 +477,19 @@ fn report() {
         );
     }
 }
+
+#[test]
+fn fingerprint_follows_every_decoded_value() {
+    let opts = TaskOptions { shots: 2, test_size: 10, ..TaskOptions::default() };
+    let task = load_task(&parse_task("lighting").unwrap(), &opts).unwrap();
+    let fp = task.fingerprint();
+    assert_eq!(fp, load_task(&parse_task("lighting").unwrap(), &opts).unwrap().fingerprint());
+    let mut changed = task.clone();
+    changed.test.images[5] += 1e-3;
+    assert_ne!(changed.fingerprint(), fp);
+    let mut relabelled = task.clone();
+    relabelled.train.labels.swap(0, 3);
+    assert_ne!(relabelled.fingerprint(), fp);
+    let other = load_task(&parse_task("lighting").unwrap(), &TaskOptions { seed: 1, ..opts }).unwrap();
+    assert_ne!(other.fingerprint(), fp);
+}

@@ -147,9 +147,29 @@ pub fn save_dir(backbone: &Backbone, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tensors = hf_tensors(backbone)?;
     let tmp = dir.join(format!(".model.safetensors.tmp{}", std::process::id()));
-    candle_core::safetensors::save(&tensors, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join("model.safetensors"))?;
+    let target = dir.join("model.safetensors");
+    let written = candle_core::safetensors::save(&tensors, &tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))
+        .and_then(|()| readable_by_all(&tmp))
+        .and_then(|()| {
+            std::fs::rename(&tmp, &target).with_context(|| format!("cannot move {} into place", target.display()))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     crate::report::atomic::write_atomic(&dir.join("config.json"), backbone.config.to_hf_json().as_bytes())?;
+    Ok(())
+}
+
+/// Gives a written checkpoint the usual 0644 mode (the safetensors writer creates 0600 files).
+fn readable_by_all(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot set permissions of {}", path.display()))?;
+    }
     Ok(())
 }
 

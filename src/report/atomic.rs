@@ -51,6 +51,20 @@ pub fn write_atomic_with(path: &Path, f: impl FnOnce(&mut File) -> Result<()>) -
     result
 }
 
+/// Checks, before any work, that `dir` is (or can be created as) a writable directory:
+/// creates it and a probe file inside, then removes the probe. The error names the path.
+pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(anyhow!("{} is a file, not a directory; choose another output folder", dir.display()));
+    }
+    fs::create_dir_all(dir)
+        .map_err(|e| anyhow!("cannot create directory {}: {e}; choose a writable output folder", dir.display()))?;
+    let (probe, file) = create_temp(dir, "write-probe", dir)?;
+    drop(file);
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}
+
 /// Creates a new, uniquely named temporary file in `dir`.
 fn create_temp(dir: &Path, file_name: &str, target: &Path) -> Result<(PathBuf, File)> {
     let pid = std::process::id();
@@ -144,6 +158,20 @@ mod tests {
         assert!(err.to_string().contains("on purpose"));
         assert_eq!(fs::read(&path).unwrap(), b"original");
         assert!(temp_files(&dir).is_empty(), "{:?}", temp_files(&dir));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn writable_dir_check_names_the_path() {
+        let dir = scratch_dir("writable");
+        ensure_writable_dir(&dir.join("new/sub")).unwrap();
+        assert!(dir.join("new/sub").is_dir());
+        assert!(temp_files(&dir.join("new/sub")).is_empty());
+        fs::write(dir.join("file"), b"x").unwrap();
+        let err = ensure_writable_dir(&dir.join("file")).unwrap_err().to_string();
+        assert!(err.contains("is a file") && err.contains("file"), "{err}");
+        let err = ensure_writable_dir(&dir.join("file/below")).unwrap_err().to_string();
+        assert!(err.contains("file/below"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -89,6 +89,28 @@ impl TrainConfig {
         if self.shots == 0 {
             bail!("shots must be at least 1");
         }
+        for (name, v) in [
+            ("lr", self.lr),
+            ("min_lr", self.min_lr),
+            ("lora alpha", self.lora.alpha),
+            ("logit_scale", self.logit_scale),
+            ("weight_decay", self.weight_decay),
+            ("eps", self.eps),
+        ] {
+            if !v.is_finite() {
+                bail!("{name} must be a finite number, got {v}");
+            }
+        }
+        if self.logit_scale <= 0.0 {
+            bail!("logit_scale must be positive, got {}", self.logit_scale);
+        }
+        if self.eps <= 0.0 || self.weight_decay < 0.0 {
+            bail!(
+                "eps must be positive and weight_decay non-negative (got eps {}, weight_decay {})",
+                self.eps,
+                self.weight_decay
+            );
+        }
         if self.lr.is_nan() || self.lr <= 0.0 || self.min_lr.is_nan() || self.min_lr < 0.0 || self.min_lr > self.lr {
             bail!(
                 "learning rates must satisfy 0 ≤ min_lr ≤ lr and lr > 0 (got lr {}, min_lr {})",
@@ -146,5 +168,13 @@ mod tests {
         assert!(err.contains("stepz"), "{err}");
         let err = TrainConfig::from_toml("p0 = 2.0").unwrap_err().to_string();
         assert!(err.contains("p0"), "{err}");
+        for (text, field) in
+            [("lr = inf", "lr"), ("logit_scale = nan", "logit_scale"), ("logit_scale = 0.0", "logit_scale")]
+        {
+            let err = TrainConfig::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
+        let cfg = TrainConfig { lora: LoraSpec { alpha: f64::NAN, ..LoraSpec::default() }, ..Default::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("alpha"));
     }
 }

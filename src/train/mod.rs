@@ -1,6 +1,7 @@
 //! Training: configuration, participation schedules, AdamW and the training loop.
 
 pub mod config;
+pub mod divergence;
 pub mod optim;
 pub mod schedule;
 pub mod trainer;

@@ -7,6 +7,7 @@
 //! the backward pass stops at ℓ by construction.
 
 use super::config::TrainConfig;
+use super::divergence;
 use super::optim::{AdamW, AdamWConfig};
 use super::schedule::{cosine_lr, sample_mask, Schedule};
 use crate::adapter::{group_keys, Adapter, ModuleKey};
@@ -15,7 +16,7 @@ use crate::model::lora::{LoraVars, TrainingBranch};
 use crate::model::{Backbone, Numerics};
 use crate::util::rng_for;
 use anyhow::Result;
-use candle_core::Tensor;
+use candle_core::{Tensor, Var};
 use rand::seq::SliceRandom;
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -97,9 +98,9 @@ pub fn train_adapter_with(
     };
     let keys: Vec<ModuleKey> = lora.vars.keys().copied().collect();
     let groups = group_keys(&keys, cfg.grouping);
-    let vars = lora.vars.values().flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
+    let vars: Vec<Var> = lora.vars.values().flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
     let mut opt = AdamW::new(
-        vars,
+        vars.clone(),
         AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay },
     )?;
     let schedule = Schedule { method: cfg.method, p0: cfg.p0, stage1_ratio: cfg.stage1_ratio, total_steps: cfg.steps };
@@ -136,12 +137,16 @@ pub fn train_adapter_with(
         let feats = backbone.forward_from(start, &x, &branch, Numerics::Differentiable)?;
         let logits = head.logits(&feats)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-        let grads = loss.backward()?;
         let lr = cosine_lr(cfg.lr, cfg.min_lr, step, cfg.steps);
+        let loss_value = loss.to_scalar::<f32>()? as f64;
+        divergence::check_loss(step, loss_value, cfg.lr)?;
+        let grads = loss.backward()?;
+        divergence::check_gradients(step, &grads, &vars, cfg.lr)?;
         opt.step(&grads, lr)?;
+        divergence::check_parameters(step, &vars, cfg.lr)?;
         let record = StepRecord {
             step,
-            loss: loss.to_scalar::<f32>()? as f64,
+            loss: loss_value,
             lr,
             p,
             active_groups: mask.iter().enumerate().filter(|(_, on)| **on).map(|(i, _)| i).collect(),

@@ -1,0 +1,106 @@
+//! Whether an adapter fits a backbone: every module's block exists, and its factors have
+//! the shapes the backbone's linear layer needs (`A` `[r, in]`, `B` `[out, r]`,
+//! `1 ≤ r ≤ min(in, out)`). Checked before any delta reaches the model, so an adapter
+//! made for another backbone is a one-line error naming the tensor, never a panic.
+
+use super::peft::peft_key;
+use super::{Adapter, TargetModule};
+use anyhow::{bail, Result};
+
+/// The geometry of a backbone as far as adapters care.
+pub trait ModuleShapes {
+    /// Number of transformer blocks.
+    fn num_blocks(&self) -> usize;
+    /// `(out, in)` of a module's weight.
+    fn module_shape(&self, module: TargetModule) -> (usize, usize);
+}
+
+/// The largest useful LoRA rank of a module: its smaller dimension.
+pub fn max_rank(shapes: &impl ModuleShapes, module: TargetModule) -> usize {
+    let (out, inp) = shapes.module_shape(module);
+    out.min(inp)
+}
+
+/// Errors, naming the first offending tensor and `origin`, when `adapter` does not fit `shapes`.
+pub fn check_fits(adapter: &Adapter, shapes: &impl ModuleShapes, origin: &str) -> Result<()> {
+    let blocks = shapes.num_blocks();
+    for (key, f) in &adapter.modules {
+        if key.block >= blocks {
+            bail!(
+                "{origin}: tensor '{}' is for block {} but the backbone has {blocks} blocks (0 to {}); use the adapter with the backbone it was trained on",
+                peft_key(key, "A"),
+                key.block,
+                blocks.saturating_sub(1)
+            );
+        }
+        let (out, inp) = shapes.module_shape(key.module);
+        let r = f.rank();
+        if f.a.cols != inp || f.b.rows != out || f.b.cols != r {
+            bail!(
+                "{origin}: module {key} has lora_A {:?} and lora_B {:?} but the backbone's {} layer needs [r, {inp}] and [{out}, r]; use the adapter with the backbone it was trained on",
+                f.a.shape(),
+                f.b.shape(),
+                key.module.peft_path()
+            );
+        }
+        let limit = out.min(inp);
+        if r == 0 || r > limit {
+            bail!(
+                "{origin}: tensor '{}' has rank {r}; a {out}x{inp} layer allows rank 1 to {limit}",
+                peft_key(key, "A")
+            );
+        }
+    }
+    Ok(())
+}
+
+impl ModuleShapes for crate::model::VitConfig {
+    fn num_blocks(&self) -> usize {
+        self.num_hidden_layers
+    }
+    fn module_shape(&self, module: TargetModule) -> (usize, usize) {
+        crate::model::vit::module_shape(self, module)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::{LoraFactors, LoraSpec, ModuleKey};
+    use crate::linalg::Matrix;
+    use std::collections::BTreeMap;
+
+    struct Tiny;
+    impl ModuleShapes for Tiny {
+        fn num_blocks(&self) -> usize {
+            2
+        }
+        fn module_shape(&self, module: TargetModule) -> (usize, usize) {
+            if module == TargetModule::Fc1 {
+                (8, 4)
+            } else {
+                (4, 4)
+            }
+        }
+    }
+
+    fn one(block: usize, module: TargetModule, r: usize, inp: usize, out: usize) -> Adapter {
+        let f = LoraFactors {
+            a: Matrix::from_vec(r, inp, vec![0.0; r * inp]),
+            b: Matrix::from_vec(out, r, vec![0.0; out * r]),
+        };
+        Adapter { spec: LoraSpec::default(), modules: BTreeMap::from([(ModuleKey { block, module }, f)]) }
+    }
+
+    #[test]
+    fn fitting_and_misfitting_adapters() {
+        assert!(check_fits(&one(1, TargetModule::Fc1, 2, 4, 8), &Tiny, "x").is_ok());
+        let err = check_fits(&one(15, TargetModule::Query, 2, 4, 4), &Tiny, "ad").unwrap_err().to_string();
+        assert!(err.contains("layers.15.attention.q_proj.lora_A") && err.contains("2 blocks"), "{err}");
+        let err = check_fits(&one(0, TargetModule::Fc1, 2, 4, 4), &Tiny, "ad").unwrap_err().to_string();
+        assert!(err.contains("0.fc1") && err.contains("[8, r]"), "{err}");
+        let err = check_fits(&one(0, TargetModule::Value, 5, 4, 4), &Tiny, "ad").unwrap_err().to_string();
+        assert!(err.contains("rank 5") && err.contains("1 to 4"), "{err}");
+        assert_eq!(max_rank(&Tiny, TargetModule::Fc1), 4);
+    }
+}

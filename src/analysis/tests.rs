@@ -176,3 +176,9 @@ fn prefix_sweep_equals_evaluating_each_cumulative_interpolation() {
         }
     }
 }
+
+#[test]
+fn shapley_values_are_exact_up_to_twenty_players() {
+    assert!(super::exact_shapley(1) && super::exact_shapley(20));
+    assert!(!super::exact_shapley(21) && !super::exact_shapley(63));
+}

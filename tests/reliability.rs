@@ -179,6 +179,11 @@ fn unbounded_inputs_are_bounded_or_need_yes() {
     assert_one_line_error(&o, "--yes");
     let o = run(bin().args(["--runs-dir", r, "shapley", "--players", "module", "--targets", "q,k,v,o,fc1,fc2"]));
     assert_one_line_error(&o, "72 players");
+    // 1,000 clients of 200 local steps each is 100x the default federated work.
+    let o = run(bin().args(["--runs-dir", r, "federated", "--clients", "1000", "--out", r]));
+    assert_one_line_error(&o, "--yes");
+    let o = run(bin().args(["--runs-dir", r, "multitask", "--align-steps", "100000", "--out", r]));
+    assert_one_line_error(&o, "--align-steps");
     assert!(files_named(&root, "manifest.json").is_empty(), "work started before the check");
     let _ = std::fs::remove_dir_all(root);
 }

@@ -99,6 +99,14 @@ pub fn run(global: &GlobalArgs, a: FederatedArgs) -> Result<()> {
             base.steps = DEFAULT_LOCAL_STEPS;
         }
     }
+    let client_steps = (seeds.len() * methods.len() * a.clients * a.rounds * base.steps) as f64;
+    let default_client_steps = (2 * 10 * DEFAULT_LOCAL_STEPS) as f64;
+    super::common::check_cost(
+        "--seeds × --methods × --clients × --rounds × --steps (local steps)",
+        client_steps,
+        default_client_steps,
+        a.run.yes,
+    )?;
     let split = if a.iid {
         SplitMethod::Iid
     } else {

@@ -62,6 +62,9 @@ pub fn run(global: &GlobalArgs, a: MultitaskArgs) -> Result<()> {
         copra_lab::data::parse_task(t)?;
     }
     super::common::check_distinct(&tasks, "--tasks")?;
+    let trainings = (tasks.len() * seeds.len() * methods.len()) as f64;
+    super::common::check_cost("--tasks × --seeds × --methods (trainings)", trainings, 4.0 * 2.0, a.run.yes)?;
+    super::common::check_cost("--align-steps", a.align_steps as f64, 300.0, a.run.yes)?;
     super::common::check_output_dir(&a.out)?;
     let lab = Lab::open(&global.backbone, &global.runs_dir)?;
     let base = a.run.base_config()?;

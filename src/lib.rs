@@ -13,7 +13,6 @@ pub mod connectivity;
 pub mod data;
 pub mod eval;
 pub mod federated;
-pub mod game_cache;
 pub mod lab;
 pub mod linalg;
 pub mod merge;

@@ -13,6 +13,7 @@ use crate::adapter::{Adapter, Grouping, ModuleKey};
 use crate::eval::{Deltas, Evaluator};
 use crate::model::head::loss_and_accuracy;
 use crate::model::{Backbone, NoBranch, Numerics};
+use crate::shapley::coalition::MAX_PLAYERS;
 use crate::shapley::{Coalition, Game};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
@@ -73,8 +74,8 @@ impl<'a> LayerGame<'a> {
         if groups.is_empty() {
             bail!("the adapter has no modules: nothing to value");
         }
-        if groups.len() > 63 {
-            bail!("{} players exceed the 63 a coalition bitmask holds: use --players block", groups.len());
+        if groups.len() > MAX_PLAYERS {
+            bail!("{} players exceed the {MAX_PLAYERS} a coalition bitmask holds: use --players block", groups.len());
         }
         Ok(Self { evaluator, groups, deltas: crate::eval::adapter_deltas(adapter), value, label: label.to_string() })
     }

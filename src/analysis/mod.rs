@@ -3,6 +3,7 @@
 
 pub mod connectivity;
 pub mod federated;
+pub mod game_cache;
 pub mod layer_game;
 pub mod multitask;
 pub mod prune;

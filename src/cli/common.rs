@@ -3,14 +3,9 @@
 use anyhow::{bail, Context, Result};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use copra_lab::adapter::{Grouping, TargetModule};
-use copra_lab::analysis::layer_game::{GameValue, LayerGame};
 use copra_lab::choice::Choice;
-use copra_lab::eval::Evaluator;
-use copra_lab::game_cache;
-use copra_lab::lab::Run;
 use copra_lab::train::{Method, TrainConfig};
 use std::path::PathBuf;
-use std::time::Instant;
 
 /// How runs are configured: a TOML file and/or flags (flags win).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -215,39 +210,4 @@ pub fn parse_methods(s: &str) -> Result<Vec<Method>> {
     let names: Vec<String> = methods.iter().map(|m| m.name()).collect();
     check_distinct(&names, "--methods")?;
     Ok(methods)
-}
-
-/// Every coalition's value in the run's layer game (players by `grouping`, v = `value` on
-/// `test`), from the run folder's cache, or enumerated by the prefix walk and cached when
-/// `compute`. `None` with more than 20 players, or when not cached and `!compute`. The run
-/// directory's name pins task, data seed, test size, head and backbone, so `shapley` and
-/// `prune` can share the table.
-pub fn run_game_table(
-    test: &Evaluator,
-    run: &Run,
-    grouping: Grouping,
-    value: GameValue,
-    label: &str,
-    compute: bool,
-) -> Result<Option<Vec<f64>>> {
-    let n = run.adapter.groups(grouping).len();
-    if n > copra_lab::shapley::MAX_EXACT_PLAYERS {
-        return Ok(None);
-    }
-    let path = game_cache::table_path(&run.dir, grouping, value);
-    if !compute {
-        return Ok(game_cache::read_table(&path, n));
-    }
-    let t0 = Instant::now();
-    let (table, cached) = game_cache::table_or_compute(&path, n, || {
-        eprintln!("{label}: enumerating all {} coalitions (prefix walk; cached in the run folder)", 1usize << n);
-        LayerGame::new(test, &run.adapter, grouping, value, label)?.enumerate_all()
-    })?;
-    if cached {
-        eprintln!("{label}: coalition table read from {}", path.display());
-    } else {
-        let secs = t0.elapsed().as_secs_f64();
-        eprintln!("{label}: {} coalitions in {secs:.1} s ({:.1}/s)", table.len(), table.len() as f64 / secs);
-    }
-    Ok(Some(table))
 }

@@ -1,9 +1,10 @@
 //! `copra-lab prune`.
 
-use super::common::{check_output_dir, choice, parse_methods, parse_seeds, run_game_table, RunArgs};
+use super::common::{check_output_dir, choice, parse_methods, parse_seeds, RunArgs};
 use super::GlobalArgs;
 use anyhow::Result;
 use copra_lab::adapter::Grouping;
+use copra_lab::analysis::game_cache;
 use copra_lab::analysis::layer_game::GameValue;
 use copra_lab::analysis::prune::{analyze, PruneInput, PruneOptions, RemovalOrder};
 use copra_lab::lab::Lab;
@@ -97,7 +98,8 @@ pub fn run(global: &GlobalArgs, a: PruneArgs) -> Result<()> {
     let mut inputs = Vec::new();
     for (m, s, r) in &runs {
         let want = opts.orders.contains(&RemovalOrder::Shapley);
-        let table = run_game_table(&env.test, r, Grouping::Block, GameValue::Accuracy, &format!("{m} seed {s}"), want)?;
+        let table =
+            game_cache::run_table(&env.test, r, Grouping::Block, GameValue::Accuracy, &format!("{m} seed {s}"), want)?;
         inputs.push(PruneInput { method: m.clone(), seed: *s, adapter: &r.adapter, table });
     }
     let (outputs, summaries) = analyze(&env.test, &inputs, &opts, &global.progress())?;

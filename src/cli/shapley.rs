@@ -1,9 +1,10 @@
 //! `copra-lab shapley`.
 
-use super::common::{check_cost, check_output_dir, choice, parse_methods, run_game_table, RunArgs};
+use super::common::{check_cost, check_output_dir, choice, parse_methods, RunArgs};
 use super::GlobalArgs;
 use anyhow::Result;
 use copra_lab::adapter::Grouping;
+use copra_lab::analysis::game_cache;
 use copra_lab::analysis::layer_game::GameValue;
 use copra_lab::analysis::shapley::{analyze, ShapleyInput, ShapleyOptions};
 use copra_lab::lab::Lab;
@@ -96,7 +97,7 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
     // Exact tables come from (and go to) the run folder's cache, which `prune` shares.
     let tables = runs
         .iter()
-        .map(|(name, run)| run_game_table(&env.test, run, a.players, a.value, name, true))
+        .map(|(name, run)| game_cache::run_table(&env.test, run, a.players, a.value, name, true))
         .collect::<Result<Vec<_>>>()?;
     let inputs: Vec<ShapleyInput> = runs
         .iter()

@@ -5,11 +5,14 @@
 //! and the game value. `shapley` writes it and `prune` reads it, or the other way round.
 
 use crate::adapter::Grouping;
-use crate::analysis::layer_game::GameValue;
+use crate::analysis::layer_game::{GameValue, LayerGame};
+use crate::eval::Evaluator;
+use crate::lab::Run;
 use crate::report::atomic::write_atomic;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// On-disk form: every coalition's value, indexed by player bitmask.
 #[derive(Serialize, Deserialize)]
@@ -58,6 +61,41 @@ pub fn table_or_compute(
     let values = compute()?;
     write_table(path, players, &values);
     Ok((values, false))
+}
+
+/// Every coalition's value in the run's layer game (players by `grouping`, v = `value` on
+/// `test`), from the run folder's cache, or enumerated by the prefix walk and cached when
+/// `compute`. `None` with more than 20 players, or when not cached and `!compute`. The run
+/// directory's name pins task, data seed, test size, head and backbone, so `shapley` and
+/// `prune` can share the table.
+pub fn run_table(
+    test: &Evaluator,
+    run: &Run,
+    grouping: Grouping,
+    value: GameValue,
+    label: &str,
+    compute: bool,
+) -> Result<Option<Vec<f64>>> {
+    let n = run.adapter.groups(grouping).len();
+    if !super::exact_shapley(n) {
+        return Ok(None);
+    }
+    let path = table_path(&run.dir, grouping, value);
+    if !compute {
+        return Ok(read_table(&path, n));
+    }
+    let t0 = Instant::now();
+    let (table, cached) = table_or_compute(&path, n, || {
+        eprintln!("{label}: enumerating all {} coalitions (prefix walk; cached in the run folder)", 1usize << n);
+        LayerGame::new(test, &run.adapter, grouping, value, label)?.enumerate_all()
+    })?;
+    if cached {
+        eprintln!("{label}: coalition table read from {}", path.display());
+    } else {
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!("{label}: {} coalitions in {secs:.1} s ({:.1}/s)", table.len(), table.len() as f64 / secs);
+    }
+    Ok(Some(table))
 }
 
 #[cfg(test)]

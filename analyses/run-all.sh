@@ -12,3 +12,6 @@ cfg=analyses/default.toml
 for cmd in federated multitask prune; do
   "$bin" "$cmd" --out "reports/$cmd" "$@"
 done
+# The estimator benchmark against shapiq needs shapiq from pip (see docs/shapley.md):
+#   python analyses/bench_shapiq.py --bin "$bin" --seeds 10 --out reports/shapley-bench \
+#     lighting=reports/shapley/lighting/shapley_coalitions.parquet

@@ -156,11 +156,6 @@ impl Evaluator {
     }
 }
 
-/// The dense updates `ΔW = s·B·A` of every module of an adapter.
-pub fn adapter_deltas(adapter: &crate::adapter::Adapter) -> Deltas {
-    adapter.modules.keys().map(|k| (*k, adapter.delta(k))).collect()
-}
-
 impl Evaluator {
     /// An evaluator on the same images whose cached block inputs are those of the backbone
     /// with `base` merged (e.g. seed A's adapter for layer-wise interpolation): forwards that

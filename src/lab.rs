@@ -164,7 +164,7 @@ impl Lab {
                 }
             })?;
         bar.finish_and_clear();
-        let deltas = crate::eval::adapter_deltas(&out.adapter);
+        let deltas = out.adapter.deltas();
         let manifest = Manifest {
             config: cfg.clone(),
             backbone: self.backbone_name.clone(),
@@ -230,7 +230,7 @@ mod tests {
         let out =
             train_adapter(&lab.backbone, &env.head, &env.train_inputs, &env.data.train.labels, &cfg, None, |_| {})
                 .unwrap();
-        let tuned = env.test.evaluate(&crate::eval::adapter_deltas(&out.adapter)).unwrap().accuracy;
+        let tuned = env.test.evaluate(&out.adapter.deltas()).unwrap().accuracy;
         eprintln!("{}: frozen {frozen:.3}, LoRA {tuned:.3}", cfg.task);
         assert!(tuned > frozen + 0.10, "LoRA {tuned} vs frozen {frozen}");
     }

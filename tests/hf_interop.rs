@@ -10,7 +10,6 @@
 
 use candle_core::{Device, Tensor};
 use copra_lab::adapter::peft;
-use copra_lab::eval::adapter_deltas;
 use copra_lab::lab::{frozen_features, images_tensor, Lab};
 use copra_lab::model::{checkpoint, Backbone};
 use copra_lab::progress::Progress;
@@ -49,7 +48,7 @@ fn write_interop_fixture() {
     checkpoint::save_dir(&lab.backbone, &dir.join("backbone")).unwrap();
     peft::save(&run.adapter, &dir.join("adapter"), "backbone").unwrap();
     let images = images_tensor(&env.data.test, &Device::Cpu).unwrap();
-    let tuned = lab.backbone.with_deltas(&adapter_deltas(&run.adapter)).unwrap();
+    let tuned = lab.backbone.with_deltas(&run.adapter.deltas()).unwrap();
     let tensors: HashMap<String, Tensor> = [
         ("images".to_string(), images.clone()),
         ("frozen".to_string(), cls_features(&lab.backbone, &images)),
@@ -69,7 +68,7 @@ fn reads_checkpoint_and_adapter_written_by_transformers_and_peft() {
     let want = candle_core::safetensors::load(dir.join("reverse.safetensors"), &Device::Cpu).unwrap();
     let images = &want["images"];
     let frozen = max_abs_diff(&cls_features(&backbone, images), &want["frozen"]);
-    let tuned = backbone.with_deltas(&adapter_deltas(&adapter)).unwrap();
+    let tuned = backbone.with_deltas(&adapter.deltas()).unwrap();
     let adapted = max_abs_diff(&cls_features(&tuned, images), &want["adapted"]);
     // The adapter must matter, or the second comparison would prove nothing.
     let effect = max_abs_diff(&want["frozen"], &want["adapted"]);

@@ -157,7 +157,7 @@ fn duplicate_and_degenerate_inputs_are_refused() {
     let o = run(bin().args(["--runs-dir", r, "shapley", "--repetitions", "0"]));
     assert_one_line_error(&o, "--repetitions");
     let o = run(bin().args(["--runs-dir", r, "shapley", "--samples", "0"]));
-    assert_one_line_error(&o, "--samples");
+    assert_one_line_error(&o, "--budget (--samples)");
     // A task with a single class.
     let one = root.join("one-class");
     write_idx_task(&one, 1, 0);

@@ -240,6 +240,11 @@ impl Adapter {
         f.product().scale(self.scale_of(key) as f32)
     }
 
+    /// The weight update `ΔW = s · B · A` of every module, `[out, in]` each, in key order.
+    pub fn deltas(&self) -> BTreeMap<ModuleKey, Matrix> {
+        self.modules.keys().map(|k| (*k, self.delta(k))).collect()
+    }
+
     /// The set of blocks that carry at least one adapted module.
     pub fn blocks(&self) -> BTreeSet<usize> {
         self.modules.keys().map(|k| k.block).collect()

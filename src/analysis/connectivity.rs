@@ -7,7 +7,7 @@ use super::Outputs;
 use crate::adapter::Adapter;
 use crate::connectivity::barrier::{barriers, Barriers};
 use crate::connectivity::interpolate::{distances, interpolate, interpolate_blocks, Space};
-use crate::eval::{adapter_deltas, Deltas, Evaluator, Metrics};
+use crate::eval::{Deltas, Evaluator, Metrics};
 use crate::progress::Progress;
 use crate::report::plot::{Bar, BarGroup, BarPlot, Heatmap, LinePlot, Series};
 use crate::report::table::{Columns, Row, Table};
@@ -286,7 +286,7 @@ pub fn analyze(
                     }
                 }
                 if opts.layerwise {
-                    let base = adapter_deltas(a.adapter);
+                    let base = a.adapter.deltas();
                     let based = test.with_base(&base)?;
                     // curves[scope][block]: (α, metrics) points.
                     let mut curves: [Vec<Vec<(f64, Metrics)>>; 2] = [vec![Vec::new(); nb], vec![Vec::new(); nb]];
@@ -395,7 +395,7 @@ fn equal_merge(runs: &[&SeedRun], space: Space) -> Result<Deltas> {
         Space::Delta => {
             let mut acc: Deltas = Deltas::new();
             for r in runs {
-                for (key, d) in adapter_deltas(r.adapter) {
+                for (key, d) in r.adapter.deltas() {
                     let e = acc.entry(key).or_insert_with(|| crate::linalg::Matrix::zeros(d.rows, d.cols));
                     *e = e.add(&d.scale(1.0 / k));
                 }
@@ -422,7 +422,7 @@ fn equal_merge(runs: &[&SeedRun], space: Space) -> Result<Deltas> {
                 f.a = a;
                 f.b = b;
             }
-            Ok(adapter_deltas(&avg))
+            Ok(avg.deltas())
         }
     }
 }

@@ -25,7 +25,7 @@
 use super::summary::{ci_columns, ci_series, group_ci, ordered_unique};
 use super::Outputs;
 use crate::adapter::{Adapter, LoraFactors};
-use crate::eval::{adapter_deltas, Deltas, Metrics};
+use crate::eval::{Deltas, Metrics};
 use crate::federated::split::{label_histogram, split, SplitMethod};
 use crate::lab::TaskEnv;
 use crate::merge::{merge, refactor, MergeMethod, MergeOptions};
@@ -73,7 +73,8 @@ impl Default for FederatedOptions {
             split: SplitMethod::Dirichlet { alpha: 0.5, min_size: 16 },
             rounds: 1,
             client_fraction: 1.0,
-            aggregator: MergeMethod::FactorAverage,
+            aggregator: MergeMethod::parse(crate::merge::registry::DEFAULT_AGGREGATOR)
+                .expect("the default aggregator parses"),
             merge: MergeOptions::default(),
             client_ranks: Vec::new(),
             client_top_blocks: Vec::new(),
@@ -298,7 +299,7 @@ pub fn run_federated(
     let mut rounds = vec![RoundRecord {
         round: 0,
         selected: Vec::new(),
-        test: env.test.evaluate(&adapter_deltas(&global))?,
+        test: env.test.evaluate(&global.deltas())?,
         wall_seconds: 0.0,
     }];
     let mut clients = Vec::new();
@@ -309,7 +310,7 @@ pub fn run_federated(
         let selected = draw_clients(opts.clients, opts.clients_per_round(), cfg.seed, round);
         let weights = aggregation_weights(&parts, &selected);
         let total: f64 = weights.iter().sum();
-        let global_deltas = adapter_deltas(&global);
+        let global_deltas = global.deltas();
         let mut uploads = Vec::new();
         for (&c, &w) in selected.iter().zip(&weights) {
             let rank = opts.rank_of(c, cfg.lora.rank);
@@ -336,7 +337,7 @@ pub fn run_federated(
             let out = train_adapter(model, &env.head, &inputs, &y, &ccfg, Some(&start), |_| on_step())?;
             let test = if opts.evaluate_clients {
                 let mut local = lower.clone();
-                local.extend(adapter_deltas(&out.adapter));
+                local.extend(out.adapter.deltas());
                 Some(env.test.evaluate(&local)?)
             } else {
                 None
@@ -356,7 +357,7 @@ pub fn run_federated(
         let merged = merge(&refs, &weights, &opts.aggregator, &merge_opts)
             .with_context(|| format!("aggregation in round {round}"))?;
         global = merged.adapter().cloned().context("internal: the aggregation did not return an adapter")?;
-        let test = env.test.evaluate(&adapter_deltas(&global))?;
+        let test = env.test.evaluate(&global.deltas())?;
         rounds.push(RoundRecord { round, selected, test, wall_seconds: started.elapsed().as_secs_f64() });
         last_uploads = uploads;
     }
@@ -783,7 +784,7 @@ mod tests {
             rounds: 2,
             client_ranks: vec![1, 3],
             client_top_blocks: vec![1, 3],
-            aggregator: MergeMethod::Stack,
+            aggregator: MergeMethod::parse("stack").unwrap(),
             ..Default::default()
         };
         let run = run_federated(&bb, &env, &tiny_cfg(Method::Copra), &opts, || {}).unwrap();

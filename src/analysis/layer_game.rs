@@ -77,7 +77,7 @@ impl<'a> LayerGame<'a> {
         if groups.len() > MAX_PLAYERS {
             bail!("{} players exceed the {MAX_PLAYERS} a coalition bitmask holds: use --players block", groups.len());
         }
-        Ok(Self { evaluator, groups, deltas: crate::eval::adapter_deltas(adapter), value, label: label.to_string() })
+        Ok(Self { evaluator, groups, deltas: adapter.deltas(), value, label: label.to_string() })
     }
 
     /// The players' module groups.

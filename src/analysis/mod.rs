@@ -8,6 +8,7 @@ pub mod layer_game;
 pub mod multitask;
 pub mod prune;
 pub mod shapley;
+pub mod shapley_bench;
 pub(crate) mod summary;
 #[cfg(test)]
 pub(crate) mod test_support;

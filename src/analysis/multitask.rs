@@ -8,7 +8,7 @@ use super::summary::{ci_columns, err_of, group_ci, ordered_unique};
 use super::Outputs;
 use crate::adapter::Adapter;
 use crate::eval::{Deltas, Evaluator};
-use crate::merge::{adapter_deltas, merge_with_report, MergeMethod, MergeOptions};
+use crate::merge::{merge_with_report, MergeMethod, MergeOptions};
 use crate::progress::Progress;
 use crate::report::plot::{Bar, BarGroup, BarPlot};
 use crate::report::table::{Columns, Row, Table};
@@ -34,18 +34,9 @@ impl fmt::Display for Operator {
 }
 
 impl Operator {
-    /// The default comparison: factor average, delta SVD, stack, task arithmetic (λ = 0.3, an
-    /// untuned common choice), TIES (density 0.2, λ = 1) and factor average after LoRA Align.
+    /// The default comparison, [`crate::merge::registry::DEFAULT_COMPARISON`].
     pub fn defaults() -> Vec<Operator> {
-        let m = |method| Operator { method, align: false };
-        vec![
-            m(MergeMethod::FactorAverage),
-            m(MergeMethod::DeltaSvd),
-            m(MergeMethod::Stack),
-            m(MergeMethod::TaskArithmetic { lambda: 0.3 }),
-            m(MergeMethod::Ties { density: crate::merge::DEFAULT_TIES_DENSITY, lambda: 1.0 }),
-            Operator { method: MergeMethod::FactorAverage, align: true },
-        ]
+        Operator::parse_list(crate::merge::registry::DEFAULT_COMPARISON).expect("the default comparison parses")
     }
 
     /// Parses a merge method name (see [`MergeMethod::parse`]) with an optional `+align`
@@ -57,7 +48,7 @@ impl Operator {
             None => (t.clone(), false),
         };
         let method = MergeMethod::parse(&name)?;
-        if align && method != MergeMethod::FactorAverage {
+        if align && !method.uses_align() {
             bail!("operator `{s}`: LoRA Align (+align) only applies to factor averaging; write `factor+align`");
         }
         Ok(Operator { method, align })
@@ -269,11 +260,8 @@ pub fn analyze(
                 })
             })
             .collect::<Result<_>>()?;
-        let own: Vec<f64> = tasks
-            .iter()
-            .zip(&mine)
-            .map(|(t, a)| Ok(t.test.evaluate(&adapter_deltas(a))?.accuracy))
-            .collect::<Result<_>>()?;
+        let own: Vec<f64> =
+            tasks.iter().zip(&mine).map(|(t, a)| Ok(t.test.evaluate(&a.deltas())?.accuracy)).collect::<Result<_>>()?;
         let mut push = |op: &str, t: usize, loss: f64, acc: f64| {
             rows.push(AccuracyRow {
                 method: method.clone(),
@@ -288,7 +276,7 @@ pub fn analyze(
             })
         };
         for (t, task) in tasks.iter().enumerate() {
-            let m = task.test.evaluate(&adapter_deltas(mine[t]))?;
+            let m = task.test.evaluate(&mine[t].deltas())?;
             push("own", t, m.loss, m.accuracy);
         }
         bar.inc(1);
@@ -460,9 +448,12 @@ mod tests {
     fn operator_lists_parse() {
         let ops = Operator::parse_list("factor, ties:density=0.3,lambda=0.5,stack,factor+align,ta:lambda=0.3").unwrap();
         assert_eq!(ops.len(), 5);
-        assert_eq!(ops[1].method, MergeMethod::Ties { density: 0.3, lambda: 0.5 });
-        assert!(ops[3].align && ops[3].method == MergeMethod::FactorAverage);
-        assert_eq!(ops[4].method, MergeMethod::TaskArithmetic { lambda: 0.3 });
+        assert_eq!(ops[1].method.to_string(), "ties:density=0.3,lambda=0.5");
+        assert!(ops[3].align && ops[3].method.name() == "factor");
+        assert_eq!(ops[4].method.to_string(), "task-arithmetic:lambda=0.3");
+        let names: Vec<String> = Operator::defaults().iter().map(|o| o.to_string()).collect();
+        assert_eq!(names.len(), 6);
+        assert_eq!(names[5], "factor+align");
         for op in Operator::defaults() {
             assert_eq!(Operator::parse(&op.to_string()).unwrap(), op);
         }

@@ -8,7 +8,7 @@ use crate::adapter::{group_label, Adapter, Grouping};
 use crate::eval::Evaluator;
 use crate::report::plot::{Bar, BarGroup, BarPlot, LinePlot, Series};
 use crate::report::table::Table;
-use crate::shapley::{self, coalition, EstimateConfig, Estimator, Game, Memo, OwenQ, ShapleyEstimate, TableGame};
+use crate::shapley::{self, coalition, EstimateConfig, Estimator, Game, Memo, ShapleyEstimate, TableGame};
 use anyhow::Result;
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use std::time::Instant;
 #[derive(Clone, Debug)]
 pub struct ShapleyOptions {
     /// Evaluation budget of each sampling estimator (distinct coalition evaluations of v).
-    pub samples: usize,
+    pub budget: usize,
     /// The estimators reported per player.
     pub estimators: Vec<Estimator>,
     /// Seed of the estimators.
@@ -82,16 +82,13 @@ fn convergence_budgets(n: usize, estimators: &[Estimator]) -> Vec<usize> {
     out
 }
 
+/// The sampling estimators compared in the convergence study, by registry name.
+pub const STUDY_ESTIMATORS: &str =
+    "permutation,permutation-antithetic,owen-stratified,owen-stratified-antithetic,owen-midpoint,owen-grid";
+
 /// Every sampling estimator variant compared in the convergence study.
-pub fn study_estimators() -> Vec<Estimator> {
-    vec![
-        Estimator::Permutation { antithetic: false },
-        Estimator::Permutation { antithetic: true },
-        Estimator::Owen { q: OwenQ::Stratified, antithetic: false },
-        Estimator::Owen { q: OwenQ::Stratified, antithetic: true },
-        Estimator::Owen { q: OwenQ::Midpoint, antithetic: false },
-        Estimator::Owen { q: OwenQ::grid(), antithetic: false },
-    ]
+pub fn study_estimators() -> Result<Vec<Estimator>> {
+    Estimator::parse_list(STUDY_ESTIMATORS)
 }
 
 /// Exact values (n ≤ 20), every evaluated coalition with its value, the estimates, and the
@@ -181,10 +178,11 @@ pub fn analyze(
             // Convergence against exact, on the replayed game.
             let replay = TableGame::new(n, table_values.clone())?;
             let k = opts.top_k.min(n);
-            for e in study_estimators() {
-                for budget in convergence_budgets(n, &study_estimators()) {
+            let study = study_estimators()?;
+            for e in &study {
+                for budget in convergence_budgets(n, &study) {
                     for rep in 0..opts.repetitions as u64 {
-                        let est = shapley::estimate(&replay, &EstimateConfig::new(e, budget, rep))?;
+                        let est = shapley::estimate(&replay, &EstimateConfig::new(e.clone(), budget, rep))?;
                         conv_t.push(
                             &input.method,
                             &est.estimator,
@@ -233,7 +231,7 @@ pub fn analyze(
 }
 
 fn config_for(e: &Estimator, opts: &ShapleyOptions, seed: u64) -> EstimateConfig {
-    let cfg = EstimateConfig::new(*e, opts.samples, seed);
+    let cfg = EstimateConfig::new(e.clone(), opts.budget, seed);
     match opts.target_precision {
         Some(t) => cfg.with_target_precision(t),
         None => cfg,

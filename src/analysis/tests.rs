@@ -5,7 +5,7 @@ use super::connectivity::{analyze, ConnectivityOptions, SeedRun};
 use super::layer_game::{GameValue, LayerGame};
 use crate::adapter::{Adapter, Grouping, LoraFactors, LoraSpec, ModuleKey, TargetModule};
 use crate::connectivity::interpolate::{interpolate, Space};
-use crate::eval::{adapter_deltas, Evaluator};
+use crate::eval::Evaluator;
 use crate::linalg::Matrix;
 use crate::model::head::PrototypeHead;
 use crate::model::{Backbone, NoBranch, Numerics, VitConfig};
@@ -76,7 +76,7 @@ fn fast_coalition_paths_equal_the_plain_forward_for_every_coalition() {
         }
         // v(∅) is the frozen backbone; v(N) is the full adapter.
         let frozen = ev.evaluate(&Default::default()).unwrap();
-        let full = ev.evaluate(&adapter_deltas(&adapter)).unwrap();
+        let full = ev.evaluate(&adapter.deltas()).unwrap();
         let pick = |m: crate::eval::Metrics| if value == GameValue::Accuracy { m.accuracy } else { -m.loss };
         assert!((all[0] - pick(frozen)).abs() < 1e-6);
         assert!((all[(1 << n) - 1] - pick(full)).abs() < 1e-5);
@@ -101,8 +101,8 @@ fn interpolation_endpoints_reproduce_each_runs_own_evaluation() {
     let (bb, ev) = setup();
     let a = random_adapter(&bb.config, 4, 0.5);
     let b = random_adapter(&bb.config, 5, 0.5);
-    let own_a = ev.evaluate(&adapter_deltas(&a)).unwrap();
-    let own_b = ev.evaluate(&adapter_deltas(&b)).unwrap();
+    let own_a = ev.evaluate(&a.deltas()).unwrap();
+    let own_b = ev.evaluate(&b.deltas()).unwrap();
     for space in Space::ALL {
         assert_eq!(ev.evaluate(&interpolate(&a, &b, 0.0, space).unwrap()).unwrap(), own_a, "{space:?} α=0");
         assert_eq!(ev.evaluate(&interpolate(&a, &b, 1.0, space).unwrap()).unwrap(), own_b, "{space:?} α=1");
@@ -119,7 +119,7 @@ fn evaluator_with_a_base_matches_the_frozen_evaluator() {
     let (bb, ev) = setup();
     let a = random_adapter(&bb.config, 6, 0.5);
     let b = random_adapter(&bb.config, 7, 0.5);
-    let based = ev.with_base(&adapter_deltas(&a)).unwrap();
+    let based = ev.with_base(&a.deltas()).unwrap();
     let set = std::collections::BTreeSet::from([2usize]);
     let d = crate::connectivity::interpolate::interpolate_blocks(&a, &b, 0.5, Space::Delta, &set).unwrap();
     assert_eq!(based.first_differing_block(&d), 2);
@@ -162,7 +162,7 @@ fn prefix_sweep_equals_evaluating_each_cumulative_interpolation() {
     use crate::connectivity::interpolate::interpolate_blocks;
     let (bb, ev) = setup();
     let (a, b) = (random_adapter(&bb.config, 3, 0.8), random_adapter(&bb.config, 4, 0.8));
-    let base = adapter_deltas(&a);
+    let base = a.deltas();
     let based = ev.with_base(&base).unwrap();
     for space in Space::ALL {
         let all = interpolate(&a, &b, 0.4, space).unwrap();

@@ -43,9 +43,8 @@ pub struct FederatedArgs {
     /// Fraction of clients drawn each round, in (0, 1].
     #[arg(long, default_value_t = 1.0)]
     pub client_fraction: f64,
-    /// Server aggregation: factor (FedAvg/FedIT), delta-svd (FlexLoRA), stack (FLoRA),
-    /// task-arithmetic[:lambda=L] or ties[:density=D,lambda=L]; weights = client sizes.
-    #[arg(long, default_value = "factor")]
+    /// Server aggregation (the help lists the registry's operators); weights = client sizes.
+    #[arg(long, default_value = copra_lab::merge::registry::DEFAULT_AGGREGATOR, help = aggregate_help())]
     pub aggregate: String,
     /// Run LoRA Align before factor averaging.
     #[arg(long)]
@@ -83,6 +82,11 @@ fn parse_usize_list(s: &str, flag: &str) -> Result<Vec<usize>> {
         bail!("{flag} is empty: give comma-separated positive integers like 2,4");
     }
     Ok(v)
+}
+
+/// `--aggregate` help: the registry's operators.
+fn aggregate_help() -> String {
+    format!("Server aggregation: {}; weights = client sizes", copra_lab::merge::registry::usage())
 }
 
 /// Runs `federated`.
@@ -133,7 +137,7 @@ pub fn run(global: &GlobalArgs, a: FederatedArgs) -> Result<()> {
             .unwrap_or_default(),
         evaluate_clients: !a.no_client_eval,
     };
-    if a.align && opts.aggregator != MergeMethod::FactorAverage {
+    if a.align && !opts.aggregator.uses_align() {
         bail!("--align only applies to --aggregate factor; drop --align or aggregate with factor");
     }
     let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));

@@ -9,6 +9,7 @@ mod multitask;
 mod pretrain;
 mod prune;
 mod shapley;
+mod shapley_bench;
 mod tasks;
 mod train;
 
@@ -66,6 +67,8 @@ pub enum Command {
     Tasks(tasks::TasksArgs),
     /// Per-layer Shapley values of LoRA and CopRA adapters: exact, permutation and Owen estimates.
     Shapley(shapley::ShapleyArgs),
+    /// Shapley estimators against exact values on exported coalition tables, and layer interactions.
+    ShapleyBench(shapley_bench::ShapleyBenchArgs),
     /// Linear mode connectivity between seeds: paths, barriers, layer-wise barriers, distances.
     Connectivity(connectivity::ConnectivityArgs),
     /// Write the backbone (default: the built-in one) as a Hugging Face folder.
@@ -88,6 +91,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => train::eval(&cli.global, a),
         Command::Tasks(a) => tasks::run(&cli.global, a),
         Command::Shapley(a) => shapley::run(&cli.global, a),
+        Command::ShapleyBench(a) => shapley_bench::run(a),
         Command::Connectivity(a) => connectivity::run(&cli.global, a),
         Command::Bench(a) => bench::run(&cli.global, a),
         Command::ExportBackbone(a) => pretrain::export(&cli.global, a),

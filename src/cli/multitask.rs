@@ -21,12 +21,8 @@ pub struct MultitaskArgs {
     /// Methods to compare, comma-separated.
     #[arg(long, default_value = "lora,copra")]
     pub methods: String,
-    /// Merge operators, comma-separated: factor, delta-svd, stack, task-arithmetic[:lambda=L],
-    /// ties[:density=D,lambda=L], factor+align.
-    #[arg(
-        long,
-        default_value = "factor,delta-svd,stack,task-arithmetic:lambda=0.3,ties:density=0.2,lambda=1,factor+align"
-    )]
+    /// Merge operators, comma-separated (the help lists the registry's operators).
+    #[arg(long, default_value = copra_lab::merge::registry::DEFAULT_COMPARISON, help = operators_help())]
     pub operators: String,
     /// LoRA Align optimiser steps per adapter and module.
     #[arg(long, default_value_t = 300)]
@@ -39,6 +35,14 @@ pub struct MultitaskArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// `--operators` help: the registry's operators and the `+align` suffix.
+fn operators_help() -> String {
+    format!(
+        "Merge operators, comma-separated: {}; `factor+align` runs LoRA Align first",
+        copra_lab::merge::registry::usage()
+    )
 }
 
 /// Runs `multitask`.

@@ -17,8 +17,8 @@ use std::time::Instant;
 pub struct ShapleyArgs {
     /// Evaluation budget of each sampling estimator: the number of distinct coalitions
     /// v(S) it may evaluate (memoised repeats are free). Equal for every estimator.
-    #[arg(long, default_value_t = 512)]
-    pub samples: usize,
+    #[arg(long, visible_alias = "samples", default_value_t = 512)]
+    pub budget: usize,
     /// Methods to compare, comma-separated.
     #[arg(long, default_value = "lora,copra")]
     pub methods: String,
@@ -28,9 +28,8 @@ pub struct ShapleyArgs {
     /// Players: one per block (12 by default) or one per adapted module.
     #[arg(long, value_parser = choice::<Grouping>(), default_value = "block")]
     pub players: Grouping,
-    /// Estimators reported per player, comma-separated (permutation, permutation-antithetic,
-    /// owen, owen-antithetic, owen-midpoint, owen-grid).
-    #[arg(long, default_value = "permutation,owen")]
+    /// Estimators reported per player, comma-separated.
+    #[arg(long, default_value = "permutation,owen", long_help = estimators_help())]
     pub estimators: String,
     /// Seed of the estimators.
     #[arg(long, default_value_t = 0)]
@@ -51,28 +50,35 @@ pub struct ShapleyArgs {
     pub run: RunArgs,
 }
 
+/// The `--estimators` long help, from the estimator registry.
+pub fn estimators_help() -> String {
+    format!(
+        "Estimators reported per player, comma-separated. Known estimators:\n{}",
+        copra_lab::shapley::registry::help()
+    )
+}
+
 /// Runs `shapley`.
 pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
     let started = Instant::now();
     let methods = parse_methods(&a.methods)?;
-    let estimators: Vec<Estimator> = a
-        .estimators
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse::<Estimator>().map_err(|e| anyhow::anyhow!("{e}")))
-        .collect::<Result<_>>()?;
+    let estimators = Estimator::parse_list(&a.estimators)?;
     if estimators.iter().any(|e| e.is_exact()) {
         anyhow::bail!(
             "--estimators lists 'exact': exact values are computed automatically when there are at most 20 players"
         );
     }
-    if a.samples == 0 || a.repetitions == 0 {
-        anyhow::bail!("--samples and --repetitions must be at least 1 (got {} and {})", a.samples, a.repetitions);
+    if a.budget == 0 || a.repetitions == 0 {
+        anyhow::bail!(
+            "--budget (--samples) and --repetitions must be at least 1 (got {} and {})",
+            a.budget,
+            a.repetitions
+        );
     }
     if let Some(t) = a.target_precision.filter(|t| !(t.is_finite() && *t > 0.0)) {
         anyhow::bail!("--target-precision must be a positive number, got {t}");
     }
-    check_cost("--samples × --methods", a.samples.saturating_mul(methods.len()) as f64, 512.0 * 2.0, a.run.yes)?;
+    check_cost("--budget × --methods", a.budget.saturating_mul(methods.len()) as f64, 512.0 * 2.0, a.run.yes)?;
     check_cost("--repetitions", a.repetitions as f64, 10.0, a.run.yes)?;
     let base = a.run.base_config()?;
     let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
@@ -111,7 +117,7 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
         })
         .collect();
     let opts = ShapleyOptions {
-        samples: a.samples,
+        budget: a.budget,
         estimators,
         seed: a.estimator_seed,
         grouping: a.players,

@@ -4,7 +4,6 @@ use super::common::RunArgs;
 use super::GlobalArgs;
 use anyhow::Result;
 use copra_lab::adapter::peft;
-use copra_lab::eval::adapter_deltas;
 use copra_lab::lab::Lab;
 use copra_lab::train::Method;
 use std::path::PathBuf;
@@ -70,7 +69,7 @@ pub fn eval(global: &GlobalArgs, a: EvalArgs) -> Result<()> {
     if let Some(dir) = &a.adapter {
         let adapter = peft::load(dir)?;
         lab.check_adapter(&adapter, dir)?;
-        let deltas = adapter_deltas(&adapter);
+        let deltas = adapter.deltas();
         let test = env.test.evaluate(&deltas)?;
         let train = env.train.evaluate(&deltas)?;
         println!(

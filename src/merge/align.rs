@@ -17,11 +17,12 @@
 //! `W = blockdiag(w_j I)`, the gap matrix is `B (XY − W) A`, so
 //! `f = tr(Dᵀ G_B D G_A)` with `D = XY − W`, `G_B = BᵀB`, `G_A = AAᵀ` (all `Kr × Kr`).
 
-use super::factor::common_factors;
+use super::common::common_factors;
 use super::{check_adapters, checked_scale, resolve_weights, MergeOptions, WeightRule};
 use crate::adapter::{Adapter, LoraFactors, ModuleKey};
-use crate::linalg::{inverse_f64, Matrix};
+use crate::linalg::{dot64, inverse64, matmul64, Matrix};
 use anyhow::{bail, Result};
+use faer::Mat;
 use std::collections::BTreeMap;
 
 /// Per-module LoRA Align diagnostics, in `ΔW` units (scale included).
@@ -37,73 +38,17 @@ pub struct AlignReport {
     pub mean_abs_p: f64,
 }
 
-/// A small dense row-major `f64` matrix for the `Kr × Kr` algebra.
-#[derive(Clone, Debug)]
-struct M64 {
-    r: usize,
-    c: usize,
-    d: Vec<f64>,
+/// The `Kr × Kr` algebra runs on faer's `f64` matrices.
+type M64 = Mat<f64>;
+
+/// `a · b` (single-threaded faer product).
+fn mul(a: &M64, b: &M64) -> M64 {
+    matmul64(a.as_ref(), b.as_ref())
 }
 
-impl M64 {
-    fn zeros(r: usize, c: usize) -> Self {
-        M64 { r, c, d: vec![0.0; r * c] }
-    }
-    fn identity(n: usize) -> Self {
-        let mut m = M64::zeros(n, n);
-        for i in 0..n {
-            m.d[i * n + i] = 1.0;
-        }
-        m
-    }
-    fn from_matrix(m: &Matrix) -> Self {
-        M64 { r: m.rows, c: m.cols, d: m.data.iter().map(|&v| v as f64).collect() }
-    }
-    fn to_matrix(&self) -> Matrix {
-        Matrix::from_vec(self.r, self.c, self.d.iter().map(|&v| v as f32).collect())
-    }
-    fn at(&self, i: usize, j: usize) -> f64 {
-        self.d[i * self.c + j]
-    }
-    fn mul(&self, o: &M64) -> M64 {
-        let mut out = M64::zeros(self.r, o.c);
-        for i in 0..self.r {
-            for k in 0..self.c {
-                let a = self.d[i * self.c + k];
-                if a == 0.0 {
-                    continue;
-                }
-                for j in 0..o.c {
-                    out.d[i * o.c + j] += a * o.d[k * o.c + j];
-                }
-            }
-        }
-        out
-    }
-    fn t(&self) -> M64 {
-        let mut out = M64::zeros(self.c, self.r);
-        for i in 0..self.r {
-            for j in 0..self.c {
-                out.d[j * self.r + i] = self.d[i * self.c + j];
-            }
-        }
-        out
-    }
-    fn dot(&self, o: &M64) -> f64 {
-        self.d.iter().zip(&o.d).map(|(a, b)| a * b).sum()
-    }
-    fn inv(&self) -> Result<M64> {
-        Ok(M64 { r: self.r, c: self.c, d: inverse_f64(self.r, &self.d)? })
-    }
-    fn block(&self, r0: usize, c0: usize, rows: usize, cols: usize) -> M64 {
-        let mut out = M64::zeros(rows, cols);
-        for i in 0..rows {
-            for j in 0..cols {
-                out.d[i * cols + j] = self.at(r0 + i, c0 + j);
-            }
-        }
-        out
-    }
+/// The inverse of `m` (faer's LU).
+fn inv(m: &M64) -> Result<M64> {
+    inverse64(m.as_ref())
 }
 
 /// The alignment problem of one module.
@@ -137,10 +82,10 @@ impl Problem {
                         let rb = &aj.data[b * aj.cols..(b + 1) * aj.cols];
                         let sa: f64 = ra.iter().zip(rb).map(|(x, y)| *x as f64 * *y as f64).sum();
                         let (p, q) = (i * r + a, j * r + b);
-                        gb.d[p * n + q] = sb;
-                        gb.d[q * n + p] = sb;
-                        ga.d[p * n + q] = sa;
-                        ga.d[q * n + p] = sa;
+                        gb[(p, q)] = sb;
+                        gb[(q, p)] = sb;
+                        ga[(p, q)] = sa;
+                        ga[(q, p)] = sa;
                     }
                 }
             }
@@ -156,14 +101,14 @@ impl Problem {
         for (i, (pi, wi)) in p.iter().zip(&self.w).enumerate() {
             for (j, (pj_inv, wj)) in pinv.iter().zip(&self.w).enumerate() {
                 // block (i, j) = w_i w_j P_i P_j⁻¹ − [i = j] w_i I
-                let blk = pi.mul(pj_inv);
+                let blk = mul(pi, pj_inv);
                 for a in 0..r {
                     for b in 0..r {
-                        let mut v = wi * wj * blk.at(a, b);
+                        let mut v = wi * wj * blk[(a, b)];
                         if i == j && a == b {
                             v -= wi;
                         }
-                        d.d[(i * r + a) * n + j * r + b] = v;
+                        d[(i * r + a, j * r + b)] = v;
                     }
                 }
             }
@@ -173,34 +118,30 @@ impl Problem {
 
     /// `f = tr(Dᵀ G_B D G_A)`, clamped at 0 against round-off.
     fn objective(&self, d: &M64) -> f64 {
-        self.gb.mul(d).mul(&self.ga).dot(d).max(0.0)
+        dot64(mul(&mul(&self.gb, d), &self.ga).as_ref(), d.as_ref()).max(0.0)
     }
 
     /// Gradient of `f` with respect to `P_k` (the others fixed), given `D` at the current point.
     fn gradient(&self, d: &M64, p: &[M64], pinv: &[M64], k: usize) -> M64 {
         let (kk, r) = (self.k, self.r);
         let n = kk * r;
-        let h = self.gb.mul(d).mul(&self.ga); // half of ∂f/∂D
-                                              // X (n × r) = stacked w_j P_j; Y (r × n) = side-by-side w_j P_j⁻¹.
+        // H = half of ∂f/∂D; X (n × r) = stacked w_j P_j; Y (r × n) = side-by-side w_j P_j⁻¹.
+        let h = mul(&mul(&self.gb, d), &self.ga);
         let mut x = M64::zeros(n, r);
         let mut y = M64::zeros(r, n);
         for j in 0..kk {
             for a in 0..r {
                 for b in 0..r {
-                    x.d[(j * r + a) * r + b] = self.w[j] * p[j].at(a, b);
-                    y.d[a * n + j * r + b] = self.w[j] * pinv[j].at(a, b);
+                    x[(j * r + a, b)] = self.w[j] * p[j][(a, b)];
+                    y[(a, j * r + b)] = self.w[j] * pinv[j][(a, b)];
                 }
             }
         }
-        let hyt = h.mul(&y.t()).block(k * r, 0, r, r);
-        let xth = x.t().mul(&h).block(0, k * r, r, r);
-        let pit = pinv[k].t();
-        let second = pit.mul(&xth).mul(&pit);
-        let mut g = M64::zeros(r, r);
-        for i in 0..r * r {
-            g.d[i] = 2.0 * self.w[k] * (hyt.d[i] - second.d[i]);
-        }
-        g
+        let hyt = mul(&h, &y.transpose().to_owned()).submatrix(k * r, 0, r, r).to_owned();
+        let xth = mul(&x.transpose().to_owned(), &h).submatrix(0, k * r, r, r).to_owned();
+        let pit = pinv[k].transpose().to_owned();
+        let second = mul(&mul(&pit, &xth), &pit);
+        M64::from_fn(r, r, |i, j| 2.0 * self.w[k] * (hyt[(i, j)] - second[(i, j)]))
     }
 }
 
@@ -219,8 +160,8 @@ pub(crate) fn align_factors(
     let k = factors.len();
     let r = factors[0].rank();
     let prob = Problem::new(factors, w);
-    let mut p: Vec<M64> = vec![M64::identity(r); k];
-    let mut pinv: Vec<M64> = vec![M64::identity(r); k];
+    let mut p: Vec<M64> = vec![M64::identity(r, r); k];
+    let mut pinv: Vec<M64> = vec![M64::identity(r, r); k];
     let f0 = prob.objective(&prob.d(&p, &pinv));
     let mut f_cur = f0;
     let mixture_norm = {
@@ -229,10 +170,10 @@ pub(crate) fn align_factors(
         let mut wm = M64::zeros(n, n);
         for (j, wj) in w.iter().enumerate() {
             for a in 0..r {
-                wm.d[(j * r + a) * n + j * r + a] = *wj;
+                wm[(j * r + a, j * r + a)] = *wj;
             }
         }
-        prob.gb.mul(&wm).mul(&prob.ga).dot(&wm).max(0.0).sqrt() * scale.abs()
+        dot64(mul(&mul(&prob.gb, &wm), &prob.ga).as_ref(), wm.as_ref()).max(0.0).sqrt() * scale.abs()
     };
     for target in 1..k {
         if w[target] == 0.0 {
@@ -255,18 +196,20 @@ pub(crate) fn align_factors(
                 break;
             }
             let g = prob.gradient(&d, &p, &pinv, target);
-            if g.d.iter().any(|v| !v.is_finite()) {
+            if (0..r).any(|i| (0..r).any(|j| !g[(i, j)].is_finite())) {
                 break;
             }
             let t = (step + 1) as i32;
             for i in 0..r * r {
-                m1[i] = beta1 * m1[i] + (1.0 - beta1) * g.d[i];
-                m2[i] = beta2 * m2[i] + (1.0 - beta2) * g.d[i] * g.d[i];
+                let (row, col) = (i / r, i % r);
+                let gi = g[(row, col)];
+                m1[i] = beta1 * m1[i] + (1.0 - beta1) * gi;
+                m2[i] = beta2 * m2[i] + (1.0 - beta2) * gi * gi;
                 let mh = m1[i] / (1.0 - beta1.powi(t));
                 let vh = m2[i] / (1.0 - beta2.powi(t));
-                p[target].d[i] -= lr * mh / (vh.sqrt() + eps);
+                p[target][(row, col)] -= lr * mh / (vh.sqrt() + eps);
             }
-            match p[target].inv() {
+            match inv(&p[target]) {
                 Ok(inv) => pinv[target] = inv,
                 Err(_) => break,
             }
@@ -282,13 +225,14 @@ pub(crate) fn align_factors(
             if j == 0 {
                 return f.clone();
             }
-            let b = M64::from_matrix(&f.b).mul(&p[j]).to_matrix();
-            let a = pinv[j].mul(&M64::from_matrix(&f.a)).to_matrix();
+            let b = Matrix::from_faer(mul(&f.b.to_faer(), &p[j]).as_ref());
+            let a = Matrix::from_faer(mul(&pinv[j], &f.a.to_faer()).as_ref());
             LoraFactors { a, b }
         })
         .collect();
     let mean_abs_p = if k > 1 {
-        p[1..].iter().flat_map(|m| m.d.iter()).map(|v| v.abs()).sum::<f64>() / ((k - 1) * r * r) as f64
+        p[1..].iter().map(|m| (0..r).flat_map(|i| (0..r).map(move |j| m[(i, j)].abs())).sum::<f64>()).sum::<f64>()
+            / ((k - 1) * r * r) as f64
     } else {
         f64::NAN
     };
@@ -352,7 +296,7 @@ pub fn factor_delta_gap(adapters: &[&Adapter], weights: &[f64], pad_ranks: bool)
     for (key, &shape) in &shapes {
         let common = common_factors(adapters, key, shape, &adapters[0].spec, pad_ranks)?;
         let prob = Problem::new(&common.factors, &w);
-        let eye = vec![M64::identity(common.rank); adapters.len()];
+        let eye = vec![M64::identity(common.rank, common.rank); adapters.len()];
         out.insert(*key, prob.objective(&prob.d(&eye, &eye)).sqrt() * common.scale.abs());
     }
     Ok(out)
@@ -361,7 +305,7 @@ pub fn factor_delta_gap(adapters: &[&Adapter], weights: &[f64], pad_ranks: bool)
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
-    use super::super::{adapter_deltas, merge_with_report, MergeMethod};
+    use super::super::{merge_with_report, MergeMethod};
     use super::*;
     use crate::adapter::TargetModule::*;
     use rand::SeedableRng;
@@ -378,10 +322,10 @@ mod tests {
         let bs: Vec<(f64, &Matrix)> = w.iter().zip(fs).map(|(x, f)| (*x, &f.b)).collect();
         let as_: Vec<(f64, &Matrix)> = w.iter().zip(fs).map(|(x, f)| (*x, &f.a)).collect();
         let fusion =
-            super::super::factor::weighted_sum(&bs, out, r).matmul(&super::super::factor::weighted_sum(&as_, r, inp));
+            super::super::common::weighted_sum(&bs, out, r).matmul(&super::super::common::weighted_sum(&as_, r, inp));
         let prods: Vec<Matrix> = fs.iter().map(|f| f.product()).collect();
         let mix: Vec<(f64, &Matrix)> = w.iter().zip(&prods).map(|(x, m)| (*x, m)).collect();
-        fusion.sub(&super::super::factor::weighted_sum(&mix, out, inp)).frobenius_norm()
+        fusion.sub(&super::super::common::weighted_sum(&mix, out, inp)).frobenius_norm()
     }
 
     #[test]
@@ -389,26 +333,27 @@ mod tests {
         let fs: Vec<LoraFactors> = (0..3).map(|s| random_factors(2, 7, 5, 100 + s)).collect();
         let w = [0.5, 0.3, 0.2];
         let prob = Problem::new(&fs, &w);
-        let eye = vec![M64::identity(2); 3];
+        let eye = vec![M64::identity(2, 2); 3];
         let f = prob.objective(&prob.d(&eye, &eye));
         assert!((f.sqrt() - dense_gap(&fs, &w)).abs() < 1e-5);
         // Finite differences at a non-identity point.
         let mut p = eye.clone();
-        p[1].d = vec![1.2, -0.3, 0.4, 0.9];
-        p[2].d = vec![0.8, 0.1, -0.2, 1.1];
-        let pinv: Vec<M64> = p.iter().map(|m| m.inv().unwrap()).collect();
+        p[1] = Matrix::from_vec(2, 2, vec![1.2, -0.3, 0.4, 0.9]).to_faer();
+        p[2] = Matrix::from_vec(2, 2, vec![0.8, 0.1, -0.2, 1.1]).to_faer();
+        let pinv: Vec<M64> = p.iter().map(|m| inv(m).unwrap()).collect();
         for target in [1, 2] {
             let g = prob.gradient(&prob.d(&p, &pinv), &p, &pinv, target);
-            for i in 0..4 {
+            for (i, j) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
                 let h = 1e-6;
                 let mut pp = p.clone();
                 let mut pm = p.clone();
-                pp[target].d[i] += h;
-                pm[target].d[i] -= h;
-                let ipp: Vec<M64> = pp.iter().map(|m| m.inv().unwrap()).collect();
-                let ipm: Vec<M64> = pm.iter().map(|m| m.inv().unwrap()).collect();
+                pp[target][(i, j)] += h;
+                pm[target][(i, j)] -= h;
+                let ipp: Vec<M64> = pp.iter().map(|m| inv(m).unwrap()).collect();
+                let ipm: Vec<M64> = pm.iter().map(|m| inv(m).unwrap()).collect();
                 let fd = (prob.objective(&prob.d(&pp, &ipp)) - prob.objective(&prob.d(&pm, &ipm))) / (2.0 * h);
-                assert!((fd - g.d[i]).abs() < 1e-4 * (1.0 + fd.abs()), "k={target} i={i}: {fd} vs {}", g.d[i]);
+                let gij = g[(i, j)];
+                assert!((fd - gij).abs() < 1e-4 * (1.0 + fd.abs()), "k={target} ({i},{j}): {fd} vs {gij}");
             }
         }
     }
@@ -451,16 +396,12 @@ mod tests {
         let w = [0.5, 0.3, 0.2];
         let gaps = factor_delta_gap(&[&a, &b, &c], &w, false).unwrap();
         let opts = MergeOptions { align: true, ..MergeOptions::default() };
-        let out = merge_with_report(&[&a, &b, &c], &w, &MergeMethod::FactorAverage, &opts).unwrap();
+        let out = merge_with_report(&[&a, &b, &c], &w, &MergeMethod::parse("factor").unwrap(), &opts).unwrap();
         let plain =
-            merge_with_report(&[&a, &b, &c], &w, &MergeMethod::FactorAverage, &MergeOptions::default()).unwrap();
+            merge_with_report(&[&a, &b, &c], &w, &MergeMethod::parse("factor").unwrap(), &MergeOptions::default())
+                .unwrap();
         assert!(plain.align.is_empty());
-        let mix = super::super::task_arithmetic_deltas(
-            &[&adapter_deltas(&a), &adapter_deltas(&b), &adapter_deltas(&c)],
-            &w,
-            1.0,
-        )
-        .unwrap();
+        let mix = super::super::task_arithmetic_deltas(&[&a.deltas(), &b.deltas(), &c.deltas()], &w, 1.0).unwrap();
         let merged = out.merged.deltas();
         let plain = plain.merged.deltas();
         for k in keys {
@@ -480,8 +421,8 @@ mod tests {
         let b = random_adapter(&keys[1..], 2, 6, 5, 601);
         let (al, rep) = align_adapters(&[&a, &b], &[], &MergeOptions::default()).unwrap();
         assert_eq!(al[1].modules.len(), 1);
-        assert!(max_diff(&adapter_deltas(&al[0]), &adapter_deltas(&a)) < 1e-6);
-        assert!(max_diff(&adapter_deltas(&al[1]), &adapter_deltas(&b)) < 1e-4);
+        assert!(max_diff(&al[0].deltas(), &a.deltas()) < 1e-6);
+        assert!(max_diff(&al[1].deltas(), &b.deltas()) < 1e-4);
         assert!(rep[&key(2, Key)].after < rep[&key(2, Key)].before);
         // A module only adapter a has: b's side is zero, so no P can change the gap.
         assert!(rep[&key(0, Query)].after <= rep[&key(0, Query)].before);

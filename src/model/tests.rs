@@ -5,7 +5,6 @@ use super::lora::{LoraVars, TrainingBranch};
 use super::vit::{Backbone, NoBranch, Numerics};
 use super::VitConfig;
 use crate::adapter::{LoraSpec, ModuleKey, TargetModule};
-use crate::eval::adapter_deltas;
 use crate::util::rng_for;
 use candle_core::{Device, Tensor};
 use std::collections::BTreeSet;
@@ -111,7 +110,7 @@ fn merged_weights_equal_the_branch_forward() {
     let branch = TrainingBranch::new(&lora, &active, 0.0, &mut rng);
     let x = images(3, &cfg, 6);
     let via_branch = bb.features(&x, &branch, Numerics::Differentiable).unwrap();
-    let merged = bb.with_deltas(&adapter_deltas(&lora.to_adapter().unwrap())).unwrap();
+    let merged = bb.with_deltas(&lora.to_adapter().unwrap().deltas()).unwrap();
     let via_merge = merged.features(&x, &NoBranch, Numerics::Fused).unwrap();
     assert!(max_abs_diff(&via_branch, &via_merge) < 1e-4);
 }

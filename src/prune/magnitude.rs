@@ -110,6 +110,16 @@ pub fn prune_matrix(m: &Matrix, sparsity: f64) -> Result<Matrix> {
     Ok(out)
 }
 
+/// One matrix with only its `keep` largest-magnitude entries left: the other
+/// `n − keep` entries are removed by the same selection (and tie rule) as [`prune_matrix`], so
+/// among equal magnitudes at the threshold the later ones (row-major) are kept. TIES trims with it.
+pub fn keep_largest(m: &Matrix, keep: usize) -> Matrix {
+    let mut out = m.clone();
+    let remove = out.data.len().saturating_sub(keep);
+    zero_smallest(&mut [&mut out], remove);
+    out
+}
+
 /// Magnitude pruning of dense deltas, per module or globally.
 pub fn prune_deltas(
     deltas: &BTreeMap<ModuleKey, Matrix>,
@@ -268,6 +278,16 @@ mod tests {
             zero_smallest(&mut refs, remove);
             assert_eq!(mats, expect, "trial {trial}");
         }
+    }
+
+    #[test]
+    fn keep_largest_is_prune_with_the_complement() {
+        let m = Matrix::from_vec(1, 5, vec![0.5, -3.0, 2.0, -2.0, 0.1]);
+        assert_eq!(keep_largest(&m, 2).data, vec![0.0, -3.0, 0.0, -2.0, 0.0]);
+        assert_eq!(keep_largest(&m, 0).data, vec![0.0; 5]);
+        assert_eq!(keep_largest(&m, 9), m);
+        // Pruning at sparsity 0.6 removes round(0.6 · 5) = 3 entries with the same selection.
+        assert_eq!(keep_largest(&m, 2), prune_matrix(&m, 0.6).unwrap());
     }
 
     #[test]

@@ -5,7 +5,10 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 
 use crate::shapley::coalition::{self, Coalition};
-use crate::shapley::game::Game;
+use crate::shapley::estimator::{Estimator, ShapleyEstimator};
+use crate::shapley::game::{Game, Memo};
+use crate::shapley::registry::Entry;
+use crate::shapley::result::ShapleyEstimate;
 
 /// The largest game enumerated exactly (`2^20` ≈ one million coalitions).
 pub const MAX_EXACT_PLAYERS: usize = 20;
@@ -111,6 +114,55 @@ pub fn multilinear_extension(values: &[f64], n: usize, q: f64) -> Result<f64> {
         by_size[(s as u64).count_ones() as usize] += v;
     }
     Ok(by_size.iter().enumerate().map(|(k, sum)| sum * q.powi(k as i32) * (1.0 - q).powi((n - k) as i32)).sum())
+}
+
+/// The exact computation as an estimator: evaluates all `2^n` coalitions
+/// through the memo (`n <= 20`), ignores the budget, reports zero errors.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExactEstimator;
+
+/// Registry entry of [`ExactEstimator`].
+pub const ENTRY: Entry = Entry {
+    names: "exact",
+    about: "all 2^n coalitions (n <= 20); the ground truth, ignores the budget",
+    parse: |name| (name == "exact").then(|| Estimator::new(ExactEstimator)),
+    defaults: || vec![Estimator::new(ExactEstimator)],
+};
+
+impl ShapleyEstimator for ExactEstimator {
+    fn name(&self) -> String {
+        "exact".to_string()
+    }
+
+    fn min_budget(&self, n: usize) -> usize {
+        1usize.checked_shl(n as u32).unwrap_or(usize::MAX)
+    }
+
+    fn is_exact(&self) -> bool {
+        true
+    }
+
+    fn estimate(&self, memo: &Memo, _budget: usize, _seed: u64, _target: Option<f64>) -> Result<ShapleyEstimate> {
+        let n = memo.n_players();
+        check_exact_size(n)?;
+        let before = memo.evaluations();
+        let all: Vec<Coalition> = (0..1u64 << n).collect();
+        let Some(table) = memo.try_values(&all)? else {
+            bail!(
+                "the memo's budget ({}) cannot pay for the {} coalitions exact needs: create the memo with EstimateConfig::memo_budget or Memo::unlimited",
+                memo.budget(),
+                memo.cost(&all)
+            );
+        };
+        Ok(ShapleyEstimate {
+            estimator: self.name(),
+            values: shapley_from_table(&table, n)?,
+            std_errors: vec![0.0; n],
+            evaluations: memo.evaluations() - before,
+            samples: 0,
+            converged: true,
+        })
+    }
 }
 
 #[cfg(test)]

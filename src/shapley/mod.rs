@@ -61,21 +61,37 @@
 //! same seed gives bit-identical output.
 
 pub mod coalition;
+pub mod design;
 pub mod estimator;
 pub mod exact;
 pub mod game;
+pub mod interactions;
+pub mod kadd;
+pub mod kernel;
+pub mod leverage;
 pub mod metrics;
 pub mod owen;
 pub mod permutation;
+pub mod registry;
+pub mod regression;
+pub mod result;
 mod sampling;
+pub mod stratified;
 pub mod synthetic;
 
 pub use coalition::Coalition;
-pub use estimator::{estimate, estimate_with_memo, EstimateConfig, Estimator, ShapleyEstimate};
-pub use exact::{enumerate, exact, multilinear_extension, shapley_from_table, ExactResult, MAX_EXACT_PLAYERS};
+pub use estimator::{estimate, estimate_with_memo, EstimateConfig, Estimator, ShapleyEstimator};
+pub use exact::{
+    enumerate, exact, multilinear_extension, shapley_from_table, ExactEstimator, ExactResult, MAX_EXACT_PLAYERS,
+};
 pub use game::{FnGame, Game, Memo, TableGame};
+pub use kadd::KaddEstimator;
+pub use kernel::KernelEstimator;
+pub use leverage::LeverageEstimator;
 pub use metrics::{efficiency_gap, kendall_tau, max_abs_error, mse, precision_at_k};
-pub use owen::{mle_sampled, owen_sampling, MlePoint, OwenQ};
-pub use permutation::{permutation_sampling, PERMUTATION_BATCH};
+pub use owen::{mle_sampled, owen_sampling, MlePoint, OwenEstimator, OwenQ};
+pub use permutation::{permutation_sampling, PermutationEstimator, PERMUTATION_BATCH};
+pub use result::ShapleyEstimate;
 pub use sampling::{convergence_ratio, MIN_SAMPLES_FOR_STOP};
+pub use stratified::StratifiedEstimator;
 pub use synthetic::{AdditiveGame, SaturatingGame, SumOfUnanimityGames, UnanimityGame, WeightedMajorityGame};

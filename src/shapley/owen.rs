@@ -15,8 +15,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::shapley::coalition::{self, Coalition};
-use crate::shapley::estimator::ShapleyEstimate;
+use crate::shapley::estimator::{Estimator, ShapleyEstimator};
 use crate::shapley::game::{check_players, Game, Memo};
+use crate::shapley::registry::{strip_flag, Entry};
+use crate::shapley::result::ShapleyEstimate;
 use crate::shapley::sampling::{check_sampling_players, check_target, Ledger, RunningStats};
 
 /// Draws (or antithetic pairs) sent to the memo per batch for the
@@ -68,6 +70,65 @@ impl OwenQ {
 impl fmt::Display for OwenQ {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
+    }
+}
+
+/// Owen sampling as a registered estimator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OwenEstimator {
+    /// How each draw's `q` is chosen.
+    pub q: OwenQ,
+    /// Pair each draw with its complement at `1 − q`.
+    pub antithetic: bool,
+}
+
+/// Parses a normalised Owen name: `owen` (= `owen-stratified`), `owen-midpoint`,
+/// `owen-grid`, `owen-grid-<points>`, each optionally with `-antithetic`.
+fn parse_owen(name: &str) -> Option<Estimator> {
+    let (base, antithetic) = strip_flag(name, "-antithetic");
+    let q = match base {
+        "owen" | "owen-stratified" => OwenQ::Stratified,
+        "owen-midpoint" => OwenQ::Midpoint,
+        "owen-grid" => OwenQ::grid(),
+        other => match other.strip_prefix("owen-grid-").map(str::parse::<usize>) {
+            Some(Ok(points)) if points >= 2 => OwenQ::Grid { points },
+            _ => return None,
+        },
+    };
+    Some(Estimator::new(OwenEstimator { q, antithetic }))
+}
+
+/// Registry entry of [`OwenEstimator`].
+pub const ENTRY: Entry = Entry {
+    names: "owen (= owen-stratified), owen-midpoint, owen-grid[-<points>], each with optional -antithetic",
+    about: "multilinear-extension sampling (Owen 1972): q stratified, midpoint, or shapiq's biased grid",
+    parse: parse_owen,
+    defaults: || {
+        let mut all = Vec::new();
+        for antithetic in [false, true] {
+            for q in [OwenQ::Stratified, OwenQ::Midpoint, OwenQ::grid()] {
+                all.push(Estimator::new(OwenEstimator { q, antithetic }));
+            }
+        }
+        all
+    },
+};
+
+impl ShapleyEstimator for OwenEstimator {
+    fn name(&self) -> String {
+        format!("owen_{}{}", self.q.name(), if self.antithetic { "_antithetic" } else { "" })
+    }
+
+    fn min_budget(&self, n: usize) -> usize {
+        owen_min_budget(n, self.q, self.antithetic)
+    }
+
+    fn stops_early(&self) -> bool {
+        true
+    }
+
+    fn estimate(&self, memo: &Memo, budget: usize, seed: u64, target: Option<f64>) -> Result<ShapleyEstimate> {
+        owen_sampling(memo, budget, self.q, self.antithetic, seed, target)
     }
 }
 

@@ -14,8 +14,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::shapley::coalition::{self, Coalition};
-use crate::shapley::estimator::ShapleyEstimate;
+use crate::shapley::estimator::{Estimator, ShapleyEstimator};
 use crate::shapley::game::Memo;
+use crate::shapley::registry::{strip_flag, Entry};
+use crate::shapley::result::ShapleyEstimate;
 use crate::shapley::sampling::{check_sampling_players, check_target, Ledger, RunningStats};
 
 /// Samples (permutations, or antithetic pairs) sent to the memo per batch,
@@ -30,6 +32,42 @@ pub fn permutation_min_budget(n: usize, antithetic: bool) -> usize {
         (2 * n).max(n + 1)
     } else {
         n + 1
+    }
+}
+
+/// Permutation sampling as a registered estimator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PermutationEstimator {
+    /// Pair each permutation with its reverse.
+    pub antithetic: bool,
+}
+
+/// Registry entry of [`PermutationEstimator`].
+pub const ENTRY: Entry = Entry {
+    names: "permutation[-antithetic]",
+    about: "random orders, marginals along the prefix chain (Castro et al. 2009); antithetic pairs each order with its reverse",
+    parse: |name| {
+        let (base, antithetic) = strip_flag(name, "-antithetic");
+        (base == "permutation").then(|| Estimator::new(PermutationEstimator { antithetic }))
+    },
+    defaults: || [false, true].map(|antithetic| Estimator::new(PermutationEstimator { antithetic })).to_vec(),
+};
+
+impl ShapleyEstimator for PermutationEstimator {
+    fn name(&self) -> String {
+        (if self.antithetic { "permutation_antithetic" } else { "permutation" }).to_string()
+    }
+
+    fn min_budget(&self, n: usize) -> usize {
+        permutation_min_budget(n, self.antithetic)
+    }
+
+    fn stops_early(&self) -> bool {
+        true
+    }
+
+    fn estimate(&self, memo: &Memo, budget: usize, seed: u64, target: Option<f64>) -> Result<ShapleyEstimate> {
+        permutation_sampling(memo, budget, self.antithetic, seed, target)
     }
 }
 

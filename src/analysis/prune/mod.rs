@@ -25,7 +25,7 @@ use super::layer_game::{GameValue, LayerGame};
 use super::summary::ordered_unique;
 use super::Outputs;
 use crate::adapter::{Adapter, Grouping};
-use crate::eval::{adapter_deltas, Deltas, Evaluator};
+use crate::eval::{Deltas, Evaluator};
 use crate::progress::Progress;
 use crate::prune::magnitude::Ranking;
 use crate::report::table::Table;
@@ -140,7 +140,7 @@ pub fn analyze(
     let bar = progress.bar(inputs.len() as u64, "prune");
     for input in inputs {
         bar.set_message(format!("{} seed {}", input.method, input.seed));
-        let deltas = adapter_deltas(input.adapter);
+        let deltas = input.adapter.deltas();
         let full = test.evaluate(&deltas)?;
         st.extend(structured::evaluate(test, input, &deltas, full, frozen)?);
         let (scores, curves) = removal::evaluate(test, input, opts)?;

@@ -9,10 +9,12 @@ use crate::adapter::{Adapter, Grouping};
 use crate::analysis::exact_shapley;
 use crate::analysis::layer_game::{GameValue, LayerGame};
 use crate::analysis::summary::{ci_columns, ci_series, group_ci};
-use crate::eval::{adapter_deltas, Evaluator};
+use crate::eval::Evaluator;
 use crate::report::plot::LinePlot;
 use crate::report::table::{Columns, Row};
-use crate::shapley::{self, coalition, Coalition, EstimateConfig, Estimator, Game, Memo, TableGame};
+use crate::shapley::{
+    self, coalition, Coalition, EstimateConfig, Estimator, Game, Memo, PermutationEstimator, TableGame,
+};
 use crate::stats::MeanCi;
 use crate::util::rng_for;
 use anyhow::Result;
@@ -149,7 +151,7 @@ pub(super) fn block_scores(
 ) -> Result<BlockScores> {
     let n = game.n_players();
     let blocks: Vec<usize> = game.groups().iter().map(|g| g[0].block).collect();
-    let deltas = adapter_deltas(adapter);
+    let deltas = adapter.deltas();
     let norm: Vec<f64> = game
         .groups()
         .iter()
@@ -159,7 +161,7 @@ pub(super) fn block_scores(
         Some(t) => (shapley::shapley_from_table(t.values(), n)?, "exact".to_string()),
         None if !opts.orders.contains(&RemovalOrder::Shapley) => (vec![f64::NAN; n], "not computed".to_string()),
         None => {
-            let cfg = EstimateConfig::new(Estimator::Permutation { antithetic: false }, opts.shapley_budget, seed);
+            let cfg = EstimateConfig::new(Estimator::new(PermutationEstimator::default()), opts.shapley_budget, seed);
             let est = shapley::estimate_with_memo(memo, &cfg)?;
             (est.values, est.estimator)
         }

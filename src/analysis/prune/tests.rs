@@ -6,7 +6,7 @@ use crate::adapter::TargetModule;
 use crate::adapter::TargetModule::{Key, Query, Value};
 use crate::analysis::test_support::*;
 use crate::prune::magnitude::{prune_adapter_deltas, prune_factor_deltas};
-use crate::shapley::{self, EstimateConfig, Estimator, Game, Memo};
+use crate::shapley::{self, EstimateConfig, Estimator, Game, Memo, PermutationEstimator};
 use std::collections::BTreeSet;
 
 fn keys_of(d: &Deltas) -> Vec<(usize, TargetModule)> {
@@ -17,7 +17,7 @@ fn keys_of(d: &Deltas) -> Vec<(usize, TargetModule)> {
 fn structured_selections_pick_the_right_modules() {
     let cfg = tiny_config(12);
     let adapter = random_adapter(&cfg, &[Query, Key, Value], 1, 1);
-    let d = adapter_deltas(&adapter);
+    let d = adapter.deltas();
     assert_eq!(d.len(), 36);
     let blocks_of = |s: Structure| -> BTreeSet<usize> { select(&d, &s, 12).keys().map(|k| k.block).collect() };
     let count = |s: Structure| select(&d, &s, 12).len();
@@ -64,13 +64,13 @@ fn structured_selections_pick_the_right_modules() {
 fn sparsity_zero_is_identity_and_one_is_frozen() {
     let (bb, env) = tiny_env(3, 3, 12, 30);
     let adapter = random_adapter(&bb.config, &[Query, Value], 2, 4);
-    let full = env.test.evaluate(&adapter_deltas(&adapter)).unwrap();
+    let full = env.test.evaluate(&adapter.deltas()).unwrap();
     let frozen = env.test.evaluate(&Deltas::new()).unwrap();
     assert!((full.loss - frozen.loss).abs() > 1e-6, "the adapter must change the model for this test to mean anything");
     for ranking in [Ranking::PerModule, Ranking::Global] {
         let d0 = prune_adapter_deltas(&adapter, 0.0, ranking).unwrap();
         let f0 = prune_factor_deltas(&adapter, 0.0, ranking).unwrap();
-        assert_eq!(d0, adapter_deltas(&adapter));
+        assert_eq!(d0, adapter.deltas());
         assert_eq!(env.test.evaluate(&d0).unwrap(), full);
         assert_eq!(env.test.evaluate(&f0).unwrap(), full);
         for pruned in [
@@ -88,7 +88,7 @@ fn sparsity_zero_is_identity_and_one_is_frozen() {
 fn removal_curves_run_from_full_to_frozen() {
     let (bb, env) = tiny_env(4, 3, 12, 30);
     let adapter = random_adapter(&bb.config, &[Query, Value], 2, 5);
-    let full = env.test.evaluate(&adapter_deltas(&adapter)).unwrap();
+    let full = env.test.evaluate(&adapter.deltas()).unwrap();
     let frozen = env.test.evaluate(&Deltas::new()).unwrap();
     let game = LayerGame::new(&env.test, &adapter, Grouping::Block, GameValue::Accuracy, "t").unwrap();
     let opts = PruneOptions::default();
@@ -185,13 +185,13 @@ fn more_than_twenty_blocks_are_sampled_through_the_shared_memo() {
     let memo = Memo::unlimited(&game);
     let scores = block_scores(&game, &memo, None, &adapter, &opts, 3).unwrap();
     // The same values as a fresh estimate with the run seed and the budget.
-    let cfg = EstimateConfig::new(Estimator::Permutation { antithetic: false }, 80, 3);
+    let cfg = EstimateConfig::new(Estimator::new(PermutationEstimator::default()), 80, 3);
     let fresh = shapley::estimate(&game, &cfg).unwrap();
     assert_eq!(scores.shapley_source, fresh.estimator);
     assert_eq!(scores.shapley, fresh.values);
     // Leave-one-out reuses what sampling evaluated: at most 22 more than the budget.
     assert!(memo.evaluations() <= 80 + 22, "{}", memo.evaluations());
-    let full = env.test.evaluate(&adapter_deltas(&adapter)).unwrap().accuracy;
+    let full = env.test.evaluate(&adapter.deltas()).unwrap().accuracy;
     let without_0 = game.evaluate(&[coalition_without(21, 0)]).unwrap()[0];
     assert_eq!(scores.leave_one_out[0], full - without_0);
 }

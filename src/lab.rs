@@ -66,9 +66,14 @@ pub fn images_tensor(set: &ImageSet, device: &Device) -> Result<Tensor> {
 }
 
 impl Lab {
-    /// Loads the backbone (`builtin` or a Hugging Face directory).
+    /// Loads the backbone (`builtin` or a Hugging Face directory) on the CPU.
     pub fn open(backbone: &str, runs_dir: &Path) -> Result<Lab> {
-        let device = Device::Cpu;
+        Self::open_on(backbone, runs_dir, &Device::Cpu)
+    }
+
+    /// Loads the backbone onto `device` (see [`device_named`]).
+    pub fn open_on(backbone: &str, runs_dir: &Path, device: &Device) -> Result<Lab> {
+        let device = device.clone();
         let bb = checkpoint::load_backbone(backbone, &device)?;
         let fingerprint = checkpoint::fingerprint(&bb)?;
         Ok(Lab {
@@ -185,6 +190,34 @@ impl Lab {
     }
 }
 
+/// The compute device called `name`: `cpu`, or `cuda` / `cuda:N` (GPU N) in a build with
+/// the `cuda` feature. The CPU path has fused kernels; on CUDA the model runs candle's own
+/// ops. Errors say how to get a working device.
+pub fn device_named(name: &str) -> Result<Device> {
+    let name = name.trim();
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let Some(rest) = name.strip_prefix("cuda") else {
+        anyhow::bail!("unknown device '{name}': use cpu, cuda or cuda:N (GPU number N)");
+    };
+    let ordinal = match rest.strip_prefix(':') {
+        Some(n) => {
+            n.parse::<usize>().map_err(|_| anyhow::anyhow!("device '{name}': N in cuda:N must be a GPU number"))?
+        }
+        None if rest.is_empty() => 0,
+        None => anyhow::bail!("unknown device '{name}': use cpu, cuda or cuda:N (GPU number N)"),
+    };
+    if !candle_core::utils::cuda_is_available() {
+        anyhow::bail!(
+            "device '{name}': this copra-lab was built without CUDA; rebuild with `cargo build --release --features cuda` (needs the CUDA toolkit), or use --device cpu"
+        );
+    }
+    Device::new_cuda(ordinal).map_err(|e| {
+        anyhow::anyhow!("device '{name}': no usable CUDA GPU {ordinal} ({e}); check the driver, or use --device cpu")
+    })
+}
+
 /// Test metrics of the frozen backbone with the task's head.
 pub fn frozen_metrics(env: &TaskEnv) -> Result<Metrics> {
     env.test.evaluate(&Default::default())
@@ -202,6 +235,19 @@ mod tests {
 
     fn lab() -> Lab {
         Lab::open("builtin", &std::env::temp_dir().join("copra-lab-unused-runs")).unwrap()
+    }
+
+    #[test]
+    fn devices_are_chosen_at_run_time_with_clear_errors() {
+        assert!(device_named("cpu").unwrap().is_cpu());
+        let err = device_named("tpu").unwrap_err().to_string();
+        assert!(err.contains("use cpu, cuda"), "{err}");
+        let err = device_named("cuda:x").unwrap_err().to_string();
+        assert!(err.contains("GPU number"), "{err}");
+        if !candle_core::utils::cuda_is_available() {
+            let err = device_named("cuda").unwrap_err().to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
     }
 
     #[test]

@@ -158,6 +158,12 @@ fn duplicate_and_degenerate_inputs_are_refused() {
     assert_one_line_error(&o, "--repetitions");
     let o = run(bin().args(["--runs-dir", r, "shapley", "--samples", "0"]));
     assert_one_line_error(&o, "--budget (--samples)");
+    let o = run(bin().args(["--runs-dir", r, "--device", "tpu", "train"]).args(TINY));
+    assert_one_line_error(&o, "unknown device 'tpu'");
+    if cfg!(not(feature = "cuda")) {
+        let o = run(bin().args(["--runs-dir", r, "--device", "cuda", "train"]).args(TINY));
+        assert_one_line_error(&o, "--features cuda");
+    }
     // A task with a single class.
     let one = root.join("one-class");
     write_idx_task(&one, 1, 0);

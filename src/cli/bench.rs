@@ -5,7 +5,6 @@ use super::GlobalArgs;
 use anyhow::Result;
 use copra_lab::adapter::Grouping;
 use copra_lab::analysis::layer_game::{GameValue, LayerGame};
-use copra_lab::lab::Lab;
 use copra_lab::shapley::Game;
 use copra_lab::train::trainer::{train_adapter_with, LoopOptions};
 use copra_lab::train::Method;
@@ -39,7 +38,7 @@ pub struct BenchArgs {
 
 /// Runs `bench`.
 pub fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
-    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let lab = global.lab()?;
     let base = a.run.base_config()?;
     let env = lab.task_env(&base)?;
     println!("threads: {} (RAYON_NUM_THREADS), task {}", rayon::current_num_threads(), base.task);

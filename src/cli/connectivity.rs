@@ -5,7 +5,6 @@ use super::GlobalArgs;
 use anyhow::Result;
 use copra_lab::analysis::connectivity::{analyze, ConnectivityOptions, SeedRun};
 use copra_lab::connectivity::interpolate::Space;
-use copra_lab::lab::Lab;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -60,7 +59,7 @@ pub fn run(global: &GlobalArgs, a: ConnectivityArgs) -> Result<()> {
     let base = a.run.base_config()?;
     let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     check_output_dir(&out_dir)?;
-    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let lab = global.lab()?;
     let evaluations = |methods: usize, seeds: usize, spaces: usize, alphas: usize, layer_alphas: usize| {
         let layer = if a.no_layerwise { 0 } else { lab.backbone.num_blocks() * layer_alphas };
         (methods * seeds * (seeds - 1) / 2 * spaces * (alphas + layer)) as f64

@@ -5,7 +5,6 @@ use super::GlobalArgs;
 use anyhow::{bail, Result};
 use copra_lab::analysis::federated::{analyze, FederatedOptions};
 use copra_lab::federated::split::SplitMethod;
-use copra_lab::lab::Lab;
 use copra_lab::merge::{MergeMethod, MergeOptions};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -142,7 +141,7 @@ pub fn run(global: &GlobalArgs, a: FederatedArgs) -> Result<()> {
     }
     let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     super::common::check_output_dir(&out_dir)?;
-    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let lab = global.lab()?;
     opts.validate(lab.backbone.num_blocks())?;
     let env = lab.task_env(&base)?;
     println!(

@@ -41,9 +41,18 @@ pub struct GlobalArgs {
     /// Hide progress bars.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// Compute device: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: String,
 }
 
 impl GlobalArgs {
+    /// Opens the lab these options name (backbone, run cache, device).
+    pub fn lab(&self) -> anyhow::Result<copra_lab::lab::Lab> {
+        let device = copra_lab::lab::device_named(&self.device)?;
+        copra_lab::lab::Lab::open_on(&self.backbone, &self.runs_dir, &device)
+    }
+
     /// The progress-bar factory these options ask for.
     pub fn progress(&self) -> Progress {
         if self.quiet {

@@ -4,7 +4,7 @@ use super::common::{parse_methods, parse_seeds, RunArgs};
 use super::GlobalArgs;
 use anyhow::{bail, Result};
 use copra_lab::analysis::multitask::{analyze, MultitaskOptions, Operator, TaskAdapter, TaskInput};
-use copra_lab::lab::{Lab, TaskEnv};
+use copra_lab::lab::TaskEnv;
 use copra_lab::merge::MergeOptions;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -70,7 +70,7 @@ pub fn run(global: &GlobalArgs, a: MultitaskArgs) -> Result<()> {
     super::common::check_cost("--tasks × --seeds × --methods (trainings)", trainings, 4.0 * 2.0, a.run.yes)?;
     super::common::check_cost("--align-steps", a.align_steps as f64, 300.0, a.run.yes)?;
     super::common::check_output_dir(&a.out)?;
-    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let lab = global.lab()?;
     let base = a.run.base_config()?;
     let mut envs: Vec<TaskEnv> = Vec::new();
     let mut runs = Vec::new();

@@ -7,7 +7,6 @@ use copra_lab::adapter::Grouping;
 use copra_lab::analysis::game_cache;
 use copra_lab::analysis::layer_game::GameValue;
 use copra_lab::analysis::prune::{analyze, PruneInput, PruneOptions, RemovalOrder};
-use copra_lab::lab::Lab;
 use copra_lab::prune::magnitude::Ranking;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -78,7 +77,7 @@ pub fn run(global: &GlobalArgs, a: PruneArgs) -> Result<()> {
     let base = a.run.base_config()?;
     let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     check_output_dir(&out_dir)?;
-    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let lab = global.lab()?;
     let env = lab.task_env(&base)?;
     let mut runs = Vec::new();
     for m in &methods {

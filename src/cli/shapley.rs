@@ -7,7 +7,6 @@ use copra_lab::adapter::Grouping;
 use copra_lab::analysis::game_cache;
 use copra_lab::analysis::layer_game::GameValue;
 use copra_lab::analysis::shapley::{analyze, ShapleyInput, ShapleyOptions};
-use copra_lab::lab::Lab;
 use copra_lab::shapley::Estimator;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -83,7 +82,7 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
     let base = a.run.base_config()?;
     let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     check_output_dir(&out_dir)?;
-    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let lab = global.lab()?;
     let players = match a.players {
         Grouping::Block => lab.backbone.num_blocks(),
         Grouping::Module => lab.backbone.num_blocks() * base.lora.targets.len(),

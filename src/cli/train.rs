@@ -4,7 +4,6 @@ use super::common::RunArgs;
 use super::GlobalArgs;
 use anyhow::Result;
 use copra_lab::adapter::peft;
-use copra_lab::lab::Lab;
 use copra_lab::train::Method;
 use std::path::PathBuf;
 
@@ -27,7 +26,7 @@ pub struct TrainArgs {
 /// Runs `train`.
 pub fn run(global: &GlobalArgs, a: TrainArgs) -> Result<()> {
     let cfg = a.run.run_config(Method::parse(&a.method)?, a.seed)?;
-    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let lab = global.lab()?;
     let env = lab.task_env(&cfg)?;
     let run = lab.ensure_run(&env, &cfg, a.force, &global.progress())?;
     let m = &run.manifest;
@@ -62,7 +61,7 @@ pub struct EvalArgs {
 /// Runs `eval`.
 pub fn eval(global: &GlobalArgs, a: EvalArgs) -> Result<()> {
     let cfg = a.run.base_config()?;
-    let lab = Lab::open(&global.backbone, &global.runs_dir)?;
+    let lab = global.lab()?;
     let env = lab.task_env(&cfg)?;
     let frozen = copra_lab::lab::frozen_metrics(&env)?;
     println!("frozen backbone on {}: test accuracy {:.2}%, loss {:.4}", cfg.task, 100.0 * frozen.accuracy, frozen.loss);

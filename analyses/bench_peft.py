@@ -1,0 +1,217 @@
+"""copra-lab against PyTorch + PEFT on the same backbone folder, side by side in one run.
+
+Usage:
+    python analyses/bench_peft.py BACKBONE_DIR [--copra target/release/copra-lab]
+        [--threads 2] [--steps 60] [--rounds 2] [--grid 8]
+
+BACKBONE_DIR comes from `copra-lab export-backbone --out DIR`; the environment needs
+`pip install torch transformers peft`. With --copra, each round runs copra-lab's own
+benchmarks (`bench train`, `bench coalitions`, and `bench grid` where the binary has it: the
+grid-training branch, not yet landed) and then PyTorch's, so both
+columns see the same machine load; the table reports the median over rounds and the ratio
+copra-lab / PyTorch. On a shared machine absolute figures are noisy; the ratios are the
+measurement.
+
+PyTorch figures (CPU, --threads threads), the workload of copra-lab's defaults:
+  - LoRA training images/s: q, k, v rank 2, alpha 1, rsLoRA, dropout 0.25, AdamW (wd 0.01),
+    batch 32, fixed normalised-prototype head with logit scale 20;
+  - constant participation p = 0.5 and 0.25: each step, each block's adapters are enabled
+    with probability p (at least one block on), through PEFT's LoraLayer.enable_adapters;
+  - grid: K runs trained one after another (each its own model, adapters and optimizer),
+    total images/s;
+  - coalition evaluations/s: random block coalitions, each a no-grad forward of --test-size images
+    with only that coalition's adapters enabled (the plain way to evaluate a layer game).
+"""
+import argparse
+import random
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from peft import LoraConfig, get_peft_model
+from peft.tuners.lora import LoraLayer
+from transformers import ViTModel
+
+BATCH = 32
+CLASSES = 8
+
+
+def build(backbone):
+    """A PEFT LoRA model on the backbone and its LoRA layers grouped by block."""
+    base = ViTModel.from_pretrained(backbone, add_pooling_layer=False)
+    cfg = base.config
+    lora = LoraConfig(r=2, lora_alpha=1, lora_dropout=0.25, use_rslora=True,
+                      target_modules=["q_proj", "k_proj", "v_proj", "query", "key", "value"])
+    model = get_peft_model(base, lora)
+    by_block = {b: [] for b in range(cfg.num_hidden_layers)}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            block = int(next(p for p in name.split(".") if p.isdigit()))
+            by_block[block].append(module)
+    if not all(by_block.values()):
+        sys.exit("PEFT found no LoRA layer on some block: is this a ViTModel folder?")
+    return model, cfg, by_block
+
+
+class Trainer:
+    """One PEFT training run on a fixed random batch (throughput only)."""
+
+    def __init__(self, backbone, seed):
+        torch.manual_seed(seed)
+        self.rng = random.Random(seed)
+        self.model, self.cfg, self.by_block = build(backbone)
+        self.head = torch.nn.functional.normalize(torch.randn(CLASSES, self.cfg.hidden_size), dim=-1)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.01)
+        c = self.cfg
+        self.x = torch.randn(BATCH, c.num_channels, c.image_size, c.image_size)
+        self.y = torch.randint(0, CLASSES, (BATCH,))
+
+    def set_mask(self, mask):
+        for block, on in enumerate(mask):
+            for layer in self.by_block[block]:
+                layer.enable_adapters(on)
+
+    def step(self, p):
+        blocks = self.cfg.num_hidden_layers
+        if p < 1:
+            mask = [self.rng.random() < p for _ in range(blocks)]
+            if not any(mask):
+                mask[self.rng.randrange(blocks)] = True
+            self.set_mask(mask)
+        feats = self.model(pixel_values=self.x).last_hidden_state[:, 0]
+        logits = torch.nn.functional.normalize(feats, dim=-1) @ self.head.T * 20
+        loss = torch.nn.functional.cross_entropy(logits, self.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def images_per_second(self, p, steps):
+        self.model.train()
+        self.set_mask([True] * self.cfg.num_hidden_layers)
+        for _ in range(5):
+            self.step(p)
+        t = time.perf_counter()
+        for _ in range(steps):
+            self.step(p)
+        return steps * BATCH / (time.perf_counter() - t)
+
+
+def torch_round(a):
+    """PyTorch + PEFT figures of one round."""
+    out = {}
+    trainer = Trainer(a.backbone, 0)
+    for p, key in ((1.0, "lora"), (0.5, "p=0.5"), (0.25, "p=0.25")):
+        out[key] = trainer.images_per_second(p, a.steps)
+    # Grid: K runs one after another, each its own model and optimizer.
+    t = time.perf_counter()
+    for k in range(a.grid):
+        run = Trainer(a.backbone, 100 + k)
+        run.model.train()
+        for _ in range(a.steps):
+            run.step(1.0)
+    out["grid"] = a.grid * a.steps * BATCH / (time.perf_counter() - t)
+    if a.training_only:
+        return out
+    # Coalitions: plain per-coalition forward of --test-size images.
+    trainer.model.eval()
+    c = trainer.cfg
+    xe = torch.randn(a.test_size, c.num_channels, c.image_size, c.image_size)
+    with torch.no_grad():
+        trainer.set_mask([True] * c.num_hidden_layers)
+        trainer.model(pixel_values=xe[:100])
+        k = 16
+        t = time.perf_counter()
+        for _ in range(k):
+            trainer.set_mask([trainer.rng.random() < 0.5 for _ in range(c.num_hidden_layers)])
+            trainer.model(pixel_values=xe)
+        out["coalition"] = k / (time.perf_counter() - t)
+    return out
+
+
+def number_after(label, text):
+    """The first number after `label` at the start of a line of copra-lab's bench output."""
+    m = re.search(r"^" + re.escape(label) + r"\s+([0-9.]+)", text, re.M)
+    if not m:
+        sys.exit(f"copra-lab bench printed no line starting with '{label}':\n{text}")
+    return float(m.group(1))
+
+
+def copra_round(a):
+    """copra-lab's figures of one round, from its `bench` command."""
+    env = {"RAYON_NUM_THREADS": str(a.threads), "PATH": "/usr/bin:/bin"}
+
+    def bench(*args):
+        cmd = [a.copra, "bench", *args, "--quiet", "--runs-dir", a.runs_dir]
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+
+    train = bench("train", "--bench-steps", str(a.steps))
+    try:
+        grid = bench("grid", "--bench-steps", str(a.steps), "--grid-runs", str(a.grid))
+        grid = number_after(f"grid of {a.grid} runs together", grid)
+    except subprocess.CalledProcessError:
+        grid = float("nan")  # a copra-lab older than `bench grid`
+    out = {
+        "lora": number_after("lora", train),
+        "p=0.5": number_after("p = 0.5", train),
+        "p=0.25": number_after("p = 0.25", train),
+        "grid": grid,
+    }
+    if not a.training_only:
+        # The adapter's training length does not change evaluation speed: a short run suffices.
+        coal = bench("coalitions", "--steps", "40", "--test-size", str(a.test_size))
+        out["coalition"] = number_after("plain (full forward, adapters merged)", coal)
+        out["walk"] = number_after("prefix walk over all 2^n coalitions", coal)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("backbone")
+    ap.add_argument("--copra", help="copra-lab binary: run its benchmarks interleaved with PyTorch's")
+    ap.add_argument("--runs-dir", default="/tmp/copra-bench-runs")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--grid", type=int, default=8)
+    ap.add_argument("--test-size", type=int, default=1000, help="images per coalition evaluation")
+    ap.add_argument("--training-only", action="store_true", help="skip the coalition figures")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    ours, theirs = [], []
+    for r in range(a.rounds):
+        if a.copra:
+            ours.append(copra_round(a))
+            print(f"round {r + 1} copra-lab: {ours[-1]}", flush=True)
+        theirs.append(torch_round(a))
+        print(f"round {r + 1} PyTorch:   {theirs[-1]}", flush=True)
+    med = lambda rows, k: statistics.median(row[k] for row in rows)
+    rows = [
+        ("LoRA training, images/s (batch 32)", "lora", "lora"),
+        ("constant participation p = 0.5", "p=0.5", "p=0.5"),
+        ("p = 0.25", "p=0.25", "p=0.25"),
+        (f"grid of {a.grid} runs, total images/s (PyTorch: one after another)", "grid", "grid"),
+        (f"one coalition, plain forward of {a.test_size:,} test images, per s", "coalition", "coalition"),
+        ("exact enumeration (prefix walk), coalitions/s, vs PyTorch's plain forward", "walk", "coalition"),
+    ]
+    print(f"\ntorch {torch.__version__}, {a.threads} threads, median of {a.rounds} rounds")
+    print("| figure | copra-lab | PyTorch + PEFT | ratio |\n|---|---|---|---|")
+    for label, ok, tk in rows:
+        if tk not in theirs[0]:
+            continue
+        t = med(theirs, tk)
+        if ours:
+            o = med(ours, ok)
+            if o != o:  # NaN: this copra-lab has no such benchmark (e.g. no `bench grid`)
+                print(f"| {label} | – | {t:,.1f} | – |")
+            else:
+                print(f"| {label} | {o:,.1f} | {t:,.1f} | {o / t:.2f} |")
+        elif ok == tk:
+            print(f"| {label} | | {t:,.1f} | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,7 @@ pub struct ShapleyBenchArgs {
     #[arg(long, required = true)]
     pub table: String,
     /// Estimators, comma-separated.
-    #[arg(long, default_value = "permutation-antithetic,owen-antithetic,kernel-paired,leverage-paired,kadd-paired,stratified-cv", long_help = super::shapley::estimators_help())]
+    #[arg(long, default_value = "permutation-antithetic,owen-antithetic,kernel-paired,leverage-paired,kadd-paired,stratified-cv,stratified-cv-auto", long_help = super::shapley::estimators_help())]
     pub estimators: String,
     /// Budgets in evaluations, comma-separated.
     #[arg(long, default_value = "256,512,1024,2048")]

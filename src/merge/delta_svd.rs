@@ -4,7 +4,7 @@
 
 use super::common::weighted_sum_svd;
 use super::operator::{MergeInput, MergeMethod, MergeOperator, OperatorInfo, Params};
-use super::{MergeOutcome, Merged, WeightRule};
+use super::{MergeOutcome, Merged};
 use anyhow::Result;
 use std::collections::BTreeMap;
 
@@ -24,15 +24,6 @@ pub struct DeltaSvd;
 impl MergeOperator for DeltaSvd {
     fn info(&self) -> &'static OperatorInfo {
         &INFO
-    }
-    fn params(&self) -> Vec<f64> {
-        Vec::new()
-    }
-    fn weight_rule(&self) -> WeightRule {
-        WeightRule::Normalised
-    }
-    fn keeps_low_rank(&self) -> bool {
-        true
     }
     fn merge(&self, input: &MergeInput<'_>) -> Result<MergeOutcome> {
         let adapter = weighted_sum_svd(input.adapters, &input.weights, 1.0, &input.shapes, input.opts.svd_rank)?;

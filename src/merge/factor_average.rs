@@ -5,7 +5,7 @@
 use super::align::{align_factors, AlignReport};
 use super::common::{common_factors, weighted_sum};
 use super::operator::{MergeInput, MergeMethod, MergeOperator, OperatorInfo, Params};
-use super::{output_spec, MergeOptions, MergeOutcome, Merged, WeightRule};
+use super::{output_spec, MergeOptions, MergeOutcome, Merged};
 use crate::adapter::{Adapter, LoraFactors, ModuleKey};
 use crate::linalg::Matrix;
 use anyhow::Result;
@@ -27,15 +27,6 @@ pub struct FactorAverage;
 impl MergeOperator for FactorAverage {
     fn info(&self) -> &'static OperatorInfo {
         &INFO
-    }
-    fn params(&self) -> Vec<f64> {
-        Vec::new()
-    }
-    fn weight_rule(&self) -> WeightRule {
-        WeightRule::Normalised
-    }
-    fn keeps_low_rank(&self) -> bool {
-        true
     }
     fn uses_align(&self) -> bool {
         true

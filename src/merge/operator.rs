@@ -98,12 +98,19 @@ pub struct MergeInput<'a> {
 pub trait MergeOperator: fmt::Debug + Send + Sync {
     /// The registry entry of this operator.
     fn info(&self) -> &'static OperatorInfo;
-    /// Current parameter values, in the order of [`OperatorInfo::params`].
-    fn params(&self) -> Vec<f64>;
-    /// How the caller's weights are checked and transformed before [`MergeOperator::merge`].
-    fn weight_rule(&self) -> WeightRule;
-    /// Whether the natural output is an adapter (true) or dense deltas (false).
-    fn keeps_low_rank(&self) -> bool;
+    /// Current parameter values, in the order of [`OperatorInfo::params`] (default: none).
+    fn params(&self) -> Vec<f64> {
+        Vec::new()
+    }
+    /// How the caller's weights are checked and transformed before [`MergeOperator::merge`]
+    /// (default: normalised to sum to one).
+    fn weight_rule(&self) -> WeightRule {
+        WeightRule::Normalised
+    }
+    /// Whether the natural output is an adapter (true, the default) or dense deltas (false).
+    fn keeps_low_rank(&self) -> bool {
+        true
+    }
     /// Whether [`MergeOptions::align`] (LoRA Align) applies to this operator.
     fn uses_align(&self) -> bool {
         false

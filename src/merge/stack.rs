@@ -2,7 +2,7 @@
 //! exactly `Σ w_k ΔW_k` (weights normalised to 1); the merged rank is `Σ r_k`.
 
 use super::operator::{MergeInput, MergeMethod, MergeOperator, OperatorInfo, Params};
-use super::{checked_scale, output_spec, MergeOutcome, Merged, WeightRule};
+use super::{checked_scale, output_spec, MergeOutcome, Merged};
 use crate::adapter::{Adapter, LoraFactors, ModuleKey};
 use crate::linalg::Matrix;
 use anyhow::Result;
@@ -24,15 +24,6 @@ pub struct Stack;
 impl MergeOperator for Stack {
     fn info(&self) -> &'static OperatorInfo {
         &INFO
-    }
-    fn params(&self) -> Vec<f64> {
-        Vec::new()
-    }
-    fn weight_rule(&self) -> WeightRule {
-        WeightRule::Normalised
-    }
-    fn keeps_low_rank(&self) -> bool {
-        true
     }
     fn merge(&self, input: &MergeInput<'_>) -> Result<MergeOutcome> {
         let adapter = stack(input.adapters, &input.weights, &input.shapes)?;

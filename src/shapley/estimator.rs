@@ -421,11 +421,40 @@ mod tests {
     }
 
     #[test]
+    fn adaptive_control_variate_picks_the_fixed_order_of_least_estimated_variance() {
+        // A weighted majority game (a step function: low orders fit it poorly) and a
+        // saturating one (nearly additive).
+        let w = vec![3.0, 9.0, 1.5, 7.0, 4.0, 2.0, 8.0, 5.5, 6.0, 1.0, 2.5, 4.5];
+        let majority = WeightedMajorityGame::new(w, 27.5).unwrap();
+        let sat = SaturatingGame::random(12, 7).unwrap();
+        let games: [&dyn Game; 2] = [&majority, &sat];
+        let fixed = Estimator::parse_list("stratified,stratified-cv-1,stratified-cv-2,stratified-cv-3").unwrap();
+        let auto = named("stratified-cv-auto");
+        for game in games {
+            for (budget, seed) in [(256usize, 1u64), (700, 2), (1500, 3)] {
+                let a = run(game, &auto, budget, seed);
+                let candidates: Vec<ShapleyEstimate> = fixed
+                    .iter()
+                    .map(|e| run(game, e, budget, seed))
+                    .filter(|e| e.std_errors.iter().all(|s| s.is_finite()))
+                    .collect();
+                let var = |e: &ShapleyEstimate| e.std_errors.iter().map(|s| s * s).sum::<f64>();
+                let least = candidates.iter().map(var).fold(f64::INFINITY, f64::min);
+                assert!(
+                    candidates.iter().any(|c| c.values == a.values),
+                    "{budget}: auto is not one of the fixed orders"
+                );
+                assert!((var(&a) - least).abs() <= 1e-12 * least.max(1e-300), "{budget}: {} vs least {least}", var(&a));
+            }
+        }
+    }
+
+    #[test]
     fn regression_and_stratified_estimators_cover_exact_values_within_their_se() {
         let soum = SumOfUnanimityGames::random(12, 30, 5, 21).unwrap();
         let sat = SaturatingGame::random(12, 22).unwrap();
         let games: [&dyn Game; 2] = [&soum, &sat];
-        let family = "kernel,kernel-paired,leverage,leverage-paired,kadd,kadd-paired,stratified,stratified-cv";
+        let family = "kernel,kernel-paired,leverage,leverage-paired,kadd,kadd-paired,stratified,stratified-cv,stratified-cv-auto";
         for e in Estimator::parse_list(family).unwrap() {
             let (mut within2, mut within4, mut total) = (0usize, 0usize, 0usize);
             let mut mse_small = 0.0;

@@ -52,27 +52,35 @@ pub struct StratifiedEstimator {
     /// the stratified weight). Biased unless the model is right; lower
     /// variance when the residuals are noise-like.
     pub impute: bool,
+    /// Choose the control-variate order (0 up to `control`) by the smallest estimated
+    /// variance of the result (`-auto`).
+    pub adaptive: bool,
 }
 
 /// Parses `stratified`, `stratified-cv` (order 3), `stratified-cv-<k>`, the
 /// `-cv` ones optionally with `-impute`.
 fn parse_stratified(name: &str) -> Option<Estimator> {
     let (base, impute) = strip_flag(name, "-impute");
+    if base == "stratified-cv-auto" {
+        return (!impute).then(|| Estimator::new(StratifiedEstimator { control: 3, impute, adaptive: true }));
+    }
     let control = match base {
         "stratified" if !impute => 0,
         "stratified-cv" => 3,
         other => other.strip_prefix("stratified-cv-")?.parse().ok().filter(|&k| k >= 1)?,
     };
-    Some(Estimator::new(StratifiedEstimator { control, impute }))
+    Some(Estimator::new(StratifiedEstimator { control, impute, adaptive: false }))
 }
 
 /// Registry entry of [`StratifiedEstimator`].
 pub const ENTRY: Entry = Entry {
-    names: "stratified, stratified-cv[-<k>][-impute]",
-    about: "size strata, Neyman allocation, exact border sizes; -cv adds a k-additive (default 3, lower when the budget is short) control variate, -impute fills unseen coalitions with it",
+    names: "stratified, stratified-cv[-<k>][-impute], stratified-cv-auto",
+    about: "size strata, Neyman allocation, exact border sizes; -cv adds a k-additive (default 3, lower when the budget is short) control variate, -impute fills unseen coalitions with it; -auto picks the order (0-3) with the smallest estimated variance",
     parse: parse_stratified,
     defaults: || {
-        [(0, false), (3, false), (3, true)].map(|(control, impute)| Estimator::new(StratifiedEstimator { control, impute })).to_vec()
+        [(0, false, false), (3, false, false), (3, true, false), (3, false, true)]
+            .map(|(control, impute, adaptive)| Estimator::new(StratifiedEstimator { control, impute, adaptive }))
+            .to_vec()
     },
 };
 
@@ -169,57 +177,19 @@ impl StratifiedEstimator {
     fn control_order(&self, n: usize, rows: usize) -> usize {
         (1..=self.control).rev().find(|&k| 2 * MobiusBasis::size(n, k) <= rows).unwrap_or(0)
     }
-}
 
-impl ShapleyEstimator for StratifiedEstimator {
-    fn name(&self) -> String {
-        let base = match self.control {
-            0 => "stratified".to_string(),
-            3 => "stratified_cv".to_string(),
-            k => format!("stratified_cv_{k}"),
-        };
-        if self.impute {
-            format!("{base}_impute")
-        } else {
-            base
-        }
-    }
-
-    fn min_budget(&self, n: usize) -> usize {
-        (n + 2).min(1usize.checked_shl(n as u32).unwrap_or(usize::MAX))
-    }
-
-    fn estimate(&self, memo: &Memo, budget: usize, seed: u64, _target: Option<f64>) -> Result<ShapleyEstimate> {
-        let n = memo.n_players();
-        check_sampling_players(n)?;
-        let ledger = Ledger::new(memo, budget);
-        if ledger.budget() < self.min_budget(n) {
-            bail!(
-                "budget {} is too small for {} on {n} players: it needs {} distinct evaluations; raise the budget to at least that",
-                ledger.budget(),
-                self.name(),
-                self.min_budget(n)
-            );
-        }
+    /// Values and variances of the stratified estimate with an order-`order` control variate
+    /// (0 = none) fitted to the evaluated strata.
+    fn with_control(
+        &self,
+        n: usize,
+        order: usize,
+        strata: &[Vec<Coalition>],
+        value: &HashMap<Coalition, f64>,
+    ) -> Result<(Vec<f64>, Vec<f64>)> {
         let full = coalition::grand(n);
-        let alloc = allocate(n, ledger.budget() - 2);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let strata: Vec<Vec<Coalition>> = (0..=n)
-            .map(|k| match k {
-                0 => vec![coalition::EMPTY],
-                k if k == n => vec![full],
-                k => draw_stratum(n, k, alloc[k], &mut rng),
-            })
-            .collect();
-        let batch: Vec<Coalition> = strata.iter().flatten().copied().collect();
-        let Some(values) = ledger.try_values(&batch)? else {
-            bail!("{} planned more coalitions than the budget of {}: raise the budget", self.name(), ledger.budget());
-        };
-        let value: HashMap<Coalition, f64> = batch.iter().copied().zip(values).collect();
         let (v_empty, v_full) = (value[&coalition::EMPTY], value[&full]);
-
-        // Control variate: a k-additive model fitted with equal weight per size.
-        let order = self.control_order(n, batch.len());
+        let rows_total: usize = strata.iter().map(|s| s.len()).sum();
         let (mut phi, model): (Vec<f64>, Option<(MobiusBasis, Vec<f64>)>) = if order > 0 {
             let rows: Vec<DesignRow> = strata
                 .iter()
@@ -274,10 +244,77 @@ impl ShapleyEstimator for StratifiedEstimator {
         // The model was fitted to the same residuals it leaves, which shrinks them: inflate
         // their variance by the degrees-of-freedom factor rows / (rows − coefficients).
         if let Some((basis, _)) = &model {
-            let (rows, p) = (batch.len() as f64, basis.len() as f64);
+            let (rows, p) = (rows_total as f64, basis.len() as f64);
             let inflation = if rows > p + 1.0 { rows / (rows - p) } else { f64::INFINITY };
             var.iter_mut().for_each(|v| *v *= inflation);
         }
+        Ok((phi, var))
+    }
+}
+
+impl ShapleyEstimator for StratifiedEstimator {
+    fn name(&self) -> String {
+        let base = match self.control {
+            0 => "stratified".to_string(),
+            3 => "stratified_cv".to_string(),
+            k => format!("stratified_cv_{k}"),
+        };
+        if self.adaptive {
+            format!("{base}_auto")
+        } else if self.impute {
+            format!("{base}_impute")
+        } else {
+            base
+        }
+    }
+
+    fn min_budget(&self, n: usize) -> usize {
+        (n + 2).min(1usize.checked_shl(n as u32).unwrap_or(usize::MAX))
+    }
+
+    fn estimate(&self, memo: &Memo, budget: usize, seed: u64, _target: Option<f64>) -> Result<ShapleyEstimate> {
+        let n = memo.n_players();
+        check_sampling_players(n)?;
+        let ledger = Ledger::new(memo, budget);
+        if ledger.budget() < self.min_budget(n) {
+            bail!(
+                "budget {} is too small for {} on {n} players: it needs {} distinct evaluations; raise the budget to at least that",
+                ledger.budget(),
+                self.name(),
+                self.min_budget(n)
+            );
+        }
+        let full = coalition::grand(n);
+        let alloc = allocate(n, ledger.budget() - 2);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let strata: Vec<Vec<Coalition>> = (0..=n)
+            .map(|k| match k {
+                0 => vec![coalition::EMPTY],
+                k if k == n => vec![full],
+                k => draw_stratum(n, k, alloc[k], &mut rng),
+            })
+            .collect();
+        let batch: Vec<Coalition> = strata.iter().flatten().copied().collect();
+        let Some(values) = ledger.try_values(&batch)? else {
+            bail!("{} planned more coalitions than the budget of {}: raise the budget", self.name(), ledger.budget());
+        };
+        let value: HashMap<Coalition, f64> = batch.iter().copied().zip(values).collect();
+
+        // Control variate: a k-additive model fitted with equal weight per size; `-auto` takes
+        // the feasible order (0 to the maximum) whose estimate has the smallest total variance.
+        let max_order = self.control_order(n, batch.len());
+        let (phi, var) = if self.adaptive {
+            let mut best = self.with_control(n, 0, &strata, &value)?;
+            for order in 1..=max_order {
+                let candidate = self.with_control(n, order, &strata, &value)?;
+                if candidate.1.iter().sum::<f64>() < best.1.iter().sum::<f64>() {
+                    best = candidate;
+                }
+            }
+            best
+        } else {
+            self.with_control(n, max_order, &strata, &value)?
+        };
         let sampled = (1..n).filter(|&k| (strata[k].len() as f64) < binom(n, k)).map(|k| strata[k].len()).sum();
         Ok(ShapleyEstimate {
             estimator: self.name(),

@@ -9,9 +9,15 @@ bin=target/release/copra-lab
 cfg=analyses/default.toml
 "$bin" connectivity --config "$cfg" --seeds 1,2 --out reports/connectivity "$@"
 "$bin" shapley --config "$cfg" --samples 512 --out reports/shapley "$@"
+for t in hue frequency; do
+  "$bin" shapley --config "$cfg" --task "$t" --samples 512 --out reports/shapley "$@"
+done
 for cmd in federated multitask prune; do
   "$bin" "$cmd" --out "reports/$cmd" "$@"
 done
 # The estimator benchmark against shapiq needs shapiq from pip (see docs/shapley.md):
+#   python analyses/synthetic_games.py /tmp/synth.parquet
 #   python analyses/bench_shapiq.py --bin "$bin" --seeds 10 --out reports/shapley-bench \
-#     lighting=reports/shapley/lighting/shapley_coalitions.parquet
+#     lighting=reports/shapley/lighting/shapley_coalitions.parquet \
+#     hue=reports/shapley/hue/shapley_coalitions.parquet \
+#     frequency=reports/shapley/frequency/shapley_coalitions.parquet synthetic=/tmp/synth.parquet

@@ -21,3 +21,8 @@ done
 #     lighting=reports/shapley/lighting/shapley_coalitions.parquet \
 #     hue=reports/shapley/hue/shapley_coalitions.parquet \
 #     frequency=reports/shapley/frequency/shapley_coalitions.parquet synthetic=/tmp/synth.parquet
+# The multi-seed analyses (each writes reports/<name>/ with a README; see docs/analyses.md).
+# On two cores, run two shards side by side: RAYON_NUM_THREADS=1 "$bin" analyze SPEC --shard 0/2 & ... --shard 1/2
+for spec in claims oq1-multilinear oq1-learning-rate oq2-iterations oq3-heterogeneous; do
+  "$bin" analyze "analyses/$spec.toml"
+done

@@ -24,5 +24,6 @@ pub mod report;
 pub mod runs;
 pub mod shapley;
 pub mod stats;
+pub mod study;
 pub mod train;
 pub mod util;

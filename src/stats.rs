@@ -66,6 +66,68 @@ pub fn mean_ci_level(samples: &[f64], level: f64) -> Result<MeanCi> {
     Ok(MeanCi { n, mean, std, half_width, lo: mean - half_width, hi: mean + half_width, level })
 }
 
+/// A paired comparison of two samples measured on the same units (for example the same seeds):
+/// the mean of the differences `b − a`, its Student-t confidence interval and the two-sided
+/// p-value of the paired t-test of a zero mean difference.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairedTest {
+    /// Number of pairs.
+    pub n: usize,
+    /// Mean of `b − a`, with its interval (NaN bounds for one pair).
+    pub diff: MeanCi,
+    /// The t statistic `mean / (std / √n)`; ±∞ when every difference is equal and non-zero,
+    /// NaN for one pair or when every difference is zero.
+    pub t: f64,
+    /// Two-sided p-value `2·P(T_{n−1} > |t|)`; 1 when every difference is zero, 0 when they
+    /// are all equal and non-zero, NaN for one pair.
+    pub p_value: f64,
+}
+
+/// The paired t-test of `b − a` over pairs `(a[i], b[i])` at the 95% level. Errors when the
+/// lengths differ, there are no pairs or a value is not finite.
+pub fn paired_t(a: &[f64], b: &[f64]) -> Result<PairedTest> {
+    if a.len() != b.len() {
+        bail!("a paired comparison needs equally many values on both sides; got {} and {}", a.len(), b.len());
+    }
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - x).collect();
+    let diff = mean_ci(&d)?;
+    let n = d.len();
+    if n < 2 {
+        return Ok(PairedTest { n, diff, t: f64::NAN, p_value: f64::NAN });
+    }
+    let se = diff.std / (n as f64).sqrt();
+    let (t, p_value) = if se == 0.0 {
+        if diff.mean == 0.0 {
+            (f64::NAN, 1.0)
+        } else {
+            (diff.mean.signum() * f64::INFINITY, 0.0)
+        }
+    } else {
+        let t = diff.mean / se;
+        let dist = StudentsT::new(0.0, 1.0, (n - 1) as f64)
+            .map_err(|e| anyhow::anyhow!("Student-t with df {}: {e}", n - 1))?;
+        (t, (2.0 * (1.0 - dist.cdf(t.abs()))).clamp(0.0, 1.0))
+    };
+    Ok(PairedTest { n, diff, t, p_value })
+}
+
+/// Holm–Bonferroni adjusted p-values of a family of tests, in the input order: the k-th
+/// smallest p (1-based) becomes `max_{j≤k} min(1, (m − j + 1)·p_(j))`. Rejecting where the
+/// adjusted value is below α controls the family-wise error rate at α. NaN entries (tests
+/// that could not be made) stay NaN and do not count towards the family size `m`.
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..p.len()).filter(|&i| !p[i].is_nan()).collect();
+    order.sort_by(|&i, &j| p[i].total_cmp(&p[j]).then(i.cmp(&j)));
+    let m = order.len();
+    let mut out = vec![f64::NAN; p.len()];
+    let mut running: f64 = 0.0;
+    for (k, &i) in order.iter().enumerate() {
+        running = running.max(((m - k) as f64 * p[i]).min(1.0));
+        out[i] = running;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +166,38 @@ mod tests {
         assert!(mean_ci(&[]).unwrap_err().to_string().contains("no samples"));
         assert!(mean_ci_level(&[1.0, 2.0], 1.0).is_err());
         assert!(mean_ci(&[1.0, f64::INFINITY]).is_err());
+    }
+
+    #[test]
+    fn paired_t_matches_a_hand_computed_case() {
+        // b − a = [1, 3, 2, 4, 5]: mean 3, std √2.5,
+        // t = 3 / (√2.5/√5) = 3√2 = 4.242641; two-sided p with df 4 = 0.013236 (scipy.stats.ttest_rel).
+        let a = [0.0, 1.0, 2.0, 3.0, 4.0];
+        let b = [1.0, 4.0, 4.0, 7.0, 9.0];
+        let t = paired_t(&a, &b).unwrap();
+        assert_eq!(t.n, 5);
+        assert!((t.diff.mean - 3.0).abs() < 1e-12);
+        assert!((t.t - 3.0 * 2f64.sqrt()).abs() < 1e-9, "{}", t.t);
+        assert!((t.p_value - 0.013236).abs() < 1e-5, "{}", t.p_value);
+        // Swapping the sides flips the sign and keeps p.
+        let s = paired_t(&b, &a).unwrap();
+        assert!((s.t + t.t).abs() < 1e-12 && (s.p_value - t.p_value).abs() < 1e-15);
+        // Degenerate cases.
+        assert_eq!(paired_t(&[1.0, 2.0], &[1.0, 2.0]).unwrap().p_value, 1.0);
+        assert_eq!(paired_t(&[1.0, 2.0], &[2.0, 3.0]).unwrap().p_value, 0.0);
+        assert!(paired_t(&[1.0], &[2.0]).unwrap().p_value.is_nan());
+        assert!(paired_t(&[1.0], &[2.0, 3.0]).unwrap_err().to_string().contains("equally many"));
+    }
+
+    #[test]
+    fn holm_adjusts_in_step_down_order() {
+        // p = (0.01, 0.04, 0.03, NaN): m = 3; sorted 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 → max(0.06, 0.04).
+        let adj = holm(&[0.01, 0.04, 0.03, f64::NAN]);
+        assert!((adj[0] - 0.03).abs() < 1e-12);
+        assert!((adj[2] - 0.06).abs() < 1e-12);
+        assert!((adj[1] - 0.06).abs() < 1e-12);
+        assert!(adj[3].is_nan());
+        assert_eq!(holm(&[0.5, 0.9]), vec![1.0, 1.0]);
+        assert!(holm(&[]).is_empty());
     }
 }

@@ -361,3 +361,97 @@ fn damaged_files_and_random_flags_never_panic() {
     }
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// A small analysis grid for the kill test: 2 variants × 4 seeds on one task, 30 steps.
+const KILL_SPEC: &str = r#"
+name = "kill"
+question = "Does analyze survive kill -9?"
+baseline = "lora"
+seeds = [1, 2, 3, 4]
+tasks = ["lighting"]
+
+[base]
+steps = 30
+shots = 2
+test_size = 40
+batch_size = 8
+
+[[variant]]
+name = "lora"
+method = "lora"
+
+[[variant]]
+name = "copra"
+method = "copra"
+
+[measure.merge]
+weights = [[1, 1]]
+spaces = ["factor"]
+"#;
+
+#[test]
+fn analyze_killed_midway_resumes_to_the_same_tables() {
+    let root = tmp("kill");
+    let spec = root.join("kill.toml");
+    std::fs::write(&spec, KILL_SPEC).unwrap();
+    let measurements = |dir: &Path| {
+        let df = copra_lab::report::table::Table::read_parquet(&dir.join("measurements.parquet")).unwrap();
+        copra_lab::study::measure::Measurement::from_frame(&df)
+            .unwrap()
+            .into_iter()
+            .map(|m| {
+                format!("{} {} {} {} {} {}", m.cell, m.measure, m.setting, m.metric, m.replicate, m.value.to_bits())
+            })
+            .collect::<Vec<_>>()
+    };
+    // Uninterrupted, with its own run cache.
+    let whole = root.join("whole");
+    let o = run(bin()
+        .args(["--runs-dir", root.join("runs-a").to_str().unwrap(), "analyze", spec.to_str().unwrap(), "--out"])
+        .arg(&whole));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Killed with SIGKILL once some cells exist, then resumed, with a fresh run cache.
+    let killed = root.join("killed");
+    let runs_b = root.join("runs-b");
+    let mut child = bin()
+        .args(["--runs-dir", runs_b.to_str().unwrap(), "analyze", spec.to_str().unwrap(), "--out"])
+        .arg(&killed)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cells = killed.join("cells");
+    let started = std::time::Instant::now();
+    while started.elapsed().as_secs() < 120 {
+        let n = std::fs::read_dir(&cells).map(|d| d.filter(|e| e.is_ok()).count()).unwrap_or(0);
+        if n >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert!(!killed.join("README.md").exists(), "the run finished before it could be killed");
+    let o = run(bin()
+        .args(["--runs-dir", runs_b.to_str().unwrap(), "analyze", spec.to_str().unwrap(), "--out"])
+        .arg(&killed));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("already finished"), "{}", stdout(&o));
+    assert_eq!(measurements(&killed), measurements(&whole));
+    // `report` rebuilds the same README byte for byte.
+    let readme = std::fs::read(killed.join("README.md")).unwrap();
+    let o = run(bin().arg("report").arg(&killed));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(killed.join("README.md")).unwrap(), readme);
+    // Malformed specs and bad shards are one-line errors.
+    std::fs::write(&spec, KILL_SPEC.replace("steps = 30", "stepz = 30")).unwrap();
+    let o = run(bin().args(["analyze", spec.to_str().unwrap()]));
+    assert_one_line_error(&o, "unknown field `stepz`");
+    std::fs::write(&spec, KILL_SPEC).unwrap();
+    let o = run(bin().args(["analyze", spec.to_str().unwrap(), "--shard", "2/2"]));
+    assert_one_line_error(&o, "0 ≤ i < n");
+    let o = run(bin().arg("report").arg(root.join("nowhere")));
+    assert_one_line_error(&o, "does not exist");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch. Each command lives in
 //! its own module and only wires arguments to library calls.
 
+mod analyze;
 mod bench;
 mod common;
 mod connectivity;
@@ -90,6 +91,10 @@ pub enum Command {
     Multitask(multitask::MultitaskArgs),
     /// Pruning: structured block / module selections, block-removal curves, magnitude sparsity.
     Prune(prune::PruneArgs),
+    /// Run an analysis spec (grid of runs × measurements): resumable, shardable (--shard, Slurm), with a report.
+    Analyze(analyze::AnalyzeArgs),
+    /// Rebuild an analysis report (tables, figures, README) from its finished cells, without recomputing.
+    Report(analyze::ReportArgs),
 }
 
 /// Runs a parsed command line.
@@ -107,5 +112,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Federated(a) => federated::run(&cli.global, a),
         Command::Multitask(a) => multitask::run(&cli.global, a),
         Command::Prune(a) => prune::run(&cli.global, a),
+        Command::Analyze(a) => analyze::run(&cli.global, a),
+        Command::Report(a) => analyze::report(a),
     }
 }

@@ -8,4 +8,4 @@ pub mod trainer;
 
 pub use config::TrainConfig;
 pub use schedule::{Method, Schedule};
-pub use trainer::{train_adapter, StepRecord, TrainOutput};
+pub use trainer::{train_adapter, train_adapter_snapshots, StepRecord, TrainOutput};

@@ -88,6 +88,45 @@ pub fn train_adapter_with(
     options: LoopOptions,
     mut on_step: impl FnMut(&StepRecord),
 ) -> Result<TrainOutput> {
+    train_loop(backbone, head, train_inputs, labels, cfg, init, options, &mut |r, _| {
+        on_step(r);
+        Ok(())
+    })
+}
+
+/// Trains like [`train_adapter`] and also returns the adapter after each step listed in `at`
+/// (1-based step counts: `at = [T]` is the final adapter). The training itself, hence the
+/// final adapter, is the same as without snapshots.
+pub fn train_adapter_snapshots(
+    backbone: &Backbone,
+    head: &PrototypeHead,
+    train_inputs: &[Tensor],
+    labels: &[u32],
+    cfg: &TrainConfig,
+    at: &[usize],
+) -> Result<(TrainOutput, Vec<(usize, Adapter)>)> {
+    let mut snaps = Vec::new();
+    let out = train_loop(backbone, head, train_inputs, labels, cfg, None, LoopOptions::default(), &mut |r, lora| {
+        if at.contains(&(r.step + 1)) {
+            snaps.push((r.step + 1, lora.to_adapter()?));
+        }
+        Ok(())
+    })?;
+    Ok((out, snaps))
+}
+
+/// The training loop; `on_step` sees each step's record and the adapter after the step.
+#[allow(clippy::too_many_arguments)]
+fn train_loop(
+    backbone: &Backbone,
+    head: &PrototypeHead,
+    train_inputs: &[Tensor],
+    labels: &[u32],
+    cfg: &TrainConfig,
+    init: Option<&Adapter>,
+    options: LoopOptions,
+    on_step: &mut dyn FnMut(&StepRecord, &LoraVars) -> Result<()>,
+) -> Result<TrainOutput> {
     cfg.validate()?;
     let device = backbone.device().clone();
     let blocks: Vec<usize> = (0..backbone.num_blocks()).collect();
@@ -152,7 +191,7 @@ pub fn train_adapter_with(
             active_groups: mask.iter().enumerate().filter(|(_, on)| **on).map(|(i, _)| i).collect(),
             start_block: start,
         };
-        on_step(&record);
+        on_step(&record, &lora)?;
         log.push(record);
     }
     let wall_seconds = started.elapsed().as_secs_f64();

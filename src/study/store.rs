@@ -1,0 +1,91 @@
+//! Where an analysis keeps its cells: `DIR/cells/<cell id>/` holds the cell's Parquet parts
+//! and `cell.json`. A cell directory appears in one rename, so it either exists complete or
+//! not at all; a crash leaves at most a `.tmp-*` directory, which is ignored and replaced.
+
+use super::cell::CellOutput;
+use super::measure::{CurvePoint, Measurement};
+use crate::report::atomic::write_atomic;
+use crate::report::table::Table;
+use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What `cell.json` records about a finished cell.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellRecord {
+    /// Cell id.
+    pub id: String,
+    /// Wall time of the cell in seconds (training included when it trained).
+    pub wall_seconds: f64,
+    /// The machine it ran on (CPU model and cores, or the device).
+    pub machine: String,
+}
+
+/// The directory of cell `id` under the analysis folder `dir`.
+pub fn cell_dir(dir: &Path, id: &str) -> PathBuf {
+    dir.join("cells").join(id)
+}
+
+/// True when cell `id` has finished.
+pub fn is_done(dir: &Path, id: &str) -> bool {
+    cell_dir(dir, id).join("cell.json").is_file()
+}
+
+/// Writes a finished cell: parts into a temporary sibling, then one rename.
+pub fn write_cell(dir: &Path, record: &CellRecord, out: &CellOutput) -> Result<()> {
+    let cells = dir.join("cells");
+    std::fs::create_dir_all(&cells).with_context(|| format!("cannot create {}", cells.display()))?;
+    let tmp = cells.join(format!(".tmp-{}-{}", record.id, std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove stale {}", tmp.display()))?;
+    }
+    let fill = || -> Result<()> {
+        std::fs::create_dir_all(&tmp)?;
+        Table::from_rows(&out.measurements).write_parquet(&tmp.join("measurements.parquet"))?;
+        if !out.curves.is_empty() {
+            Table::from_rows(&out.curves).write_parquet(&tmp.join("curves.parquet"))?;
+        }
+        write_atomic(&tmp.join("cell.json"), serde_json::to_string_pretty(record)?.as_bytes())
+    };
+    let target = cell_dir(dir, &record.id);
+    let result = fill().and_then(|()| {
+        if target.exists() {
+            std::fs::remove_dir_all(&target)?;
+        }
+        std::fs::rename(&tmp, &target).with_context(|| format!("cannot move the cell into {}", target.display()))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// Reads a finished cell's record and rows.
+pub fn read_cell(dir: &Path, id: &str) -> Result<(CellRecord, Vec<Measurement>, Vec<CurvePoint>)> {
+    let d = cell_dir(dir, id);
+    let text = std::fs::read_to_string(d.join("cell.json")).with_context(|| format!("cell {}", d.display()))?;
+    let record: CellRecord = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("cell {}: corrupt cell.json ({e}); delete the folder and rerun analyze", d.display()))?;
+    let rows = Measurement::from_frame(&Table::read_parquet(&d.join("measurements.parquet"))?)
+        .with_context(|| format!("cell {}", d.display()))?;
+    let curves = if d.join("curves.parquet").is_file() {
+        CurvePoint::from_frame(&Table::read_parquet(&d.join("curves.parquet"))?)?
+    } else {
+        Vec::new()
+    };
+    Ok((record, rows, curves))
+}
+
+/// A short description of this machine: CPU model and logical cores.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{model}, {cores} cores")
+}

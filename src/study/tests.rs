@@ -1,0 +1,224 @@
+use super::*;
+use crate::report::table::Table;
+
+/// A grid small enough for the test suite: 2 variants × 2 tasks × 3 seeds, 4 steps each.
+const TINY: &str = r#"
+name = "tiny"
+question = "Does the pipeline run?"
+baseline = "lora"
+seeds = [1, 2, 3]
+tasks = ["lighting", "hue"]
+
+[base]
+steps = 4
+shots = 2
+test_size = 24
+batch_size = 8
+
+[[variant]]
+name = "lora"
+method = "lora"
+
+[[variant]]
+name = "copra"
+method = "copra"
+p0 = 0.1
+
+[measure.prune]
+structures = ["every-other-odd"]
+
+[measure.merge]
+weights = [[1, 1], [1, 1, 1]]
+
+[measure.barrier]
+points = 3
+
+[measure.multitask]
+operators = ["factor"]
+
+[measure.curves]
+every = 2
+
+[measure.multilinear]
+p = [0.5]
+samples = 2
+
+[measure.trajectory]
+variants = ["copra"]
+fractions = [0.5, 1.0]
+samples = 2
+budget = 24
+"#;
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("copra-study-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn lab(root: &std::path::Path) -> Lab {
+    Lab::open("builtin", &root.join("runs")).unwrap()
+}
+
+fn frame(dir: &std::path::Path, name: &str) -> polars::prelude::DataFrame {
+    Table::read_parquet(&dir.join(name)).unwrap()
+}
+
+#[test]
+fn tiny_grid_end_to_end_shards_resume_and_report_reproduce() {
+    let root = scratch("e2e");
+    let lab = lab(&root);
+    let spec = Spec::parse(TINY).unwrap();
+    let all = cells(&spec).unwrap();
+    // 2 variants × 3 seeds × (2 tasks × (run + group) + 1 multitask), + copra's 3 × 2 trajectories.
+    assert_eq!(all.len(), 2 * 3 * (2 * 2 + 1) + 3 * 2);
+    // Cell ids are unique and stable.
+    let mut ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all.len());
+    assert_eq!(cells(&spec).unwrap()[7].id, all[7].id);
+
+    // Uninterrupted run.
+    let whole = root.join("whole");
+    let s = analyze(&lab, &spec, &whole, Shard::default(), &Progress::hidden()).unwrap();
+    assert_eq!((s.ran, s.skipped, s.missing), (all.len(), 0, 0));
+    let readme = std::fs::read_to_string(s.report.unwrap()).unwrap();
+    assert!(readme.contains("## Paired comparisons against `lora`"), "{readme}");
+    assert!(readme.contains("fig-curves.svg"));
+    let m = frame(&whole, "measurements.parquet");
+    let metrics: Vec<String> =
+        m.column("metric").unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect();
+    for want in ["test_accuracy", "share_of_gain", "loss_barrier", "normalized_accuracy", "gap", "block03_se"] {
+        assert!(metrics.iter().any(|x| x == want), "missing metric {want}");
+    }
+    // report on the tables alone gives the same README, byte for byte, and the same tables.
+    let before = std::fs::read(whole.join("README.md")).unwrap();
+    let summary_before = frame(&whole, "summary.parquet");
+    report::write_report(&whole).unwrap();
+    assert_eq!(std::fs::read(whole.join("README.md")).unwrap(), before);
+    assert!(frame(&whole, "summary.parquet").equals_missing(&summary_before));
+
+    // Two shards into another folder: the first leaves the grid incomplete, the second
+    // completes it and writes the same measurement tables.
+    let sharded = root.join("sharded");
+    let s0 = analyze(&lab, &spec, &sharded, Shard::parse("0/2").unwrap(), &Progress::hidden()).unwrap();
+    assert!(s0.report.is_none() && s0.missing > 0);
+    assert!(report::write_report(&sharded).unwrap_err().to_string().contains("not finished"));
+    let s1 = analyze(&lab, &spec, &sharded, Shard::parse("1/2").unwrap(), &Progress::hidden()).unwrap();
+    assert_eq!(s0.ran + s1.ran, all.len());
+    assert!(s1.report.is_some());
+    assert!(frame(&sharded, "measurements.parquet").equals_missing(&m));
+    assert!(frame(&sharded, "paired.parquet").equals_missing(&frame(&whole, "paired.parquet")));
+
+    // A crash: some cells lost, a half-written temporary left behind. Rerunning redoes exactly
+    // the lost cells and gives the same tables.
+    for c in all.iter().step_by(4) {
+        std::fs::remove_dir_all(store::cell_dir(&whole, &c.id)).unwrap();
+    }
+    std::fs::create_dir_all(whole.join("cells").join(".tmp-half-written-1")).unwrap();
+    let again = analyze(&lab, &spec, &whole, Shard::default(), &Progress::hidden()).unwrap();
+    assert_eq!(again.ran, all.len().div_ceil(4));
+    assert!(frame(&whole, "measurements.parquet").equals_missing(&m));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn malformed_specs_get_one_line_errors_with_the_key_and_line() {
+    let cases = [
+        (TINY.replace("shots = 2", "shotz = 2"), "shotz"),
+        (TINY.replace("seeds = [1, 2, 3]", "seeds = \"1\""), "line 5"),
+        (TINY.replace("seeds = [1, 2, 3]", "seeds = []"), "seeds"),
+        (TINY.replace("tasks = [\"lighting\", \"hue\"]", "tasks = []"), "grid is empty"),
+        (TINY.replace("baseline = \"lora\"", "baseline = \"lorax\""), "lorax"),
+        (TINY.replace("structures = [\"every-other-odd\"]", "structures = [\"odd\"]"), "every-other-even"),
+        (TINY.replace("[measure.curves]", "[measure.curvez]"), "curvez"),
+        (TINY.replace("method = \"copra\"", "method = \"coprra\""), "unknown method"),
+        (TINY.replace("weights = [[1, 1], [1, 1, 1]]", "weights = [[1, 1, 1, 1]]"), "merges 4 seeds"),
+    ];
+    for (text, want) in cases {
+        let err = Spec::parse(&text).unwrap_err().to_string();
+        assert!(err.contains(want), "want '{want}' in: {err}");
+        assert!(err.starts_with("line "), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+    // The unknown key's line is the line it is on.
+    let err = Spec::parse(&TINY.replace("shots = 2", "shotz = 2")).unwrap_err().to_string();
+    let line = TINY.lines().position(|l| l.starts_with("shots")).unwrap() + 1;
+    assert!(err.contains(&format!("line {line}")), "{err}");
+}
+
+#[test]
+fn shards_partition_the_grid_and_follow_slurm() {
+    let s = Shard::parse("1/3").unwrap();
+    assert!((0..30).filter(|i| s.owns(*i)).eq((0..30).filter(|i| i % 3 == 1)));
+    assert!(Shard::parse("3/3").is_err() && Shard::parse("a/2").is_err() && Shard::parse("1").is_err());
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    };
+    assert_eq!(Shard::from_slurm(env(&[])).unwrap(), None);
+    let got = Shard::from_slurm(env(&[("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_COUNT", "4")])).unwrap();
+    assert_eq!(got, Some(Shard { index: 2, count: 4 }));
+    // Arrays numbered from 1 (--array=1-4) map onto shards 0..4.
+    let one_based = Shard::from_slurm(env(&[
+        ("SLURM_ARRAY_TASK_ID", "4"),
+        ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ("SLURM_ARRAY_TASK_MIN", "1"),
+    ]))
+    .unwrap();
+    assert_eq!(one_based, Some(Shard { index: 3, count: 4 }));
+    assert!(Shard::from_slurm(env(&[("SLURM_ARRAY_TASK_ID", "x"), ("SLURM_ARRAY_TASK_COUNT", "4")])).is_err());
+}
+
+#[test]
+fn variants_sweeps_and_seeds_build_the_expected_configs() {
+    let text = TINY.replace("[measure.prune]", "[sweep]\nkey = \"lora.rank\"\nvalues = [1, 4]\n\n[measure.prune]");
+    let spec = Spec::parse(&text).unwrap();
+    let copra = &spec.variants[1];
+    let cfg = spec.config(copra, 1, 3, "hue").unwrap();
+    assert_eq!(
+        (cfg.method, cfg.p0, cfg.seed, cfg.lora.rank, cfg.steps, cfg.task.as_str()),
+        (crate::train::Method::Copra, 0.1, 3, 4, 4, "hue")
+    );
+    assert_eq!(spec.x(1), 4.0);
+    // Group cells merge consecutive seeds cyclically.
+    let all = cells(&spec).unwrap();
+    let g = all
+        .iter()
+        .find_map(|c| match &c.kind {
+            CellKind::Group { cfgs } if c.replicate == 3 => Some(cfgs.iter().map(|c| c.seed).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(g, vec![3, 1, 2]);
+}
+
+#[test]
+fn snapshots_do_not_change_training_and_the_last_is_the_final_adapter() {
+    let lab = Lab::open("builtin", &std::env::temp_dir().join("copra-study-unused-runs")).unwrap();
+    let cfg = crate::train::TrainConfig { steps: 6, shots: 2, test_size: 8, batch_size: 8, ..Default::default() };
+    let env = lab.task_env(&cfg).unwrap();
+    let plain = crate::train::train_adapter(
+        &lab.backbone,
+        &env.head,
+        &env.train_inputs,
+        &env.data.train.labels,
+        &cfg,
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let (out, snaps) = crate::train::train_adapter_snapshots(
+        &lab.backbone,
+        &env.head,
+        &env.train_inputs,
+        &env.data.train.labels,
+        &cfg,
+        &[3, 6],
+    )
+    .unwrap();
+    assert_eq!(out.adapter, plain.adapter);
+    assert_eq!(snaps.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3, 6]);
+    assert_eq!(snaps[1].1, plain.adapter);
+    assert_ne!(snaps[0].1, plain.adapter);
+}

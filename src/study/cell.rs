@@ -64,10 +64,14 @@ pub struct Cell {
 
 impl Cell {
     fn new(spec: &Spec, task: &str, variant: &str, x: f64, replicate: u64, kind: CellKind, label: &str) -> Cell {
-        let what = format!("{kind:?}|{:?}", spec.measures);
+        // What defines the cell: its work and the measurements taken (absent measures are
+        // left out, so adding a measurement kind to copra-lab keeps existing ids).
+        let measures = serde_json::to_string(&spec.measures).unwrap_or_default();
+        let what = format!("{kind:?}|{measures}");
         let hash = &crate::util::hash_str(&what)[..10];
         let x_part = if x.is_nan() { String::new() } else { format!("-{}{x}", spec.sweep.key.replace('.', "_")) };
-        let id = sanitize(&format!("{label}-{task}-{variant}{x_part}-r{replicate}-{hash}"));
+        // The readable part may be shortened; the hash always survives, so ids stay unique.
+        let id = format!("{}-{hash}", sanitize(&format!("{label}-{task}-{variant}{x_part}-r{replicate}")));
         Cell { id, task: task.into(), variant: variant.into(), x, replicate, kind }
     }
 
@@ -148,6 +152,10 @@ pub fn cells(spec: &Spec) -> Result<Vec<Cell>> {
     all.extend(groups);
     all.extend(multi);
     all.extend(out);
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = all.iter().find(|c| !seen.insert(c.id.as_str())) {
+        anyhow::bail!("internal: two cells share the id {}", dup.id);
+    }
     Ok(all)
 }
 

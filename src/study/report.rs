@@ -258,7 +258,8 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     }
     // Holm families: one per headline quantity (its tasks, sweep points and variants).
     for q in ordered_unique(paired.iter().filter(|p| p.headline).map(|p| p.key.quantity())) {
-        let idx: Vec<usize> = (0..paired.len()).filter(|&i| paired[i].headline && paired[i].key.quantity() == q).collect();
+        let idx: Vec<usize> =
+            (0..paired.len()).filter(|&i| paired[i].headline && paired[i].key.quantity() == q).collect();
         let adjusted = holm(&idx.iter().map(|&i| paired[i].p).collect::<Vec<_>>());
         for (&i, p) in idx.iter().zip(adjusted) {
             paired[i].p_holm = p;

@@ -4,7 +4,7 @@
 
 use crate::train::{Method, TrainConfig};
 use anyhow::{anyhow, bail, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// A parsed, validated analysis spec.
@@ -69,7 +69,7 @@ impl Sweep {
 }
 
 /// Every-other-block (and other structured) pruning of each run.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PruneSpec {
     /// Structure names: `every-other-even`, `every-other-odd`, `lower-third`, `middle-third`,
@@ -78,7 +78,7 @@ pub struct PruneSpec {
 }
 
 /// Merges of k seeds at given weights, in factor and delta space.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MergeSpec {
     /// Weight lists: `[1, 1]` is the 1:1 merge of two seeds, `[1, 2]` the 1:2 merge,
@@ -90,7 +90,7 @@ pub struct MergeSpec {
 }
 
 /// Loss and error barriers on the linear path between two seeds.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BarrierSpec {
     /// Points on the path, endpoints included (at least 3).
@@ -102,7 +102,7 @@ pub struct BarrierSpec {
 }
 
 /// Multi-task merging: one adapter per task (same variant and seed), merged by each operator.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MultitaskSpec {
     /// Tasks merged (default: the spec's tasks).
@@ -113,7 +113,7 @@ pub struct MultitaskSpec {
 }
 
 /// One client heterogeneity setting of a federated simulation.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeteroSpec {
     /// Name used in tables.
@@ -127,7 +127,7 @@ pub struct HeteroSpec {
 }
 
 /// One-round federated learning with heterogeneous clients.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FederatedSpec {
     /// Clients K.
@@ -146,7 +146,7 @@ pub struct FederatedSpec {
 }
 
 /// Training-loss curves from each run's log, every `every` steps.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CurvesSpec {
     /// Keep one point every this many steps (the mean of the window).
@@ -155,7 +155,7 @@ pub struct CurvesSpec {
 
 /// The multilinear extension F(p) = E_{S∼Bernoulli(p)}[L(S)] of the training loss over
 /// blocks, at the end of training, against the all-on loss L(N).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MultilinearSpec {
     /// Participation rates p in (0, 1).
@@ -167,7 +167,7 @@ pub struct MultilinearSpec {
 /// Checkpoints along training (the run is retrained with snapshots): at each fraction of T,
 /// the multilinear extension F(p(t)) of the training loss at the schedule's current rate
 /// against the all-on loss, and per-block Shapley values of the training-loss game.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrajectorySpec {
     /// Variants to follow (default: all).
@@ -189,24 +189,32 @@ fn default_estimator() -> String {
 }
 
 /// What to measure on the grid (single-task accuracy is always measured).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Measures {
     /// Structured pruning of every run.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneSpec>,
     /// Merges of seeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub merge: Option<MergeSpec>,
     /// Barriers between two seeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub barrier: Option<BarrierSpec>,
     /// Multi-task merging.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub multitask: Option<MultitaskSpec>,
     /// Federated simulations.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub federated: Option<FederatedSpec>,
     /// Loss curves.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub curves: Option<CurvesSpec>,
     /// The multilinear-extension gap.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub multilinear: Option<MultilinearSpec>,
     /// Checkpoints along training.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub trajectory: Option<TrajectorySpec>,
 }
 

@@ -222,3 +222,20 @@ fn snapshots_do_not_change_training_and_the_last_is_the_final_adapter() {
     assert_eq!(snaps[1].1, plain.adapter);
     assert_ne!(snaps[0].1, plain.adapter);
 }
+
+#[test]
+fn long_task_and_variant_names_keep_cell_ids_unique() {
+    let text = TINY
+        .replace(
+            "tasks = [\"lighting\", \"hue\"]",
+            "tasks = [\"idx:/a/very/long/path/to/a/data/set/called/fashion-mnist\"]",
+        )
+        .replace("name = \"copra\"", "name = \"stochastic-depth-with-a-long-name-0.5\"")
+        .replace("variants = [\"copra\"]", "variants = [\"stochastic-depth-with-a-long-name-0.5\"]");
+    let spec = Spec::parse(&text).unwrap();
+    let all = cells(&spec).unwrap();
+    let mut ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all.len());
+}

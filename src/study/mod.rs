@@ -97,6 +97,21 @@ pub struct AnalyzeSummary {
 pub fn analyze(lab: &Lab, spec: &Spec, out: &Path, shard: Shard, progress: &Progress) -> Result<AnalyzeSummary> {
     let all = cells(spec)?;
     std::fs::create_dir_all(out).map_err(|e| anyhow!("cannot create {}: {e}; pick a writable --out", out.display()))?;
+    // One backbone per report folder: cells do not carry the backbone in their ids.
+    let backbone = format!("{} {}", lab.backbone_name, lab.fingerprint);
+    let marker = out.join("backbone.txt");
+    if let Ok(found) = std::fs::read_to_string(&marker) {
+        if found.trim() != backbone {
+            bail!(
+                "{} holds cells computed on backbone '{}', not '{}'; pass another --out for this backbone",
+                out.display(),
+                found.trim(),
+                backbone
+            );
+        }
+    } else {
+        crate::report::atomic::write_atomic(&marker, format!("{backbone}\n").as_bytes())?;
+    }
     crate::report::atomic::write_atomic(&out.join("spec.toml"), spec.text.as_bytes())?;
     let mine: Vec<&Cell> = all.iter().enumerate().filter(|(i, _)| shard.owns(*i)).map(|(_, c)| c).collect();
     let todo: Vec<&Cell> = mine.iter().copied().filter(|c| !store::is_done(out, &c.id)).collect();

@@ -111,6 +111,7 @@ impl Row for CellRecord {
 /// Everything read back from the cells of a finished analysis.
 struct Gathered {
     spec: Spec,
+    backbone: String,
     records: Vec<CellRecord>,
     rows: Vec<Measurement>,
     curves: Vec<CurvePoint>,
@@ -140,7 +141,17 @@ fn gather(dir: &Path) -> Result<Gathered> {
         rows.extend(m);
         curves.extend(cv);
     }
-    Ok(Gathered { spec, records, rows, curves })
+    let backbone = match std::fs::read_to_string(dir.join("backbone.txt")) {
+        Ok(t) => {
+            let t = t.trim().to_string();
+            match t.split_once(' ') {
+                Some((name, fp)) => format!("`{name}` (weights fingerprint {fp})"),
+                None => format!("`{t}`"),
+            }
+        }
+        Err(_) => "not recorded".into(),
+    };
+    Ok(Gathered { spec, backbone, records, rows, curves })
 }
 
 /// Values of each (key, variant) by replicate, keys in first-seen order.
@@ -432,6 +443,7 @@ fn readme(
     );
     let _ = writeln!(s, "## Question\n\n{}\n", spec.question);
     let _ = writeln!(s, "## Setup\n");
+    let _ = writeln!(s, "- Backbone: {}", g.backbone);
     let _ = writeln!(s, "- Tasks: {}", spec.tasks.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", "));
     let _ = writeln!(s, "- Seeds: {:?} (baseline of the paired comparisons: `{}`)", spec.seeds, spec.baseline);
     for v in &spec.variants {

@@ -120,6 +120,10 @@ fn tiny_grid_end_to_end_shards_resume_and_report_reproduce() {
     let again = analyze(&lab, &spec, &whole, Shard::default(), &Progress::hidden()).unwrap();
     assert_eq!(again.ran, all.len().div_ceil(4));
     assert!(frame(&whole, "measurements.parquet").equals_missing(&m));
+    // A folder of one backbone refuses cells of another.
+    std::fs::write(whole.join("backbone.txt"), "other 0123\n").unwrap();
+    let err = analyze(&lab, &spec, &whole, Shard::default(), &Progress::hidden()).unwrap_err().to_string();
+    assert!(err.contains("pass another --out"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
 

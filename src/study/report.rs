@@ -55,14 +55,19 @@ struct SummaryRow {
     ci: MeanCi,
 }
 
+/// The key columns every summary and comparison row starts with.
+fn key_columns<R>(cols: &mut Columns<'_, R>, key: fn(&R) -> &Key, variant: fn(&R) -> &String) {
+    cols.col("measure", move |r| key(r).measure.clone())
+        .col("setting", move |r| key(r).setting.clone())
+        .col("metric", move |r| key(r).metric.clone())
+        .col("task", move |r| key(r).task.clone())
+        .col("x", move |r| key(r).x)
+        .col("variant", move |r| variant(r).clone());
+}
+
 impl Row for SummaryRow {
     fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("measure", |r| r.key.measure.clone())
-            .col("setting", |r| r.key.setting.clone())
-            .col("metric", |r| r.key.metric.clone())
-            .col("task", |r| r.key.task.clone())
-            .col("x", |r| r.key.x)
-            .col("variant", |r| r.variant.clone());
+        key_columns(cols, |r| &r.key, |r| &r.variant);
         ci_columns(cols, |r| &r.ci);
     }
 }
@@ -82,13 +87,8 @@ struct PairedRow {
 
 impl Row for PairedRow {
     fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("measure", |r| r.key.measure.clone())
-            .col("setting", |r| r.key.setting.clone())
-            .col("metric", |r| r.key.metric.clone())
-            .col("task", |r| r.key.task.clone())
-            .col("x", |r| r.key.x)
-            .col("variant", |r| r.variant.clone())
-            .col("baseline", |r| r.baseline.clone())
+        key_columns(cols, |r| &r.key, |r| &r.variant);
+        cols.col("baseline", |r| r.baseline.clone())
             .col("n", |r| r.n as i64)
             .col("mean_diff", |r| r.diff.mean)
             .col("ci95_lo", |r| r.diff.lo)

@@ -4,7 +4,7 @@
 
 use super::cell::cells;
 use super::measure::{CurvePoint, Measurement};
-use super::spec::Spec;
+use super::spec::{HolmFamily, Spec};
 use super::store::{self, CellRecord};
 use crate::analysis::summary::{ci_columns, ci_series, err_of, ordered_unique};
 use crate::report::atomic::write_atomic;
@@ -267,10 +267,10 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
             });
         }
     }
-    // Holm families: one per headline quantity (its tasks, sweep points and variants).
-    for q in ordered_unique(paired.iter().filter(|p| p.headline).map(|p| p.key.quantity())) {
+    // Holm families (see `holm_family`).
+    for q in ordered_unique(paired.iter().filter(|p| p.headline).map(|p| holm_family(spec, &p.key))) {
         let idx: Vec<usize> =
-            (0..paired.len()).filter(|&i| paired[i].headline && paired[i].key.quantity() == q).collect();
+            (0..paired.len()).filter(|&i| paired[i].headline && holm_family(spec, &paired[i].key) == q).collect();
         let adjusted = holm(&idx.iter().map(|&i| paired[i].p).collect::<Vec<_>>());
         for (&i, p) in idx.iter().zip(adjusted) {
             paired[i].p_holm = p;
@@ -290,6 +290,15 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     let path = dir.join("README.md");
     write_atomic(&path, readme.as_bytes())?;
     Ok(path)
+}
+
+/// The Holm family of a headline comparison: its quantity (`measure/setting/metric`), or its
+/// `measure/metric` when the spec pools the settings (`[report] holm = "metric"`).
+fn holm_family(spec: &Spec, k: &Key) -> String {
+    match spec.report.holm {
+        HolmFamily::Quantity => k.quantity(),
+        HolmFamily::Metric => format!("{}/{}", k.measure, k.metric),
+    }
 }
 
 /// Headline quantities in first-seen order.
@@ -474,10 +483,14 @@ fn readme(
     let _ = writeln!(s, "\n## Answer\n");
     let _ = writeln!(
         s,
-        "Each line compares a variant with `{}` on the same seeds (paired t-test, two-sided), with the mean difference and its 95% interval. A difference counts as significant when its Holm-adjusted p-value is below 0.05. Each headline quantity is one Holm family: its comparisons over every task, sweep point and variant ({} tests in {} families). Other comparisons are in `paired.parquet` with raw p-values only (exploratory). With few seeds the test has little power, so \"no significant difference\" means the data cannot tell, not that the methods are equal.\n",
+        "Each line compares a variant with `{}` on the same seeds (paired t-test, two-sided), with the mean difference and its 95% interval. A difference counts as significant when its Holm-adjusted p-value is below 0.05. {} ({} tests in {} families). Other comparisons are in `paired.parquet` with raw p-values only (exploratory). With few seeds the test has little power, so \"no significant difference\" means the data cannot tell, not that the methods are equal.\n",
         spec.baseline,
+        match spec.report.holm {
+            HolmFamily::Quantity => "Each headline quantity is one Holm family: its comparisons over every task, sweep point and variant",
+            HolmFamily::Metric => "Each headline measure and metric is one Holm family: its comparisons over every setting, task, sweep point and variant",
+        },
         paired.iter().filter(|p| p.headline).count(),
-        ordered_unique(paired.iter().filter(|p| p.headline).map(|p| p.key.quantity())).len()
+        ordered_unique(paired.iter().filter(|p| p.headline).map(|p| holm_family(spec, &p.key))).len()
     );
     let quantities = headline_quantities(spec, summary, first_measure);
     for q in &quantities {

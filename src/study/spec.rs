@@ -226,6 +226,21 @@ pub struct ReportOptions {
     /// key of the first measure).
     #[serde(default)]
     pub headline: Vec<String>,
+    /// Holm families: `quantity` (default; one per `measure/setting/metric`) or `metric` (one per
+    /// `measure/metric`, pooling the settings, for specs whose settings are the question).
+    #[serde(default)]
+    pub holm: HolmFamily,
+}
+
+/// How headline comparisons are grouped for the Holm adjustment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HolmFamily {
+    /// One family per `measure/setting/metric`.
+    #[default]
+    Quantity,
+    /// One family per `measure/metric`.
+    Metric,
 }
 
 fn both_spaces() -> Vec<String> {

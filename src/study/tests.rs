@@ -185,6 +185,10 @@ fn variants_sweeps_and_seeds_build_the_expected_configs() {
         (crate::train::Method::Copra, 0.1, 3, 4, 4, "hue")
     );
     assert_eq!(spec.x(1), 4.0);
+    let pooled = Spec::parse(&format!("{TINY}\n[report]\nholm = \"metric\"\n")).unwrap();
+    assert_eq!(pooled.report.holm, super::spec::HolmFamily::Metric);
+    assert_eq!(spec.report.holm, super::spec::HolmFamily::Quantity);
+    assert!(Spec::parse(&format!("{TINY}\n[report]\nholm = \"all\"\n")).unwrap_err().to_string().contains("quantity"));
     // Group cells merge consecutive seeds cyclically.
     let all = cells(&spec).unwrap();
     let g = all

@@ -174,14 +174,24 @@ pub struct Envs {
 }
 
 impl Envs {
+    /// The settings of `cfg` that define its task environment.
+    fn key(cfg: &TrainConfig) -> String {
+        format!("{}|{}|{}|{}|{}", cfg.task, cfg.shots, cfg.test_size, cfg.data_seed, cfg.logit_scale)
+    }
+
     /// The environment of `cfg`'s task.
     pub fn get(&mut self, lab: &Lab, cfg: &TrainConfig) -> Result<&TaskEnv> {
-        let key = format!("{}|{}|{}|{}|{}", cfg.task, cfg.shots, cfg.test_size, cfg.data_seed, cfg.logit_scale);
+        let key = Self::key(cfg);
         if !self.envs.contains_key(&key) {
             let env = lab.task_env(cfg).with_context(|| format!("task {}", cfg.task))?;
             self.envs.insert(key.clone(), env);
         }
         Ok(&self.envs[&key])
+    }
+
+    /// The environment of `cfg`'s task, built earlier by [`Envs::get`].
+    fn built(&self, cfg: &TrainConfig) -> Result<&TaskEnv> {
+        self.envs.get(&Self::key(cfg)).ok_or_else(|| anyhow!("internal: task {} was not loaded", cfg.task))
     }
 }
 
@@ -258,25 +268,21 @@ pub fn run_cell(lab: &Lab, spec: &Spec, cell: &Cell, envs: &mut Envs, progress: 
             }
         }
         CellKind::Multitask { cfgs } => {
+            // `ensure` loads every task's environment.
             let runs = cfgs.iter().map(|c| ensure(lab, envs, c, progress)).collect::<Result<Vec<_>>>()?;
-            for c in cfgs {
-                envs.get(lab, c)?;
-            }
             let tag = cell.tag(&[cfgs[0].seed]);
-            let envs_ref = &*envs;
             let members: Vec<TaskMember> = cfgs
                 .iter()
                 .zip(&runs)
                 .map(|(c, r)| {
-                    let key = format!("{}|{}|{}|{}|{}", c.task, c.shots, c.test_size, c.data_seed, c.logit_scale);
-                    TaskMember {
+                    Ok(TaskMember {
                         task: c.task.clone(),
-                        test: &envs_ref.envs[&key].test,
+                        test: &envs.built(c)?.test,
                         adapter: &r.adapter,
                         own: r.manifest.test.accuracy,
-                    }
+                    })
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             let ops =
                 &m.multitask.as_ref().ok_or_else(|| anyhow!("internal: multitask cell without options"))?.operators;
             measurements.extend(measure::multitask_rows(&tag, &members, ops)?);
@@ -318,15 +324,9 @@ pub fn run_cell(lab: &Lab, spec: &Spec, cell: &Cell, envs: &mut Envs, progress: 
 
 /// The run's training loss and p(t), averaged over windows of `every` steps.
 fn curve_points(cell: &Cell, seed: u64, run: &Run, every: usize) -> Result<Vec<CurvePoint>> {
-    let df = Table::read_parquet(&run.dir.join("train_log.parquet"))?;
-    let get = |name: &str| -> Result<Vec<f64>> {
-        let c = df.column(name).map_err(|e| anyhow!("train log column {name}: {e}"))?;
-        Ok(c.f64()
-            .map_err(|e| anyhow!("train log column {name}: {e}"))?
-            .iter()
-            .map(|v| v.unwrap_or(f64::NAN))
-            .collect())
-    };
+    let log = run.dir.join("train_log.parquet");
+    let df = Table::read_parquet(&log)?;
+    let get = |name: &str| measure::col_f64(&df, name).with_context(|| format!("training log {}", log.display()));
     let (loss, p) = (get("loss")?, get("p")?);
     let mut out = Vec::new();
     for (w, (lw, pw)) in loss.chunks(every).zip(p.chunks(every)).enumerate() {

@@ -137,7 +137,8 @@ fn col_str(df: &DataFrame, name: &str) -> Result<Vec<String>> {
     Ok(s.iter().map(|v| v.unwrap_or_default().to_string()).collect())
 }
 
-fn col_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+/// A Float64 column as values (nulls as NaN); errors name the column.
+pub(crate) fn col_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
     let c = df.column(name).map_err(|e| anyhow!("column {name}: {e}"))?;
     let s = c.f64().map_err(|e| anyhow!("column {name}: {e}"))?;
     Ok(s.iter().map(|v| v.unwrap_or(f64::NAN)).collect())

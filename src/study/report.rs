@@ -44,8 +44,13 @@ impl Key {
             && self.setting == o.setting
             && self.metric == o.metric
             && self.task == o.task
-            && (self.x == o.x || (self.x.is_nan() && o.x.is_nan()))
+            && same_x(self.x, o.x)
     }
+}
+
+/// Equal sweep values, NaN (no sweep) equal to NaN.
+fn same_x(a: f64, b: f64) -> bool {
+    a == b || (a.is_nan() && b.is_nan())
 }
 
 /// One (quantity, task, x, variant) over replicates: a row of `summary.parquet`.
@@ -412,10 +417,7 @@ fn write_figures(
             let mut p = LinePlot::new(format!("{task} {xl}"), "step", "training loss (window mean)");
             for v in ordered_unique(curves.iter().map(|c| c.variant.clone())) {
                 let mut by_step: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
-                for c in curves
-                    .iter()
-                    .filter(|c| c.task == task && c.variant == v && (c.x == x || (c.x.is_nan() && x.is_nan())))
-                {
+                for c in curves.iter().filter(|c| c.task == task && c.variant == v && same_x(c.x, x)) {
                     by_step.entry(c.step).or_default().push(c.loss);
                 }
                 let pts: Vec<(f64, MeanCi)> =

@@ -3,7 +3,7 @@
 //! line.
 
 use crate::train::{Method, TrainConfig};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -472,9 +472,6 @@ fn variant_config(variant: &Variant, sweep: &Sweep, point: usize, seed: u64) -> 
     let cfg: TrainConfig = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| anyhow!("{}", e.message().replace('\n', " ").trim()))?;
-    if !sweep.is_empty() && cfg.lr.is_nan() {
-        bail!("sweep key '{}' gave a config without a learning rate", sweep.key);
-    }
     cfg.validate()?;
     Ok(cfg)
 }

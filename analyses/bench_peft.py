@@ -3,6 +3,10 @@
 Usage:
     python analyses/bench_peft.py BACKBONE_DIR [--copra target/release/copra-lab]
         [--threads 2] [--steps 60] [--rounds 2] [--grid 8]
+    python analyses/bench_peft.py BERT_DIR [--threads 2] [--steps 5] [--warmup 3] [--rounds 1]
+
+The backbone's config.json decides the workload: model_type "bert" (e.g. the all-MiniLM-L6-v2
+folder of analyses/fetch-assets.sh) runs the BERT figures below, anything else the ViT ones.
 
 BACKBONE_DIR comes from `copra-lab export-backbone --out DIR`; the environment needs
 `pip install torch transformers peft`. With --copra, each round runs copra-lab's own
@@ -21,22 +25,37 @@ PyTorch figures (CPU, --threads threads), the workload of copra-lab's defaults:
     total images/s;
   - coalition evaluations/s: random block coalitions, each a no-grad forward of --test-size images
     with only that coalition's adapters enabled (the plain way to evaluate a layer game).
+
+PyTorch figures for a BERT backbone (CPU, --threads threads; PyTorch only, copra-lab's bench has
+no text workload yet), on random token ids, attention mask all 1, token_type_ids 0:
+  - LoRA training sequences/s, batch 32, length 128 and 64: LoRA rank 8, alpha 16, dropout 0 on
+    query and value of every block, AdamW (lr 1e-3, wd 0.01), loss the cross-entropy of a frozen
+    random linear head (20 classes) on mean-pooled features; the model in train mode (BERT's own
+    dropout 0.1 on); --warmup steps, then --steps timed steps;
+  - frozen forward sequences/s: the plain BertModel, batch 64, length 128, no grad, eval mode.
 """
 import argparse
+import json
+import math
+import os
 import random
 import re
 import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import torch
+import transformers
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
-from transformers import ViTModel
+from transformers import BertModel, ViTModel
 
 BATCH = 32
 CLASSES = 8
+BERT_CLASSES = 20
+BERT_FORWARD_BATCH = 64
 
 
 def build(backbone):
@@ -132,6 +151,73 @@ def torch_round(a):
     return out
 
 
+def model_type(backbone):
+    """model_type of the backbone folder's config.json ("bert", "vit", ...)."""
+    with open(os.path.join(backbone, "config.json")) as f:
+        return json.load(f).get("model_type")
+
+
+class BertTrainer:
+    """One PEFT LoRA run on BertModel, on a fixed random batch of token ids (throughput only)."""
+
+    def __init__(self, backbone, seed, length):
+        torch.manual_seed(seed)
+        base = BertModel.from_pretrained(backbone, add_pooling_layer=False)
+        self.cfg = base.config
+        lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["query", "value"])
+        self.model = get_peft_model(base, lora)
+        layers = sum(isinstance(m, LoraLayer) for m in self.model.modules())
+        if layers != 2 * self.cfg.num_hidden_layers:
+            sys.exit(f"PEFT put LoRA on {layers} modules, expected query and value of "
+                     f"{self.cfg.num_hidden_layers} blocks")
+        hidden = self.cfg.hidden_size
+        self.head = torch.randn(BERT_CLASSES, hidden) / math.sqrt(hidden)  # frozen: no requires_grad
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+        self.ids = torch.randint(1000, self.cfg.vocab_size, (BATCH, length))
+        self.mask = torch.ones_like(self.ids)
+        self.types = torch.zeros_like(self.ids)
+        self.y = torch.randint(0, BERT_CLASSES, (BATCH,))
+
+    def step(self):
+        hidden = self.model(input_ids=self.ids, attention_mask=self.mask,
+                            token_type_ids=self.types).last_hidden_state
+        m = self.mask.unsqueeze(-1).to(hidden.dtype)
+        feats = (hidden * m).sum(1) / m.sum(1)
+        loss = torch.nn.functional.cross_entropy(feats @ self.head.T, self.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def sequences_per_second(self, warmup, steps):
+        self.model.train()
+        for _ in range(warmup):
+            self.step()
+        t = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        return steps * BATCH / (time.perf_counter() - t)
+
+
+def bert_round(a):
+    """PyTorch + PEFT figures of one round on a BERT backbone."""
+    out = {}
+    for length in (128, 64):
+        out[f"lora{length}"] = BertTrainer(a.backbone, 0, length).sequences_per_second(a.warmup, a.steps)
+    torch.manual_seed(1)
+    model = BertModel.from_pretrained(a.backbone, add_pooling_layer=False).eval()
+    ids = torch.randint(1000, model.config.vocab_size, (BERT_FORWARD_BATCH, 128))
+    mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+    with torch.no_grad():
+        for _ in range(max(1, a.warmup // 2)):
+            model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        t = time.perf_counter()
+        for _ in range(a.steps):
+            model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        out["forward"] = a.steps * BERT_FORWARD_BATCH / (time.perf_counter() - t)
+    return out
+
+
 def number_after(label, text):
     """The first number after `label` at the start of a line of copra-lab's bench output."""
     m = re.search(r"^" + re.escape(label) + r"\s+([0-9.]+)", text, re.M)
@@ -174,22 +260,37 @@ def main():
     ap.add_argument("--copra", help="copra-lab binary: run its benchmarks interleaved with PyTorch's")
     ap.add_argument("--runs-dir", default="/tmp/copra-bench-runs")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, help="timed steps (default 60; 5 for a BERT backbone)")
+    ap.add_argument("--warmup", type=int, help="untimed steps first, BERT backbone only (default 3; ViT: 5)")
+    ap.add_argument("--rounds", type=int, help="rounds, median reported (default 2; 1 for a BERT backbone)")
     ap.add_argument("--grid", type=int, default=8)
     ap.add_argument("--test-size", type=int, default=1000, help="images per coalition evaluation")
     ap.add_argument("--training-only", action="store_true", help="skip the coalition figures")
     a = ap.parse_args()
+    bert = model_type(a.backbone) == "bert"
+    if bert and a.copra:
+        sys.exit("--copra: copra-lab's bench has no BERT workload yet; run without --copra for PyTorch's figures")
+    a.steps = a.steps or (5 if bert else 60)
+    a.warmup = 3 if a.warmup is None else a.warmup
+    a.rounds = a.rounds or (1 if bert else 2)
+    if bert:  # no load report for the pooler weights that add_pooling_layer=False leaves out
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        warnings.filterwarnings("ignore", category=FutureWarning)  # PEFT calls a deprecated transformers name
     torch.set_num_threads(a.threads)
     ours, theirs = [], []
     for r in range(a.rounds):
         if a.copra:
             ours.append(copra_round(a))
             print(f"round {r + 1} copra-lab: {ours[-1]}", flush=True)
-        theirs.append(torch_round(a))
+        theirs.append(bert_round(a) if bert else torch_round(a))
         print(f"round {r + 1} PyTorch:   {theirs[-1]}", flush=True)
     med = lambda rows, k: statistics.median(row[k] for row in rows)
     rows = [
+        ("LoRA training, sequences/s (batch 32, length 128)", "lora128", "lora128"),
+        ("LoRA training, sequences/s (batch 32, length 64)", "lora64", "lora64"),
+        (f"frozen forward, sequences/s (batch {BERT_FORWARD_BATCH}, length 128, no grad)", "forward", "forward"),
+    ] if bert else [
         ("LoRA training, images/s (batch 32)", "lora", "lora"),
         ("constant participation p = 0.5", "p=0.5", "p=0.5"),
         ("p = 0.25", "p=0.25", "p=0.25"),

@@ -26,3 +26,13 @@ done
 for spec in claims oq1-multilinear oq1-learning-rate oq2-iterations oq3-heterogeneous; do
   "$bin" analyze "analyses/$spec.toml"
 done
+# The real pretrained transformer (all-MiniLM-L6-v2 on text; fetch it first with analyses/fetch-assets.sh).
+minilm="$HOME/.cache/copra-lab/assets/all-MiniLM-L6-v2"
+if [ -d "$minilm" ]; then
+  "$bin" --backbone "$minilm" analyze analyses/minilm.toml
+  "$bin" --backbone "$minilm" connectivity --config analyses/minilm-run.toml --seeds 1,2 --out reports/minilm-connectivity
+  "$bin" --backbone "$minilm" shapley --config analyses/minilm-run.toml --estimators permutation,stratified-cv \
+    --budget 32 --out reports/minilm-shapley
+else
+  echo "skipping the MiniLM analyses: run analyses/fetch-assets.sh first" >&2
+fi

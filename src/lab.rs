@@ -6,7 +6,7 @@ use crate::data::{self, ImageSet, TaskData, TaskOptions, TaskSource};
 use crate::eval::{Evaluator, Metrics};
 use crate::model::checkpoint;
 use crate::model::head::PrototypeHead;
-use crate::model::{Backbone, NoBranch, Numerics};
+use crate::model::{Backbone, InputKind, NoBranch, Numerics};
 use crate::progress::Progress;
 use crate::runs::{self, Manifest};
 use crate::train::{train_adapter, TrainConfig};
@@ -60,9 +60,9 @@ pub struct Run {
     pub reused: bool,
 }
 
-/// Converts an image set to a `[N, C, H, W]` tensor.
+/// Converts a set to its input tensor: `[N, C, H, W]` images or `[N, L]` token ids.
 pub fn images_tensor(set: &ImageSet, device: &Device) -> Result<Tensor> {
-    Ok(Tensor::from_slice(&set.images, (set.len(), set.channels, set.height, set.width), device)?)
+    Ok(Tensor::from_slice(&set.images, set.tensor_shape(), device)?)
 }
 
 impl Lab {
@@ -87,12 +87,35 @@ impl Lab {
 
     /// Data options implied by a training config and this backbone.
     pub fn task_options(&self, cfg: &TrainConfig) -> TaskOptions {
-        TaskOptions {
-            image_size: self.backbone.config.image_size,
-            channels: self.backbone.config.num_channels,
+        let base = TaskOptions {
             shots: cfg.shots,
             test_size: cfg.test_size,
             seed: cfg.data_seed,
+            max_length: cfg.max_length,
+            ..TaskOptions::default()
+        };
+        match self.backbone.input_kind() {
+            InputKind::Image { size, channels } => TaskOptions { image_size: size, channels, ..base },
+            InputKind::Text { .. } => TaskOptions { tokenizer: self.backbone.tokenizer(), ..base },
+        }
+    }
+
+    /// Errors when `source` is an image task and the backbone reads text, or the other way round.
+    pub fn check_task_kind(&self, source: &TaskSource, spec: &str) -> Result<()> {
+        match (self.backbone.input_kind(), source.is_text()) {
+            (InputKind::Image { .. }, true) => bail!(
+                "task '{spec}' is a text task but the backbone {} reads images; pass --backbone with a BERT folder (analyses/fetch-assets.sh fetches all-MiniLM-L6-v2)",
+                self.backbone_name
+            ),
+            (InputKind::Text { .. }, false) => bail!(
+                "task '{spec}' is an image task but the backbone {} reads text; use a tab:FILE or text:FILE task, or an image backbone",
+                self.backbone_name
+            ),
+            (InputKind::Text { .. }, true) if self.backbone.tokenizer().is_none() => bail!(
+                "the text backbone {} has no tokenizer.json next to its config.json; copy the model's tokenizer.json there",
+                self.backbone_name
+            ),
+            _ => Ok(()),
         }
     }
 
@@ -100,7 +123,7 @@ impl Lab {
     pub fn check_config(&self, cfg: &TrainConfig) -> Result<()> {
         cfg.validate()?;
         for &m in &cfg.lora.targets {
-            let limit = fit::max_rank(&self.backbone.config, m);
+            let limit = fit::max_rank(&self.backbone, m);
             if cfg.lora.rank > limit {
                 bail!(
                     "--rank {} is larger than the {} layer's smaller dimension {limit} on this backbone; use a rank from 1 to {limit}",
@@ -114,18 +137,16 @@ impl Lab {
 
     /// Checks that an adapter read from `origin` fits this backbone (blocks, modules, shapes).
     pub fn check_adapter(&self, adapter: &Adapter, origin: &Path) -> Result<()> {
-        fit::check_fits(adapter, &self.backbone.config, &origin.display().to_string())
+        fit::check_fits(adapter, &self.backbone, &origin.display().to_string())
     }
 
     /// Loads the task named in `cfg`, builds its head and caches frozen activations.
     pub fn task_env(&self, cfg: &TrainConfig) -> Result<TaskEnv> {
         self.check_config(cfg)?;
         let source = data::parse_task(&cfg.task)?;
+        self.check_task_kind(&source, &cfg.task)?;
         let data = data::load_task(&source, &self.task_options(cfg))?;
-        let data_fingerprint = match source {
-            TaskSource::Builtin(_) => None,
-            TaskSource::Idx(_) | TaskSource::Folder(_) => Some(data.fingerprint()),
-        };
+        let data_fingerprint = source.is_file().then(|| data.fingerprint());
         let train_images = images_tensor(&data.train, &self.device)?;
         let test_images = images_tensor(&data.test, &self.device)?;
         let train_inputs = self.backbone.frozen_block_inputs(&train_images, EVAL_BATCH)?;
@@ -184,6 +205,7 @@ impl Lab {
             frozen_test: frozen_metrics(env)?,
             trainable_parameters: out.adapter.num_parameters(),
             data_fingerprint: env.data_fingerprint.clone(),
+            model_type: self.backbone.model_type().to_string(),
         };
         runs::write_run(&dir, &out.adapter, &out.log, &manifest)?;
         Ok(Run { dir, adapter: out.adapter, manifest, reused: false })

@@ -4,7 +4,7 @@
 use crate::data;
 use crate::lab::images_tensor;
 use crate::model::head::loss_and_accuracy;
-use crate::model::{Backbone, NoBranch, Numerics, VitConfig};
+use crate::model::{Backbone, NoBranch, Numerics, Vit, VitConfig};
 use crate::progress::Progress;
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::util::rng_for;
@@ -62,7 +62,7 @@ pub struct PretrainReport {
 pub fn pretrain(cfg: &PretrainConfig, progress: &Progress) -> Result<(Backbone, PretrainReport)> {
     cfg.model.validate()?;
     let device = Device::Cpu;
-    let mut backbone = Backbone::init_random(&cfg.model, cfg.seed, &device)?;
+    let mut backbone = Vit::init_random(&cfg.model, cfg.seed, &device)?;
     let mut vars = Vec::new();
     for t in backbone.tensors_mut() {
         let v = Var::from_tensor(t)?;
@@ -80,8 +80,8 @@ pub fn pretrain(cfg: &PretrainConfig, progress: &Progress) -> Result<(Backbone, 
     vars.push(head_b.clone());
     let mut opt = AdamW::new(vars, AdamWConfig { weight_decay: cfg.weight_decay, ..Default::default() })?;
     let (size, ch) = (cfg.model.image_size, cfg.model.num_channels);
-    let logits_of = |bb: &Backbone, images: &Tensor, numerics: Numerics| -> Result<Tensor> {
-        let f = bb.features(images, &NoBranch, numerics)?;
+    let logits_of = |vit: &Vit, images: &Tensor, numerics: Numerics| -> Result<Tensor> {
+        let f = Backbone::new(vit.clone()).features(images, &NoBranch, numerics)?;
         Ok(f.matmul(&head_w.as_tensor().t()?)?.broadcast_add(head_b.as_tensor())?)
     };
     let bar = progress.bar(cfg.steps as u64, "pretrain");
@@ -118,5 +118,8 @@ pub fn pretrain(cfg: &PretrainConfig, progress: &Progress) -> Result<(Backbone, 
     for t in backbone.tensors_mut() {
         *t = t.detach().copy()?;
     }
-    Ok((backbone, PretrainReport { source_accuracy, source_loss, wall_seconds: started.elapsed().as_secs_f64() }))
+    Ok((
+        Backbone::new(backbone),
+        PretrainReport { source_accuracy, source_loss, wall_seconds: started.elapsed().as_secs_f64() },
+    ))
 }

@@ -44,6 +44,13 @@ pub struct Manifest {
     /// cache key, so replacing the files retrains); absent for built-in tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_fingerprint: Option<String>,
+    /// The backbone's Hugging Face `model_type` (`vit`, `bert`): the adapter's PEFT names follow it.
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+}
+
+fn default_model_type() -> String {
+    "vit".to_string()
 }
 
 impl Manifest {
@@ -136,7 +143,7 @@ pub fn write_run(dir: &Path, adapter: &Adapter, log: &[StepRecord], manifest: &M
 /// Writes the run's files into the (temporary) directory `tmp`.
 fn fill_run_dir(tmp: &Path, adapter: &Adapter, log: &[StepRecord], manifest: &Manifest) -> Result<()> {
     std::fs::create_dir_all(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    peft::save(adapter, tmp, &manifest.backbone)?;
+    peft::save_as(adapter, tmp, &manifest.backbone, peft::PeftLayout::of_model_type(&manifest.model_type))?;
     log_table(log).write_parquet(&tmp.join("train_log.parquet"))?;
     write_atomic(&tmp.join("manifest.json"), serde_json::to_string_pretty(manifest)?.as_bytes())
 }
@@ -182,6 +189,7 @@ mod tests {
             frozen_test: m,
             trainable_parameters: 0,
             data_fingerprint: None,
+            model_type: "vit".into(),
         }
     }
 

@@ -59,6 +59,55 @@ fn write_interop_fixture() {
     std::fs::remove_dir_all(&runs).unwrap();
 }
 
+/// The BERT exchange: our copy of the tiny random BERT (HF layout, with its tokenizer), a
+/// random adapter on query, value and the MLP output (`output.dense`, which PEFT's suffix
+/// matching cannot tell from `attention.output.dense`, so `target_modules` is a regular
+/// expression) in the PEFT layout, and our mean-pooled features of a few tokenized texts.
+#[test]
+#[ignore]
+fn write_bert_interop_fixture() {
+    use copra_lab::adapter::{LoraFactors, LoraSpec, ModuleKey, PeftLayout, TargetModule};
+    use copra_lab::linalg::Matrix;
+    use copra_lab::model::{NoBranch, Numerics};
+    let dir = interop_dir();
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert-tiny/model");
+    let backbone = checkpoint::load_dir(&source, &Device::Cpu).unwrap();
+    checkpoint::save_dir(&backbone, &dir.join("backbone")).unwrap();
+    let targets = vec![TargetModule::Query, TargetModule::Value, TargetModule::Fc2];
+    let spec = LoraSpec { rank: 2, alpha: 4.0, targets: targets.clone(), ..LoraSpec::default() };
+    let mut modules = std::collections::BTreeMap::new();
+    let mut next = 0u32;
+    let mut value = || {
+        next += 1;
+        ((next as f32 * 0.618).fract() - 0.5) * 0.6
+    };
+    for block in [0, 2] {
+        for &module in &targets {
+            let (out, inp) = backbone.module_shape(module);
+            let a = Matrix::from_vec(2, inp, (0..2 * inp).map(|_| value()).collect());
+            let b = Matrix::from_vec(out, 2, (0..2 * out).map(|_| value()).collect());
+            modules.insert(ModuleKey { block, module }, LoraFactors { a, b });
+        }
+    }
+    let adapter = copra_lab::adapter::Adapter { spec, modules };
+    peft::save_as(&adapter, &dir.join("adapter"), "backbone", PeftLayout::Bert).unwrap();
+    let texts = ["the cat chases a mouse", "rockets launch into orbit from earth", "disk", "the team wins the match"];
+    let (ids, width) = copra_lab::data::text::tokenize(&texts, &source.join("tokenizer.json"), 64).unwrap();
+    let ids = Tensor::from_vec(ids, (texts.len(), width), &Device::Cpu).unwrap();
+    let mask = ids.ne(0f32).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+    let tuned = backbone.with_deltas(&adapter.deltas()).unwrap();
+    let features = |bb: &Backbone| bb.features(&ids, &NoBranch, Numerics::Fused).unwrap();
+    let tensors: HashMap<String, Tensor> = [
+        ("input_ids".to_string(), ids.clone()),
+        ("attention_mask".to_string(), mask),
+        ("frozen".to_string(), features(&backbone)),
+        ("adapted".to_string(), features(&tuned)),
+    ]
+    .into();
+    candle_core::safetensors::save(&tensors, dir.join("fixture.safetensors")).unwrap();
+    std::fs::write(dir.join("pooling.txt"), "mean\n").unwrap();
+}
+
 #[test]
 fn reads_checkpoint_and_adapter_written_by_transformers_and_peft() {
     let dir = interop_dir();

@@ -6,6 +6,8 @@
 pub mod fit;
 pub mod peft;
 
+pub use peft::PeftLayout;
+
 use crate::linalg::Matrix;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,6 +63,18 @@ impl TargetModule {
             TargetModule::Output => "attention.o_proj",
             TargetModule::Fc1 => "mlp.fc1",
             TargetModule::Fc2 => "mlp.fc2",
+        }
+    }
+
+    /// The module path inside `encoder.layer.{i}` of a Hugging Face `BertModel`.
+    pub fn bert_path(self) -> &'static str {
+        match self {
+            TargetModule::Query => "attention.self.query",
+            TargetModule::Key => "attention.self.key",
+            TargetModule::Value => "attention.self.value",
+            TargetModule::Output => "attention.output.dense",
+            TargetModule::Fc1 => "intermediate.dense",
+            TargetModule::Fc2 => "output.dense",
         }
     }
 

@@ -1,8 +1,12 @@
-//! The PEFT adapter format as PEFT 0.21 writes it for a transformers-5 `ViTModel`:
-//! `adapter_model.safetensors` with keys
-//! `base_model.model.layers.{i}.attention.{q,k,v,o}_proj.lora_{A,B}.weight`
-//! (`mlp.fc1` / `mlp.fc2` for MLP targets), A `[r, in]`, B `[out, r]`, and
-//! `adapter_config.json`. Reading also accepts the transformers-4 module names
+//! The PEFT adapter format as PEFT 0.21 writes it: `adapter_model.safetensors`
+//! with A `[r, in]` and B `[out, r]` per module, and `adapter_config.json`. The
+//! module names are those of the base model ([`PeftLayout`]):
+//! - transformers-5 `ViTModel`: `base_model.model.layers.{i}.attention.{q,k,v,o}_proj.lora_{A,B}.weight`
+//!   (`mlp.fc1` / `mlp.fc2` for MLP targets);
+//! - `BertModel`: `base_model.model.encoder.layer.{i}.attention.self.{query,key,value}`,
+//!   `attention.output.dense`, `intermediate.dense`, `output.dense`.
+//!
+//! Reading accepts all of these and the transformers-4 ViT names
 //! (`encoder.layer.{i}.attention.attention.query`).
 
 use super::{Adapter, LoraFactors, LoraSpec, ModuleKey, Scaling, TargetModule};
@@ -18,9 +22,76 @@ pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 /// File name of the adapter config.
 pub const CONFIG_FILE: &str = "adapter_config.json";
 
-/// The PEFT key of one factor (`"A"` or `"B"`).
+/// How PEFT names the adapted modules of a base-model architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeftLayout {
+    /// transformers-5 `ViTModel`: `layers.{i}.attention.q_proj`, `mlp.fc1`, ….
+    Vit,
+    /// `BertModel`: `encoder.layer.{i}.attention.self.query`, `intermediate.dense`, ….
+    Bert,
+}
+
+impl PeftLayout {
+    /// The layout of a Hugging Face `model_type` (`vit` for anything unknown).
+    pub fn of_model_type(model_type: &str) -> PeftLayout {
+        if model_type == "bert" {
+            PeftLayout::Bert
+        } else {
+            PeftLayout::Vit
+        }
+    }
+
+    /// The module's path inside its block.
+    pub fn module_path(self, module: TargetModule) -> &'static str {
+        match self {
+            PeftLayout::Vit => module.peft_path(),
+            PeftLayout::Bert => module.bert_path(),
+        }
+    }
+
+    /// The block-list name PEFT's `layers_pattern` expects.
+    fn layers_pattern(self) -> &'static str {
+        match self {
+            PeftLayout::Vit => "layers",
+            PeftLayout::Bert => "layer",
+        }
+    }
+
+    /// The module's full name inside the base model.
+    pub fn module_name(self, key: &ModuleKey) -> String {
+        match self {
+            PeftLayout::Vit => format!("layers.{}.{}", key.block, key.module.peft_path()),
+            PeftLayout::Bert => format!("encoder.layer.{}.{}", key.block, key.module.bert_path()),
+        }
+    }
+
+    /// The PEFT key of one factor (`"A"` or `"B"`).
+    pub fn key(self, key: &ModuleKey, factor: &str) -> String {
+        format!("base_model.model.{}.lora_{factor}.weight", self.module_name(key))
+    }
+
+    /// `target_modules` for adapting `targets` (PEFT matches list entries as name suffixes).
+    /// BERT's `output.dense` is also a suffix of `attention.output.dense`, so an adapter of
+    /// the MLP output without the attention output is written as an exact regular
+    /// expression over the adapted blocks instead.
+    fn target_modules(self, targets: &[TargetModule], blocks: &[usize]) -> serde_json::Value {
+        let names: Vec<&str> =
+            targets.iter().map(|&m| if self == PeftLayout::Vit { m.peft_name() } else { m.bert_path() }).collect();
+        let ambiguous = self == PeftLayout::Bert
+            && targets.contains(&TargetModule::Fc2)
+            && !targets.contains(&TargetModule::Output);
+        if !ambiguous {
+            return names.into();
+        }
+        let blocks: Vec<String> = blocks.iter().map(|b| b.to_string()).collect();
+        let escaped: Vec<String> = names.iter().map(|n| n.replace('.', "\\.")).collect();
+        format!("encoder\\.layer\\.({})\\.({})", blocks.join("|"), escaped.join("|")).into()
+    }
+}
+
+/// The PEFT key of one factor (`"A"` or `"B"`) in the ViT layout.
 pub fn peft_key(key: &ModuleKey, factor: &str) -> String {
-    format!("base_model.model.layers.{}.{}.lora_{factor}.weight", key.block, key.module.peft_path())
+    PeftLayout::Vit.key(key, factor)
 }
 
 fn parse_key(name: &str) -> Option<(ModuleKey, char)> {
@@ -39,29 +110,30 @@ fn parse_key(name: &str) -> Option<(ModuleKey, char)> {
     };
     let (idx, path) = idx_and_path.split_once('.')?;
     let block: usize = idx.parse().ok()?;
-    let module =
-        TargetModule::ALL
-            .into_iter()
-            .find(|m| if new_style { m.peft_path() == path } else { m.hf_prefix() == path })?;
+    let module = TargetModule::ALL.into_iter().find(|m| {
+        if new_style {
+            m.peft_path() == path
+        } else {
+            m.hf_prefix() == path || m.bert_path() == path
+        }
+    })?;
     Some((ModuleKey { block, module }, factor))
 }
 
-/// The `adapter_config.json` text for `adapter`.
-pub fn config_json(adapter: &Adapter, base_model: &str) -> String {
+/// The `adapter_config.json` text for `adapter` on a base model of `layout`.
+pub fn config_json(adapter: &Adapter, base_model: &str, layout: PeftLayout) -> String {
     let spec = &adapter.spec;
-    let mut targets: Vec<&str> = Vec::new();
-    for m in TargetModule::ALL {
-        if adapter.modules.keys().any(|k| k.module == m) {
-            targets.push(m.peft_name());
-        }
-    }
+    let targets: Vec<TargetModule> =
+        TargetModule::ALL.into_iter().filter(|&m| adapter.modules.keys().any(|k| k.module == m)).collect();
     let blocks: Vec<usize> = adapter.blocks().into_iter().collect();
     let mut rank_pattern = serde_json::Map::new();
     for (k, f) in &adapter.modules {
         if f.rank() != spec.rank {
-            rank_pattern.insert(format!("layers.{}.{}", k.block, k.module.peft_path()), f.rank().into());
+            rank_pattern.insert(layout.module_name(k), f.rank().into());
         }
     }
+    let target_modules = layout.target_modules(&targets, &blocks);
+    let regex = target_modules.is_string();
     let v = serde_json::json!({
         "peft_type": "LORA",
         "task_type": null,
@@ -70,9 +142,9 @@ pub fn config_json(adapter: &Adapter, base_model: &str) -> String {
         "lora_alpha": spec.alpha,
         "use_rslora": spec.scaling == Scaling::Rslora,
         "lora_dropout": spec.dropout,
-        "target_modules": targets,
-        "layers_to_transform": blocks,
-        "layers_pattern": "layers",
+        "target_modules": target_modules,
+        "layers_to_transform": if regex { serde_json::Value::Null } else { blocks.into() },
+        "layers_pattern": if regex { serde_json::Value::Null } else { layout.layers_pattern().into() },
         "rank_pattern": rank_pattern,
         "alpha_pattern": {},
         "bias": "none",
@@ -86,13 +158,13 @@ pub fn config_json(adapter: &Adapter, base_model: &str) -> String {
     serde_json::to_string_pretty(&v).expect("static json")
 }
 
-/// Serialises the adapter weights to safetensors bytes.
-pub fn weights_bytes(adapter: &Adapter) -> Result<Vec<u8>> {
+/// Serialises the adapter weights to safetensors bytes under `layout`'s names.
+pub fn weights_bytes(adapter: &Adapter, layout: PeftLayout) -> Result<Vec<u8>> {
     let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (key, f) in &adapter.modules {
         for (name, m) in [("A", &f.a), ("B", &f.b)] {
             let bytes: Vec<u8> = m.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            buffers.push((peft_key(key, name), vec![m.rows, m.cols], bytes));
+            buffers.push((layout.key(key, name), vec![m.rows, m.cols], bytes));
         }
     }
     let views: Vec<(String, TensorView)> = buffers
@@ -103,11 +175,16 @@ pub fn weights_bytes(adapter: &Adapter) -> Result<Vec<u8>> {
     Ok(safetensors::tensor::serialize(views, Some(meta))?)
 }
 
-/// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir`.
+/// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir` for a ViT base model.
 pub fn save(adapter: &Adapter, dir: &Path, base_model: &str) -> Result<()> {
+    save_as(adapter, dir, base_model, PeftLayout::Vit)
+}
+
+/// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir` under `layout`'s names.
+pub fn save_as(adapter: &Adapter, dir: &Path, base_model: &str, layout: PeftLayout) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    write_atomic(&dir.join(WEIGHTS_FILE), &weights_bytes(adapter)?)?;
-    write_atomic(&dir.join(CONFIG_FILE), config_json(adapter, base_model).as_bytes())?;
+    write_atomic(&dir.join(WEIGHTS_FILE), &weights_bytes(adapter, layout)?)?;
+    write_atomic(&dir.join(CONFIG_FILE), config_json(adapter, base_model, layout).as_bytes())?;
     Ok(())
 }
 
@@ -117,7 +194,8 @@ pub fn save(adapter: &Adapter, dir: &Path, base_model: &str) -> Result<()> {
 fn configured_rank(cfg: &serde_json::Value, key: &ModuleKey) -> Option<usize> {
     let pattern = cfg.get("rank_pattern")?.as_object()?;
     let names = [
-        format!("layers.{}.{}", key.block, key.module.peft_path()),
+        PeftLayout::Vit.module_name(key),
+        PeftLayout::Bert.module_name(key),
         format!("encoder.layer.{}.{}", key.block, key.module.hf_prefix()),
     ];
     pattern.iter().find_map(|(k, v)| {
@@ -154,7 +232,7 @@ pub fn load(dir: &Path) -> Result<Adapter> {
     let mut parts: BTreeMap<ModuleKey, (Option<Matrix>, Option<Matrix>)> = BTreeMap::new();
     for (name, view) in st.tensors() {
         let Some((key, factor)) = parse_key(&name) else {
-            bail!("{}: unexpected tensor '{name}': not a LoRA factor of a ViT layer", w_path.display());
+            bail!("{}: unexpected tensor '{name}': not a LoRA factor of a ViT or BERT layer", w_path.display());
         };
         if view.dtype() != Dtype::F32 || view.shape().len() != 2 {
             bail!(

@@ -289,7 +289,7 @@ pub fn run_federated(
     spec.rank = max_rank;
     let blocks: Vec<usize> = (0..nb).collect();
     let mut rng = rng_for(cfg.seed, "federated-global-init");
-    let init = LoraVars::init(&spec, &backbone.config, &blocks, &mut rng, backbone.device())?.to_adapter()?;
+    let init = LoraVars::init(&spec, backbone, &blocks, &mut rng, backbone.device())?.to_adapter()?;
     let mut merge_opts = opts.merge.clone();
     merge_opts.pad_ranks = true;
     if !opts.aggregator.keeps_low_rank() && merge_opts.refactor_rank.is_none() {

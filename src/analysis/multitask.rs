@@ -468,7 +468,7 @@ mod tests {
         let (_, env_b) = tiny_env(2, 3, 12, 20);
         let tasks =
             [TaskInput { name: "a".into(), test: &env_a.test }, TaskInput { name: "b".into(), test: &env_b.test }];
-        let ad = [random_adapter(&bb.config, &[Query, Value], 2, 1), random_adapter(&bb.config, &[Query, Value], 2, 2)];
+        let ad = [random_adapter(&bb, &[Query, Value], 2, 1), random_adapter(&bb, &[Query, Value], 2, 2)];
         let inputs: Vec<TaskAdapter> = ad
             .iter()
             .enumerate()

@@ -1,13 +1,13 @@
 //! Test fixtures shared by the analyses' tests: a tiny random backbone, random images, a
 //! prototype head built from its frozen features, and random adapters.
 
+use crate::adapter::fit::ModuleShapes;
 use crate::adapter::{Adapter, LoraFactors, LoraSpec, ModuleKey, TargetModule};
 use crate::data::{ImageSet, TaskData};
 use crate::eval::Evaluator;
 use crate::lab::TaskEnv;
 use crate::linalg::Matrix;
 use crate::model::head::PrototypeHead;
-use crate::model::vit::module_shape;
 use crate::model::{Backbone, Numerics, VitConfig};
 use crate::util::rng_for;
 use candle_core::Device;
@@ -36,6 +36,7 @@ pub fn image_set(n: usize, classes: usize, cfg: &VitConfig, seed: u64) -> ImageS
         channels: cfg.num_channels,
         height: cfg.image_size,
         width: cfg.image_size,
+        tokens: false,
     }
 }
 
@@ -64,13 +65,13 @@ pub fn tiny_env(blocks: usize, classes: usize, train: usize, test: usize) -> (Ba
 }
 
 /// A random adapter with large factors on every block of `cfg` and the `targets`.
-pub fn random_adapter(cfg: &VitConfig, targets: &[TargetModule], rank: usize, seed: u64) -> Adapter {
+pub fn random_adapter(shapes: &impl ModuleShapes, targets: &[TargetModule], rank: usize, seed: u64) -> Adapter {
     let mut rng = rng_for(seed, "test-adapter");
     let spec = LoraSpec { rank, targets: targets.to_vec(), ..LoraSpec::default() };
     let mut modules = std::collections::BTreeMap::new();
-    for block in 0..cfg.num_hidden_layers {
+    for block in 0..shapes.num_blocks() {
         for &module in targets {
-            let (out, inp) = module_shape(cfg, module);
+            let (out, inp) = shapes.module_shape(module);
             let mut m = |r: usize, c: usize| {
                 Matrix::from_vec(r, c, (0..r * c).map(|_| rng.random_range(-1.0f32..1.0)).collect())
             };

@@ -42,10 +42,10 @@ fn setup() -> (Backbone, Evaluator) {
     (bb, ev)
 }
 
-fn random_adapter(cfg: &VitConfig, seed: u64, scale: f32) -> Adapter {
+fn random_adapter(bb: &Backbone, seed: u64, scale: f32) -> Adapter {
     let mut rng = rng_for(seed, "adapter");
     let mut modules = BTreeMap::new();
-    for block in 0..cfg.num_hidden_layers {
+    for block in 0..bb.num_blocks() {
         for module in [TargetModule::Query, TargetModule::Key, TargetModule::Value] {
             let mut m = |r, c| Matrix::from_vec(r, c, (0..r * c).map(|_| rng.random_range(-scale..scale)).collect());
             modules.insert(ModuleKey { block, module }, LoraFactors { a: m(2, 16), b: m(16, 2) });
@@ -57,7 +57,7 @@ fn random_adapter(cfg: &VitConfig, seed: u64, scale: f32) -> Adapter {
 #[test]
 fn fast_coalition_paths_equal_the_plain_forward_for_every_coalition() {
     let (bb, ev) = setup();
-    let adapter = random_adapter(&bb.config, 2, 1.0);
+    let adapter = random_adapter(&bb, 2, 1.0);
     for value in [GameValue::Accuracy, GameValue::NegLoss] {
         let game = LayerGame::new(&ev, &adapter, Grouping::Block, value, "t").unwrap();
         let n = game.n_players();
@@ -86,7 +86,7 @@ fn fast_coalition_paths_equal_the_plain_forward_for_every_coalition() {
 #[test]
 fn module_players_also_enumerate_exactly() {
     let (bb, ev) = setup();
-    let mut adapter = random_adapter(&bb.config, 3, 1.0);
+    let mut adapter = random_adapter(&bb, 3, 1.0);
     adapter.modules.retain(|k, _| k.block >= 2);
     let game = LayerGame::new(&ev, &adapter, Grouping::Module, GameValue::NegLoss, "t").unwrap();
     assert_eq!(game.n_players(), 6);
@@ -99,8 +99,8 @@ fn module_players_also_enumerate_exactly() {
 #[test]
 fn interpolation_endpoints_reproduce_each_runs_own_evaluation() {
     let (bb, ev) = setup();
-    let a = random_adapter(&bb.config, 4, 0.5);
-    let b = random_adapter(&bb.config, 5, 0.5);
+    let a = random_adapter(&bb, 4, 0.5);
+    let b = random_adapter(&bb, 5, 0.5);
     let own_a = ev.evaluate(&a.deltas()).unwrap();
     let own_b = ev.evaluate(&b.deltas()).unwrap();
     for space in Space::ALL {
@@ -117,8 +117,8 @@ fn interpolation_endpoints_reproduce_each_runs_own_evaluation() {
 #[test]
 fn evaluator_with_a_base_matches_the_frozen_evaluator() {
     let (bb, ev) = setup();
-    let a = random_adapter(&bb.config, 6, 0.5);
-    let b = random_adapter(&bb.config, 7, 0.5);
+    let a = random_adapter(&bb, 6, 0.5);
+    let b = random_adapter(&bb, 7, 0.5);
     let based = ev.with_base(&a.deltas()).unwrap();
     let set = std::collections::BTreeSet::from([2usize]);
     let d = crate::connectivity::interpolate::interpolate_blocks(&a, &b, 0.5, Space::Delta, &set).unwrap();
@@ -131,7 +131,7 @@ fn evaluator_with_a_base_matches_the_frozen_evaluator() {
 #[test]
 fn connectivity_analysis_writes_every_table_and_rejects_a_single_seed() {
     let (bb, ev) = setup();
-    let adapters: Vec<Adapter> = (0..3).map(|s| random_adapter(&bb.config, 10 + s, 0.3)).collect();
+    let adapters: Vec<Adapter> = (0..3).map(|s| random_adapter(&bb, 10 + s, 0.3)).collect();
     let runs: Vec<SeedRun> = adapters
         .iter()
         .enumerate()
@@ -161,7 +161,7 @@ fn connectivity_analysis_writes_every_table_and_rejects_a_single_seed() {
 fn prefix_sweep_equals_evaluating_each_cumulative_interpolation() {
     use crate::connectivity::interpolate::interpolate_blocks;
     let (bb, ev) = setup();
-    let (a, b) = (random_adapter(&bb.config, 3, 0.8), random_adapter(&bb.config, 4, 0.8));
+    let (a, b) = (random_adapter(&bb, 3, 0.8), random_adapter(&bb, 4, 0.8));
     let base = a.deltas();
     let based = ev.with_base(&base).unwrap();
     for space in Space::ALL {

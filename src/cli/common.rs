@@ -58,6 +58,9 @@ pub struct RunArgs {
     /// Fixed logit scale of the prototype head.
     #[arg(long, allow_negative_numbers = true)]
     pub logit_scale: Option<f64>,
+    /// Longest token sequence of a text example, in tokens (text backbones; default 128).
+    #[arg(long)]
+    pub max_length: Option<usize>,
     /// Run even when the requested work is far (over 20×) beyond the defaults.
     #[arg(long)]
     pub yes: bool,
@@ -90,6 +93,7 @@ impl RunArgs {
         set!(lr);
         set!(p0);
         set!(logit_scale);
+        set!(max_length);
         if let Some(g) = self.grouping {
             cfg.grouping = g;
         }

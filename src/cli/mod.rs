@@ -33,7 +33,8 @@ pub struct Cli {
 /// Options shared by every command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Backbone: `builtin` or a Hugging Face ViT folder (config.json + model.safetensors).
+    /// Backbone: `builtin`, or a Hugging Face folder (config.json + model.safetensors) of a
+    /// `vit` or `bert` model (a BERT folder also needs tokenizer.json; see analyses/fetch-assets.sh).
     #[arg(long, global = true, default_value = "builtin")]
     pub backbone: String,
     /// Root of the run cache.

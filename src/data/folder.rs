@@ -99,6 +99,7 @@ fn to_set(files: &[(PathBuf, u32)], idx: &[usize], opts: &TaskOptions) -> Result
         channels: opts.channels,
         height: size,
         width: size,
+        tokens: false,
     })
 }
 
@@ -177,7 +178,8 @@ mod tests {
     fn reads_classes_and_splits() {
         let dir = temp_dir("ok");
         write_tiny(&dir);
-        let opts = TaskOptions { image_size: 16, channels: 3, shots: 2, test_size: 100, seed: 1 };
+        let opts =
+            TaskOptions { image_size: 16, channels: 3, shots: 2, test_size: 100, seed: 1, ..TaskOptions::default() };
         let src = parse_task(&format!("folder:{}", dir.display())).unwrap();
         let task = load_task(&src, &opts).unwrap();
         assert_eq!(task.class_names, vec!["a_green", "b_red", "c_blue"]);
@@ -194,22 +196,22 @@ mod tests {
                 assert_eq!(best, [1, 0, 2][set.labels[i] as usize]);
             }
         }
-        let small = load_task(&src, &TaskOptions { test_size: 4, ..opts }).unwrap();
+        let small = load_task(&src, &TaskOptions { test_size: 4, ..opts.clone() }).unwrap();
         assert_eq!(small.test.len(), 4);
         assert_eq!(small.train.images, task.train.images);
         let again = load_task(&src, &opts).unwrap();
         assert_eq!(again.test.images, task.test.images);
 
-        let err = load_task(&src, &TaskOptions { shots: 4, ..opts }).unwrap_err().to_string();
+        let err = load_task(&src, &TaskOptions { shots: 4, ..opts.clone() }).unwrap_err().to_string();
         assert!(err.contains("class 'a_green'") && err.contains("at least 5"), "{err}");
 
         // An unreadable image is reported by path.
         std::fs::write(dir.join("a_green").join("img1.png"), b"garbage").unwrap();
-        let err = load_task(&src, &TaskOptions { test_size: 100, ..opts }).unwrap_err().to_string();
+        let err = load_task(&src, &TaskOptions { test_size: 100, ..opts.clone() }).unwrap_err().to_string();
         assert!(err.contains("cannot be read") && err.contains("img1.png"), "{err}");
         // Every bad file is reported at once, whether or not the sampler would pick it.
         std::fs::write(dir.join("c_blue").join("img5.png"), b"junk").unwrap();
-        let err = load_task(&src, &TaskOptions { test_size: 1, ..opts }).unwrap_err().to_string();
+        let err = load_task(&src, &TaskOptions { test_size: 1, ..opts.clone() }).unwrap_err().to_string();
         assert!(err.starts_with("2 of 15 images") && err.contains("img1.png") && err.contains("img5.png"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

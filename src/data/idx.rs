@@ -230,6 +230,7 @@ fn to_set(src: &IdxImages, labels: &[u8], idx: &[usize], opts: &TaskOptions) -> 
         channels: opts.channels,
         height: size,
         width: size,
+        tokens: false,
     }
 }
 
@@ -324,7 +325,8 @@ mod tests {
             let labels = read_idx_labels(&dir.join(format!("train-labels-idx1-ubyte{sfx}"))).unwrap();
             assert_eq!(labels, (0..12).map(|i| (i % 3) as u8).collect::<Vec<_>>());
 
-            let opts = TaskOptions { image_size: 8, channels: 3, shots: 2, test_size: 6, seed: 5 };
+            let opts =
+                TaskOptions { image_size: 8, channels: 3, shots: 2, test_size: 6, seed: 5, ..TaskOptions::default() };
             let task = load_task(&TaskSource::Idx(dir.clone()), &opts).unwrap();
             assert_eq!(task.class_names, vec!["0", "1", "2"]);
             assert_eq!(task.train.len(), 6);

@@ -1,6 +1,7 @@
-//! Few-shot image classification data: built-in procedural tasks (no download),
-//! the procedural SOURCE task used to pretrain the backbone, and readers for
-//! MNIST-format (IDX) directories and class-per-folder image directories.
+//! Few-shot classification data: built-in procedural image tasks (no download),
+//! the procedural SOURCE task used to pretrain the backbone, readers for
+//! MNIST-format (IDX) directories and class-per-folder image directories, and
+//! text tasks (Orange `.tab`, CSV, JSON lines) tokenized for a text backbone.
 //!
 //! All images are `N×C×H×W` `f32`, normalised as Hugging Face ViT expects:
 //! `x = (pixel/255 − 0.5)/0.5`, in `[−1, 1]`. Every random choice is seeded,
@@ -27,6 +28,7 @@ pub mod preview;
 mod procedural;
 mod scenes;
 mod source;
+pub mod text;
 mod textures;
 
 #[cfg(test)]
@@ -54,7 +56,9 @@ pub(crate) fn mix_seed(parts: &[u64]) -> u64 {
     parts.iter().fold(0x243F_6A88_85A3_08D3u64, |h, &p| splitmix(h ^ splitmix(p)))
 }
 
-/// A set of images, N×C×H×W f32, normalised as Hugging Face ViT expects: x = (pixel/255 − 0.5)/0.5, i.e. in [−1, 1].
+/// A set of examples: images, N×C×H×W f32, normalised as Hugging Face ViT expects:
+/// x = (pixel/255 − 0.5)/0.5, i.e. in [−1, 1]; or, when `tokens` is set, rows of `width`
+/// token ids (exact f32 integers, 0 = padding after the text; `channels = height = 1`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ImageSet {
     /// Pixel data, image-major then channel, row, column.
@@ -65,11 +69,27 @@ pub struct ImageSet {
     pub channels: usize,
     /// Image height in pixels.
     pub height: usize,
-    /// Image width in pixels.
+    /// Image width in pixels (tokens per row for a token set).
     pub width: usize,
+    /// True for token-id rows of a text task.
+    pub tokens: bool,
 }
 
 impl ImageSet {
+    /// A token set: `ids` holds `labels.len()` rows of `width` ids.
+    pub fn token_rows(ids: Vec<f32>, labels: Vec<u32>, width: usize) -> ImageSet {
+        ImageSet { images: ids, labels, channels: 1, height: 1, width, tokens: true }
+    }
+
+    /// The shape of the set as a tensor: `[N, C, H, W]` for images, `[N, L]` for tokens.
+    pub fn tensor_shape(&self) -> Vec<usize> {
+        if self.tokens {
+            vec![self.len(), self.width]
+        } else {
+            vec![self.len(), self.channels, self.height, self.width]
+        }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -103,6 +123,7 @@ impl ImageSet {
             channels: self.channels,
             height: self.height,
             width: self.width,
+            tokens: self.tokens,
         }
     }
 
@@ -147,6 +168,9 @@ impl TaskData {
             h.update(&[0]);
         }
         for set in [&self.train, &self.test] {
+            if set.tokens {
+                h.update(b"tokens");
+            }
             for dim in [set.len(), set.channels, set.height, set.width] {
                 h.update(&(dim as u64).to_le_bytes());
             }
@@ -170,6 +194,22 @@ pub enum TaskSource {
     Idx(PathBuf),
     /// A directory with one sub-folder of PNG/JPEG images per class.
     Folder(PathBuf),
+    /// An Orange `.tab` text file (class column flagged `class`).
+    Tab(PathBuf),
+    /// A CSV or JSON-lines text file with a label and a text column.
+    Text(PathBuf),
+}
+
+impl TaskSource {
+    /// True for text tasks (they need a text backbone).
+    pub fn is_text(&self) -> bool {
+        matches!(self, TaskSource::Tab(_) | TaskSource::Text(_))
+    }
+
+    /// True for tasks read from files (their runs are keyed on the decoded data).
+    pub fn is_file(&self) -> bool {
+        !matches!(self, TaskSource::Builtin(_))
+    }
 }
 
 /// Options for building a task.
@@ -186,11 +226,24 @@ pub struct TaskOptions {
     pub test_size: usize,
     /// Data seed (default 0).
     pub seed: u64,
+    /// The `tokenizer.json` of the text backbone (text tasks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
+    /// Longest token sequence of a text example (default 128).
+    pub max_length: usize,
 }
 
 impl Default for TaskOptions {
     fn default() -> Self {
-        TaskOptions { image_size: 32, channels: 3, shots: 16, test_size: 1000, seed: 0 }
+        TaskOptions {
+            image_size: 32,
+            channels: 3,
+            shots: 16,
+            test_size: 1000,
+            seed: 0,
+            tokenizer: None,
+            max_length: crate::train::config::DEFAULT_MAX_LENGTH,
+        }
     }
 }
 
@@ -271,14 +324,14 @@ pub fn source_task() -> BuiltinInfo {
 fn unknown_builtin(name: &str) -> anyhow::Error {
     let names = |set: &[Builtin]| set.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ");
     anyhow::anyhow!(
-        "unknown task '{name}'; valid built-in tasks: {} (pretraining families: {}; 'source' for the pretraining task), or use idx:/dir or folder:/dir",
+        "unknown task '{name}'; valid built-in tasks: {} (pretraining families: {}; 'source' for the pretraining task), or use idx:/dir, folder:/dir, tab:FILE or text:FILE",
         names(&Builtin::DOWNSTREAM),
         names(&Builtin::FAMILIES)
     )
 }
 
 /// Parse a task spec: a built-in name (`"lighting"`, optionally `"builtin:lighting"`),
-/// `"idx:/path/dir"` or `"folder:/path/dir"`.
+/// `"idx:/path/dir"`, `"folder:/path/dir"`, `"tab:/path/file.tab"` or `"text:/path/file.csv"`.
 pub fn parse_task(s: &str) -> Result<TaskSource> {
     let s = s.trim();
     let path_of = |rest: &str, kind: &str| -> Result<PathBuf> {
@@ -286,7 +339,7 @@ pub fn parse_task(s: &str) -> Result<TaskSource> {
         if rest.is_empty() {
             bail!("task spec '{s}' has no path; write {kind}:/path/to/dir");
         }
-        Ok(PathBuf::from(rest))
+        Ok(expand_home(rest))
     };
     if let Some(rest) = s.strip_prefix("idx:") {
         return Ok(TaskSource::Idx(path_of(rest, "idx")?));
@@ -294,10 +347,24 @@ pub fn parse_task(s: &str) -> Result<TaskSource> {
     if let Some(rest) = s.strip_prefix("folder:") {
         return Ok(TaskSource::Folder(path_of(rest, "folder")?));
     }
+    if let Some(rest) = s.strip_prefix("tab:") {
+        return Ok(TaskSource::Tab(path_of(rest, "tab")?));
+    }
+    if let Some(rest) = s.strip_prefix("text:") {
+        return Ok(TaskSource::Text(path_of(rest, "text")?));
+    }
     let name = s.strip_prefix("builtin:").unwrap_or(s);
     match Builtin::from_name(name) {
         Some(b) => Ok(TaskSource::Builtin(b.name().to_string())),
         None => Err(unknown_builtin(name)),
+    }
+}
+
+/// `~/rest` → `$HOME/rest` (so specs can name the asset cache portably); other paths as given.
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
     }
 }
 
@@ -315,6 +382,8 @@ pub fn load_task(source: &TaskSource, opts: &TaskOptions) -> Result<TaskData> {
         },
         TaskSource::Idx(dir) => checked_classes(idx::load_idx_task(dir, opts)?, dir),
         TaskSource::Folder(dir) => checked_classes(folder::load_folder_task(dir, opts)?, dir),
+        TaskSource::Tab(file) => checked_classes(text::load_text_task(file, text::TextFormat::Tab, opts)?, file),
+        TaskSource::Text(file) => checked_classes(text::load_text_task(file, text::TextFormat::Delimited, opts)?, file),
     }
 }
 

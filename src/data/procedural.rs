@@ -180,7 +180,7 @@ pub(crate) fn render_pretrain_mixture(n: usize, base_seed: u64, size: usize, cha
             label
         })
         .collect();
-    ImageSet { images, labels, channels, height: size, width: size }
+    ImageSet { images, labels, channels, height: size, width: size, tokens: false }
 }
 
 /// Number of classes of the pretraining mixture (SOURCE composites plus one per family).
@@ -196,7 +196,7 @@ pub(crate) fn render_set(task: Builtin, labels: Vec<u32>, seeds: &[u64], size: u
         let mut rng = ChaCha8Rng::seed_from_u64(seeds[i]);
         task.render(labels[i] as usize, size, &mut rng).write_normalised(out, channels);
     });
-    ImageSet { images, labels, channels, height: size, width: size }
+    ImageSet { images, labels, channels, height: size, width: size, tokens: false }
 }
 
 /// Generate a built-in task: `shots` training images per class (class-major) and

@@ -230,24 +230,27 @@ fn train_and_test_are_disjoint_and_nested() {
 
 #[test]
 fn grayscale_and_other_sizes() {
-    let o = TaskOptions { image_size: 48, channels: 1, shots: 2, test_size: 10, seed: 0 };
+    let o = TaskOptions { image_size: 48, channels: 1, shots: 2, test_size: 10, seed: 0, ..TaskOptions::default() };
     for info in all_tasks().into_iter().chain([source_task()]) {
         for size in [8, 17, 48] {
-            let t = builtin(info.name, &TaskOptions { image_size: size, ..o });
+            let t = builtin(info.name, &TaskOptions { image_size: size, ..o.clone() });
             assert_eq!((t.train.channels, t.train.height, t.train.width), (1, size, size));
             assert_eq!(t.train.images.len(), t.train.len() * size * size);
             assert!(t.train.images.iter().all(|v| (-1.0..=1.0).contains(v)));
         }
     }
-    let err = load_task(&parse_task("shapes").unwrap(), &TaskOptions { channels: 2, ..o }).unwrap_err().to_string();
+    let err =
+        load_task(&parse_task("shapes").unwrap(), &TaskOptions { channels: 2, ..o.clone() }).unwrap_err().to_string();
     assert!(err.contains("channels must be 1"), "{err}");
-    let err = load_task(&parse_task("shapes").unwrap(), &TaskOptions { image_size: 4, ..o }).unwrap_err().to_string();
+    let err =
+        load_task(&parse_task("shapes").unwrap(), &TaskOptions { image_size: 4, ..o.clone() }).unwrap_err().to_string();
     assert!(err.contains("out of range"), "{err}");
-    let big = TaskOptions { test_size: usize::MAX, ..o };
+    let big = TaskOptions { test_size: usize::MAX, ..o.clone() };
     let err = load_task(&parse_task("shapes").unwrap(), &big).unwrap_err().to_string();
     assert!(err.contains("GiB"), "{err}");
     assert!(pretrain_set(usize::MAX / 2, 32, 3, 0).is_err());
-    let err = load_task(&parse_task("shapes").unwrap(), &TaskOptions { shots: 0, ..o }).unwrap_err().to_string();
+    let err =
+        load_task(&parse_task("shapes").unwrap(), &TaskOptions { shots: 0, ..o.clone() }).unwrap_err().to_string();
     assert!(err.contains("shots must be at least 1"), "{err}");
 }
 

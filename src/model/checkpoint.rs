@@ -1,10 +1,11 @@
 //! Reading and writing backbones in the Hugging Face layout: a directory with
-//! `config.json` and `model.safetensors` under `ViTModel`'s weight names, so
-//! that `ViTModel.from_pretrained(dir)` loads ours and we load theirs.
+//! `config.json` and `model.safetensors` under transformers' weight names
+//! (`ViTModel`, `BertModel`), so that `from_pretrained(dir)` loads ours and we
+//! load theirs. The architecture comes from `config.json`'s `model_type`.
 
 use super::config::VitConfig;
-use super::vit::{module_index, module_shape, Backbone, BlockWeights, LinearWeights};
-use crate::adapter::TargetModule;
+use super::encoder::{Backbone, LinearWeights};
+use super::vit::Vit;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ pub fn load_builtin(device: &Device) -> Result<Backbone> {
     let config: VitConfig = serde_json::from_str(BUILTIN_CONFIG).context("built-in config.json")?;
     let tensors = candle_core::safetensors::load_buffer(BUILTIN_WEIGHTS, device)
         .map_err(|e| anyhow!("built-in model.safetensors is unreadable ({e}): rebuild copra-lab"))?;
-    from_tensors(&config, tensors, "built-in backbone")
+    Ok(Backbone::new(Vit::from_hf_tensors(&config, tensors, "built-in backbone")?))
 }
 
 /// Loads `builtin` or a Hugging Face model directory (`config.json` + `model.safetensors`).
@@ -34,12 +35,29 @@ pub fn load_backbone(spec: &str, device: &Device) -> Result<Backbone> {
     load_dir(Path::new(spec), device)
 }
 
-/// Loads a Hugging Face `ViTModel` (or `ViTForImageClassification`) directory.
+/// The architectures `--backbone DIR` accepts, by `config.json`'s `model_type`.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["vit", "bert"];
+
+/// Loads a Hugging Face model directory, picking the architecture from `config.json`'s
+/// `model_type`: `vit` (`ViTModel`, `ViTForImageClassification`) or `bert` (`BertModel`,
+/// sentence-transformers folders).
 pub fn load_dir(dir: &Path, device: &Device) -> Result<Backbone> {
     if !dir.is_dir() {
         bail!("backbone directory {} does not exist: pass a folder holding config.json and model.safetensors, or 'builtin'", dir.display());
     }
-    let config = VitConfig::load(&dir.join("config.json"))?;
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("cannot read {}: is this a Hugging Face model directory?", config_path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| anyhow!("{} is not valid JSON: {e}", config_path.display()))?;
+    let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or("vit").to_string();
+    if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
+        bail!(
+            "{}: model_type '{model_type}' is not supported; copra-lab reads {} checkpoints",
+            config_path.display(),
+            SUPPORTED_MODEL_TYPES.join(", ")
+        );
+    }
     let weights = dir.join("model.safetensors");
     if !weights.is_file() {
         bail!(
@@ -53,93 +71,83 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<Backbone> {
             weights.display()
         )
     })?;
-    from_tensors(&config, tensors, &weights.display().to_string())
+    let origin = weights.display().to_string();
+    match model_type.as_str() {
+        "bert" => Ok(Backbone::new(super::bert::Bert::load(dir, &text, tensors, &origin)?)),
+        _ => {
+            let config = VitConfig::parse(&text, &config_path)?;
+            Ok(Backbone::new(Vit::from_hf_tensors(&config, tensors, &origin)?))
+        }
+    }
 }
 
-fn from_tensors(config: &VitConfig, mut tensors: HashMap<String, Tensor>, origin: &str) -> Result<Backbone> {
-    // ViTForImageClassification prefixes the backbone with "vit."
-    if !tensors.contains_key("embeddings.cls_token") && tensors.contains_key("vit.embeddings.cls_token") {
-        tensors = tensors.into_iter().filter_map(|(k, v)| k.strip_prefix("vit.").map(|s| (s.to_string(), v))).collect();
+/// Named checkpoint tensors being taken apart into a model, with one-line errors that
+/// name the missing or misshapen tensor.
+pub struct HfTensors {
+    tensors: HashMap<String, Tensor>,
+    origin: String,
+    class: &'static str,
+}
+
+impl HfTensors {
+    /// Wraps the tensors of file `origin`, a checkpoint of transformers class `class`.
+    pub fn new(tensors: HashMap<String, Tensor>, origin: &str, class: &'static str) -> HfTensors {
+        HfTensors { tensors, origin: origin.to_string(), class }
     }
-    let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
-        let t = tensors
-            .remove(name)
-            .ok_or_else(|| anyhow!("{origin}: tensor '{name}' is missing: this is not a ViTModel checkpoint"))?;
+
+    /// Drops `prefix` from every name when `probe` is missing but `prefix + probe` exists
+    /// (task-head checkpoints nest the encoder one level down).
+    pub fn strip_prefix_if_missing(&mut self, prefix: &str, probe: &str) {
+        if !self.tensors.contains_key(probe) && self.tensors.contains_key(&format!("{prefix}{probe}")) {
+            let all = std::mem::take(&mut self.tensors);
+            self.tensors =
+                all.into_iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v))).collect();
+        }
+    }
+
+    /// Removes tensor `name`, checking its shape, as `f32`.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.tensors.remove(name).ok_or_else(|| {
+            anyhow!("{}: tensor '{name}' is missing: this is not a {} checkpoint", self.origin, self.class)
+        })?;
         if t.dims() != shape {
             bail!(
-                "{origin}: tensor '{name}' has shape {:?} but config.json implies {:?}: checkpoint and config.json do not match",
+                "{}: tensor '{name}' has shape {:?} but config.json implies {:?}: checkpoint and config.json do not match",
+                self.origin,
                 t.dims(),
                 shape
             );
         }
         Ok(t.to_dtype(candle_core::DType::F32)?)
-    };
-    let d = config.hidden_size;
-    let (c, p) = (config.num_channels, config.patch_size);
-    let cls_token = take("embeddings.cls_token", &[1, 1, d])?;
-    let position_embeddings = take("embeddings.position_embeddings", &[1, config.num_tokens(), d])?;
-    let patch_weight = take("embeddings.patch_embeddings.projection.weight", &[d, c, p, p])?.reshape((d, c * p * p))?;
-    let patch_bias = take("embeddings.patch_embeddings.projection.bias", &[d])?;
-    let mut blocks = Vec::new();
-    for i in 0..config.num_hidden_layers {
-        let pre = format!("encoder.layer.{i}");
-        let mut linears = Vec::new();
-        for module in TargetModule::ALL {
-            let (o, inp) = module_shape(config, module);
-            let name = format!("{pre}.{}", module.hf_prefix());
-            let weight = take(&format!("{name}.weight"), &[o, inp])?;
-            let bias_name = format!("{name}.bias");
-            let has_bias =
-                config.qkv_bias || !matches!(module, TargetModule::Query | TargetModule::Key | TargetModule::Value);
-            let bias = if has_bias { Some(take(&bias_name, &[o])?) } else { None };
-            linears.push(LinearWeights { weight, bias });
+    }
+
+    /// `{prefix}.weight` `[out, in]` and, when `bias`, `{prefix}.bias`.
+    pub fn linear(&mut self, prefix: &str, (out, inp): (usize, usize), bias: bool) -> Result<LinearWeights> {
+        let weight = self.take(&format!("{prefix}.weight"), &[out, inp])?;
+        let bias = if bias { Some(self.take(&format!("{prefix}.bias"), &[out])?) } else { None };
+        Ok(LinearWeights { weight, bias })
+    }
+
+    /// `{prefix}.weight` and `{prefix}.bias` of a layer norm of width `d`.
+    pub fn layer_norm(&mut self, prefix: &str, d: usize) -> Result<(Tensor, Tensor)> {
+        Ok((self.take(&format!("{prefix}.weight"), &[d])?, self.take(&format!("{prefix}.bias"), &[d])?))
+    }
+
+    /// Errors when a tensor of a block beyond `num_hidden_layers` remains.
+    pub fn refuse_extra_blocks(&self, block_prefix: &str) -> Result<()> {
+        if let Some(extra) = self.tensors.keys().find(|k| k.starts_with(block_prefix)) {
+            bail!(
+                "{}: unexpected tensor '{extra}': the checkpoint has more blocks than config.json's num_hidden_layers",
+                self.origin
+            );
         }
-        debug_assert_eq!(linears.len(), TargetModule::ALL.len());
-        let ln_before = (
-            take(&format!("{pre}.layernorm_before.weight"), &[d])?,
-            take(&format!("{pre}.layernorm_before.bias"), &[d])?,
-        );
-        let ln_after = (
-            take(&format!("{pre}.layernorm_after.weight"), &[d])?,
-            take(&format!("{pre}.layernorm_after.bias"), &[d])?,
-        );
-        blocks.push(BlockWeights { ln_before, ln_after, linears });
+        Ok(())
     }
-    let final_ln = (take("layernorm.weight", &[d])?, take("layernorm.bias", &[d])?);
-    if let Some(extra) = tensors.keys().find(|k| k.starts_with("encoder.layer.")) {
-        bail!("{origin}: unexpected tensor '{extra}': the checkpoint has more blocks than config.json's num_hidden_layers");
-    }
-    Ok(Backbone { config: config.clone(), cls_token, position_embeddings, patch_weight, patch_bias, blocks, final_ln })
 }
 
-/// The backbone's tensors under Hugging Face `ViTModel` names.
+/// The backbone's tensors under Hugging Face names.
 pub fn hf_tensors(backbone: &Backbone) -> Result<HashMap<String, Tensor>> {
-    let cfg = &backbone.config;
-    let mut out = HashMap::new();
-    out.insert("embeddings.cls_token".to_string(), backbone.cls_token.clone());
-    out.insert("embeddings.position_embeddings".to_string(), backbone.position_embeddings.clone());
-    out.insert(
-        "embeddings.patch_embeddings.projection.weight".to_string(),
-        backbone.patch_weight.reshape((cfg.hidden_size, cfg.num_channels, cfg.patch_size, cfg.patch_size))?,
-    );
-    out.insert("embeddings.patch_embeddings.projection.bias".to_string(), backbone.patch_bias.clone());
-    for (i, b) in backbone.blocks.iter().enumerate() {
-        let pre = format!("encoder.layer.{i}");
-        for module in TargetModule::ALL {
-            let lw = &b.linears[module_index(module)];
-            out.insert(format!("{pre}.{}.weight", module.hf_prefix()), lw.weight.clone());
-            if let Some(bias) = &lw.bias {
-                out.insert(format!("{pre}.{}.bias", module.hf_prefix()), bias.clone());
-            }
-        }
-        out.insert(format!("{pre}.layernorm_before.weight"), b.ln_before.0.clone());
-        out.insert(format!("{pre}.layernorm_before.bias"), b.ln_before.1.clone());
-        out.insert(format!("{pre}.layernorm_after.weight"), b.ln_after.0.clone());
-        out.insert(format!("{pre}.layernorm_after.bias"), b.ln_after.1.clone());
-    }
-    out.insert("layernorm.weight".to_string(), backbone.final_ln.0.clone());
-    out.insert("layernorm.bias".to_string(), backbone.final_ln.1.clone());
-    Ok(out)
+    backbone.hf_tensors()
 }
 
 /// Writes `config.json` and `model.safetensors` into `dir` (each via a temp file and rename).
@@ -158,7 +166,14 @@ pub fn save_dir(backbone: &Backbone, dir: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written?;
-    crate::report::atomic::write_atomic(&dir.join("config.json"), backbone.config.to_hf_json().as_bytes())?;
+    crate::report::atomic::write_atomic(&dir.join("config.json"), backbone.hf_config_json().as_bytes())?;
+    for (name, bytes) in backbone.extra_files() {
+        let path = dir.join(&name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        crate::report::atomic::write_atomic(&path, &bytes)?;
+    }
     Ok(())
 }
 

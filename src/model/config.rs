@@ -104,7 +104,12 @@ impl VitConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}: is this a Hugging Face model directory?", path.display()))?;
-        let cfg: VitConfig = serde_json::from_str(&text)
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `config.json` text read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let cfg: VitConfig = serde_json::from_str(text)
             .map_err(|e| anyhow::anyhow!("{} is not a valid ViT config.json: {e}", path.display()))?;
         cfg.validate()?;
         Ok(cfg)

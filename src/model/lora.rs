@@ -1,8 +1,8 @@
 //! Trainable LoRA factors as candle `Var`s and the training-time branch
 //! `s · B · A · dropout(x)`, skipped entirely for inactive modules.
 
-use super::config::VitConfig;
-use super::vit::{module_shape, Branch};
+use super::branch::Branch;
+use crate::adapter::fit::ModuleShapes;
 use crate::adapter::{Adapter, LoraFactors, LoraSpec, ModuleKey};
 use crate::linalg::Matrix;
 use crate::util::Rng;
@@ -23,11 +23,17 @@ pub struct LoraVars {
 impl LoraVars {
     /// Fresh factors on every block in `blocks`: A Kaiming-uniform (`nn.Linear`'s default,
     /// bound 1/√in), B zero, so the adapter starts as the identity update.
-    pub fn init(spec: &LoraSpec, config: &VitConfig, blocks: &[usize], rng: &mut Rng, device: &Device) -> Result<Self> {
+    pub fn init(
+        spec: &LoraSpec,
+        shapes: &impl ModuleShapes,
+        blocks: &[usize],
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Result<Self> {
         let mut vars = BTreeMap::new();
         for &block in blocks {
             for &module in &spec.targets {
-                let (out, inp) = module_shape(config, module);
+                let (out, inp) = shapes.module_shape(module);
                 let bound = 1.0 / (inp as f32).sqrt();
                 let a: Vec<f32> = (0..spec.rank * inp).map(|_| rng.random_range(-bound..bound)).collect();
                 let a = Var::from_tensor(&Tensor::from_vec(a, (spec.rank, inp), device)?)?;

@@ -2,8 +2,8 @@
 
 use super::checkpoint;
 use super::lora::{LoraVars, TrainingBranch};
-use super::vit::{Backbone, NoBranch, Numerics};
 use super::VitConfig;
+use super::{Backbone, NoBranch, Numerics};
 use crate::adapter::{LoraSpec, ModuleKey, TargetModule};
 use crate::util::rng_for;
 use candle_core::{Device, Tensor};
@@ -36,7 +36,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 fn lora_with_nonzero_b(bb: &Backbone, spec: &LoraSpec) -> LoraVars {
     let mut rng = rng_for(3, "init");
     let blocks: Vec<usize> = (0..bb.num_blocks()).collect();
-    let lora = LoraVars::init(spec, &bb.config, &blocks, &mut rng, &Device::Cpu).unwrap();
+    let lora = LoraVars::init(spec, bb, &blocks, &mut rng, &Device::Cpu).unwrap();
     for (_, b) in lora.vars.values() {
         let t = b.as_tensor();
         let fill = Tensor::ones(t.dims(), t.dtype(), t.device()).unwrap().affine(0.05, 0.0).unwrap();

@@ -7,30 +7,18 @@
 //! gradients, see `rust-ecosystem.md` §0.1), `Numerics::Fused` uses the fused
 //! kernels for evaluation where no gradient is needed.
 
+use super::branch::Branch;
+use super::checkpoint::HfTensors;
 use super::config::VitConfig;
-use crate::adapter::{ModuleKey, TargetModule};
+use super::encoder::{
+    adapted_linear, apply_delta, attention, layer_norm, missing_block, module_index, Backbone, Encoder, InputKind,
+    LinearWeights, Numerics,
+};
+use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
 use anyhow::Result;
 use candle_core::{DType, Device, IndexOp, Tensor};
-use std::collections::BTreeMap;
-
-/// Which softmax / layer-norm kernels a forward pass uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Numerics {
-    /// Composite, differentiable ops (training).
-    Differentiable,
-    /// candle's fused kernels (evaluation only: they have no backward).
-    Fused,
-}
-
-/// A frozen linear layer: `y = x · Wᵀ + b`.
-#[derive(Clone, Debug)]
-pub struct LinearWeights {
-    /// Weight `[out, in]`.
-    pub weight: Tensor,
-    /// Bias `[out]`.
-    pub bias: Option<Tensor>,
-}
+use std::collections::{BTreeMap, HashMap};
 
 /// Weights of one transformer block.
 #[derive(Clone, Debug)]
@@ -39,7 +27,7 @@ pub struct BlockWeights {
     pub ln_before: (Tensor, Tensor),
     /// `layernorm_after` weight and bias.
     pub ln_after: (Tensor, Tensor),
-    /// The six linear layers, indexed by `TargetModule as usize` order of `TargetModule::ALL`.
+    /// The six linear layers, in `TargetModule::ALL` order.
     pub linears: Vec<LinearWeights>,
 }
 
@@ -50,30 +38,9 @@ impl BlockWeights {
     }
 }
 
-/// Position of a module in `TargetModule::ALL`.
-pub fn module_index(module: TargetModule) -> usize {
-    TargetModule::ALL.iter().position(|m| *m == module).expect("module in ALL")
-}
-
-/// Supplies the LoRA branch output of a module for a flattened input `[rows, in]`.
-/// Returning `None` means no branch (the frozen output alone).
-pub trait Branch {
-    /// The branch output `s·B·A·dropout(x)` as `[rows, out]`, or `None`.
-    fn output(&self, key: ModuleKey, x2d: &Tensor) -> Result<Option<Tensor>>;
-}
-
-/// No adapter at all: the frozen backbone (or weights that already hold merged deltas).
-pub struct NoBranch;
-
-impl Branch for NoBranch {
-    fn output(&self, _key: ModuleKey, _x2d: &Tensor) -> Result<Option<Tensor>> {
-        Ok(None)
-    }
-}
-
 /// The ViT backbone's weights (frozen) and architecture.
 #[derive(Clone, Debug)]
-pub struct Backbone {
+pub struct Vit {
     /// Architecture.
     pub config: VitConfig,
     /// `embeddings.cls_token` `[1, 1, D]`.
@@ -90,19 +57,29 @@ pub struct Backbone {
     pub final_ln: (Tensor, Tensor),
 }
 
-impl Backbone {
-    /// The device the weights live on.
-    pub fn device(&self) -> &Device {
+impl Encoder for Vit {
+    fn model_type(&self) -> &'static str {
+        "vit"
+    }
+
+    fn device(&self) -> &Device {
         self.cls_token.device()
     }
 
-    /// Number of transformer blocks.
-    pub fn num_blocks(&self) -> usize {
+    fn num_blocks(&self) -> usize {
         self.blocks.len()
     }
 
+    fn module_shape(&self, module: TargetModule) -> (usize, usize) {
+        module_shape(&self.config, module)
+    }
+
+    fn input_kind(&self) -> InputKind {
+        InputKind::Image { size: self.config.image_size, channels: self.config.num_channels }
+    }
+
     /// Patch + position embedding of images `[B, C, H, W]` → hidden states `[B, T, D]`.
-    pub fn embed(&self, images: &Tensor) -> Result<Tensor> {
+    fn embed(&self, images: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let (b, ch, h, w) = images.dims4()?;
         let p = c.patch_size;
@@ -123,117 +100,113 @@ impl Backbone {
         Ok(x.broadcast_add(&self.position_embeddings)?)
     }
 
-    fn layer_norm(&self, x: &Tensor, ln: &(Tensor, Tensor), numerics: Numerics) -> Result<Tensor> {
-        let eps = self.config.layer_norm_eps as f32;
-        Ok(match numerics {
-            Numerics::Differentiable => candle_nn::ops::layer_norm_slow(x, &ln.0, &ln.1, eps)?,
-            Numerics::Fused => candle_nn::ops::layer_norm(&x.contiguous()?, &ln.0, &ln.1, eps)?,
-        })
-    }
-
-    fn linear(&self, block: usize, module: TargetModule, x: &Tensor, branch: &dyn Branch) -> Result<Tensor> {
-        let lw = self.blocks[block].linear(module);
-        let dims = x.dims().to_vec();
-        let rows: usize = dims[..dims.len() - 1].iter().product();
-        let x2d = x.reshape((rows, dims[dims.len() - 1]))?;
-        let mut y = super::ops::linear_2d(&x2d, &lw.weight, lw.bias.as_ref())?;
-        if let Some(extra) = branch.output(ModuleKey { block, module }, &x2d)? {
-            y = (y + extra)?;
-        }
-        let mut out_dims = dims;
-        let last = out_dims.len() - 1;
-        out_dims[last] = lw.weight.dim(0)?;
-        Ok(y.reshape(out_dims)?)
-    }
-
-    /// One transformer block: `h = x + attn(ln(x)); out = h + mlp(ln(h))`.
-    pub fn block(&self, index: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
+    /// One pre-LN transformer block: `h = x + attn(ln(x)); out = h + mlp(ln(h))`.
+    fn block(&self, index: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
         let c = &self.config;
         let bw = &self.blocks[index];
-        let (b, t, d) = x.dims3()?;
-        let (heads, hd) = (c.num_attention_heads, c.head_dim());
-        let normed = self.layer_norm(x, &bw.ln_before, numerics)?;
-        let split = |y: Tensor| -> Result<Tensor> { Ok(y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?) };
-        let q = split(self.linear(index, TargetModule::Query, &normed, branch)?)?;
-        let k = split(self.linear(index, TargetModule::Key, &normed, branch)?)?;
-        let v = split(self.linear(index, TargetModule::Value, &normed, branch)?)?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let probs = match numerics {
-            Numerics::Differentiable => super::ops::softmax_last_dim(&scores)?,
-            Numerics::Fused => candle_nn::ops::softmax_last_dim(&scores)?,
-        };
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        let attn = self.linear(index, TargetModule::Output, &ctx, branch)?;
-        let h = (x + attn)?;
-        let normed = self.layer_norm(&h, &bw.ln_after, numerics)?;
-        let mid = super::ops::gelu_erf(&self.linear(index, TargetModule::Fc1, &normed, branch)?)?;
-        let out = self.linear(index, TargetModule::Fc2, &mid, branch)?;
-        Ok((h + out)?)
+        let lin = |m: TargetModule, x: &Tensor| adapted_linear(bw.linear(m), index, m, x, branch);
+        let normed = layer_norm(x, &bw.ln_before, c.layer_norm_eps, numerics)?;
+        let (q, k, v) =
+            (lin(TargetModule::Query, &normed)?, lin(TargetModule::Key, &normed)?, lin(TargetModule::Value, &normed)?);
+        let ctx = attention(q, k, v, c.num_attention_heads, None, numerics)?;
+        let h = (x + lin(TargetModule::Output, &ctx)?)?;
+        let normed = layer_norm(&h, &bw.ln_after, c.layer_norm_eps, numerics)?;
+        let mid = super::ops::gelu_erf(&lin(TargetModule::Fc1, &normed)?)?;
+        Ok((h + lin(TargetModule::Fc2, &mid)?)?)
     }
 
-    /// Runs blocks `start..` on hidden states that entered block `start`, and returns the
-    /// final-layer-normed CLS feature `[B, D]` (what `ViTModel`'s `last_hidden_state[:, 0]` holds).
-    pub fn forward_from(&self, start: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
-        let mut h = x.clone();
-        for i in start..self.num_blocks() {
-            h = self.block(i, &h, branch, numerics)?;
-        }
-        self.cls_feature(&h, numerics)
-    }
-
-    /// Final layer norm of the CLS token of encoder output `[B, T, D]` → `[B, D]`.
-    pub fn cls_feature(&self, encoded: &Tensor, numerics: Numerics) -> Result<Tensor> {
+    /// Final layer norm of the CLS token of encoder output `[B, T, D]` → `[B, D]` (what
+    /// `ViTModel`'s `last_hidden_state[:, 0]` holds).
+    fn pool(&self, encoded: &Tensor, numerics: Numerics) -> Result<Tensor> {
         let cls = encoded.i((.., 0, ..))?.contiguous()?;
-        self.layer_norm(&cls, &self.final_ln, numerics)
+        layer_norm(&cls, &self.final_ln, self.config.layer_norm_eps, numerics)
     }
 
-    /// Full forward of images to CLS features.
-    pub fn features(&self, images: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
-        let x = self.embed(images)?;
-        self.forward_from(0, &x, branch, numerics)
-    }
-
-    /// A copy whose linear weights hold `W + ΔW` for every module in `deltas`
-    /// (merged LoRA: evaluation then costs exactly the frozen model).
-    pub fn with_deltas(&self, deltas: &BTreeMap<ModuleKey, Matrix>) -> Result<Backbone> {
+    fn with_deltas(&self, deltas: &BTreeMap<ModuleKey, Matrix>) -> Result<Backbone> {
         let mut out = self.clone();
+        let blocks = out.blocks.len();
         for (key, delta) in deltas {
-            let lw = &mut out.blocks[key.block].linears[module_index(key.module)];
-            let (o, i) = lw.weight.dims2()?;
-            if delta.shape() != (o, i) {
-                anyhow::bail!(
-                    "adapter module {key} has ΔW of shape {:?} but the backbone's weight is [{o}, {i}]: adapter and backbone do not match",
-                    delta.shape()
-                );
-            }
-            let d = Tensor::from_slice(&delta.data, (o, i), self.device())?;
-            lw.weight = (&lw.weight + d)?;
+            let block = out.blocks.get_mut(key.block).ok_or_else(|| missing_block(key, blocks))?;
+            apply_delta(&mut block.linears[module_index(key.module)], key, delta, self.device())?;
         }
+        Ok(Backbone::new(out))
+    }
+
+    fn hf_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let cfg = &self.config;
+        let mut out = HashMap::new();
+        out.insert("embeddings.cls_token".to_string(), self.cls_token.clone());
+        out.insert("embeddings.position_embeddings".to_string(), self.position_embeddings.clone());
+        out.insert(
+            "embeddings.patch_embeddings.projection.weight".to_string(),
+            self.patch_weight.reshape((cfg.hidden_size, cfg.num_channels, cfg.patch_size, cfg.patch_size))?,
+        );
+        out.insert("embeddings.patch_embeddings.projection.bias".to_string(), self.patch_bias.clone());
+        for (i, b) in self.blocks.iter().enumerate() {
+            let pre = format!("encoder.layer.{i}");
+            for module in TargetModule::ALL {
+                let lw = b.linear(module);
+                out.insert(format!("{pre}.{}.weight", module.hf_prefix()), lw.weight.clone());
+                if let Some(bias) = &lw.bias {
+                    out.insert(format!("{pre}.{}.bias", module.hf_prefix()), bias.clone());
+                }
+            }
+            out.insert(format!("{pre}.layernorm_before.weight"), b.ln_before.0.clone());
+            out.insert(format!("{pre}.layernorm_before.bias"), b.ln_before.1.clone());
+            out.insert(format!("{pre}.layernorm_after.weight"), b.ln_after.0.clone());
+            out.insert(format!("{pre}.layernorm_after.bias"), b.ln_after.1.clone());
+        }
+        out.insert("layernorm.weight".to_string(), self.final_ln.0.clone());
+        out.insert("layernorm.bias".to_string(), self.final_ln.1.clone());
         Ok(out)
     }
 
-    /// The frozen hidden state entering every block, and the encoder output, for `images`
-    /// (`num_blocks + 1` tensors of `[N, T, D]`), computed in batches of `batch`.
-    pub fn frozen_block_inputs(&self, images: &Tensor, batch: usize) -> Result<Vec<Tensor>> {
-        let n = images.dim(0)?;
-        let mut per_block: Vec<Vec<Tensor>> = vec![Vec::new(); self.num_blocks() + 1];
-        let mut start = 0;
-        while start < n {
-            let len = batch.min(n - start);
-            let mut h = self.embed(&images.narrow(0, start, len)?)?;
-            per_block[0].push(h.clone());
-            for i in 0..self.num_blocks() {
-                h = self.block(i, &h, &NoBranch, Numerics::Fused)?;
-                per_block[i + 1].push(h.clone());
+    fn hf_config_json(&self) -> String {
+        self.config.to_hf_json()
+    }
+
+    fn peft_layout(&self) -> PeftLayout {
+        PeftLayout::Vit
+    }
+}
+
+impl Vit {
+    /// Reads `ViTModel` (or `ViTForImageClassification`, prefix `vit.`) weights.
+    pub fn from_hf_tensors(config: &VitConfig, tensors: HashMap<String, Tensor>, origin: &str) -> Result<Vit> {
+        let mut w = HfTensors::new(tensors, origin, "ViTModel");
+        w.strip_prefix_if_missing("vit.", "embeddings.cls_token");
+        let d = config.hidden_size;
+        let (c, p) = (config.num_channels, config.patch_size);
+        let cls_token = w.take("embeddings.cls_token", &[1, 1, d])?;
+        let position_embeddings = w.take("embeddings.position_embeddings", &[1, config.num_tokens(), d])?;
+        let patch_weight =
+            w.take("embeddings.patch_embeddings.projection.weight", &[d, c, p, p])?.reshape((d, c * p * p))?;
+        let patch_bias = w.take("embeddings.patch_embeddings.projection.bias", &[d])?;
+        let mut blocks = Vec::new();
+        for i in 0..config.num_hidden_layers {
+            let pre = format!("encoder.layer.{i}");
+            let mut linears = Vec::new();
+            for module in TargetModule::ALL {
+                let has_bias =
+                    config.qkv_bias || !matches!(module, TargetModule::Query | TargetModule::Key | TargetModule::Value);
+                linears.push(w.linear(
+                    &format!("{pre}.{}", module.hf_prefix()),
+                    module_shape(config, module),
+                    has_bias,
+                )?);
             }
-            start += len;
+            let ln_before = w.layer_norm(&format!("{pre}.layernorm_before"), d)?;
+            let ln_after = w.layer_norm(&format!("{pre}.layernorm_after"), d)?;
+            blocks.push(BlockWeights { ln_before, ln_after, linears });
         }
-        per_block.into_iter().map(|parts| Ok(Tensor::cat(&parts, 0)?)).collect()
+        let final_ln = w.layer_norm("layernorm", d)?;
+        w.refuse_extra_blocks("encoder.layer.")?;
+        Ok(Vit { config: config.clone(), cls_token, position_embeddings, patch_weight, patch_bias, blocks, final_ln })
     }
 
     /// Random initialisation (truncated-normal-like, std 0.02, as `ViTModel._init_weights`),
     /// used by `pretrain`. Deterministic in `seed`.
-    pub fn init_random(config: &VitConfig, seed: u64, device: &Device) -> Result<Backbone> {
+    pub fn init_random(config: &VitConfig, seed: u64, device: &Device) -> Result<Vit> {
         use rand::SeedableRng;
         use rand_distr::{Distribution, Normal};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -263,7 +236,7 @@ impl Backbone {
             blocks.push(BlockWeights { ln_before: (ones(d)?, zeros(d)?), ln_after: (ones(d)?, zeros(d)?), linears });
         }
         let _ = m;
-        Ok(Backbone {
+        Ok(Vit {
             config: config.clone(),
             cls_token: randn(&[1, 1, d])?,
             position_embeddings: randn(&[1, config.num_tokens(), d])?,
@@ -304,5 +277,12 @@ pub fn module_shape(config: &VitConfig, module: TargetModule) -> (usize, usize) 
         TargetModule::Fc1 => (m, d),
         TargetModule::Fc2 => (d, m),
         _ => (d, d),
+    }
+}
+
+impl Backbone {
+    /// A randomly initialised ViT backbone ([`Vit::init_random`]), for tests and `pretrain`.
+    pub fn init_random(config: &VitConfig, seed: u64, device: &Device) -> Result<Backbone> {
+        Ok(Backbone::new(Vit::init_random(config, seed, device)?))
     }
 }

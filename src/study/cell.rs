@@ -67,7 +67,10 @@ impl Cell {
         // What defines the cell: its work and the measurements taken (absent measures are
         // left out, so adding a measurement kind to copra-lab keeps existing ids).
         let measures = serde_json::to_string(&spec.measures).unwrap_or_default();
-        let what = format!("{kind:?}|{measures}");
+        // `TrainConfig::max_length` came after the first ids; at its default it is left out,
+        // so image cells keep the ids of the committed reports.
+        let default_length = format!(", max_length: {}", crate::train::config::DEFAULT_MAX_LENGTH);
+        let what = format!("{kind:?}|{measures}").replace(&default_length, "");
         let hash = &crate::util::hash_str(&what)[..10];
         let x_part = if x.is_nan() { String::new() } else { format!("-{}{x}", spec.sweep.key.replace('.', "_")) };
         // The readable part may be shortened; the hash always survives, so ids stay unique.

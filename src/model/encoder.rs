@@ -1,0 +1,260 @@
+//! The backbone interface: what the trainer, the evaluator, the layer game,
+//! connectivity, merging and pruning see of a frozen transformer.
+//!
+//! An [`Encoder`] turns a batch of inputs (images or token ids, one row per example)
+//! into the hidden state entering block 0, runs any block on the hidden state that
+//! entered it, and pools the encoder output into one feature row per example. Hidden
+//! states are `[N, …]` tensors whose first dimension is the example, so every consumer
+//! can slice, select and concatenate rows without knowing the architecture (the BERT
+//! encoder carries its padding mask inside its hidden state for this reason).
+//!
+//! [`Backbone`] is the shared, cheaply cloned handle every command holds. A new
+//! architecture is one file implementing [`Encoder`] plus one arm in
+//! `checkpoint::load_dir`.
+
+use super::branch::{Branch, NoBranch};
+use crate::adapter::{fit::ModuleShapes, ModuleKey, PeftLayout, TargetModule};
+use crate::linalg::Matrix;
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Which softmax / layer-norm kernels a forward pass uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Numerics {
+    /// Composite, differentiable ops (training).
+    Differentiable,
+    /// candle's fused kernels (evaluation only: they have no backward).
+    Fused,
+}
+
+/// What an encoder reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    /// Square images `[N, C, H, W]`, normalised to `[−1, 1]`.
+    Image {
+        /// Side length in pixels.
+        size: usize,
+        /// Channels (1 or 3).
+        channels: usize,
+    },
+    /// Token-id rows `[N, L]` (ids as exact `f32` integers, 0 = padding after the text).
+    Text {
+        /// The most tokens a sequence may have (position-embedding table size).
+        max_positions: usize,
+    },
+}
+
+/// A frozen transformer encoder that LoRA branches can be added to and whose forward
+/// pass can start at any block.
+pub trait Encoder: Send + Sync + std::fmt::Debug {
+    /// The Hugging Face `model_type` (`vit`, `bert`).
+    fn model_type(&self) -> &'static str;
+    /// The device the weights live on.
+    fn device(&self) -> &Device;
+    /// Number of transformer blocks.
+    fn num_blocks(&self) -> usize;
+    /// `(out, in)` of a module's weight.
+    fn module_shape(&self, module: TargetModule) -> (usize, usize);
+    /// What the encoder reads.
+    fn input_kind(&self) -> InputKind;
+    /// Inputs (one row per example) → hidden state entering block 0.
+    fn embed(&self, inputs: &Tensor) -> Result<Tensor>;
+    /// Block `index` on the hidden state that entered it, with `branch`'s LoRA outputs added.
+    fn block(&self, index: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor>;
+    /// Encoder output (the hidden state after the last block) → features `[N, D]`.
+    fn pool(&self, encoded: &Tensor, numerics: Numerics) -> Result<Tensor>;
+    /// Drops what a batch does not need before its blocks run (the BERT encoder cuts the
+    /// padding columns every row of the batch has); the identity by default.
+    fn trim_batch(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+    /// A copy whose linear weights hold `W + ΔW` for every module in `deltas`.
+    fn with_deltas(&self, deltas: &BTreeMap<ModuleKey, Matrix>) -> Result<Backbone>;
+    /// Every weight under its Hugging Face name (as `save_pretrained` writes them).
+    fn hf_tensors(&self) -> Result<HashMap<String, Tensor>>;
+    /// The `config.json` text that transformers' `from_pretrained` accepts.
+    fn hf_config_json(&self) -> String;
+    /// How PEFT names this architecture's adapted modules.
+    fn peft_layout(&self) -> PeftLayout;
+    /// Extra files of a saved checkpoint beyond `config.json` and `model.safetensors`
+    /// (relative path, contents), such as the tokenizer and the pooling config.
+    fn extra_files(&self) -> Vec<(String, Vec<u8>)> {
+        Vec::new()
+    }
+    /// The `tokenizer.json` that turns task texts into this encoder's token ids (text encoders).
+    fn tokenizer(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+}
+
+/// A shared handle to a frozen backbone of any architecture.
+#[derive(Clone, Debug)]
+pub struct Backbone {
+    inner: Arc<dyn Encoder>,
+}
+
+impl std::ops::Deref for Backbone {
+    type Target = dyn Encoder;
+    fn deref(&self) -> &Self::Target {
+        &*self.inner
+    }
+}
+
+impl Backbone {
+    /// Wraps an encoder.
+    pub fn new(encoder: impl Encoder + 'static) -> Backbone {
+        Backbone { inner: Arc::new(encoder) }
+    }
+
+    /// Runs blocks `start..` on hidden states that entered block `start`, and returns the
+    /// pooled features `[B, D]`.
+    pub fn forward_from(&self, start: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
+        let mut h = self.trim_batch(x)?;
+        for i in start..self.num_blocks() {
+            h = self.block(i, &h, branch, numerics)?;
+        }
+        self.pool(&h, numerics)
+    }
+
+    /// Pooled features of an encoder output (alias of [`Encoder::pool`]).
+    pub fn cls_feature(&self, encoded: &Tensor, numerics: Numerics) -> Result<Tensor> {
+        self.pool(encoded, numerics)
+    }
+
+    /// Full forward of inputs to features.
+    pub fn features(&self, inputs: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
+        let x = self.embed(inputs)?;
+        self.forward_from(0, &x, branch, numerics)
+    }
+
+    /// The frozen hidden state entering every block, and the encoder output, for `inputs`
+    /// (`num_blocks + 1` tensors with one row per example), computed in batches of `batch`.
+    pub fn frozen_block_inputs(&self, inputs: &Tensor, batch: usize) -> Result<Vec<Tensor>> {
+        let n = inputs.dim(0)?;
+        let mut per_block: Vec<Vec<Tensor>> = vec![Vec::new(); self.num_blocks() + 1];
+        let mut start = 0;
+        while start < n {
+            let len = batch.max(1).min(n - start);
+            let mut h = self.embed(&inputs.narrow(0, start, len)?)?;
+            per_block[0].push(h.clone());
+            for i in 0..self.num_blocks() {
+                h = self.block(i, &h, &NoBranch, Numerics::Fused)?;
+                per_block[i + 1].push(h.clone());
+            }
+            start += len;
+        }
+        per_block.into_iter().map(|parts| Ok(Tensor::cat(&parts, 0)?)).collect()
+    }
+
+    /// The architecture's name as `config.json` spells it.
+    pub fn kind(&self) -> &'static str {
+        self.model_type()
+    }
+}
+
+impl ModuleShapes for Backbone {
+    fn num_blocks(&self) -> usize {
+        self.inner.num_blocks()
+    }
+    fn module_shape(&self, module: TargetModule) -> (usize, usize) {
+        self.inner.module_shape(module)
+    }
+}
+
+/// A frozen linear layer: `y = x · Wᵀ + b`.
+#[derive(Clone, Debug)]
+pub struct LinearWeights {
+    /// Weight `[out, in]`.
+    pub weight: Tensor,
+    /// Bias `[out]`.
+    pub bias: Option<Tensor>,
+}
+
+/// Position of a module in `TargetModule::ALL`.
+pub fn module_index(module: TargetModule) -> usize {
+    TargetModule::ALL.iter().position(|m| *m == module).expect("module in ALL")
+}
+
+/// `x · Wᵀ + b` of block `block`'s `module` on `x` `[…, in]`, plus `branch`'s LoRA output.
+pub fn adapted_linear(
+    lw: &LinearWeights,
+    block: usize,
+    module: TargetModule,
+    x: &Tensor,
+    branch: &dyn Branch,
+) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let x2d = x.reshape((rows, dims[dims.len() - 1]))?;
+    let mut y = super::ops::linear_2d(&x2d, &lw.weight, lw.bias.as_ref())?;
+    if let Some(extra) = branch.output(ModuleKey { block, module }, &x2d)? {
+        y = (y + extra)?;
+    }
+    let mut out_dims = dims;
+    let last = out_dims.len() - 1;
+    out_dims[last] = lw.weight.dim(0)?;
+    Ok(y.reshape(out_dims)?)
+}
+
+/// Layer norm over the last dimension with the kernels `numerics` names.
+pub fn layer_norm(x: &Tensor, ln: &(Tensor, Tensor), eps: f64, numerics: Numerics) -> Result<Tensor> {
+    Ok(match numerics {
+        Numerics::Differentiable => candle_nn::ops::layer_norm_slow(x, &ln.0, &ln.1, eps as f32)?,
+        Numerics::Fused => candle_nn::ops::layer_norm(&x.contiguous()?, &ln.0, &ln.1, eps as f32)?,
+    })
+}
+
+/// Softmax over the last dimension with the kernels `numerics` names.
+pub fn softmax(x: &Tensor, numerics: Numerics) -> Result<Tensor> {
+    match numerics {
+        Numerics::Differentiable => super::ops::softmax_last_dim(x),
+        Numerics::Fused => Ok(candle_nn::ops::softmax_last_dim(x)?),
+    }
+}
+
+/// Multi-head scaled dot-product attention context `[B, T, D]` of projected `q`, `k`, `v`
+/// `[B, T, D]`; `bias` (broadcast to `[B, heads, T, T]`) is added to the scores (the
+/// padding mask), `None` attends everywhere.
+pub fn attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    heads: usize,
+    bias: Option<&Tensor>,
+    numerics: Numerics,
+) -> Result<Tensor> {
+    let (b, t, d) = q.dims3()?;
+    let hd = d / heads;
+    let split = |y: Tensor| -> Result<Tensor> { Ok(y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?) };
+    let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+    let mut scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+    if let Some(bias) = bias {
+        scores = scores.broadcast_add(bias)?;
+    }
+    let probs = softmax(&scores, numerics)?;
+    Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?)
+}
+
+/// Adds ΔW to `lw`'s weight (the module `key`), checking the shape.
+pub fn apply_delta(lw: &mut LinearWeights, key: &ModuleKey, delta: &Matrix, device: &Device) -> Result<()> {
+    let (o, i) = lw.weight.dims2()?;
+    if delta.shape() != (o, i) {
+        anyhow::bail!(
+            "adapter module {key} has ΔW of shape {:?} but the backbone's weight is [{o}, {i}]: adapter and backbone do not match",
+            delta.shape()
+        );
+    }
+    let d = Tensor::from_slice(&delta.data, (o, i), device)?;
+    lw.weight = (&lw.weight + d)?;
+    Ok(())
+}
+
+/// The error for an adapter module whose block the backbone does not have.
+pub fn missing_block(key: &ModuleKey, blocks: usize) -> anyhow::Error {
+    anyhow::anyhow!(
+        "adapter module {key} is for block {} but the backbone has {blocks} blocks: adapter and backbone do not match",
+        key.block
+    )
+}

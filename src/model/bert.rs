@@ -14,8 +14,8 @@ use super::bert_config::{BertConfig, Pooling};
 use super::branch::Branch;
 use super::checkpoint::HfTensors;
 use super::encoder::{
-    adapted_linear, apply_delta, attention, layer_norm, missing_block, module_index, Backbone, Encoder, InputKind,
-    LinearWeights, Numerics,
+    adapted_linear, add_deltas, attention, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder,
+    InputKind, LinearWeights, Numerics,
 };
 use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
@@ -96,7 +96,7 @@ impl Bert {
             let pre = format!("encoder.layer.{i}");
             let linears = TargetModule::ALL
                 .into_iter()
-                .map(|module| w.linear(&format!("{pre}.{}", module.bert_path()), shape(d, m, module), true))
+                .map(|module| w.linear(&format!("{pre}.{}", module.bert_path()), linear_shape(d, m, module), true))
                 .collect::<Result<Vec<_>>>()?;
             let ln_attention = w.layer_norm(&format!("{pre}.attention.output.LayerNorm"), d)?;
             let ln_output = w.layer_norm(&format!("{pre}.output.LayerNorm"), d)?;
@@ -133,7 +133,7 @@ impl Bert {
         for _ in 0..config.num_hidden_layers {
             let mut linears = Vec::new();
             for module in TargetModule::ALL {
-                let (o, i) = shape(d, m, module);
+                let (o, i) = linear_shape(d, m, module);
                 linears.push(LinearWeights { weight: randn(&[o, i], 1.0, 0.0)?, bias: Some(randn(&[o], 1.0, 0.0)?) });
             }
             let ln_attention = (randn(&[d], 5.0, 1.0)?, randn(&[d], 5.0, 0.0)?);
@@ -164,15 +164,6 @@ impl Bert {
     }
 }
 
-/// `(out, in)` of a module in a block of width `d` and MLP width `m`.
-fn shape(d: usize, m: usize, module: TargetModule) -> (usize, usize) {
-    match module {
-        TargetModule::Fc1 => (m, d),
-        TargetModule::Fc2 => (d, m),
-        _ => (d, d),
-    }
-}
-
 /// The largest number of leading non-padding entries of any row of `mask` `[B, T]`
 /// (masks are 1 on the text, 0 on the trailing padding).
 fn longest_row(mask: &Tensor) -> Result<usize> {
@@ -194,7 +185,7 @@ impl Encoder for Bert {
     }
 
     fn module_shape(&self, module: TargetModule) -> (usize, usize) {
-        shape(self.config.hidden_size, self.config.intermediate_size, module)
+        linear_shape(self.config.hidden_size, self.config.intermediate_size, module)
     }
 
     fn input_kind(&self) -> InputKind {
@@ -268,11 +259,7 @@ impl Encoder for Bert {
 
     fn with_deltas(&self, deltas: &BTreeMap<ModuleKey, Matrix>) -> Result<Backbone> {
         let mut out = self.clone();
-        let blocks = out.blocks.len();
-        for (key, delta) in deltas {
-            let block = out.blocks.get_mut(key.block).ok_or_else(|| missing_block(key, blocks))?;
-            apply_delta(&mut block.linears[module_index(key.module)], key, delta, self.device())?;
-        }
+        add_deltas(&mut out.blocks, deltas, self.device())?;
         Ok(Backbone::new(out))
     }
 
@@ -322,5 +309,11 @@ impl Encoder for Bert {
 
     fn tokenizer(&self) -> Option<PathBuf> {
         self.source.as_ref().map(|dir| dir.join("tokenizer.json")).filter(|p| p.is_file())
+    }
+}
+
+impl BlockLinears for BertBlock {
+    fn linears_mut(&mut self) -> &mut [LinearWeights] {
+        &mut self.linears
     }
 }

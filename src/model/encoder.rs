@@ -251,6 +251,35 @@ pub fn apply_delta(lw: &mut LinearWeights, key: &ModuleKey, delta: &Matrix, devi
     Ok(())
 }
 
+/// A block's linear layers, in `TargetModule::ALL` order (for [`add_deltas`]).
+pub trait BlockLinears {
+    /// The linear layers, mutable.
+    fn linears_mut(&mut self) -> &mut [LinearWeights];
+}
+
+/// Adds ΔW to the weight of every module in `deltas`, checking blocks and shapes.
+pub fn add_deltas<B: BlockLinears>(
+    blocks: &mut [B],
+    deltas: &BTreeMap<ModuleKey, Matrix>,
+    device: &Device,
+) -> Result<()> {
+    let n = blocks.len();
+    for (key, delta) in deltas {
+        let block = blocks.get_mut(key.block).ok_or_else(|| missing_block(key, n))?;
+        apply_delta(&mut block.linears_mut()[module_index(key.module)], key, delta, device)?;
+    }
+    Ok(())
+}
+
+/// `(out, in)` of a module in a block of width `d` and MLP width `m`.
+pub fn linear_shape(d: usize, m: usize, module: TargetModule) -> (usize, usize) {
+    match module {
+        TargetModule::Fc1 => (m, d),
+        TargetModule::Fc2 => (d, m),
+        _ => (d, d),
+    }
+}
+
 /// The error for an adapter module whose block the backbone does not have.
 pub fn missing_block(key: &ModuleKey, blocks: usize) -> anyhow::Error {
     anyhow::anyhow!(

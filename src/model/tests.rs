@@ -69,6 +69,15 @@ fn every_active_lora_factor_gets_a_nonzero_gradient() {
     let feats = bb.features(&images(4, &cfg, 5), &branch, Numerics::Differentiable).unwrap();
     let loss = feats.sqr().unwrap().sum_all().unwrap();
     let grads = loss.backward().unwrap();
+    assert_only_active_factors_get_gradients(&lora, &active, &grads);
+}
+
+/// Every factor of an active module has a non-zero gradient; inactive modules have none.
+pub(super) fn assert_only_active_factors_get_gradients(
+    lora: &LoraVars,
+    active: &BTreeSet<ModuleKey>,
+    grads: &candle_core::backprop::GradStore,
+) {
     for (key, (a, b)) in &lora.vars {
         for (name, v) in [("A", a), ("B", b)] {
             let g = grads.get(v.as_tensor());

@@ -11,8 +11,8 @@ use super::branch::Branch;
 use super::checkpoint::HfTensors;
 use super::config::VitConfig;
 use super::encoder::{
-    adapted_linear, apply_delta, attention, layer_norm, missing_block, module_index, Backbone, Encoder, InputKind,
-    LinearWeights, Numerics,
+    adapted_linear, add_deltas, attention, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder,
+    InputKind, LinearWeights, Numerics,
 };
 use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
@@ -124,11 +124,7 @@ impl Encoder for Vit {
 
     fn with_deltas(&self, deltas: &BTreeMap<ModuleKey, Matrix>) -> Result<Backbone> {
         let mut out = self.clone();
-        let blocks = out.blocks.len();
-        for (key, delta) in deltas {
-            let block = out.blocks.get_mut(key.block).ok_or_else(|| missing_block(key, blocks))?;
-            apply_delta(&mut block.linears[module_index(key.module)], key, delta, self.device())?;
-        }
+        add_deltas(&mut out.blocks, deltas, self.device())?;
         Ok(Backbone::new(out))
     }
 
@@ -271,18 +267,18 @@ impl Vit {
 
 /// `[out, in]` of a module's weight under `config`.
 pub fn module_shape(config: &VitConfig, module: TargetModule) -> (usize, usize) {
-    let d = config.hidden_size;
-    let m = config.intermediate_size;
-    match module {
-        TargetModule::Fc1 => (m, d),
-        TargetModule::Fc2 => (d, m),
-        _ => (d, d),
-    }
+    linear_shape(config.hidden_size, config.intermediate_size, module)
 }
 
 impl Backbone {
     /// A randomly initialised ViT backbone ([`Vit::init_random`]), for tests and `pretrain`.
     pub fn init_random(config: &VitConfig, seed: u64, device: &Device) -> Result<Backbone> {
         Ok(Backbone::new(Vit::init_random(config, seed, device)?))
+    }
+}
+
+impl BlockLinears for BlockWeights {
+    fn linears_mut(&mut self) -> &mut [LinearWeights] {
+        &mut self.linears
     }
 }

@@ -30,7 +30,7 @@ done
 minilm="$HOME/.cache/copra-lab/assets/all-MiniLM-L6-v2"
 if [ -d "$minilm" ]; then
   "$bin" --backbone "$minilm" analyze analyses/minilm.toml
-  # Over 50 min on one thread with the default 21 points; 5 and 3 points cut it about fourfold.
+  # Slow on two cores: unfinished after 53 min (one thread, 21 points) and 12 min (two threads, 5 and 3 points).
   "$bin" --backbone "$minilm" connectivity --config analyses/minilm-run.toml --seeds 1,2 --alphas 5 --layer-alphas 3 \
     --out reports/minilm-connectivity
   "$bin" --backbone "$minilm" shapley --config analyses/minilm-run.toml --estimators permutation,stratified-cv \

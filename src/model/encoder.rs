@@ -147,11 +147,6 @@ impl Backbone {
         }
         per_block.into_iter().map(|parts| Ok(Tensor::cat(&parts, 0)?)).collect()
     }
-
-    /// The architecture's name as `config.json` spells it.
-    pub fn kind(&self) -> &'static str {
-        self.model_type()
-    }
 }
 
 impl ModuleShapes for Backbone {

@@ -18,20 +18,38 @@ features frozen and adapted [N, D], and pooling.txt (`mean`: mean over the atten
 `cls`: position 0); token_type_ids are 0. The backbone is read with BertModel, the adapter with
 PEFT, with the same tolerance. OUT_DIR then gets bert-tiny/, the random BERT, PEFT adapter and
 PyTorch outputs that analyses/bert_fixture.py writes (committed in tests/fixtures/bert-tiny).
+
+CLIP: when model_type is "clip", backbone/ is a CLIPModel folder (config.json, model.safetensors,
+tokenizer.json), adapter/ a PEFT adapter on it, and fixture.safetensors holds `images` [N, 3, H, W]
+in [-1, 1], `input_ids` [K, L] (int64 or float; rows padded after the first eos with the pad id)
+and our projected, unnormalised features frozen_image_embeds, adapted_image_embeds [N, P],
+frozen_text_embeds, adapted_text_embeds [K, P] (and, if present, frozen_/adapted_logits_per_image
+[N, K]). The images are normalised as CLIP's processor does with [0, 1] images,
+pixel_values[c] = ((images[c] + 1) / 2 - mean[c]) / std[c]; attention_mask is 1 up to and including
+the first eos of each row, 0 after. The backbone is read with CLIPModel (failing on missing or
+unexpected weights), the adapter with PEFT (failing on missing or unexpected adapter keys), with
+the same tolerance. OUT_DIR then gets clip-tiny/, the tiny CLIP tokenizer, random CLIPModel, PEFT
+adapters and PyTorch outputs that analyses/clip_fixture.py writes (committed in
+tests/fixtures/clip-tiny).
 """
 
 import json
 import os
 import sys
+import warnings
 
 import peft
 import torch
 import transformers
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import BertModel, ViTConfig, ViTModel
+from transformers import BertModel, CLIPModel, ViTConfig, ViTModel
 
 TOLERANCE = 1e-4
+# CLIP's image normalisation (the processor's image_mean and image_std).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def cls(model, images):
@@ -78,12 +96,114 @@ def check_bert(fixture, out):
     return 0 if ok else 1
 
 
+def clip_pixels(images):
+    """[-1, 1] images to CLIP's pixel_values: as CLIP's processor normalises [0, 1] images."""
+    mean = torch.tensor(CLIP_MEAN, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=images.dtype).view(1, 3, 1, 1)
+    return ((images + 1) / 2 - mean) / std
+
+
+def clip_mask(ids, eos_id):
+    """1 up to and including the first eos of each row, 0 after (every row must hold an eos)."""
+    is_eos = ids == eos_id
+    if not is_eos.any(dim=1).all():
+        sys.exit(f"a row of input_ids has no eos id {eos_id}: {ids.tolist()}")
+    first = is_eos.int().argmax(dim=1, keepdim=True)
+    return (torch.arange(ids.shape[1]).unsqueeze(0) <= first).long()
+
+
+def clip_outputs(model, pixel_values, ids, mask):
+    """Projected, unnormalised image and text features and logits_per_image (no grad). In
+    transformers 5 get_*_features return a BaseModelOutputWithPooling with them in pooler_output."""
+    def features(result):
+        return result if isinstance(result, torch.Tensor) else result.pooler_output
+
+    with torch.no_grad():
+        image = features(model.get_image_features(pixel_values=pixel_values))
+        text = features(model.get_text_features(input_ids=ids, attention_mask=mask))
+        logits = model(input_ids=ids, attention_mask=mask, pixel_values=pixel_values).logits_per_image
+    return {"image_embeds": image, "text_embeds": text, "logits_per_image": logits}
+
+
+def check_clip(fixture, out):
+    """Our CLIP backbone and adapter, read by transformers and PEFT; then the clip-tiny files for our reader."""
+    ours = load_file(f"{fixture}/fixture.safetensors")
+    images = ours["images"].float()
+    ids = ours["input_ids"]
+    ids = ids.round().long() if ids.is_floating_point() else ids.long()
+    model, info = CLIPModel.from_pretrained(f"{fixture}/backbone", output_loading_info=True)
+    model.eval()
+    bad = {k: v for k, v in info.items() if v}
+    if bad:
+        sys.exit(f"{fixture}/backbone/model.safetensors does not match CLIPModel: {bad}")
+    text_config = model.config.text_config
+    eos_id = text_config.eos_token_id
+    if eos_id == 2:
+        print("note: text_config.eos_token_id is 2, so transformers pools at input_ids.argmax(), not the first eos")
+    if os.path.exists(f"{fixture}/backbone/tokenizer.json"):
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(f"{fixture}/backbone/tokenizer.json")
+        tok_eos = tok.token_to_id("<|endoftext|>")
+        print(f"tokenizer.json: {tok.get_vocab_size()} tokens, <|endoftext|> = {tok_eos}; "
+              f"config vocab_size {text_config.vocab_size}, eos_token_id {eos_id}")
+        if tok_eos != eos_id or tok.get_vocab_size() > text_config.vocab_size:
+            sys.exit("tokenizer.json disagrees with config.json on the eos id or the vocabulary size")
+    pixel_values, mask = clip_pixels(images), clip_mask(ids, eos_id)
+    print("transformers module names:", [n for n, _ in model.named_modules()][:12])
+    frozen = clip_outputs(model, pixel_values, ids, mask)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuned = PeftModel.from_pretrained(model, f"{fixture}/adapter").eval()
+    key_warnings = [str(w.message) for w in caught if "missing" in str(w.message).lower()
+                    or "unexpected" in str(w.message).lower()]
+    if key_warnings:
+        sys.exit("PEFT warned while loading the adapter:\n" + "\n".join(key_warnings))
+    # PEFT warns about missing adapter keys only; unexpected ones it drops silently: compare the names.
+    with safe_open(f"{fixture}/adapter/adapter_model.safetensors", "pt") as f:
+        in_file = set(f.keys())
+    in_model = set(get_peft_model_state_dict(tuned).keys())
+    if in_file != in_model:
+        sys.exit(f"adapter keys: missing {sorted(in_model - in_file)}, unexpected {sorted(in_file - in_model)}")
+    adapted = clip_outputs(tuned, pixel_values, ids, mask)
+
+    ok, effect = True, 0.0
+    for name in ("image_embeds", "text_embeds", "logits_per_image"):
+        if f"frozen_{name}" not in ours and name == "logits_per_image":
+            continue
+        diff_f = (frozen[name] - ours[f"frozen_{name}"]).abs().max().item()
+        diff_a = (adapted[name] - ours[f"adapted_{name}"]).abs().max().item()
+        moved = (ours[f"adapted_{name}"] - ours[f"frozen_{name}"]).abs().max().item()
+        if name != "logits_per_image":
+            effect = max(effect, moved)
+        print(f"ours -> python {name} {list(ours[f'frozen_{name}'].shape)}: max |diff| frozen {diff_f:.2e}, "
+              f"adapted {diff_a:.2e} (adapter effect {moved:.2e})")
+        # Logits are exp(logit_scale) (up to 100) times a cosine: allow that factor.
+        tol = TOLERANCE * (model.logit_scale.exp().item() if name == "logits_per_image" else 1.0)
+        ok = ok and diff_f < tol and diff_a < tol
+    print(f"({images.shape[0]} images {list(images.shape[1:])}, {ids.shape[0]} texts of {ids.shape[1]} ids, "
+          f"{len(in_file)} adapter tensors)")
+    ok = ok and effect > 100 * TOLERANCE
+
+    # The reverse direction: the same files as the committed tests/fixtures/clip-tiny.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import clip_fixture
+
+    clip_fixture.main(f"{out}/clip-tiny")
+    print("python -> ours: wrote clip-tiny/ (model/, adapter/, adapter-vision-qkv/, expected.safetensors)")
+    return 0 if ok else 1
+
+
 def main(fixture, out):
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")
     torch.manual_seed(0)
     with open(f"{fixture}/backbone/config.json") as f:
-        if json.load(f).get("model_type") == "bert":
-            return check_bert(fixture, out)
+        model_type = json.load(f).get("model_type")
+    if model_type == "bert":
+        return check_bert(fixture, out)
+    if model_type == "clip":
+        return check_clip(fixture, out)
     ours = load_file(f"{fixture}/fixture.safetensors")
     images = ours["images"]
 

@@ -49,6 +49,7 @@ mod tests {
         round_trips::<Grouping>();
         round_trips::<GameValue>();
         round_trips::<Ranking>();
+        round_trips::<crate::train::AdaptedEncoders>();
         // The spellings clap's ValueEnum derive gave before the move must still parse.
         assert_eq!(GameValue::parse_choice("neg-loss").unwrap(), GameValue::NegLoss);
         assert_eq!(Ranking::parse_choice("per-module").unwrap(), Ranking::PerModule);
@@ -57,7 +58,7 @@ mod tests {
 
     #[test]
     fn unknown_names_list_the_valid_ones() {
-        let err = Grouping::parse_choice("layer").unwrap_err().to_string();
-        assert_eq!(err, "unknown player grouping 'layer': use one of block, module");
+        let err = Grouping::parse_choice("tower").unwrap_err().to_string();
+        assert_eq!(err, "unknown player grouping 'tower': use one of block, module, layer");
     }
 }

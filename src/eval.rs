@@ -8,7 +8,7 @@
 
 use crate::adapter::ModuleKey;
 use crate::linalg::Matrix;
-use crate::model::head::{loss_and_accuracy, PrototypeHead};
+use crate::model::head::{loss_and_accuracy, Head};
 use crate::model::{Backbone, NoBranch, Numerics};
 use anyhow::Result;
 use candle_core::Tensor;
@@ -30,7 +30,7 @@ pub struct Metrics {
 /// A frozen backbone, a head and an image set with cached frozen block inputs.
 pub struct Evaluator {
     backbone: Backbone,
-    head: PrototypeHead,
+    head: Head,
     /// The updates the cached block inputs were computed with (empty: the frozen backbone).
     base: Deltas,
     block_inputs: Vec<Tensor>,
@@ -40,13 +40,7 @@ pub struct Evaluator {
 
 impl Evaluator {
     /// Builds the cache of frozen block inputs for `images` `[N, C, H, W]`.
-    pub fn new(
-        backbone: &Backbone,
-        head: &PrototypeHead,
-        images: &Tensor,
-        labels: &[u32],
-        batch: usize,
-    ) -> Result<Self> {
+    pub fn new(backbone: &Backbone, head: &Head, images: &Tensor, labels: &[u32], batch: usize) -> Result<Self> {
         let block_inputs = backbone.frozen_block_inputs(images, batch)?;
         let labels = Tensor::from_slice(labels, labels.len(), backbone.device())?;
         Ok(Self { backbone: backbone.clone(), head: head.clone(), base: Deltas::new(), block_inputs, labels, batch })
@@ -62,7 +56,7 @@ impl Evaluator {
         self.len() == 0
     }
 
-    /// The frozen hidden states entering block `i` (`i = num_blocks` is the encoder output).
+    /// The frozen hidden states entering block `i` (`i = input_blocks` is the encoder output).
     pub fn block_input(&self, i: usize) -> &Tensor {
         &self.block_inputs[i]
     }
@@ -83,7 +77,7 @@ impl Evaluator {
     }
 
     /// The head.
-    pub fn head(&self) -> &PrototypeHead {
+    pub fn head(&self) -> &Head {
         &self.head
     }
 
@@ -95,16 +89,11 @@ impl Evaluator {
         self.run_from(&merged, start)
     }
 
-    /// The lowest block where `deltas` differ from this evaluator's base (`num_blocks` if none).
+    /// The lowest block on the input's path where `deltas` differ from this evaluator's base
+    /// (`input_blocks` if none does: only the head, if anything, changes).
     pub fn first_differing_block(&self, deltas: &Deltas) -> usize {
         let differs = |k: &ModuleKey| deltas.get(k) != self.base.get(k);
-        deltas
-            .keys()
-            .chain(self.base.keys())
-            .filter(|k| differs(k))
-            .map(|k| k.block)
-            .min()
-            .unwrap_or(self.backbone.num_blocks())
+        self.backbone.first_input_block(deltas.keys().chain(self.base.keys()).filter(|k| differs(k)).map(|k| k.block))
     }
 
     /// Loss and accuracy of `model` (weights already merged), starting at block `start`
@@ -115,10 +104,11 @@ impl Evaluator {
 
     /// Logits `[N, K]` of `model` from cached block `start`.
     pub fn logits_from(&self, model: &Backbone, start: usize) -> Result<Tensor> {
+        let classifier = self.head.classifier(model, &NoBranch, Numerics::Fused)?;
         let parts = self
             .batches(start)?
             .iter()
-            .map(|x| self.head.logits(&model.forward_from(start, x, &NoBranch, Numerics::Fused)?))
+            .map(|x| classifier.logits(&model.forward_from(start, x, &NoBranch, Numerics::Fused)?))
             .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::cat(&parts, 0)?)
     }
@@ -138,21 +128,30 @@ impl Evaluator {
 
 impl Evaluator {
     /// Metrics of the `num_blocks` models that use `prefix` updates in blocks `0..=ℓ` and
-    /// `suffix` updates above ℓ, one per ℓ (the cumulative layer-wise sweep). The hidden
-    /// state after the prefix blocks is shared across ℓ, so the sweep costs
-    /// `n + n(n−1)/2` block passes instead of `n²`.
+    /// `suffix` updates above ℓ, one per ℓ (the cumulative layer-wise sweep). On the input's
+    /// path the hidden state after the prefix blocks is shared across ℓ, so the sweep costs
+    /// `n + n(n−1)/2` block passes instead of `n²`; the blocks after it (CLIP's text tower)
+    /// change only the classifier and are evaluated one by one.
     pub fn prefix_sweep(&self, prefix: &Deltas, suffix: &Deltas) -> Result<Vec<Metrics>> {
-        let nb = self.backbone.num_blocks();
+        let nin = self.backbone.input_blocks();
         let (head_model, tail_model) = (self.backbone.with_deltas(prefix)?, self.backbone.with_deltas(suffix)?);
-        let mut logits: Vec<Vec<Tensor>> = vec![Vec::new(); nb];
+        let classifier = self.head.classifier(&tail_model, &NoBranch, Numerics::Fused)?;
+        let mut logits: Vec<Vec<Tensor>> = vec![Vec::new(); nin];
         for mut h in self.batches(0)? {
             for (l, parts) in logits.iter_mut().enumerate() {
                 h = head_model.block(l, &h, &NoBranch, Numerics::Fused)?;
                 let feats = tail_model.forward_from(l + 1, &h, &NoBranch, Numerics::Fused)?;
-                parts.push(self.head.logits(&feats)?);
+                parts.push(classifier.logits(&feats)?);
             }
         }
-        logits.into_iter().map(|parts| self.metrics(&Tensor::cat(&parts, 0)?)).collect()
+        let mut out: Vec<Metrics> =
+            logits.into_iter().map(|parts| self.metrics(&Tensor::cat(&parts, 0)?)).collect::<Result<_>>()?;
+        for l in nin..self.backbone.num_blocks() {
+            let below = prefix.iter().filter(|(k, _)| k.block <= l);
+            let above = suffix.iter().filter(|(k, _)| k.block > l);
+            out.push(self.evaluate(&below.chain(above).map(|(k, d)| (*k, d.clone())).collect())?);
+        }
+        Ok(out)
     }
 }
 
@@ -163,7 +162,7 @@ impl Evaluator {
     pub fn with_base(&self, base: &Deltas) -> Result<Evaluator> {
         let merged = self.backbone.with_deltas(base)?;
         let mut inputs = vec![self.block_inputs[0].clone()];
-        let mut per_block: Vec<Vec<Tensor>> = vec![Vec::new(); merged.num_blocks()];
+        let mut per_block: Vec<Vec<Tensor>> = vec![Vec::new(); merged.input_blocks()];
         for mut h in self.batches(0)? {
             for (b, parts) in per_block.iter_mut().enumerate() {
                 h = merged.block(b, &h, &NoBranch, Numerics::Fused)?;

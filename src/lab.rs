@@ -5,7 +5,7 @@ use crate::adapter::{fit, Adapter};
 use crate::data::{self, ImageSet, TaskData, TaskOptions, TaskSource};
 use crate::eval::{Evaluator, Metrics};
 use crate::model::checkpoint;
-use crate::model::head::PrototypeHead;
+use crate::model::head::{class_prompt, Head, PromptHead, PrototypeHead};
 use crate::model::{Backbone, InputKind, NoBranch, Numerics};
 use crate::progress::Progress;
 use crate::runs::{self, Manifest};
@@ -35,8 +35,8 @@ pub struct Lab {
 pub struct TaskEnv {
     /// The images.
     pub data: TaskData,
-    /// The fixed head (frozen class means of the training shots).
-    pub head: PrototypeHead,
+    /// The head: frozen class means of the training shots, or (CLIP) the class prompts.
+    pub head: Head,
     /// Frozen hidden states entering every block, for the training shots.
     pub train_inputs: Vec<Tensor>,
     /// Evaluator on the test split.
@@ -119,9 +119,11 @@ impl Lab {
         }
     }
 
-    /// Checks `cfg` against this backbone: the LoRA rank fits every target module.
+    /// Checks `cfg` against this backbone: the adapted encoders exist and the LoRA rank fits
+    /// every target module.
     pub fn check_config(&self, cfg: &TrainConfig) -> Result<()> {
         cfg.validate()?;
+        cfg.encoders.blocks(&self.backbone)?;
         for &m in &cfg.lora.targets {
             let limit = fit::max_rank(&self.backbone, m);
             if cfg.lora.rank > limit {
@@ -150,8 +152,19 @@ impl Lab {
         let train_images = images_tensor(&data.train, &self.device)?;
         let test_images = images_tensor(&data.test, &self.device)?;
         let train_inputs = self.backbone.frozen_block_inputs(&train_images, EVAL_BATCH)?;
-        let feats = self.backbone.cls_feature(&train_inputs[self.backbone.num_blocks()], Numerics::Fused)?;
-        let head = PrototypeHead::from_features(&feats, &data.train.labels, data.class_names.len(), cfg.logit_scale)?;
+        let head = match self.backbone.logit_scale() {
+            Some(logit_scale) => {
+                let texts: Vec<String> =
+                    data.class_names.iter().map(|c| class_prompt(&cfg.prompt_template, c)).collect();
+                Head::Prompts(PromptHead { prompts: self.backbone.tokenize_prompts(&texts)?, logit_scale })
+            }
+            None => {
+                let encoded = &train_inputs[self.backbone.input_blocks()];
+                let feats = self.backbone.cls_feature(encoded, Numerics::Fused)?;
+                let classes = data.class_names.len();
+                Head::Prototype(PrototypeHead::from_features(&feats, &data.train.labels, classes, cfg.logit_scale)?)
+            }
+        };
         let test = Evaluator::new(&self.backbone, &head, &test_images, &data.test.labels, EVAL_BATCH)?;
         let train = Evaluator::new(&self.backbone, &head, &train_images, &data.train.labels, EVAL_BATCH)?;
         Ok(TaskEnv { data, head, train_inputs, test, train, data_fingerprint })
@@ -172,7 +185,7 @@ impl Lab {
         self.check_config(cfg)?;
         let dir = self.run_dir(env, cfg);
         if !force && dir.join("manifest.json").is_file() {
-            let (adapter, manifest) = runs::read_run(&dir)?;
+            let (adapter, manifest) = runs::read_run(&dir, self.backbone.peft_layout())?;
             self.check_adapter(&adapter, &dir)?;
             return Ok(Run { dir, adapter, manifest, reused: true });
         }
@@ -207,7 +220,7 @@ impl Lab {
             data_fingerprint: env.data_fingerprint.clone(),
             model_type: self.backbone.model_type().to_string(),
         };
-        runs::write_run(&dir, &out.adapter, &out.log, &manifest)?;
+        runs::write_run(&dir, &out.adapter, &out.log, &manifest, self.backbone.peft_layout())?;
         Ok(Run { dir, adapter: out.adapter, manifest, reused: false })
     }
 }

@@ -115,7 +115,14 @@ pub fn log_table(log: &[StepRecord]) -> Table {
 /// Writes a complete run into `dir` via a temporary sibling directory and one rename, so a
 /// crash never leaves a half-written run that the cache would trust. A failed write removes
 /// the temporary directory; a manifest with a non-finite number is refused before writing.
-pub fn write_run(dir: &Path, adapter: &Adapter, log: &[StepRecord], manifest: &Manifest) -> Result<()> {
+/// The adapter is written under `layout`'s PEFT names (the backbone's [`peft::PeftLayout`]).
+pub fn write_run(
+    dir: &Path,
+    adapter: &Adapter,
+    log: &[StepRecord],
+    manifest: &Manifest,
+    layout: peft::PeftLayout,
+) -> Result<()> {
     manifest.check_finite()?;
     let parent = dir.parent().ok_or_else(|| anyhow!("run directory {} has no parent", dir.display()))?;
     std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
@@ -127,7 +134,7 @@ pub fn write_run(dir: &Path, adapter: &Adapter, log: &[StepRecord], manifest: &M
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove stale {}", tmp.display()))?;
     }
-    let result = fill_run_dir(&tmp, adapter, log, manifest).and_then(|()| {
+    let result = fill_run_dir(&tmp, adapter, log, manifest, layout).and_then(|()| {
         if dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
         }
@@ -141,15 +148,21 @@ pub fn write_run(dir: &Path, adapter: &Adapter, log: &[StepRecord], manifest: &M
 }
 
 /// Writes the run's files into the (temporary) directory `tmp`.
-fn fill_run_dir(tmp: &Path, adapter: &Adapter, log: &[StepRecord], manifest: &Manifest) -> Result<()> {
+fn fill_run_dir(
+    tmp: &Path,
+    adapter: &Adapter,
+    log: &[StepRecord],
+    manifest: &Manifest,
+    layout: peft::PeftLayout,
+) -> Result<()> {
     std::fs::create_dir_all(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    peft::save_as(adapter, tmp, &manifest.backbone, peft::PeftLayout::of_model_type(&manifest.model_type))?;
+    peft::save_as(adapter, tmp, &manifest.backbone, layout)?;
     log_table(log).write_parquet(&tmp.join("train_log.parquet"))?;
     write_atomic(&tmp.join("manifest.json"), serde_json::to_string_pretty(manifest)?.as_bytes())
 }
 
-/// Reads a run directory written by `write_run`.
-pub fn read_run(dir: &Path) -> Result<(Adapter, Manifest)> {
+/// Reads a run directory written by `write_run` for a backbone of PEFT layout `layout`.
+pub fn read_run(dir: &Path, layout: peft::PeftLayout) -> Result<(Adapter, Manifest)> {
     let m_path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&m_path)
         .with_context(|| format!("cannot read {}: not a copra-lab run directory", m_path.display()))?;
@@ -164,7 +177,7 @@ pub fn read_run(dir: &Path) -> Result<(Adapter, Manifest)> {
             anyhow!("{} is corrupt ({e}): delete the run directory to retrain", m_path.display())
         }
     })?;
-    let adapter = peft::load(dir)?;
+    let adapter = peft::load_as(dir, layout)?;
     Ok((adapter, manifest))
 }
 
@@ -209,13 +222,13 @@ mod tests {
         let adapter = Adapter { spec: LoraSpec::default(), modules: Default::default() };
         // A NaN in the manifest is refused before anything is written.
         let dir = root.join("run-nan");
-        let err = write_run(&dir, &adapter, &[], &manifest(f64::NAN)).unwrap_err().to_string();
+        let err = write_run(&dir, &adapter, &[], &manifest(f64::NAN), peft::PeftLayout::Vit).unwrap_err().to_string();
         assert!(err.contains("test loss is NaN") && err.contains("lower the learning rate"), "{err}");
         assert!(!dir.exists());
         // A file where the run directory goes: the write fails and its temporary folder is removed.
         let blocked = root.join("run-blocked");
         std::fs::write(&blocked, b"x").unwrap();
-        let err = write_run(&blocked, &adapter, &[], &manifest(0.3)).unwrap_err().to_string();
+        let err = write_run(&blocked, &adapter, &[], &manifest(0.3), peft::PeftLayout::Vit).unwrap_err().to_string();
         assert!(err.contains("run-blocked"), "{err}");
         assert!(tmp_entries(&root).is_empty(), "{:?}", tmp_entries(&root));
         std::fs::remove_dir_all(&root).unwrap();

@@ -7,6 +7,13 @@
 //! 2. `reads_checkpoint_and_adapter_written_by_transformers_and_peft` loads a random `ViTModel`
 //!    and LoRA adapter that transformers 5.24 and PEFT 0.21.2 saved (`tests/fixtures/transformers5`,
 //!    written by the script), and checks that our forward gives the features PyTorch computed.
+//! 3. `write_bert_interop_fixture` and `write_clip_interop_fixture` (ignored) write the same
+//!    exchange for the tiny BERT and CLIP fixtures; the CLIP one trains a run through `Lab`
+//!    (both towers, or the encoders `$COPRA_CLIP_ENCODER` names) and writes its adapter as
+//!    the run folder holds it. The other direction for those two is checked on every test run
+//!    (`src/model/tests_bert.rs`, `src/model/tests_clip.rs`).
+
+mod common;
 
 use candle_core::{Device, Tensor};
 use copra_lab::adapter::peft;
@@ -83,7 +90,7 @@ fn write_bert_interop_fixture() {
     };
     for block in [0, 2] {
         for &module in &targets {
-            let (out, inp) = backbone.module_shape(module);
+            let (out, inp) = backbone.module_shape(block, module);
             let a = Matrix::from_vec(2, inp, (0..2 * inp).map(|_| value()).collect());
             let b = Matrix::from_vec(out, 2, (0..2 * out).map(|_| value()).collect());
             modules.insert(ModuleKey { block, module }, LoraFactors { a, b });
@@ -106,6 +113,65 @@ fn write_bert_interop_fixture() {
     .into();
     candle_core::safetensors::save(&tensors, dir.join("fixture.safetensors")).unwrap();
     std::fs::write(dir.join("pooling.txt"), "mean\n").unwrap();
+}
+
+/// The CLIP exchange: our copy of the tiny random CLIP (HF layout, with its tokenizer), the
+/// adapter of a short CopRA run on a folder task of shapes (as the run folder holds it), and
+/// our image embeddings of the test images and text embeddings of the class prompts.
+#[test]
+#[ignore]
+fn write_clip_interop_fixture() {
+    use copra_lab::model::head::Head;
+    use copra_lab::model::{NoBranch, Numerics};
+    use copra_lab::train::AdaptedEncoders;
+    let dir = interop_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let task = format!("folder:{}", common::write_shape_folder(&dir, 10).display());
+    let lab = Lab::open(&common::tiny_clip(), &dir.join("runs")).unwrap();
+    let encoders = match std::env::var("COPRA_CLIP_ENCODER").as_deref() {
+        Ok("vision") => AdaptedEncoders::Vision,
+        Ok("text") => AdaptedEncoders::Text,
+        _ => AdaptedEncoders::Both,
+    };
+    let cfg = TrainConfig {
+        task,
+        method: Method::Copra,
+        steps: 40,
+        shots: 4,
+        test_size: 12,
+        batch_size: 6,
+        lr: 2e-2,
+        encoders,
+        lora: copra_lab::adapter::LoraSpec {
+            targets: copra_lab::adapter::TargetModule::ALL.to_vec(),
+            ..Default::default()
+        },
+        ..TrainConfig::default()
+    };
+    let env = lab.task_env(&cfg).unwrap();
+    let run = lab.ensure_run(&env, &cfg, false, &Progress::hidden()).unwrap();
+    checkpoint::save_dir(&lab.backbone, &dir.join("backbone")).unwrap();
+    let adapter_dir = dir.join("adapter");
+    std::fs::create_dir_all(&adapter_dir).unwrap();
+    for name in [peft::WEIGHTS_FILE, peft::CONFIG_FILE] {
+        std::fs::copy(run.dir.join(name), adapter_dir.join(name)).unwrap();
+    }
+    let Head::Prompts(head) = &env.head else { panic!("a CLIP backbone has a prompt head") };
+    let images = images_tensor(&env.data.test, &Device::Cpu).unwrap();
+    let tuned = lab.backbone.with_deltas(&run.adapter.deltas()).unwrap();
+    let image = |bb: &Backbone| bb.features(&images, &NoBranch, Numerics::Fused).unwrap();
+    let text = |bb: &Backbone| bb.encode_prompts(&head.prompts, &NoBranch, Numerics::Fused).unwrap();
+    let tensors: HashMap<String, Tensor> = [
+        ("images".to_string(), images.clone()),
+        ("input_ids".to_string(), head.prompts.ids.to_dtype(candle_core::DType::F32).unwrap()),
+        ("frozen_image_embeds".to_string(), image(&lab.backbone)),
+        ("adapted_image_embeds".to_string(), image(&tuned)),
+        ("frozen_text_embeds".to_string(), text(&lab.backbone)),
+        ("adapted_text_embeds".to_string(), text(&tuned)),
+    ]
+    .into();
+    candle_core::safetensors::save(&tensors, dir.join("fixture.safetensors")).unwrap();
+    eprintln!("run {}: test accuracy {:.3}", run.dir.display(), run.manifest.test.accuracy);
 }
 
 #[test]

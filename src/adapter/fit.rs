@@ -4,25 +4,34 @@
 //! made for another backbone is a one-line error naming the tensor, never a panic.
 
 use super::peft::peft_key;
-use super::{Adapter, TargetModule};
+use super::{Adapter, BlockPlace, TargetModule};
 use anyhow::{bail, Result};
 
 /// The geometry of a backbone as far as adapters care.
 pub trait ModuleShapes {
     /// Number of transformer blocks.
     fn num_blocks(&self) -> usize;
-    /// `(out, in)` of a module's weight.
-    fn module_shape(&self, module: TargetModule) -> (usize, usize);
+    /// `(out, in)` of a module's weight in block `block`.
+    fn module_shape(&self, block: usize, module: TargetModule) -> (usize, usize);
+    /// Which encoder block `block` belongs to, and its index there.
+    fn place(&self, block: usize) -> BlockPlace {
+        BlockPlace::single(block)
+    }
 }
 
-/// The largest useful LoRA rank of a module: its smaller dimension.
-pub fn max_rank(shapes: &impl ModuleShapes, module: TargetModule) -> usize {
-    let (out, inp) = shapes.module_shape(module);
-    out.min(inp)
+/// The largest useful LoRA rank of a module in every block: its smallest dimension.
+pub fn max_rank(shapes: &dyn ModuleShapes, module: TargetModule) -> usize {
+    (0..shapes.num_blocks())
+        .map(|b| {
+            let (out, inp) = shapes.module_shape(b, module);
+            out.min(inp)
+        })
+        .min()
+        .unwrap_or(0)
 }
 
 /// Errors, naming the first offending tensor and `origin`, when `adapter` does not fit `shapes`.
-pub fn check_fits(adapter: &Adapter, shapes: &impl ModuleShapes, origin: &str) -> Result<()> {
+pub fn check_fits(adapter: &Adapter, shapes: &dyn ModuleShapes, origin: &str) -> Result<()> {
     let blocks = shapes.num_blocks();
     for (key, f) in &adapter.modules {
         if key.block >= blocks {
@@ -33,7 +42,7 @@ pub fn check_fits(adapter: &Adapter, shapes: &impl ModuleShapes, origin: &str) -
                 blocks.saturating_sub(1)
             );
         }
-        let (out, inp) = shapes.module_shape(key.module);
+        let (out, inp) = shapes.module_shape(key.block, key.module);
         let r = f.rank();
         if f.a.cols != inp || f.b.rows != out || f.b.cols != r {
             bail!(
@@ -58,7 +67,7 @@ impl ModuleShapes for crate::model::VitConfig {
     fn num_blocks(&self) -> usize {
         self.num_hidden_layers
     }
-    fn module_shape(&self, module: TargetModule) -> (usize, usize) {
+    fn module_shape(&self, _block: usize, module: TargetModule) -> (usize, usize) {
         crate::model::vit::module_shape(self, module)
     }
 }
@@ -75,7 +84,7 @@ mod tests {
         fn num_blocks(&self) -> usize {
             2
         }
-        fn module_shape(&self, module: TargetModule) -> (usize, usize) {
+        fn module_shape(&self, _block: usize, module: TargetModule) -> (usize, usize) {
             if module == TargetModule::Fc1 {
                 (8, 4)
             } else {

@@ -78,6 +78,18 @@ impl TargetModule {
         }
     }
 
+    /// The module path inside `encoder.layers.{i}` of either tower of a Hugging Face `CLIPModel`.
+    pub fn clip_path(self) -> &'static str {
+        match self {
+            TargetModule::Query => "self_attn.q_proj",
+            TargetModule::Key => "self_attn.k_proj",
+            TargetModule::Value => "self_attn.v_proj",
+            TargetModule::Output => "self_attn.out_proj",
+            TargetModule::Fc1 => "mlp.fc1",
+            TargetModule::Fc2 => "mlp.fc2",
+        }
+    }
+
     /// The weight prefix inside `encoder.layer.{i}` of a Hugging Face `ViTModel` checkpoint.
     pub fn hf_prefix(self) -> &'static str {
         match self {
@@ -88,6 +100,11 @@ impl TargetModule {
             TargetModule::Fc1 => "intermediate.dense",
             TargetModule::Fc2 => "output.dense",
         }
+    }
+
+    /// The module's last name component in a `CLIPModel` (`q_proj`, `out_proj`, `fc1`, …).
+    pub fn clip_name(self) -> &'static str {
+        self.clip_path().rsplit('.').next().expect("non-empty path")
     }
 
     /// Short name used on the command line and in tables: `q`, `k`, `v`, `o`, `fc1`, `fc2`.
@@ -121,6 +138,33 @@ impl TargetModule {
 impl fmt::Display for TargetModule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.short())
+    }
+}
+
+/// Where a block sits in a backbone with one or more encoders: the encoder's name (empty
+/// for single-encoder backbones; `vision` / `text` for CLIP) and the block's index inside it.
+/// Blocks are numbered globally, encoder after encoder (CLIP: vision blocks first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockPlace {
+    /// Encoder name (`""`, `vision`, `text`).
+    pub encoder: &'static str,
+    /// Index of the block inside its encoder.
+    pub layer: usize,
+}
+
+impl BlockPlace {
+    /// The place of `block` in a single-encoder backbone.
+    pub fn single(block: usize) -> BlockPlace {
+        BlockPlace { encoder: "", layer: block }
+    }
+
+    /// `b3` (single encoder) or `vision.b3`.
+    pub fn label(self) -> String {
+        if self.encoder.is_empty() {
+            format!("b{}", self.layer)
+        } else {
+            format!("{}.b{}", self.encoder, self.layer)
+        }
     }
 }
 
@@ -223,6 +267,9 @@ pub enum Grouping {
     Block,
     /// One group per adapted module.
     Module,
+    /// One group per block index shared by the encoders (CLIP: vision block ℓ and text
+    /// block ℓ form one player); the same as `block` on single-encoder backbones.
+    Layer,
 }
 
 impl crate::choice::Choice for Grouping {
@@ -230,6 +277,7 @@ impl crate::choice::Choice for Grouping {
     const VARIANTS: &'static [(&'static str, &'static str, Self)] = &[
         ("block", "one group per transformer block, holding all its adapted modules", Grouping::Block),
         ("module", "one group per adapted module", Grouping::Module),
+        ("layer", "one group per block index, shared by both encoders of a CLIP backbone", Grouping::Layer),
     ];
 }
 
@@ -269,9 +317,10 @@ impl Adapter {
         self.modules.keys().copied().collect()
     }
 
-    /// The groups (players) under `grouping`: each a list of module keys, in canonical order.
-    pub fn groups(&self, grouping: Grouping) -> Vec<Vec<ModuleKey>> {
-        group_keys(&self.keys(), grouping)
+    /// The groups (players) under `grouping` on a backbone of `shapes`: each a list of module
+    /// keys, in canonical order.
+    pub fn groups(&self, grouping: Grouping, shapes: &dyn fit::ModuleShapes) -> Vec<Vec<ModuleKey>> {
+        group_keys(&self.keys(), grouping, shapes)
     }
 
     /// A copy keeping only the modules for which `keep` is true (the others are removed,
@@ -289,24 +338,29 @@ impl Adapter {
     }
 }
 
-/// Groups module keys (in canonical order) into players.
-pub fn group_keys(keys: &[ModuleKey], grouping: Grouping) -> Vec<Vec<ModuleKey>> {
+/// Groups module keys (in canonical order) into players on a backbone of `shapes`.
+pub fn group_keys(keys: &[ModuleKey], grouping: Grouping, shapes: &dyn fit::ModuleShapes) -> Vec<Vec<ModuleKey>> {
+    let by = |id: &dyn Fn(&ModuleKey) -> usize| {
+        let mut groups: BTreeMap<usize, Vec<ModuleKey>> = BTreeMap::new();
+        for k in keys {
+            groups.entry(id(k)).or_default().push(*k);
+        }
+        groups.into_values().collect()
+    };
     match grouping {
         Grouping::Module => keys.iter().map(|k| vec![*k]).collect(),
-        Grouping::Block => {
-            let mut groups: BTreeMap<usize, Vec<ModuleKey>> = BTreeMap::new();
-            for k in keys {
-                groups.entry(k.block).or_default().push(*k);
-            }
-            groups.into_values().collect()
-        }
+        Grouping::Block => by(&|k| k.block),
+        Grouping::Layer => by(&|k| shapes.place(k.block).layer),
     }
 }
 
-/// A short label for a group: `b3` for a block group, `b3.q` for a single module.
-pub fn group_label(group: &[ModuleKey], grouping: Grouping) -> String {
+/// A short label for a group: `b3` for a block group, `b3.q` for a single module, with the
+/// encoder in front on CLIP (`vision.b3`, `text.b1.q`); a layer group is `l3`.
+pub fn group_label(group: &[ModuleKey], grouping: Grouping, shapes: &dyn fit::ModuleShapes) -> String {
+    let place = shapes.place(group[0].block);
     match grouping {
-        Grouping::Block => format!("b{}", group[0].block),
-        Grouping::Module => format!("b{}.{}", group[0].block, group[0].module),
+        Grouping::Block => place.label(),
+        Grouping::Module => format!("{}.{}", place.label(), group[0].module),
+        Grouping::Layer => format!("l{}", place.layer),
     }
 }

@@ -4,7 +4,9 @@
 //! - transformers-5 `ViTModel`: `base_model.model.layers.{i}.attention.{q,k,v,o}_proj.lora_{A,B}.weight`
 //!   (`mlp.fc1` / `mlp.fc2` for MLP targets);
 //! - `BertModel`: `base_model.model.encoder.layer.{i}.attention.self.{query,key,value}`,
-//!   `attention.output.dense`, `intermediate.dense`, `output.dense`.
+//!   `attention.output.dense`, `intermediate.dense`, `output.dense`;
+//! - `CLIPModel`: `base_model.model.{vision,text}_model.encoder.layers.{i}.self_attn.{q,k,v,out}_proj`,
+//!   `mlp.fc1`, `mlp.fc2` (copra-lab numbers the text tower's blocks after the vision tower's).
 //!
 //! Reading accepts all of these and the transformers-4 ViT names
 //! (`encoder.layer.{i}.attention.attention.query`).
@@ -29,30 +31,33 @@ pub enum PeftLayout {
     Vit,
     /// `BertModel`: `encoder.layer.{i}.attention.self.query`, `intermediate.dense`, ….
     Bert,
+    /// `CLIPModel`: `vision_model.encoder.layers.{i}.self_attn.q_proj`, then the text tower's
+    /// blocks (`text_model.…`), numbered after the vision tower's.
+    Clip {
+        /// Blocks of the vision tower.
+        vision_blocks: usize,
+        /// Blocks of the text tower.
+        text_blocks: usize,
+    },
 }
 
-impl PeftLayout {
-    /// The layout of a Hugging Face `model_type` (`vit` for anything unknown).
-    pub fn of_model_type(model_type: &str) -> PeftLayout {
-        if model_type == "bert" {
-            PeftLayout::Bert
-        } else {
-            PeftLayout::Vit
-        }
-    }
+/// The two towers of a `CLIPModel` under their module prefixes.
+const CLIP_TOWERS: [&str; 2] = ["vision_model", "text_model"];
 
+impl PeftLayout {
     /// The module's path inside its block.
     pub fn module_path(self, module: TargetModule) -> &'static str {
         match self {
             PeftLayout::Vit => module.peft_path(),
             PeftLayout::Bert => module.bert_path(),
+            PeftLayout::Clip { .. } => module.clip_path(),
         }
     }
 
     /// The block-list name PEFT's `layers_pattern` expects.
     fn layers_pattern(self) -> &'static str {
         match self {
-            PeftLayout::Vit => "layers",
+            PeftLayout::Vit | PeftLayout::Clip { .. } => "layers",
             PeftLayout::Bert => "layer",
         }
     }
@@ -62,6 +67,14 @@ impl PeftLayout {
         match self {
             PeftLayout::Vit => format!("layers.{}.{}", key.block, key.module.peft_path()),
             PeftLayout::Bert => format!("encoder.layer.{}.{}", key.block, key.module.bert_path()),
+            PeftLayout::Clip { vision_blocks, .. } => {
+                let (tower, layer) = if key.block < vision_blocks {
+                    (CLIP_TOWERS[0], key.block)
+                } else {
+                    (CLIP_TOWERS[1], key.block - vision_blocks)
+                };
+                format!("{tower}.encoder.layers.{layer}.{}", key.module.clip_path())
+            }
         }
     }
 
@@ -74,7 +87,28 @@ impl PeftLayout {
     /// BERT's `output.dense` is also a suffix of `attention.output.dense`, so an adapter of
     /// the MLP output without the attention output is written as an exact regular
     /// expression over the adapted blocks instead.
+    /// On CLIP, a list names both towers' modules; an adapter on some blocks only (one
+    /// tower, say) is written as an exact regular expression over its blocks.
     fn target_modules(self, targets: &[TargetModule], blocks: &[usize]) -> serde_json::Value {
+        if let PeftLayout::Clip { vision_blocks, text_blocks } = self {
+            if blocks.len() == vision_blocks + text_blocks {
+                return targets.iter().map(|m| m.clip_name()).collect::<Vec<_>>().into();
+            }
+            let alternatives = |items: Vec<String>| items.join("|");
+            let towers: Vec<String> = CLIP_TOWERS
+                .iter()
+                .enumerate()
+                .filter_map(|(t, tower)| {
+                    let (lo, hi) =
+                        if t == 0 { (0, vision_blocks) } else { (vision_blocks, vision_blocks + text_blocks) };
+                    let layers: Vec<String> =
+                        blocks.iter().filter(|b| (lo..hi).contains(*b)).map(|b| (b - lo).to_string()).collect();
+                    (!layers.is_empty()).then(|| format!("{tower}\\.encoder\\.layers\\.({})", alternatives(layers)))
+                })
+                .collect();
+            let paths = targets.iter().map(|m| m.clip_path().replace('.', "\\.")).collect();
+            return format!("({})\\.({})", alternatives(towers), alternatives(paths)).into();
+        }
         let names: Vec<&str> =
             targets.iter().map(|&m| if self == PeftLayout::Vit { m.peft_name() } else { m.bert_path() }).collect();
         let ambiguous = self == PeftLayout::Bert
@@ -94,13 +128,22 @@ pub fn peft_key(key: &ModuleKey, factor: &str) -> String {
     PeftLayout::Vit.key(key, factor)
 }
 
-fn parse_key(name: &str) -> Option<(ModuleKey, char)> {
+/// A LoRA factor's name taken apart: the module (block index inside its tower), the CLIP
+/// tower it sits in (`None` for ViT and BERT names) and the factor (`'A'` or `'B'`).
+fn parse_key(name: &str) -> Option<(ModuleKey, Option<usize>, char)> {
     let rest = name.strip_prefix("base_model.model.")?;
     let (body, factor) = if let Some(b) = rest.strip_suffix(".lora_A.weight") {
         (b, 'A')
     } else {
         (rest.strip_suffix(".lora_B.weight")?, 'B')
     };
+    for (t, tower) in CLIP_TOWERS.iter().enumerate() {
+        if let Some(b) = body.strip_prefix(tower).and_then(|b| b.strip_prefix(".encoder.layers.")) {
+            let (idx, path) = b.split_once('.')?;
+            let module = TargetModule::ALL.into_iter().find(|m| m.clip_path() == path)?;
+            return Some((ModuleKey { block: idx.parse().ok()?, module }, Some(t), factor));
+        }
+    }
     // transformers 5: layers.{i}.attention.q_proj ; transformers 4: (vit.)encoder.layer.{i}.attention.attention.query
     let body = body.strip_prefix("vit.").unwrap_or(body);
     let (idx_and_path, new_style) = if let Some(b) = body.strip_prefix("layers.") {
@@ -117,7 +160,34 @@ fn parse_key(name: &str) -> Option<(ModuleKey, char)> {
             m.hf_prefix() == path || m.bert_path() == path
         }
     })?;
-    Some((ModuleKey { block, module }, factor))
+    Some((ModuleKey { block, module }, None, factor))
+}
+
+/// The global key of a parsed module under `layout`, or an error naming the mismatch.
+fn place_key(key: ModuleKey, tower: Option<usize>, layout: PeftLayout, name: &str, origin: &Path) -> Result<ModuleKey> {
+    match (layout, tower) {
+        (PeftLayout::Clip { vision_blocks, text_blocks }, Some(t)) => {
+            let (offset, depth) = if t == 0 { (0, vision_blocks) } else { (vision_blocks, text_blocks) };
+            if key.block >= depth {
+                bail!(
+                    "{}: tensor '{name}' is for layer {} but the backbone's {} has {depth} layers; use the adapter with the backbone it was trained on",
+                    origin.display(),
+                    key.block,
+                    CLIP_TOWERS[t]
+                );
+            }
+            Ok(ModuleKey { block: offset + key.block, module: key.module })
+        }
+        (PeftLayout::Clip { .. }, None) => bail!(
+            "{}: tensor '{name}' is not a CLIPModel module: the adapter was made for a ViT or BERT backbone",
+            origin.display()
+        ),
+        (_, Some(_)) => bail!(
+            "{}: tensor '{name}' belongs to a CLIPModel adapter; use it with a CLIP backbone (--backbone DIR with model_type clip)",
+            origin.display()
+        ),
+        (_, None) => Ok(key),
+    }
 }
 
 /// The `adapter_config.json` text for `adapter` on a base model of `layout`.
@@ -133,7 +203,9 @@ pub fn config_json(adapter: &Adapter, base_model: &str, layout: PeftLayout) -> S
         }
     }
     let target_modules = layout.target_modules(&targets, &blocks);
-    let regex = target_modules.is_string();
+    // A regular expression names the blocks itself; on CLIP a list means every block of both
+    // towers, whose layer numbers `layers_to_transform` could not tell apart.
+    let regex = target_modules.is_string() || matches!(layout, PeftLayout::Clip { .. });
     let v = serde_json::json!({
         "peft_type": "LORA",
         "task_type": null,
@@ -191,9 +263,10 @@ pub fn save_as(adapter: &Adapter, dir: &Path, base_model: &str, layout: PeftLayo
 /// The rank `rank_pattern` assigns to `key`, if an entry matches it. Keys match as PEFT
 /// matches them: the entry equals the module's full name or a dot-separated suffix of it
 /// (transformers-5 `layers.{i}.attention.q_proj` or transformers-4 names).
-fn configured_rank(cfg: &serde_json::Value, key: &ModuleKey) -> Option<usize> {
+fn configured_rank(cfg: &serde_json::Value, key: &ModuleKey, layout: PeftLayout) -> Option<usize> {
     let pattern = cfg.get("rank_pattern")?.as_object()?;
     let names = [
+        layout.module_name(key),
         PeftLayout::Vit.module_name(key),
         PeftLayout::Bert.module_name(key),
         format!("encoder.layer.{}.{}", key.block, key.module.hf_prefix()),
@@ -204,8 +277,14 @@ fn configured_rank(cfg: &serde_json::Value, key: &ModuleKey) -> Option<usize> {
     })
 }
 
-/// Reads a PEFT adapter directory.
+/// Reads a PEFT adapter directory of a ViT or BERT base model.
 pub fn load(dir: &Path) -> Result<Adapter> {
+    load_as(dir, PeftLayout::Vit)
+}
+
+/// Reads a PEFT adapter directory for a base model of `layout` (ViT and BERT names are read
+/// under either of those layouts; `CLIPModel` names need [`PeftLayout::Clip`]).
+pub fn load_as(dir: &Path, layout: PeftLayout) -> Result<Adapter> {
     let cfg_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&cfg_path).with_context(|| {
         format!("cannot read {}: pass a PEFT adapter folder (adapter_config.json + {WEIGHTS_FILE})", cfg_path.display())
@@ -231,9 +310,10 @@ pub fn load(dir: &Path) -> Result<Adapter> {
     })?;
     let mut parts: BTreeMap<ModuleKey, (Option<Matrix>, Option<Matrix>)> = BTreeMap::new();
     for (name, view) in st.tensors() {
-        let Some((key, factor)) = parse_key(&name) else {
-            bail!("{}: unexpected tensor '{name}': not a LoRA factor of a ViT or BERT layer", w_path.display());
+        let Some((key, tower, factor)) = parse_key(&name) else {
+            bail!("{}: unexpected tensor '{name}': not a LoRA factor of a ViT, BERT or CLIP layer", w_path.display());
         };
+        let key = place_key(key, tower, layout, &name, &w_path)?;
         if view.dtype() != Dtype::F32 || view.shape().len() != 2 {
             bail!(
                 "{}: tensor '{name}' must be a 2-D float32 matrix, found {:?} {:?}",
@@ -271,12 +351,12 @@ pub fn load(dir: &Path) -> Result<Adapter> {
                 a.shape()
             );
         }
-        let expected = configured_rank(&cfg, &key).unwrap_or(rank);
+        let expected = configured_rank(&cfg, &key, layout).unwrap_or(rank);
         if a.rows != expected {
             bail!(
                 "{}: tensor '{}' has rank {} but {} says r = {expected}; the config and the weights disagree, fix one of them",
                 w_path.display(),
-                peft_key(&key, "A"),
+                layout.key(&key, "A"),
                 a.rows,
                 cfg_path.display()
             );
@@ -319,11 +399,11 @@ mod tests {
         assert_eq!(peft_key(&k, "B"), "base_model.model.layers.0.mlp.fc2.lora_B.weight");
         assert_eq!(
             parse_key("base_model.model.layers.3.attention.v_proj.lora_A.weight"),
-            Some((ModuleKey { block: 3, module: TargetModule::Value }, 'A'))
+            Some((ModuleKey { block: 3, module: TargetModule::Value }, None, 'A'))
         );
         assert_eq!(
             parse_key("base_model.model.encoder.layer.11.attention.attention.query.lora_B.weight"),
-            Some((ModuleKey { block: 11, module: TargetModule::Query }, 'B'))
+            Some((ModuleKey { block: 11, module: TargetModule::Query }, None, 'B'))
         );
     }
 
@@ -359,10 +439,14 @@ mod tests {
     fn rank_pattern_matches_peft_style_suffixes() {
         let cfg = serde_json::json!({"rank_pattern": {"layers.1.attention.v_proj": 4, "fc1": 3}});
         let key = |block, module| ModuleKey { block, module };
-        assert_eq!(configured_rank(&cfg, &key(1, TargetModule::Value)), Some(4));
-        assert_eq!(configured_rank(&cfg, &key(11, TargetModule::Value)), None, "layers.11 is not layers.1");
-        assert_eq!(configured_rank(&cfg, &key(7, TargetModule::Fc1)), Some(3));
-        assert_eq!(configured_rank(&serde_json::json!({}), &key(0, TargetModule::Query)), None);
+        assert_eq!(configured_rank(&cfg, &key(1, TargetModule::Value), PeftLayout::Vit), Some(4));
+        assert_eq!(
+            configured_rank(&cfg, &key(11, TargetModule::Value), PeftLayout::Vit),
+            None,
+            "layers.11 is not layers.1"
+        );
+        assert_eq!(configured_rank(&cfg, &key(7, TargetModule::Fc1), PeftLayout::Vit), Some(3));
+        assert_eq!(configured_rank(&serde_json::json!({}), &key(0, TargetModule::Query), PeftLayout::Vit), None);
     }
 
     #[test]

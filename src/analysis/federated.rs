@@ -173,11 +173,12 @@ pub fn client_inputs(train_inputs: &[Tensor], idx: &[usize]) -> Result<Vec<Tenso
     train_inputs.iter().map(|t| Ok(t.index_select(&ids, 0)?)).collect()
 }
 
-/// Hidden states entering every block of `model`, from the embeddings `embedded` (`[N, T, D]`).
+/// Hidden states entering every block on `model`'s input path, from the embeddings
+/// `embedded` (`[N, T, D]`).
 fn block_inputs_from(model: &Backbone, embedded: &Tensor) -> Result<Vec<Tensor>> {
     let mut out = vec![embedded.clone()];
     let mut h = embedded.clone();
-    for b in 0..model.num_blocks() {
+    for b in 0..model.input_blocks() {
         h = model.block(b, &h, &NoBranch, Numerics::Fused)?;
         out.push(h.clone());
     }
@@ -287,7 +288,7 @@ pub fn run_federated(
     let max_rank = (0..opts.clients).map(|c| opts.rank_of(c, cfg.lora.rank)).max().unwrap_or(cfg.lora.rank);
     let mut spec = cfg.lora.clone();
     spec.rank = max_rank;
-    let blocks: Vec<usize> = (0..nb).collect();
+    let blocks = cfg.encoders.blocks(backbone)?;
     let mut rng = rng_for(cfg.seed, "federated-global-init");
     let init = LoraVars::init(&spec, backbone, &blocks, &mut rng, backbone.device())?.to_adapter()?;
     let mut merge_opts = opts.merge.clone();

@@ -26,6 +26,7 @@ pub fn table_path(run_dir: &Path, grouping: Grouping, value: GameValue) -> PathB
     let group = match grouping {
         Grouping::Block => "block",
         Grouping::Module => "module",
+        Grouping::Layer => "layer",
     };
     run_dir.join(format!("cache_{group}_game_test_{}.json", value.name()))
 }
@@ -76,7 +77,7 @@ pub fn run_table(
     label: &str,
     compute: bool,
 ) -> Result<Option<Vec<f64>>> {
-    let n = run.adapter.groups(grouping).len();
+    let n = run.adapter.groups(grouping, test.backbone()).len();
     if !super::exact_shapley(n) {
         return Ok(None);
     }

@@ -11,7 +11,7 @@
 
 use crate::adapter::{Adapter, Grouping, ModuleKey};
 use crate::eval::{Deltas, Evaluator};
-use crate::model::head::loss_and_accuracy;
+use crate::model::head::{loss_and_accuracy, Classifier};
 use crate::model::{Backbone, NoBranch, Numerics};
 use crate::shapley::coalition::MAX_PLAYERS;
 use crate::shapley::{Coalition, Game};
@@ -19,6 +19,7 @@ use anyhow::{bail, Result};
 use candle_core::Tensor;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
 
 /// What v(S) measures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +71,7 @@ impl<'a> LayerGame<'a> {
         if !evaluator.is_frozen() {
             bail!("internal: the layer game needs an evaluator over the frozen backbone");
         }
-        let groups = adapter.groups(grouping);
+        let groups = adapter.groups(grouping, evaluator.backbone());
         if groups.is_empty() {
             bail!("the adapter has no modules: nothing to value");
         }
@@ -116,56 +117,94 @@ impl<'a> LayerGame<'a> {
     /// v(S) starting at the coalition's lowest active block.
     pub fn value_fast(&self, s: Coalition) -> Result<f64> {
         let d = self.coalition_deltas(s);
-        let start = d.keys().map(|k| k.block).min().unwrap_or(self.evaluator.backbone().num_blocks());
+        let start = self.evaluator.backbone().first_input_block(d.keys().map(|k| k.block));
         let merged = self.evaluator.backbone().with_deltas(&d)?;
         self.metric(&self.evaluator.logits_from(&merged, start)?)
     }
 
-    /// Every coalition's value (index = bitmask), by the depth-first walk over blocks.
+    /// Every coalition's value (index = bitmask), by the depth-first walk over the blocks on
+    /// the input's path. Players with modules after that path (CLIP's text tower) change
+    /// the classifier only: the classifier of every subset of them is computed once, and
+    /// the walk's leaves pair the image features with each.
     pub fn enumerate_all(&self) -> Result<Vec<f64>> {
         let n = self.groups.len();
         if n > 20 {
-            bail!("exact enumeration of {n} players needs 2^{n} evaluations: use at most 20 players (--players block)");
+            bail!(
+                "exact enumeration of {n} players needs 2^{n} evaluations: use at most 20 players (--players block, or layer on a CLIP backbone)"
+            );
         }
         let bb = self.evaluator.backbone();
-        let nb = bb.num_blocks();
-        // Players of each block (a player belongs to the block of its modules).
-        let mut players_of_block: Vec<Vec<usize>> = vec![Vec::new(); nb];
+        let nin = bb.input_blocks();
+        let mut plan = WalkPlan {
+            players_of_block: vec![Vec::new(); nin],
+            head_only: Vec::new(),
+            text_mask: 0,
+            classifiers: HashMap::new(),
+        };
         for (i, g) in self.groups.iter().enumerate() {
-            let b = g[0].block;
-            if g.iter().any(|k| k.block != b) {
-                bail!("player {i} spans several blocks; the prefix walk needs players within one block");
+            let on_path: BTreeSet<usize> = g.iter().map(|k| k.block).filter(|b| *b < nin).collect();
+            if g.iter().any(|k| k.block >= nin) {
+                plan.text_mask |= 1 << i;
             }
-            players_of_block[b].push(i);
+            match on_path.len() {
+                0 => plan.head_only.push(i),
+                1 => plan.players_of_block[*on_path.first().expect("one block")].push(i),
+                _ => bail!("player {i} spans several blocks; the prefix walk needs players within one block"),
+            }
         }
+        plan.classifiers = self.classifiers(bb, plan.text_mask)?;
         let mut values = vec![f64::NAN; 1 << n];
-        let results = self.walk(bb, &players_of_block, 0, None, 0)?;
-        for (s, v) in results {
+        for (s, v) in self.walk(bb, &plan, 0, None, 0)? {
             values[s as usize] = v;
         }
         Ok(values)
+    }
+
+    /// The classifier of every subset of the players in `mask` (their modules after the
+    /// input's path merged), keyed by the subset.
+    fn classifiers(&self, bb: &Backbone, mask: Coalition) -> Result<HashMap<Coalition, Classifier>> {
+        let nin = bb.input_blocks();
+        let mut subsets = vec![0];
+        let mut sub = mask;
+        while sub != 0 {
+            subsets.push(sub);
+            sub = (sub - 1) & mask;
+        }
+        subsets
+            .par_iter()
+            .map(|&sub| {
+                let mut d = self.coalition_deltas(sub);
+                d.retain(|k, _| k.block >= nin);
+                let model = bb.with_deltas(&d)?;
+                Ok((sub, self.evaluator.head().classifier(&model, &NoBranch, Numerics::Fused)?))
+            })
+            .collect()
     }
 
     /// Depth-first walk: `hidden` is the state entering `block` (None = frozen, use the cache).
     fn walk(
         &self,
         bb: &Backbone,
-        players_of_block: &[Vec<usize>],
+        plan: &WalkPlan,
         block: usize,
         hidden: Option<&Tensor>,
         prefix: Coalition,
     ) -> Result<Vec<(Coalition, f64)>> {
-        let nb = bb.num_blocks();
         let x = match hidden {
             Some(h) => h.clone(),
             None => self.evaluator.block_input(block).clone(),
         };
-        if block == nb {
+        if block == bb.input_blocks() {
             let feats = bb.cls_feature(&x, Numerics::Fused)?;
-            let logits = self.evaluator.head().logits(&feats)?;
-            return Ok(vec![(prefix, self.metric(&logits)?)]);
+            return (0..1u64 << plan.head_only.len())
+                .map(|h| {
+                    let s = plan.head_only.iter().enumerate().fold(prefix, |s, (j, &p)| s | (h >> j & 1) << p);
+                    let logits = plan.classifiers[&(s & plan.text_mask)].logits(&feats)?;
+                    Ok((s, self.metric(&logits)?))
+                })
+                .collect();
         }
-        let players = &players_of_block[block];
+        let players = &plan.players_of_block[block];
         let subsets: Vec<Coalition> = (0..(1u64 << players.len())).collect();
         let branch = |sub: Coalition| -> Result<Vec<(Coalition, f64)>> {
             let mut s = prefix;
@@ -173,18 +212,18 @@ impl<'a> LayerGame<'a> {
             for (j, &p) in players.iter().enumerate() {
                 if sub >> j & 1 == 1 {
                     s |= 1 << p;
-                    for k in &self.groups[p] {
+                    for k in self.groups[p].iter().filter(|k| k.block == block) {
                         d.insert(*k, self.deltas[k].clone());
                     }
                 }
             }
             if hidden.is_none() && d.is_empty() {
                 // Still frozen: the next block's input is cached.
-                return self.walk(bb, players_of_block, block + 1, None, s);
+                return self.walk(bb, plan, block + 1, None, s);
             }
             let merged = bb.with_deltas(&d)?;
             let out = merged.block(block, &x, &NoBranch, Numerics::Fused)?;
-            self.walk(bb, players_of_block, block + 1, Some(&out), s)
+            self.walk(bb, plan, block + 1, Some(&out), s)
         };
         // Parallelise the first levels only; deeper levels run inside those tasks.
         let parts: Vec<Vec<(Coalition, f64)>> = if block < 2 {
@@ -194,6 +233,19 @@ impl<'a> LayerGame<'a> {
         };
         Ok(parts.into_iter().flatten().collect())
     }
+}
+
+/// How the exact walk visits the players: by block on the input's path, then the players
+/// that only change the classifier, whose classifiers are precomputed.
+struct WalkPlan {
+    /// Players of each block on the input's path.
+    players_of_block: Vec<Vec<usize>>,
+    /// Players with no module on the input's path.
+    head_only: Vec<usize>,
+    /// Players with a module after the input's path.
+    text_mask: Coalition,
+    /// Classifier of every subset of `text_mask`.
+    classifiers: HashMap<Coalition, Classifier>,
 }
 
 impl Game for LayerGame<'_> {

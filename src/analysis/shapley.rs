@@ -110,7 +110,8 @@ pub fn analyze(
     for input in inputs {
         let game = LayerGame::new(evaluator, input.adapter, opts.grouping, opts.value, &input.method)?;
         let n = game.n_players();
-        let players: Vec<String> = game.groups().iter().map(|g| group_label(g, opts.grouping)).collect();
+        let players: Vec<String> =
+            game.groups().iter().map(|g| group_label(g, opts.grouping, evaluator.backbone())).collect();
         let started = Instant::now();
         // Exact (n ≤ 20): enumerate every coalition by the prefix walk, then let the
         // estimators replay that table (identical values, no model cost). Otherwise the

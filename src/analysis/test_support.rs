@@ -7,7 +7,7 @@ use crate::data::{ImageSet, TaskData};
 use crate::eval::Evaluator;
 use crate::lab::TaskEnv;
 use crate::linalg::Matrix;
-use crate::model::head::PrototypeHead;
+use crate::model::head::{Head, PrototypeHead};
 use crate::model::{Backbone, Numerics, VitConfig};
 use crate::util::rng_for;
 use candle_core::Device;
@@ -52,7 +52,7 @@ pub fn tiny_env(blocks: usize, classes: usize, train: usize, test: usize) -> (Ba
     let test_images = crate::lab::images_tensor(&test_set, &device).unwrap();
     let train_inputs = bb.frozen_block_inputs(&train_images, 64).unwrap();
     let feats = bb.cls_feature(&train_inputs[bb.num_blocks()], Numerics::Fused).unwrap();
-    let head = PrototypeHead::from_features(&feats, &train_set.labels, classes, 20.0).unwrap();
+    let head = Head::Prototype(PrototypeHead::from_features(&feats, &train_set.labels, classes, 20.0).unwrap());
     let test_ev = Evaluator::new(&bb, &head, &test_images, &test_set.labels, 64).unwrap();
     let train_ev = Evaluator::new(&bb, &head, &train_images, &train_set.labels, 64).unwrap();
     let data = TaskData {
@@ -65,13 +65,13 @@ pub fn tiny_env(blocks: usize, classes: usize, train: usize, test: usize) -> (Ba
 }
 
 /// A random adapter with large factors on every block of `cfg` and the `targets`.
-pub fn random_adapter(shapes: &impl ModuleShapes, targets: &[TargetModule], rank: usize, seed: u64) -> Adapter {
+pub fn random_adapter(shapes: &dyn ModuleShapes, targets: &[TargetModule], rank: usize, seed: u64) -> Adapter {
     let mut rng = rng_for(seed, "test-adapter");
     let spec = LoraSpec { rank, targets: targets.to_vec(), ..LoraSpec::default() };
     let mut modules = std::collections::BTreeMap::new();
     for block in 0..shapes.num_blocks() {
         for &module in targets {
-            let (out, inp) = shapes.module_shape(module);
+            let (out, inp) = shapes.module_shape(block, module);
             let mut m = |r: usize, c: usize| {
                 Matrix::from_vec(r, c, (0..r * c).map(|_| rng.random_range(-1.0f32..1.0)).collect())
             };

@@ -7,7 +7,7 @@ use crate::adapter::{Adapter, Grouping, LoraFactors, LoraSpec, ModuleKey, Target
 use crate::connectivity::interpolate::{interpolate, Space};
 use crate::eval::Evaluator;
 use crate::linalg::Matrix;
-use crate::model::head::PrototypeHead;
+use crate::model::head::{Head, PrototypeHead};
 use crate::model::{Backbone, NoBranch, Numerics, VitConfig};
 use crate::progress::Progress;
 use crate::shapley::Game;
@@ -37,7 +37,7 @@ fn setup() -> (Backbone, Evaluator) {
     let images = Tensor::from_vec(v, (n, 3, 16, 16), &Device::Cpu).unwrap();
     let labels: Vec<u32> = (0..n as u32).map(|i| i % 4).collect();
     let feats = bb.features(&images, &NoBranch, Numerics::Fused).unwrap();
-    let head = PrototypeHead::from_features(&feats, &labels, 4, 20.0).unwrap();
+    let head = Head::Prototype(PrototypeHead::from_features(&feats, &labels, 4, 20.0).unwrap());
     let ev = Evaluator::new(&bb, &head, &images, &labels, 16).unwrap();
     (bb, ev)
 }

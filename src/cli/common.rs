@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use copra_lab::adapter::{Grouping, TargetModule};
 use copra_lab::choice::Choice;
-use copra_lab::train::{Method, TrainConfig};
+use copra_lab::train::{AdaptedEncoders, Method, TrainConfig};
 use std::path::PathBuf;
 
 /// How runs are configured: a TOML file and/or flags (flags win).
@@ -55,12 +55,19 @@ pub struct RunArgs {
     /// CopRA starting probability p0 (0 paper, 0.1 CoTo code).
     #[arg(long, allow_negative_numbers = true)]
     pub p0: Option<f64>,
-    /// Fixed logit scale of the prototype head.
+    /// Fixed logit scale of the prototype head (CLIP backbones use their own logit_scale).
     #[arg(long, allow_negative_numbers = true)]
     pub logit_scale: Option<f64>,
     /// Longest token sequence of a text example, in tokens (text backbones; default 128).
     #[arg(long)]
     pub max_length: Option<usize>,
+    /// Which encoders of a CLIP backbone carry adapters (default both).
+    #[arg(long, value_parser = choice::<AdaptedEncoders>())]
+    pub encoder: Option<AdaptedEncoders>,
+    /// Class prompt of a CLIP backbone's text classifier; {} is the class name, underscores
+    /// become spaces (default "a photo of a {}.").
+    #[arg(long)]
+    pub prompt_template: Option<String>,
     /// Run even when the requested work is far (over 20×) beyond the defaults.
     #[arg(long)]
     pub yes: bool,
@@ -94,6 +101,10 @@ impl RunArgs {
         set!(p0);
         set!(logit_scale);
         set!(max_length);
+        set!(prompt_template);
+        if let Some(e) = self.encoder {
+            cfg.encoders = e;
+        }
         if let Some(g) = self.grouping {
             cfg.grouping = g;
         }

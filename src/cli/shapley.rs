@@ -83,10 +83,13 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
     let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     check_output_dir(&out_dir)?;
     let lab = global.lab()?;
-    let players = match a.players {
-        Grouping::Block => lab.backbone.num_blocks(),
-        Grouping::Module => lab.backbone.num_blocks() * base.lora.targets.len(),
-    };
+    let keys: Vec<copra_lab::adapter::ModuleKey> = base
+        .encoders
+        .blocks(&lab.backbone)?
+        .into_iter()
+        .flat_map(|block| base.lora.targets.iter().map(move |&module| copra_lab::adapter::ModuleKey { block, module }))
+        .collect();
+    let players = copra_lab::adapter::group_keys(&keys, a.players, &lab.backbone).len();
     if players > copra_lab::shapley::coalition::MAX_PLAYERS {
         anyhow::bail!(
             "{players} players exceed the {} a coalition bitmask holds; use --players block or fewer --targets",

@@ -184,7 +184,7 @@ impl Encoder for Bert {
         self.blocks.len()
     }
 
-    fn module_shape(&self, module: TargetModule) -> (usize, usize) {
+    fn module_shape(&self, _block: usize, module: TargetModule) -> (usize, usize) {
         linear_shape(self.config.hidden_size, self.config.intermediate_size, module)
     }
 

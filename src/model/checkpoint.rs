@@ -1,6 +1,6 @@
 //! Reading and writing backbones in the Hugging Face layout: a directory with
 //! `config.json` and `model.safetensors` under transformers' weight names
-//! (`ViTModel`, `BertModel`), so that `from_pretrained(dir)` loads ours and we
+//! (`ViTModel`, `BertModel`, `CLIPModel`), so that `from_pretrained(dir)` loads ours and we
 //! load theirs. The architecture comes from `config.json`'s `model_type`.
 
 use super::config::VitConfig;
@@ -36,11 +36,11 @@ pub fn load_backbone(spec: &str, device: &Device) -> Result<Backbone> {
 }
 
 /// The architectures `--backbone DIR` accepts, by `config.json`'s `model_type`.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["vit", "bert"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["vit", "bert", "clip"];
 
 /// Loads a Hugging Face model directory, picking the architecture from `config.json`'s
-/// `model_type`: `vit` (`ViTModel`, `ViTForImageClassification`) or `bert` (`BertModel`,
-/// sentence-transformers folders).
+/// `model_type`: `vit` (`ViTModel`, `ViTForImageClassification`), `bert` (`BertModel`,
+/// sentence-transformers folders) or `clip` (`CLIPModel`).
 pub fn load_dir(dir: &Path, device: &Device) -> Result<Backbone> {
     if !dir.is_dir() {
         bail!("backbone directory {} does not exist: pass a folder holding config.json and model.safetensors, or 'builtin'", dir.display());
@@ -74,6 +74,7 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<Backbone> {
     let origin = weights.display().to_string();
     match model_type.as_str() {
         "bert" => Ok(Backbone::new(super::bert::Bert::load(dir, &text, tensors, &origin)?)),
+        "clip" => Ok(Backbone::new(super::clip::Clip::load(dir, &text, tensors, &origin)?)),
         _ => {
             let config = VitConfig::parse(&text, &config_path)?;
             Ok(Backbone::new(Vit::from_hf_tensors(&config, tensors, &origin)?))

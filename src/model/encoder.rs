@@ -13,7 +13,8 @@
 //! `checkpoint::load_dir`.
 
 use super::branch::{Branch, NoBranch};
-use crate::adapter::{fit::ModuleShapes, ModuleKey, PeftLayout, TargetModule};
+use super::head::Prompts;
+use crate::adapter::{fit::ModuleShapes, BlockPlace, ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -53,15 +54,26 @@ pub trait Encoder: Send + Sync + std::fmt::Debug {
     fn model_type(&self) -> &'static str;
     /// The device the weights live on.
     fn device(&self) -> &Device;
-    /// Number of transformer blocks.
+    /// Number of transformer blocks that can carry adapters (CLIP: both towers').
     fn num_blocks(&self) -> usize;
-    /// `(out, in)` of a module's weight.
-    fn module_shape(&self, module: TargetModule) -> (usize, usize);
+    /// Number of blocks on the input's path, `0..input_blocks()`: every block for ViT and
+    /// BERT; the vision tower of CLIP, whose text-tower blocks (numbered after them) shape
+    /// the classifier instead.
+    fn input_blocks(&self) -> usize {
+        self.num_blocks()
+    }
+    /// Which encoder block `block` belongs to, and its index there.
+    fn place(&self, block: usize) -> BlockPlace {
+        BlockPlace::single(block)
+    }
+    /// `(out, in)` of a module's weight in block `block`.
+    fn module_shape(&self, block: usize, module: TargetModule) -> (usize, usize);
     /// What the encoder reads.
     fn input_kind(&self) -> InputKind;
     /// Inputs (one row per example) → hidden state entering block 0.
     fn embed(&self, inputs: &Tensor) -> Result<Tensor>;
-    /// Block `index` on the hidden state that entered it, with `branch`'s LoRA outputs added.
+    /// Block `index` (`< input_blocks()`) on the hidden state that entered it, with
+    /// `branch`'s LoRA outputs added.
     fn block(&self, index: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor>;
     /// Encoder output (the hidden state after the last block) → features `[N, D]`.
     fn pool(&self, encoded: &Tensor, numerics: Numerics) -> Result<Tensor>;
@@ -83,9 +95,25 @@ pub trait Encoder: Send + Sync + std::fmt::Debug {
     fn extra_files(&self) -> Vec<(String, Vec<u8>)> {
         Vec::new()
     }
-    /// The `tokenizer.json` that turns task texts into this encoder's token ids (text encoders).
+    /// The `tokenizer.json` that turns task texts (or class prompts) into token ids.
     fn tokenizer(&self) -> Option<std::path::PathBuf> {
         None
+    }
+    /// The logit scale of a vision-language model's own classifier (CLIP: `exp(logit_scale)`);
+    /// `None` for encoders without a text tower, which use a prototype head.
+    fn logit_scale(&self) -> Option<f64> {
+        None
+    }
+    /// Class prompts as token ids for [`Encoder::encode_prompts`] (vision-language models).
+    fn tokenize_prompts(&self, texts: &[String]) -> Result<Prompts> {
+        let _ = texts;
+        anyhow::bail!("the {} backbone has no text tower to encode class prompts", self.model_type())
+    }
+    /// Text-tower embeddings `[K, D]` (unnormalised, in the image features' space) of
+    /// `prompts`, with `branch`'s LoRA outputs on the text blocks.
+    fn encode_prompts(&self, prompts: &Prompts, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
+        let _ = (prompts, branch, numerics);
+        anyhow::bail!("the {} backbone has no text tower to encode class prompts", self.model_type())
     }
 }
 
@@ -108,11 +136,11 @@ impl Backbone {
         Backbone { inner: Arc::new(encoder) }
     }
 
-    /// Runs blocks `start..` on hidden states that entered block `start`, and returns the
-    /// pooled features `[B, D]`.
+    /// Runs blocks `start..input_blocks()` on hidden states that entered block `start`, and
+    /// returns the pooled features `[B, D]`.
     pub fn forward_from(&self, start: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
         let mut h = self.trim_batch(x)?;
-        for i in start..self.num_blocks() {
+        for i in start..self.input_blocks() {
             h = self.block(i, &h, branch, numerics)?;
         }
         self.pool(&h, numerics)
@@ -129,17 +157,25 @@ impl Backbone {
         self.forward_from(0, &x, branch, numerics)
     }
 
-    /// The frozen hidden state entering every block, and the encoder output, for `inputs`
-    /// (`num_blocks + 1` tensors with one row per example), computed in batches of `batch`.
+    /// The lowest block on the input's path among `blocks` (`input_blocks()` if none is):
+    /// where a forward whose updates touch only `blocks` must start.
+    pub fn first_input_block(&self, blocks: impl IntoIterator<Item = usize>) -> usize {
+        let n = self.input_blocks();
+        blocks.into_iter().filter(|b| *b < n).min().unwrap_or(n)
+    }
+
+    /// The frozen hidden state entering every block on the input's path, and the encoder
+    /// output, for `inputs` (`input_blocks + 1` tensors with one row per example), computed
+    /// in batches of `batch`.
     pub fn frozen_block_inputs(&self, inputs: &Tensor, batch: usize) -> Result<Vec<Tensor>> {
         let n = inputs.dim(0)?;
-        let mut per_block: Vec<Vec<Tensor>> = vec![Vec::new(); self.num_blocks() + 1];
+        let mut per_block: Vec<Vec<Tensor>> = vec![Vec::new(); self.input_blocks() + 1];
         let mut start = 0;
         while start < n {
             let len = batch.max(1).min(n - start);
             let mut h = self.embed(&inputs.narrow(0, start, len)?)?;
             per_block[0].push(h.clone());
-            for i in 0..self.num_blocks() {
+            for i in 0..self.input_blocks() {
                 h = self.block(i, &h, &NoBranch, Numerics::Fused)?;
                 per_block[i + 1].push(h.clone());
             }
@@ -153,8 +189,11 @@ impl ModuleShapes for Backbone {
     fn num_blocks(&self) -> usize {
         self.inner.num_blocks()
     }
-    fn module_shape(&self, module: TargetModule) -> (usize, usize) {
-        self.inner.module_shape(module)
+    fn module_shape(&self, block: usize, module: TargetModule) -> (usize, usize) {
+        self.inner.module_shape(block, module)
+    }
+    fn place(&self, block: usize) -> BlockPlace {
+        self.inner.place(block)
     }
 }
 

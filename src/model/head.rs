@@ -1,7 +1,12 @@
-//! The fixed classifier head: normalised class-mean features of the frozen
-//! backbone on the training shots, and a fixed logit scale (the analogue of
-//! CLIP-LoRA's fixed text classifier). Adapters are the only trained parameters.
+//! The classifier heads. [`PrototypeHead`]: normalised class-mean features of the frozen
+//! backbone on the training shots, and a fixed logit scale (the analogue of CLIP-LoRA's
+//! text classifier for single-encoder backbones). [`PromptHead`]: CLIP-LoRA's own
+//! classifier, the text tower's normalised embeddings of one prompt per class, recomputed
+//! through the text adapters whenever they change. Adapters are the only trained
+//! parameters either way.
 
+use super::branch::Branch;
+use super::encoder::{Backbone, Numerics};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor, D};
 
@@ -53,6 +58,81 @@ impl PrototypeHead {
     /// Logits `[N, K]` = scale · cos(feature, prototype).
     pub fn logits(&self, features: &Tensor) -> Result<Tensor> {
         Ok((l2_normalize(features)?.matmul(&self.prototypes.t()?)? * self.logit_scale)?)
+    }
+}
+
+/// Tokenised class prompts: token ids `[K, L]` (rows padded after the text) and the
+/// position each row is pooled at (CLIP: its end-of-text token).
+#[derive(Clone, Debug)]
+pub struct Prompts {
+    /// The prompt texts, one per class.
+    pub texts: Vec<String>,
+    /// Token ids `[K, L]` (`u32`).
+    pub ids: Tensor,
+    /// Pooling position of every row `[K]` (`u32`).
+    pub pool_at: Tensor,
+}
+
+/// The default CLIP-LoRA prompt template; `{}` is replaced by the class name.
+pub const DEFAULT_TEMPLATE: &str = "a photo of a {}.";
+
+/// The prompt of one class: `template` with `{}` replaced by the class name, underscores
+/// as spaces (`dotted_lines` → "a photo of a dotted lines.").
+pub fn class_prompt(template: &str, class_name: &str) -> String {
+    template.replace("{}", &class_name.replace('_', " "))
+}
+
+/// A text-prompt classifier: the (adapted) text tower's embeddings of the class prompts,
+/// L2-normalised, times the model's logit scale.
+#[derive(Clone, Debug)]
+pub struct PromptHead {
+    /// The class prompts.
+    pub prompts: Prompts,
+    /// Logit scale (CLIP's `exp(logit_scale)`).
+    pub logit_scale: f64,
+}
+
+/// How a batch of features becomes class logits.
+#[derive(Clone, Debug)]
+pub enum Head {
+    /// Fixed prototypes (ViT, BERT).
+    Prototype(PrototypeHead),
+    /// Text prompts through the text tower (CLIP).
+    Prompts(PromptHead),
+}
+
+/// The class weights of a head for one model: logits = scale · cos(feature, weight row).
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    /// L2-normalised class weights `[K, D]`.
+    pub weights: Tensor,
+    /// Logit scale.
+    pub scale: f64,
+}
+
+impl Classifier {
+    /// Logits `[N, K]` of features `[N, D]`.
+    pub fn logits(&self, features: &Tensor) -> Result<Tensor> {
+        Ok((l2_normalize(features)?.matmul(&self.weights.t()?)? * self.scale)?)
+    }
+}
+
+impl Head {
+    /// The classifier of `model` (a backbone with any updates merged) with `branch`'s LoRA
+    /// outputs on: the fixed prototypes, or the prompts encoded by `model`'s text tower.
+    pub fn classifier(&self, model: &Backbone, branch: &dyn Branch, numerics: Numerics) -> Result<Classifier> {
+        match self {
+            Head::Prototype(p) => Ok(Classifier { weights: p.prototypes.clone(), scale: p.logit_scale }),
+            Head::Prompts(p) => Ok(Classifier {
+                weights: l2_normalize(&model.encode_prompts(&p.prompts, branch, numerics)?)?,
+                scale: p.logit_scale,
+            }),
+        }
+    }
+
+    /// True when the classifier depends on the text-tower blocks (a prompt head).
+    pub fn depends_on_text(&self) -> bool {
+        matches!(self, Head::Prompts(_))
     }
 }
 

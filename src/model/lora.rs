@@ -25,7 +25,7 @@ impl LoraVars {
     /// bound 1/√in), B zero, so the adapter starts as the identity update.
     pub fn init(
         spec: &LoraSpec,
-        shapes: &impl ModuleShapes,
+        shapes: &dyn ModuleShapes,
         blocks: &[usize],
         rng: &mut Rng,
         device: &Device,
@@ -33,7 +33,7 @@ impl LoraVars {
         let mut vars = BTreeMap::new();
         for &block in blocks {
             for &module in &spec.targets {
-                let (out, inp) = shapes.module_shape(module);
+                let (out, inp) = shapes.module_shape(block, module);
                 let bound = 1.0 / (inp as f32).sqrt();
                 let a: Vec<f32> = (0..spec.rank * inp).map(|_| rng.random_range(-bound..bound)).collect();
                 let a = Var::from_tensor(&Tensor::from_vec(a, (spec.rank, inp), device)?)?;

@@ -1,11 +1,13 @@
 //! Frozen backbones behind one interface ([`Encoder`], held as [`Backbone`]): the
-//! Hugging Face ViT and BERT architectures, their checkpoint format, LoRA branches
-//! and the fixed head.
+//! Hugging Face ViT, BERT and CLIP architectures, their checkpoint format, LoRA branches
+//! and the classifier heads.
 
 pub mod bert;
 pub mod bert_config;
 pub mod branch;
 pub mod checkpoint;
+pub mod clip;
+pub mod clip_config;
 pub mod config;
 pub mod encoder;
 pub mod head;
@@ -16,12 +18,16 @@ pub mod vit;
 pub use bert::Bert;
 pub use bert_config::{BertConfig, Pooling};
 pub use branch::{Branch, NoBranch};
+pub use clip::Clip;
+pub use clip_config::ClipConfig;
 pub use config::VitConfig;
 pub use encoder::{Backbone, Encoder, InputKind, Numerics};
-pub use head::PrototypeHead;
+pub use head::{Head, PromptHead, PrototypeHead};
 pub use vit::Vit;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_bert;
+#[cfg(test)]
+mod tests_clip;

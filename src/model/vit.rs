@@ -70,7 +70,7 @@ impl Encoder for Vit {
         self.blocks.len()
     }
 
-    fn module_shape(&self, module: TargetModule) -> (usize, usize) {
+    fn module_shape(&self, _block: usize, module: TargetModule) -> (usize, usize) {
         module_shape(&self.config, module)
     }
 

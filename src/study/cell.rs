@@ -67,10 +67,12 @@ impl Cell {
         // What defines the cell: its work and the measurements taken (absent measures are
         // left out, so adding a measurement kind to copra-lab keeps existing ids).
         let measures = serde_json::to_string(&spec.measures).unwrap_or_default();
-        // `TrainConfig::max_length` came after the first ids; at its default it is left out,
-        // so image cells keep the ids of the committed reports.
-        let default_length = format!(", max_length: {}", crate::train::config::DEFAULT_MAX_LENGTH);
-        let what = format!("{kind:?}|{measures}").replace(&default_length, "");
+        // `TrainConfig` fields added after the first ids are left out at their defaults, so
+        // existing cells keep the ids of the committed reports.
+        let mut what = format!("{kind:?}|{measures}");
+        for late in late_fields_at_default() {
+            what = what.replace(&late, "");
+        }
         let hash = &crate::util::hash_str(&what)[..10];
         let x_part = if x.is_nan() { String::new() } else { format!("-{}{x}", spec.sweep.key.replace('.', "_")) };
         // The readable part may be shortened; the hash always survives, so ids stay unique.
@@ -89,6 +91,17 @@ impl Cell {
             seeds: seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("+"),
         }
     }
+}
+
+/// The `Debug` forms of the `TrainConfig` fields that came after the first cell ids, at
+/// their defaults (left out of the hashed description).
+fn late_fields_at_default() -> [String; 3] {
+    let d = crate::train::TrainConfig::default();
+    [
+        format!(", max_length: {:?}", d.max_length),
+        format!(", encoders: {:?}", d.encoders),
+        format!(", prompt_template: {:?}", d.prompt_template),
+    ]
 }
 
 /// Every cell of the spec, in a fixed order: runs, then groups, multi-task and federated cells.

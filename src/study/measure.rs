@@ -204,8 +204,10 @@ pub fn structure_named(name: &str) -> Result<Structure> {
         "lower-third" => Structure::LowerThird,
         "middle-third" => Structure::MiddleThird,
         "upper-third" => Structure::UpperThird,
+        "vision-only" => Structure::Encoder("vision"),
+        "text-only" => Structure::Encoder("text"),
         other => bail!(
-            "unknown structure '{other}'; use every-other-even, every-other-odd, lower-third, middle-third or upper-third"
+            "unknown structure '{other}'; use every-other-even, every-other-odd, lower-third, middle-third, upper-third, vision-only or text-only (CLIP)"
         ),
     })
 }
@@ -251,11 +253,10 @@ pub fn prune_rows(
     endpoint: f64,
     frozen: f64,
 ) -> Result<Vec<Measurement>> {
-    let nb = test.backbone().num_blocks();
     let mut rows = Vec::new();
     for name in structures {
         let s = structure_named(name)?;
-        let kept: Deltas = adapter.deltas().into_iter().filter(|(k, _)| s.keeps(k, nb)).collect();
+        let kept: Deltas = adapter.deltas().into_iter().filter(|(k, _)| s.keeps(k, test.backbone())).collect();
         let m = test.evaluate(&kept)?;
         let (se, sg) = shares(m.accuracy, endpoint, frozen);
         rows.push(tag.row("prune", name, "accuracy", m.accuracy));

@@ -2,8 +2,60 @@
 //! hashed for the run cache. Loadable from TOML (`copra-lab train --config run.toml`).
 
 use super::schedule::Method;
-use crate::adapter::{Grouping, LoraSpec};
+use crate::adapter::{fit::ModuleShapes, Grouping, LoraSpec};
+use crate::model::head::DEFAULT_TEMPLATE;
 use serde::{Deserialize, Serialize};
+
+/// Which encoders of a two-tower backbone (CLIP) carry adapters; single-encoder backbones
+/// take `both` (the default), which there means every block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdaptedEncoders {
+    /// Every block of every encoder (CLIP-LoRA's default).
+    #[default]
+    Both,
+    /// The vision tower only.
+    Vision,
+    /// The text tower only.
+    Text,
+}
+
+impl crate::choice::Choice for AdaptedEncoders {
+    const WHAT: &'static str = "encoder";
+    const VARIANTS: &'static [(&'static str, &'static str, Self)] = &[
+        ("both", "adapters on every block of both encoders (CLIP-LoRA's default)", AdaptedEncoders::Both),
+        ("vision", "adapters on the vision tower only", AdaptedEncoders::Vision),
+        ("text", "adapters on the text tower only", AdaptedEncoders::Text),
+    ];
+}
+
+impl AdaptedEncoders {
+    /// Name in configs and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdaptedEncoders::Both => "both",
+            AdaptedEncoders::Vision => "vision",
+            AdaptedEncoders::Text => "text",
+        }
+    }
+
+    /// The blocks of `shapes` that carry adapters; errors when the backbone has no such encoder.
+    pub fn blocks(self, shapes: &dyn ModuleShapes) -> anyhow::Result<Vec<usize>> {
+        let all = 0..shapes.num_blocks();
+        if self == AdaptedEncoders::Both {
+            return Ok(all.collect());
+        }
+        let blocks: Vec<usize> = all.filter(|&b| shapes.place(b).encoder == self.name()).collect();
+        if blocks.is_empty() {
+            anyhow::bail!(
+                "--encoder {}: this backbone has no {} encoder (--encoder applies to CLIP backbones); use --encoder both",
+                self.name(),
+                self.name()
+            );
+        }
+        Ok(blocks)
+    }
+}
 
 /// Configuration of one LoRA / CopRA training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,6 +104,21 @@ pub struct TrainConfig {
     /// Left out of the serialised config at its default, so image runs keep their cache keys.
     #[serde(skip_serializing_if = "is_default_max_length")]
     pub max_length: usize,
+    /// Which encoders carry adapters (CLIP; default both). Left out at its default.
+    #[serde(skip_serializing_if = "is_both")]
+    pub encoders: AdaptedEncoders,
+    /// Class prompt template of a CLIP backbone's text classifier (`{}` = class name).
+    /// Left out at its default, "a photo of a {}.".
+    #[serde(skip_serializing_if = "is_default_template")]
+    pub prompt_template: String,
+}
+
+fn is_both(v: &AdaptedEncoders) -> bool {
+    *v == AdaptedEncoders::Both
+}
+
+fn is_default_template(v: &str) -> bool {
+    v == DEFAULT_TEMPLATE
 }
 
 /// Default of [`TrainConfig::max_length`].
@@ -84,6 +151,8 @@ impl Default for TrainConfig {
             stage1_ratio: 0.75,
             logit_scale: 20.0,
             max_length: DEFAULT_MAX_LENGTH,
+            encoders: AdaptedEncoders::Both,
+            prompt_template: DEFAULT_TEMPLATE.to_string(),
         }
     }
 }
@@ -141,6 +210,12 @@ impl TrainConfig {
         }
         if self.lora.targets.is_empty() {
             bail!("lora targets must name at least one module (q, k, v, o, fc1, fc2)");
+        }
+        if !self.prompt_template.contains("{}") {
+            bail!(
+                "prompt_template '{}' has no {{}} where the class name goes; the default is \"{DEFAULT_TEMPLATE}\"",
+                self.prompt_template
+            );
         }
         if !(0.0..=1.0).contains(&self.p0) {
             bail!("p0 must be in [0, 1], got {}", self.p0);

@@ -6,6 +6,6 @@ pub mod optim;
 pub mod schedule;
 pub mod trainer;
 
-pub use config::TrainConfig;
+pub use config::{AdaptedEncoders, TrainConfig};
 pub use schedule::{Method, Schedule};
 pub use trainer::{train_adapter, train_adapter_snapshots, StepRecord, TrainOutput};

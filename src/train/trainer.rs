@@ -11,7 +11,7 @@ use super::divergence;
 use super::optim::{AdamW, AdamWConfig};
 use super::schedule::{cosine_lr, sample_mask, Schedule};
 use crate::adapter::{group_keys, Adapter, ModuleKey};
-use crate::model::head::PrototypeHead;
+use crate::model::head::Head;
 use crate::model::lora::{LoraVars, TrainingBranch};
 use crate::model::{Backbone, Numerics};
 use crate::util::rng_for;
@@ -66,7 +66,7 @@ impl Default for LoopOptions {
 /// every training image (`Backbone::frozen_block_inputs`); `on_step` is called after each step.
 pub fn train_adapter(
     backbone: &Backbone,
-    head: &PrototypeHead,
+    head: &Head,
     train_inputs: &[Tensor],
     labels: &[u32],
     cfg: &TrainConfig,
@@ -80,7 +80,7 @@ pub fn train_adapter(
 #[allow(clippy::too_many_arguments)]
 pub fn train_adapter_with(
     backbone: &Backbone,
-    head: &PrototypeHead,
+    head: &Head,
     train_inputs: &[Tensor],
     labels: &[u32],
     cfg: &TrainConfig,
@@ -99,7 +99,7 @@ pub fn train_adapter_with(
 /// final adapter, is the same as without snapshots.
 pub fn train_adapter_snapshots(
     backbone: &Backbone,
-    head: &PrototypeHead,
+    head: &Head,
     train_inputs: &[Tensor],
     labels: &[u32],
     cfg: &TrainConfig,
@@ -119,7 +119,7 @@ pub fn train_adapter_snapshots(
 #[allow(clippy::too_many_arguments)]
 fn train_loop(
     backbone: &Backbone,
-    head: &PrototypeHead,
+    head: &Head,
     train_inputs: &[Tensor],
     labels: &[u32],
     cfg: &TrainConfig,
@@ -129,14 +129,14 @@ fn train_loop(
 ) -> Result<TrainOutput> {
     cfg.validate()?;
     let device = backbone.device().clone();
-    let blocks: Vec<usize> = (0..backbone.num_blocks()).collect();
+    let blocks = cfg.encoders.blocks(backbone)?;
     let mut init_rng = rng_for(cfg.seed, "lora-init");
     let lora = match init {
         Some(a) => LoraVars::from_adapter(a, &device)?,
         None => LoraVars::init(&cfg.lora, backbone, &blocks, &mut init_rng, &device)?,
     };
     let keys: Vec<ModuleKey> = lora.vars.keys().copied().collect();
-    let groups = group_keys(&keys, cfg.grouping);
+    let groups = group_keys(&keys, cfg.grouping, backbone);
     let vars: Vec<Var> = lora.vars.values().flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
     let mut opt = AdamW::new(
         vars.clone(),
@@ -157,7 +157,13 @@ fn train_loop(
         let mask = sample_mask(p, groups.len(), &mut mask_rng);
         let active: BTreeSet<ModuleKey> =
             groups.iter().zip(&mask).filter(|(_, on)| **on).flat_map(|(g, _)| g.iter().copied()).collect();
-        let start = if options.skip_frozen_prefix { active.iter().map(|k| k.block).min().unwrap_or(0) } else { 0 };
+        // With nothing active the step runs from the embeddings (as it always has, so that
+        // runs keep their bits); otherwise from the lowest active block on the input's path.
+        let start = if options.skip_frozen_prefix && !active.is_empty() {
+            backbone.first_input_block(active.iter().map(|k| k.block))
+        } else {
+            0
+        };
         // Batch indices: reshuffle at each epoch boundary.
         let mut idx = Vec::with_capacity(batch);
         while idx.len() < batch {
@@ -174,7 +180,7 @@ fn train_loop(
         let y = Tensor::from_vec(y, batch, &device)?;
         let branch = TrainingBranch::new(&lora, &active, cfg.lora.dropout, &mut dropout_rng);
         let feats = backbone.forward_from(start, &x, &branch, Numerics::Differentiable)?;
-        let logits = head.logits(&feats)?;
+        let logits = head.classifier(backbone, &branch, Numerics::Differentiable)?.logits(&feats)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
         let lr = cosine_lr(cfg.lr, cfg.min_lr, step, cfg.steps);
         let loss_value = loss.to_scalar::<f32>()? as f64;

@@ -77,3 +77,39 @@ pub fn files_named(root: &Path, needle: &str) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A folder task of 32×32 PNG images in three classes named like the CLIP fixture's prompts
+/// (`red_square`, `blue_circle`, `green_triangle`), `per_class` images each: a coloured shape
+/// at a varying place on a grey, lightly noisy background. Returns the folder.
+pub fn write_shape_folder(root: &Path, per_class: u32) -> PathBuf {
+    let dir = root.join("shapes");
+    let classes: [(&str, [u8; 3]); 3] =
+        [("red_square", [200, 40, 40]), ("blue_circle", [40, 60, 210]), ("green_triangle", [40, 180, 60])];
+    for (c, (name, colour)) in classes.iter().enumerate() {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        for i in 0..per_class {
+            let (cx, cy) = (10 + (i * 7 % 12) as i32, 10 + (i * 5 % 12) as i32);
+            let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                let (dx, dy) = (x as i32 - cx, y as i32 - cy);
+                let inside = match c {
+                    0 => dx.abs() <= 5 && dy.abs() <= 5,
+                    1 => dx * dx + dy * dy <= 30,
+                    _ => (-5..=5).contains(&dy) && dx.abs() <= (dy + 5) / 2,
+                };
+                let noise = ((x * 31 + y * 17 + i * 13) % 23) as u8;
+                if inside {
+                    image::Rgb(*colour)
+                } else {
+                    image::Rgb([110 + noise, 110 + noise, 110 + noise])
+                }
+            });
+            img.save(dir.join(name).join(format!("{i:02}.png"))).unwrap();
+        }
+    }
+    dir
+}
+
+/// The tiny random CLIP fixture's model folder (`tests/fixtures/clip-tiny/model`).
+pub fn tiny_clip() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-tiny/model").display().to_string()
+}

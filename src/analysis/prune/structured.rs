@@ -1,9 +1,10 @@
-//! Structured pruning: keep every other block, one third of the blocks or one module type,
-//! plus the full adapter and the frozen backbone as references; each variant is evaluated on
-//! the deltas it keeps.
+//! Structured pruning: keep every other block, one third of the blocks, one module type or
+//! (CLIP) one encoder, plus the full adapter and the frozen backbone as references; each
+//! variant is evaluated on the deltas it keeps. Block positions count within each encoder,
+//! so on CLIP "lower third" keeps the lower third of both towers.
 
 use super::PruneInput;
-use crate::adapter::{ModuleKey, TargetModule};
+use crate::adapter::{fit::ModuleShapes, ModuleKey, TargetModule};
 use crate::analysis::summary::{ci_columns, err_of, group_ci, ordered_unique};
 use crate::eval::{Deltas, Evaluator, Metrics};
 use crate::report::plot::{Bar, BarGroup, BarPlot};
@@ -29,13 +30,15 @@ pub enum Structure {
     UpperThird,
     /// Only the modules of one type in every block (e.g. only the value projections).
     Only(TargetModule),
+    /// Only the modules of one encoder (`vision` or `text` on CLIP).
+    Encoder(&'static str),
     /// No module (the frozen backbone; the other reference).
     None,
 }
 
 impl Structure {
     /// Stable name used in tables: `all`, `every-other-even`, `every-other-odd`, `lower-third`,
-    /// `middle-third`, `upper-third`, `q-only` (`k-only`, …) or `none`.
+    /// `middle-third`, `upper-third`, `q-only` (`k-only`, …), `vision-only`, `text-only` or `none`.
     pub fn name(&self) -> String {
         match self {
             Structure::All => "all".into(),
@@ -45,27 +48,34 @@ impl Structure {
             Structure::MiddleThird => "middle-third".into(),
             Structure::UpperThird => "upper-third".into(),
             Structure::Only(m) => format!("{}-only", m.short()),
+            Structure::Encoder(e) => format!("{e}-only"),
             Structure::None => "none".into(),
         }
     }
 
-    /// Whether module `key` of a backbone with `num_blocks` blocks keeps its `ΔW`.
-    pub fn keeps(&self, key: &ModuleKey, num_blocks: usize) -> bool {
+    /// Whether module `key` of a backbone of `shapes` keeps its `ΔW` (block positions count
+    /// within the key's encoder).
+    pub fn keeps(&self, key: &ModuleKey, shapes: &dyn ModuleShapes) -> bool {
+        let place = shapes.place(key.block);
+        let depth = (0..shapes.num_blocks()).filter(|&b| shapes.place(b).encoder == place.encoder).count();
+        let layer = place.layer;
         match self {
             Structure::All => true,
-            Structure::EveryOtherEven => key.block.is_multiple_of(2),
-            Structure::EveryOtherOdd => key.block % 2 == 1,
-            Structure::LowerThird => third_of(key.block, num_blocks) == 0,
-            Structure::MiddleThird => third_of(key.block, num_blocks) == 1,
-            Structure::UpperThird => third_of(key.block, num_blocks) == 2,
+            Structure::EveryOtherEven => layer.is_multiple_of(2),
+            Structure::EveryOtherOdd => layer % 2 == 1,
+            Structure::LowerThird => third_of(layer, depth) == 0,
+            Structure::MiddleThird => third_of(layer, depth) == 1,
+            Structure::UpperThird => third_of(layer, depth) == 2,
             Structure::Only(m) => key.module == *m,
+            Structure::Encoder(e) => place.encoder == *e,
             Structure::None => false,
         }
     }
 
-    /// The standard list for an adapter on `targets`: all, both every-other variants, the three
-    /// thirds, one "only" strategy per adapted module type, and none.
-    pub fn standard(targets: &[TargetModule]) -> Vec<Structure> {
+    /// The standard list for an adapter on `targets` of a backbone of `shapes`: all, both
+    /// every-other variants, the three thirds, one "only" strategy per adapted module type,
+    /// one per encoder when there are several, and none.
+    pub fn standard(targets: &[TargetModule], shapes: &dyn ModuleShapes) -> Vec<Structure> {
         let mut out = vec![
             Structure::All,
             Structure::EveryOtherEven,
@@ -78,6 +88,11 @@ impl Structure {
         mods.sort();
         mods.dedup();
         out.extend(mods.into_iter().map(Structure::Only));
+        let mut encoders: Vec<&'static str> = (0..shapes.num_blocks()).map(|b| shapes.place(b).encoder).collect();
+        encoders.dedup();
+        if encoders.len() > 1 {
+            out.extend(encoders.into_iter().map(Structure::Encoder));
+        }
         out.push(Structure::None);
         out
     }
@@ -89,9 +104,9 @@ pub fn third_of(block: usize, num_blocks: usize) -> usize {
     (3 * block) / num_blocks.max(1)
 }
 
-/// The deltas a structure keeps.
-pub fn select(deltas: &Deltas, structure: &Structure, num_blocks: usize) -> Deltas {
-    deltas.iter().filter(|(k, _)| structure.keeps(k, num_blocks)).map(|(k, v)| (*k, v.clone())).collect()
+/// The deltas a structure keeps on a backbone of `shapes`.
+pub fn select(deltas: &Deltas, structure: &Structure, shapes: &dyn ModuleShapes) -> Deltas {
+    deltas.iter().filter(|(k, _)| structure.keeps(k, shapes)).map(|(k, v)| (*k, v.clone())).collect()
 }
 /// One structured variant of one adapter: a row of `prune_structured.parquet`.
 pub struct StructuredRow {
@@ -141,12 +156,12 @@ pub(super) fn evaluate(
     full: Metrics,
     frozen: Metrics,
 ) -> Result<Vec<StructuredRow>> {
-    let nb = test.backbone().num_blocks();
+    let shapes = test.backbone();
     let targets: Vec<TargetModule> = input.adapter.modules.keys().map(|k| k.module).collect();
     let total_params = input.adapter.num_parameters().max(1);
     let mut rows = Vec::new();
-    for s in Structure::standard(&targets) {
-        let kept = select(deltas, &s, nb);
+    for s in Structure::standard(&targets, shapes) {
+        let kept = select(deltas, &s, shapes);
         let m = match s {
             Structure::All => full,
             Structure::None => frozen,

@@ -19,8 +19,8 @@ fn structured_selections_pick_the_right_modules() {
     let adapter = random_adapter(&cfg, &[Query, Key, Value], 1, 1);
     let d = adapter.deltas();
     assert_eq!(d.len(), 36);
-    let blocks_of = |s: Structure| -> BTreeSet<usize> { select(&d, &s, 12).keys().map(|k| k.block).collect() };
-    let count = |s: Structure| select(&d, &s, 12).len();
+    let blocks_of = |s: Structure| -> BTreeSet<usize> { select(&d, &s, &cfg).keys().map(|k| k.block).collect() };
+    let count = |s: Structure| select(&d, &s, &cfg).len();
     assert_eq!(blocks_of(Structure::EveryOtherEven), [0, 2, 4, 6, 8, 10].into());
     assert_eq!(blocks_of(Structure::EveryOtherOdd), [1, 3, 5, 7, 9, 11].into());
     assert_eq!(blocks_of(Structure::LowerThird), (0..4).collect());
@@ -33,15 +33,15 @@ fn structured_selections_pick_the_right_modules() {
         assert_eq!(count(s), 12);
     }
     for m in [Query, Key, Value] {
-        let kept = select(&d, &Structure::Only(m), 12);
+        let kept = select(&d, &Structure::Only(m), &cfg);
         assert_eq!(kept.len(), 12);
         assert!(kept.keys().all(|k| k.module == m));
         assert_eq!(kept.keys().map(|k| k.block).collect::<BTreeSet<_>>(), (0..12).collect());
     }
-    assert_eq!(keys_of(&select(&d, &Structure::All, 12)), keys_of(&d));
-    assert!(select(&d, &Structure::None, 12).is_empty());
+    assert_eq!(keys_of(&select(&d, &Structure::All, &cfg)), keys_of(&d));
+    assert!(select(&d, &Structure::None, &cfg).is_empty());
     // Thirds partition the blocks; the names are stable.
-    let names: Vec<String> = Structure::standard(&[Value, Query, Key]).iter().map(|s| s.name()).collect();
+    let names: Vec<String> = Structure::standard(&[Value, Query, Key], &cfg).iter().map(|s| s.name()).collect();
     assert_eq!(
         names,
         [
@@ -58,6 +58,38 @@ fn structured_selections_pick_the_right_modules() {
         ]
     );
     assert_eq!((0..7).map(|b| third_of(b, 7)).collect::<Vec<_>>(), vec![0, 0, 0, 1, 1, 2, 2]);
+}
+
+/// CLIP's numbering: 6 vision blocks, then 3 text blocks.
+struct TwoTowers;
+
+impl crate::adapter::fit::ModuleShapes for TwoTowers {
+    fn num_blocks(&self) -> usize {
+        9
+    }
+    fn module_shape(&self, _block: usize, _module: TargetModule) -> (usize, usize) {
+        (4, 4)
+    }
+    fn place(&self, block: usize) -> crate::adapter::BlockPlace {
+        match block {
+            0..6 => crate::adapter::BlockPlace { encoder: "vision", layer: block },
+            _ => crate::adapter::BlockPlace { encoder: "text", layer: block - 6 },
+        }
+    }
+}
+
+#[test]
+fn structures_count_blocks_within_each_encoder_and_can_keep_one_encoder() {
+    let adapter = random_adapter(&TwoTowers, &[Query], 1, 1);
+    let d = adapter.deltas();
+    let blocks_of = |s: Structure| -> Vec<usize> { select(&d, &s, &TwoTowers).keys().map(|k| k.block).collect() };
+    assert_eq!(blocks_of(Structure::LowerThird), [0, 1, 6]);
+    assert_eq!(blocks_of(Structure::UpperThird), [4, 5, 8]);
+    assert_eq!(blocks_of(Structure::EveryOtherOdd), [1, 3, 5, 7]);
+    assert_eq!(blocks_of(Structure::Encoder("vision")), (0..6).collect::<Vec<_>>());
+    assert_eq!(blocks_of(Structure::Encoder("text")), [6, 7, 8]);
+    let names: Vec<String> = Structure::standard(&[Query], &TwoTowers).iter().map(|s| s.name()).collect();
+    assert!(names.ends_with(&["q-only".into(), "vision-only".into(), "text-only".into(), "none".into()]), "{names:?}");
 }
 
 #[test]

@@ -68,6 +68,13 @@ fn clip_trains_both_towers_and_every_analysis_runs() {
         let label = if players == "block" { "text.b1" } else { "l2" };
         assert!(printed.contains(label), "{players}: no player {label} in {printed}");
     }
+    // 30 players (six modules of 5 blocks) are beyond exact enumeration: the estimators run.
+    let out = root.join("shap-module");
+    let o = run(base("shapley")
+        .args(["--players", "module", "--targets", "q,k,v,o,fc1,fc2", "--out", out.to_str().unwrap()])
+        .args(CLIP_QUICK));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("text.b1.fc2") && stdout(&o).contains("coalitions evaluated with the model"));
     let out = root.join("fed");
     let o = run(base("federated")
         .args(["--clients", "2", "--iid", "--rounds", "2", "--out", out.to_str().unwrap()])

@@ -204,28 +204,38 @@ fn label_ids(labels: &[String], names: &[String], path: &Path) -> Result<Vec<u32
         .collect()
 }
 
-/// The token ids of `texts` under `tokenizer.json` (special tokens added, truncated to
-/// `max_length`, no padding).
-pub fn encode_ids(texts: &[&str], tokenizer: &Path, max_length: usize) -> Result<Vec<Vec<u32>>> {
+/// `tokenizer.json` set to add special tokens, truncate to `max_length` and not pad.
+fn load_tokenizer(tokenizer: &Path, max_length: usize) -> Result<tokenizers::Tokenizer> {
     let mut tk = tokenizers::Tokenizer::from_file(tokenizer).map_err(|e| {
         anyhow!("cannot read tokenizer {} ({e}); the backbone folder needs its tokenizer.json", tokenizer.display())
     })?;
     tk.with_padding(None);
     tk.with_truncation(Some(tokenizers::TruncationParams { max_length, ..Default::default() }))
         .map_err(|e| anyhow!("{}: cannot truncate to {max_length} tokens ({e})", tokenizer.display()))?;
+    Ok(tk)
+}
+
+/// The token ids of `texts` under `tk` (read from `path`).
+fn encode_with(tk: &tokenizers::Tokenizer, texts: &[&str], path: &Path) -> Result<Vec<Vec<u32>>> {
     let encodings =
-        tk.encode_batch(texts.to_vec(), true).map_err(|e| anyhow!("tokenizing with {}: {e}", tokenizer.display()))?;
+        tk.encode_batch(texts.to_vec(), true).map_err(|e| anyhow!("tokenizing with {}: {e}", path.display()))?;
     Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+}
+
+/// The token ids of `texts` under `tokenizer.json` (special tokens added, truncated to
+/// `max_length`, no padding).
+pub fn encode_ids(texts: &[&str], tokenizer: &Path, max_length: usize) -> Result<Vec<Vec<u32>>> {
+    encode_with(&load_tokenizer(tokenizer, max_length)?, texts, tokenizer)
 }
 
 /// Tokenizes `texts` with `tokenizer.json` (special tokens added, truncated to `max_length`,
 /// no padding) and packs them into rows padded with id 0 to the longest one.
 pub fn tokenize(texts: &[&str], tokenizer: &Path, max_length: usize) -> Result<(Vec<f32>, usize)> {
-    let pad = tokenizers::Tokenizer::from_file(tokenizer).ok().and_then(|tk| tk.token_to_id("[PAD]"));
-    if let Some(pad) = pad.filter(|p| *p != 0) {
+    let tk = load_tokenizer(tokenizer, max_length)?;
+    if let Some(pad) = tk.token_to_id("[PAD]").filter(|p| *p != 0) {
         bail!("{}: [PAD] has id {pad}; copra-lab's text encoders need padding id 0", tokenizer.display());
     }
-    let encodings = encode_ids(texts, tokenizer, max_length)?;
+    let encodings = encode_with(&tk, texts, tokenizer)?;
     let width = encodings.iter().map(|e| e.len()).max().unwrap_or(1).max(1);
     let mut ids = vec![0f32; texts.len() * width];
     for (row, enc) in ids.chunks_mut(width).zip(&encodings) {

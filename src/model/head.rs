@@ -54,11 +54,6 @@ impl PrototypeHead {
         let protos = Tensor::from_vec(means, (num_classes, d), features.device())?;
         Ok(Self { prototypes: l2_normalize(&protos)?, logit_scale })
     }
-
-    /// Logits `[N, K]` = scale · cos(feature, prototype).
-    pub fn logits(&self, features: &Tensor) -> Result<Tensor> {
-        Ok((l2_normalize(features)?.matmul(&self.prototypes.t()?)? * self.logit_scale)?)
-    }
 }
 
 /// Tokenised class prompts: token ids `[K, L]` (rows padded after the text) and the
@@ -128,11 +123,6 @@ impl Head {
                 scale: p.logit_scale,
             }),
         }
-    }
-
-    /// True when the classifier depends on the text-tower blocks (a prompt head).
-    pub fn depends_on_text(&self) -> bool {
-        matches!(self, Head::Prompts(_))
     }
 }
 

@@ -10,8 +10,7 @@ folder of analyses/fetch-assets.sh) runs the BERT figures below, anything else t
 
 BACKBONE_DIR comes from `copra-lab export-backbone --out DIR`; the environment needs
 `pip install torch transformers peft`. With --copra, each round runs copra-lab's own
-benchmarks (`bench train`, `bench coalitions`, and `bench grid` where the binary has it: the
-grid-training branch, not yet landed) and then PyTorch's, so both
+benchmarks (`bench train`, `bench coalitions`, `bench grid`) and then PyTorch's, so both
 columns see the same machine load; the table reports the median over rounds and the ratio
 copra-lab / PyTorch. On a shared machine absolute figures are noisy; the ratios are the
 measurement.

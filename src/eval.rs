@@ -12,6 +12,7 @@ use crate::model::head::{loss_and_accuracy, Head};
 use crate::model::{Backbone, NoBranch, Numerics};
 use anyhow::Result;
 use candle_core::Tensor;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -107,7 +108,7 @@ impl Evaluator {
         let classifier = self.head.classifier(model, &NoBranch, Numerics::Fused)?;
         let parts = self
             .batches(start)?
-            .iter()
+            .par_iter()
             .map(|x| classifier.logits(&model.forward_from(start, x, &NoBranch, Numerics::Fused)?))
             .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::cat(&parts, 0)?)
@@ -136,16 +137,21 @@ impl Evaluator {
         let nin = self.backbone.input_blocks();
         let (head_model, tail_model) = (self.backbone.with_deltas(prefix)?, self.backbone.with_deltas(suffix)?);
         let classifier = self.head.classifier(&tail_model, &NoBranch, Numerics::Fused)?;
-        let mut logits: Vec<Vec<Tensor>> = vec![Vec::new(); nin];
-        for mut h in self.batches(0)? {
-            for (l, parts) in logits.iter_mut().enumerate() {
-                h = head_model.block(l, &h, &NoBranch, Numerics::Fused)?;
-                let feats = tail_model.forward_from(l + 1, &h, &NoBranch, Numerics::Fused)?;
-                parts.push(classifier.logits(&feats)?);
-            }
-        }
-        let mut out: Vec<Metrics> =
-            logits.into_iter().map(|parts| self.metrics(&Tensor::cat(&parts, 0)?)).collect::<Result<_>>()?;
+        let per_batch = self
+            .batches(0)?
+            .into_par_iter()
+            .map(|mut h| {
+                let mut logits = Vec::with_capacity(nin);
+                for l in 0..nin {
+                    h = head_model.block(l, &h, &NoBranch, Numerics::Fused)?;
+                    let feats = tail_model.forward_from(l + 1, &h, &NoBranch, Numerics::Fused)?;
+                    logits.push(classifier.logits(&feats)?);
+                }
+                Ok(logits)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let logits = crate::model::encoder::stack_batches(per_batch, nin)?;
+        let mut out: Vec<Metrics> = logits.iter().map(|l| self.metrics(l)).collect::<Result<_>>()?;
         for l in nin..self.backbone.num_blocks() {
             let below = prefix.iter().filter(|(k, _)| k.block <= l);
             let above = suffix.iter().filter(|(k, _)| k.block > l);
@@ -161,17 +167,20 @@ impl Evaluator {
     /// differ from `base` only at block ℓ and above can start at ℓ.
     pub fn with_base(&self, base: &Deltas) -> Result<Evaluator> {
         let merged = self.backbone.with_deltas(base)?;
+        let per_batch = self
+            .batches(0)?
+            .into_par_iter()
+            .map(|mut h| {
+                let mut states = Vec::with_capacity(merged.input_blocks());
+                for b in 0..merged.input_blocks() {
+                    h = merged.block(b, &h, &NoBranch, Numerics::Fused)?;
+                    states.push(h.clone());
+                }
+                Ok(states)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut inputs = vec![self.block_inputs[0].clone()];
-        let mut per_block: Vec<Vec<Tensor>> = vec![Vec::new(); merged.input_blocks()];
-        for mut h in self.batches(0)? {
-            for (b, parts) in per_block.iter_mut().enumerate() {
-                h = merged.block(b, &h, &NoBranch, Numerics::Fused)?;
-                parts.push(h.clone());
-            }
-        }
-        for parts in per_block {
-            inputs.push(Tensor::cat(&parts, 0)?);
-        }
+        inputs.extend(crate::model::encoder::stack_batches(per_batch, merged.input_blocks())?);
         Ok(Evaluator {
             backbone: self.backbone.clone(),
             head: self.head.clone(),

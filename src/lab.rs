@@ -9,7 +9,7 @@ use crate::model::head::{class_prompt, Head, PromptHead, PrototypeHead};
 use crate::model::{Backbone, InputKind, NoBranch, Numerics};
 use crate::progress::Progress;
 use crate::runs::{self, Manifest};
-use crate::train::{train_adapter, TrainConfig};
+use crate::train::{train_grid, TrainConfig, TrainOutput};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
@@ -182,27 +182,74 @@ impl Lab {
 
     /// Returns the cached run for `cfg`, or trains it and writes its artifacts.
     pub fn ensure_run(&self, env: &TaskEnv, cfg: &TrainConfig, force: bool, progress: &Progress) -> Result<Run> {
-        self.check_config(cfg)?;
-        let dir = self.run_dir(env, cfg);
-        if !force && dir.join("manifest.json").is_file() {
-            let (adapter, manifest) = runs::read_run(&dir, self.backbone.peft_layout())?;
-            self.check_adapter(&adapter, &dir)?;
-            return Ok(Run { dir, adapter, manifest, reused: true });
-        }
-        if let Some(parent) = dir.parent() {
-            crate::report::atomic::ensure_writable_dir(parent)
-                .with_context(|| format!("runs directory {}", self.runs_dir.display()))?;
-        }
-        let bar =
-            progress.bar(cfg.steps as u64, &format!("train {} {} seed {}", cfg.task, cfg.method.name(), cfg.seed));
-        let out =
-            train_adapter(&self.backbone, &env.head, &env.train_inputs, &env.data.train.labels, cfg, None, |r| {
-                bar.inc(1);
-                if r.step % 20 == 0 {
-                    bar.set_message(format!("loss {:.3} p {:.2}", r.loss, r.p));
+        let mut runs = self.ensure_runs(env, std::slice::from_ref(cfg), force, progress)?;
+        Ok(runs.pop().expect("one run per config"))
+    }
+
+    /// The runs of a grid on the task `env`, in `cfgs` order: cached ones are read, the
+    /// others trained together ([`train_grid`]: one per core, each bit-identical to training
+    /// it alone) and written as they are gathered. If a run fails, the runs that succeeded are
+    /// still written before the first error is returned.
+    pub fn ensure_runs(
+        &self,
+        env: &TaskEnv,
+        cfgs: &[TrainConfig],
+        force: bool,
+        progress: &Progress,
+    ) -> Result<Vec<Run>> {
+        let mut runs: Vec<Option<Run>> = Vec::with_capacity(cfgs.len());
+        let mut missing = Vec::new();
+        for cfg in cfgs {
+            self.check_config(cfg)?;
+            let dir = self.run_dir(env, cfg);
+            if !force && dir.join("manifest.json").is_file() {
+                let (adapter, manifest) = runs::read_run(&dir, self.backbone.peft_layout())?;
+                self.check_adapter(&adapter, &dir)?;
+                runs.push(Some(Run { dir, adapter, manifest, reused: true }));
+            } else {
+                if let Some(parent) = dir.parent() {
+                    crate::report::atomic::ensure_writable_dir(parent)
+                        .with_context(|| format!("runs directory {}", self.runs_dir.display()))?;
                 }
-            })?;
-        bar.finish_and_clear();
+                missing.push(runs.len());
+                runs.push(None);
+            }
+        }
+        // Chunks of one run per core, each written before the next starts.
+        for missing in missing.chunks(rayon::current_num_threads().max(1)) {
+            let todo: Vec<TrainConfig> = missing.iter().map(|&i| cfgs[i].clone()).collect();
+            let label = match todo.as_slice() {
+                [cfg] => format!("train {} {} seed {}", cfg.task, cfg.method.name(), cfg.seed),
+                _ => format!("train {} runs on {}", todo.len(), todo[0].task),
+            };
+            let bar = progress.bar(todo.iter().map(|c| c.steps as u64).sum(), &label);
+            let outs =
+                train_grid(&self.backbone, &env.head, &env.train_inputs, &env.data.train.labels, &todo, |_, r| {
+                    bar.inc(1);
+                    if todo.len() == 1 && r.step % 20 == 0 {
+                        bar.set_message(format!("loss {:.3} p {:.2}", r.loss, r.p));
+                    }
+                });
+            bar.finish_and_clear();
+            let mut first_error = None;
+            for ((&i, cfg), out) in missing.iter().zip(&todo).zip(outs) {
+                match out.and_then(|out| self.write_trained(env, cfg, out)) {
+                    Ok(run) => runs[i] = Some(run),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+        }
+        Ok(runs.into_iter().map(|r| r.expect("every run read or trained")).collect())
+    }
+
+    /// Evaluates a trained adapter and writes its run folder.
+    fn write_trained(&self, env: &TaskEnv, cfg: &TrainConfig, out: TrainOutput) -> Result<Run> {
+        let dir = self.run_dir(env, cfg);
         let deltas = out.adapter.deltas();
         let manifest = Manifest {
             config: cfg.clone(),
@@ -266,7 +313,7 @@ pub fn frozen_features(backbone: &Backbone, images: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::Method;
+    use crate::train::{train_adapter, Method};
 
     fn lab() -> Lab {
         Lab::open("builtin", &std::env::temp_dir().join("copra-lab-unused-runs")).unwrap()

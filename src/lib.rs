@@ -17,6 +17,7 @@ pub mod lab;
 pub mod linalg;
 pub mod merge;
 pub mod model;
+pub mod parallel;
 pub mod pretrain;
 pub mod progress;
 pub mod prune;

@@ -195,14 +195,7 @@ impl<'a> LayerGame<'a> {
             None => self.evaluator.block_input(block).clone(),
         };
         if block == bb.input_blocks() {
-            let feats = bb.cls_feature(&x, Numerics::Fused)?;
-            return (0..1u64 << plan.head_only.len())
-                .map(|h| {
-                    let s = plan.head_only.iter().enumerate().fold(prefix, |s, (j, &p)| s | (h >> j & 1) << p);
-                    let logits = plan.classifiers[&(s & plan.text_mask)].logits(&feats)?;
-                    Ok((s, self.metric(&logits)?))
-                })
-                .collect();
+            return self.leaves(plan, &bb.cls_feature(&x, Numerics::Fused)?, prefix);
         }
         let players = &plan.players_of_block[block];
         let subsets: Vec<Coalition> = (0..(1u64 << players.len())).collect();
@@ -222,6 +215,10 @@ impl<'a> LayerGame<'a> {
                 return self.walk(bb, plan, block + 1, None, s);
             }
             let merged = bb.with_deltas(&d)?;
+            if block + 1 == bb.input_blocks() {
+                // The last block: only the rows the features read.
+                return self.leaves(plan, &merged.last_block_features(block, &x, &NoBranch, Numerics::Fused)?, s);
+            }
             let out = merged.block(block, &x, &NoBranch, Numerics::Fused)?;
             self.walk(bb, plan, block + 1, Some(&out), s)
         };
@@ -232,6 +229,18 @@ impl<'a> LayerGame<'a> {
             subsets.iter().map(|s| branch(*s)).collect::<Result<_>>()?
         };
         Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// The values of the coalitions that extend `prefix` by players acting on the
+    /// classifier only, from the encoder features `feats` of `prefix`'s input-path players.
+    fn leaves(&self, plan: &WalkPlan, feats: &Tensor, prefix: Coalition) -> Result<Vec<(Coalition, f64)>> {
+        (0..1u64 << plan.head_only.len())
+            .map(|h| {
+                let s = plan.head_only.iter().enumerate().fold(prefix, |s, (j, &p)| s | (h >> j & 1) << p);
+                let logits = plan.classifiers[&(s & plan.text_mask)].logits(feats)?;
+                Ok((s, self.metric(&logits)?))
+            })
+            .collect()
     }
 }
 

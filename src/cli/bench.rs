@@ -7,7 +7,7 @@ use copra_lab::adapter::Grouping;
 use copra_lab::analysis::layer_game::{GameValue, LayerGame};
 use copra_lab::shapley::Game;
 use copra_lab::train::trainer::{train_adapter_with, LoopOptions};
-use copra_lab::train::Method;
+use copra_lab::train::{train_grid, Method};
 use rand::Rng;
 use std::time::Instant;
 
@@ -18,6 +18,9 @@ pub enum BenchKind {
     Train,
     /// Coalition evaluations per second: plain forward vs lowest-block start vs prefix walk.
     Coalitions,
+    /// Total training throughput (images/s) of a grid of --grid-runs LoRA runs trained
+    /// together, against one run alone.
+    Grid,
 }
 
 /// Arguments of `bench`.
@@ -32,6 +35,9 @@ pub struct BenchArgs {
     /// Random coalitions timed for the per-coalition paths.
     #[arg(long, default_value_t = 64)]
     pub coalitions: usize,
+    /// Runs (seeds 1..=K of LoRA) trained together by `bench grid`.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub grid_runs: u64,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -75,6 +81,34 @@ pub fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
                     1000.0 * out.wall_seconds / cfg.steps as f64
                 );
             }
+        }
+        BenchKind::Grid => {
+            let cfgs: Vec<_> = (1..=a.grid_runs)
+                .map(|seed| copra_lab::train::TrainConfig {
+                    method: Method::Lora,
+                    seed,
+                    steps: a.bench_steps,
+                    ..base.clone()
+                })
+                .collect();
+            let images = (a.bench_steps * base.batch_size.min(env.data.train.len())) as f64;
+            let (bb, head, inputs, labels) = (&lab.backbone, &env.head, &env.train_inputs, &env.data.train.labels);
+            let t = Instant::now();
+            train_adapter_with(bb, head, inputs, labels, &cfgs[0], None, LoopOptions::default(), |_| {})?;
+            let alone = images / t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            for out in train_grid(bb, head, inputs, labels, &cfgs, |_, _| {}) {
+                out?;
+            }
+            let together = cfgs.len() as f64 * images / t.elapsed().as_secs_f64();
+            println!("{:<40} {:>10} {:>8}", "configuration", "img/s", "ratio");
+            println!("{:<40} {:>10.1} {:>8.2}", "one run alone", alone, 1.0);
+            println!(
+                "{:<40} {:>10.1} {:>8.2}",
+                format!("grid of {} runs together", cfgs.len()),
+                together,
+                together / alone
+            );
         }
         BenchKind::Coalitions => {
             let cfg = a.run.run_config(Method::Copra, 1)?;

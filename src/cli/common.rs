@@ -226,3 +226,31 @@ pub fn parse_methods(s: &str) -> Result<Vec<Method>> {
     check_distinct(&names, "--methods")?;
     Ok(methods)
 }
+
+/// The runs of every method × seed on `env` (trained together where not cached), with a
+/// line per run naming its test accuracy; `(method name, seed, run)` in method-major order.
+pub fn method_seed_runs(
+    lab: &copra_lab::lab::Lab,
+    env: &copra_lab::lab::TaskEnv,
+    run: &RunArgs,
+    methods: &[Method],
+    seeds: &[u64],
+    progress: &copra_lab::progress::Progress,
+) -> Result<Vec<(String, u64, copra_lab::lab::Run)>> {
+    let grid: Vec<(Method, u64)> = methods.iter().flat_map(|m| seeds.iter().map(move |&s| (*m, s))).collect();
+    let cfgs = grid.iter().map(|&(m, s)| run.run_config(m, s)).collect::<Result<Vec<_>>>()?;
+    let runs = lab.ensure_runs(env, &cfgs, false, progress)?;
+    Ok(grid
+        .into_iter()
+        .zip(runs)
+        .map(|((m, s), run)| {
+            println!(
+                "{} seed {s}: test accuracy {:.2}% ({})",
+                m.name(),
+                100.0 * run.manifest.test.accuracy,
+                if run.reused { "cached" } else { "trained" }
+            );
+            (m.name(), s, run)
+        })
+        .collect())
+}

@@ -101,6 +101,7 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    copra_lab::parallel::use_coarse_parallelism();
     match cli.command {
         Command::Pretrain(a) => pretrain::run(&cli.global, a),
         Command::Train(a) => train::run(&cli.global, a),

@@ -77,18 +77,17 @@ pub fn run(global: &GlobalArgs, a: MultitaskArgs) -> Result<()> {
     for (ti, task) in tasks.iter().enumerate() {
         let cfg = copra_lab::train::TrainConfig { task: task.clone(), ..base.clone() };
         let env = lab.task_env(&cfg)?;
-        for m in &methods {
-            for &s in &seeds {
-                let rc = copra_lab::train::TrainConfig { method: *m, seed: s, ..cfg.clone() };
-                let run = lab.ensure_run(&env, &rc, false, &global.progress())?;
-                println!(
-                    "{task:<12} {:<6} seed {s}: own test accuracy {:.2}% ({})",
-                    m.name(),
-                    100.0 * run.manifest.test.accuracy,
-                    if run.reused { "cached" } else { "trained" }
-                );
-                runs.push((m.name(), s, ti, run));
-            }
+        let grid: Vec<_> = methods.iter().flat_map(|m| seeds.iter().map(move |&s| (*m, s))).collect();
+        let cfgs: Vec<_> =
+            grid.iter().map(|&(m, s)| copra_lab::train::TrainConfig { method: m, seed: s, ..cfg.clone() }).collect();
+        for (&(m, s), run) in grid.iter().zip(lab.ensure_runs(&env, &cfgs, false, &global.progress())?) {
+            println!(
+                "{task:<12} {:<6} seed {s}: own test accuracy {:.2}% ({})",
+                m.name(),
+                100.0 * run.manifest.test.accuracy,
+                if run.reused { "cached" } else { "trained" }
+            );
+            runs.push((m.name(), s, ti, run));
         }
         envs.push(env);
     }

@@ -79,20 +79,7 @@ pub fn run(global: &GlobalArgs, a: PruneArgs) -> Result<()> {
     check_output_dir(&out_dir)?;
     let lab = global.lab()?;
     let env = lab.task_env(&base)?;
-    let mut runs = Vec::new();
-    for m in &methods {
-        for &s in &seeds {
-            let cfg = a.run.run_config(*m, s)?;
-            let run = lab.ensure_run(&env, &cfg, false, &global.progress())?;
-            println!(
-                "{} seed {s}: test accuracy {:.2}% ({})",
-                m.name(),
-                100.0 * run.manifest.test.accuracy,
-                if run.reused { "cached" } else { "trained" }
-            );
-            runs.push((m.name(), s, run));
-        }
-    }
+    let runs = super::common::method_seed_runs(&lab, &env, &a.run, &methods, &seeds, &global.progress())?;
     let analysis_started = Instant::now();
     let mut inputs = Vec::new();
     for (m, s, r) in &runs {

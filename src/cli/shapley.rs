@@ -97,11 +97,9 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
         );
     }
     let env = lab.task_env(&base)?;
-    let mut runs = Vec::new();
-    for m in &methods {
-        let cfg = a.run.run_config(*m, a.seed)?;
-        runs.push((m.name(), lab.ensure_run(&env, &cfg, false, &global.progress())?));
-    }
+    let cfgs = methods.iter().map(|m| a.run.run_config(*m, a.seed)).collect::<Result<Vec<_>>>()?;
+    let trained = lab.ensure_runs(&env, &cfgs, false, &global.progress())?;
+    let runs: Vec<_> = methods.iter().map(|m| m.name()).zip(trained).collect();
     // Exact tables come from (and go to) the run folder's cache, which `prune` shares.
     let tables = runs
         .iter()

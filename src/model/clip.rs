@@ -14,10 +14,11 @@ use super::branch::Branch;
 use super::checkpoint::HfTensors;
 use super::clip_config::{Activation, ClipConfig, TowerConfig};
 use super::encoder::{
-    adapted_linear, add_deltas, attention, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder,
-    InputKind, LinearWeights, Numerics,
+    add_deltas, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder, InputKind, LinearWeights,
+    Numerics,
 };
 use super::head::Prompts;
+use super::pre_ln::{PreLnLayer, Rows};
 use crate::adapter::{BlockPlace, ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
 use anyhow::{bail, Result};
@@ -166,18 +167,22 @@ impl Clip {
         branch: &dyn Branch,
         numerics: Numerics,
         bias: Option<&Tensor>,
+        rows: Rows,
     ) -> Result<Tensor> {
         let cfg = self.tower(index);
         let bw = &self.blocks[index];
-        let lin = |m: TargetModule, x: &Tensor| adapted_linear(&bw.linears[module_index(m)], index, m, x, branch);
-        let normed = layer_norm(x, &bw.ln1, cfg.layer_norm_eps, numerics)?;
-        let (q, k, v) =
-            (lin(TargetModule::Query, &normed)?, lin(TargetModule::Key, &normed)?, lin(TargetModule::Value, &normed)?);
-        let ctx = attention(q, k, v, cfg.num_attention_heads, bias, numerics)?;
-        let h = (x + lin(TargetModule::Output, &ctx)?)?;
-        let normed = layer_norm(&h, &bw.ln2, cfg.layer_norm_eps, numerics)?;
-        let mid = activate(&lin(TargetModule::Fc1, &normed)?, cfg.activation)?;
-        Ok((h + lin(TargetModule::Fc2, &mid)?)?)
+        let activation = |x: &Tensor| activate(x, cfg.activation);
+        let layer = PreLnLayer {
+            index,
+            ln1: &bw.ln1,
+            ln2: &bw.ln2,
+            linears: &bw.linears,
+            eps: cfg.layer_norm_eps,
+            heads: cfg.num_attention_heads,
+            bias,
+            activation: &activation,
+        };
+        layer.forward(x, branch, numerics, rows)
     }
 
     /// The tokenizer file of the folder the model came from.
@@ -300,7 +305,19 @@ impl Encoder for Clip {
                 self.vision_blocks()
             );
         }
-        self.layer(index, x, branch, numerics, None)
+        self.layer(index, x, branch, numerics, None, Rows::All)
+    }
+
+    /// In evaluation the last vision block computes only the class-token row, the one `pool` reads.
+    fn last_block_features(&self, index: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
+        if index >= self.vision_blocks() {
+            bail!(
+                "internal: block {index} is a text-tower block; the input's path has {} blocks",
+                self.vision_blocks()
+            );
+        }
+        let rows = if numerics == Numerics::Fused { Rows::FirstToken } else { Rows::All };
+        self.pool(&self.layer(index, x, branch, numerics, None, rows)?, numerics)
     }
 
     /// `visual_projection(post_layernorm(class token))` `[B, P]` (`get_image_features`).
@@ -440,7 +457,7 @@ impl Encoder for Clip {
         let mut x = words.broadcast_add(&self.text_positions.narrow(0, 0, len)?)?;
         let bias = causal_bias(len, self.device())?;
         for index in self.vision_blocks()..self.blocks.len() {
-            x = self.layer(index, &x, branch, numerics, Some(&bias))?;
+            x = self.layer(index, &x, branch, numerics, Some(&bias), Rows::All)?;
         }
         let x = layer_norm(&x, &self.final_layer_norm, c.text.layer_norm_eps, numerics)?;
         let offsets: Vec<u32> = (0..k as u32).map(|r| r * len as u32).collect();

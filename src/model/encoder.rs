@@ -77,6 +77,12 @@ pub trait Encoder: Send + Sync + std::fmt::Debug {
     fn block(&self, index: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor>;
     /// Encoder output (the hidden state after the last block) → features `[N, D]`.
     fn pool(&self, encoded: &Tensor, numerics: Numerics) -> Result<Tensor>;
+    /// `pool(block(index, x))` for the last block on the input's path. Encoders whose pool
+    /// reads one token compute only that token's row of the last block in evaluation
+    /// (`Numerics::Fused`), with the same values.
+    fn last_block_features(&self, index: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
+        self.pool(&self.block(index, x, branch, numerics)?, numerics)
+    }
     /// Drops what a batch does not need before its blocks run (the BERT encoder cuts the
     /// padding columns every row of the batch has); the identity by default.
     fn trim_batch(&self, x: &Tensor) -> Result<Tensor> {
@@ -140,10 +146,14 @@ impl Backbone {
     /// returns the pooled features `[B, D]`.
     pub fn forward_from(&self, start: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
         let mut h = self.trim_batch(x)?;
-        for i in start..self.input_blocks() {
+        let n = self.input_blocks();
+        if start >= n {
+            return self.pool(&h, numerics);
+        }
+        for i in start..n - 1 {
             h = self.block(i, &h, branch, numerics)?;
         }
-        self.pool(&h, numerics)
+        self.last_block_features(n - 1, &h, branch, numerics)
     }
 
     /// Pooled features of an encoder output (alias of [`Encoder::pool`]).
@@ -168,21 +178,37 @@ impl Backbone {
     /// output, for `inputs` (`input_blocks + 1` tensors with one row per example), computed
     /// in batches of `batch`.
     pub fn frozen_block_inputs(&self, inputs: &Tensor, batch: usize) -> Result<Vec<Tensor>> {
+        use rayon::prelude::*;
         let n = inputs.dim(0)?;
-        let mut per_block: Vec<Vec<Tensor>> = vec![Vec::new(); self.input_blocks() + 1];
-        let mut start = 0;
-        while start < n {
-            let len = batch.max(1).min(n - start);
-            let mut h = self.embed(&inputs.narrow(0, start, len)?)?;
-            per_block[0].push(h.clone());
-            for i in 0..self.input_blocks() {
-                h = self.block(i, &h, &NoBranch, Numerics::Fused)?;
-                per_block[i + 1].push(h.clone());
-            }
-            start += len;
-        }
-        per_block.into_iter().map(|parts| Ok(Tensor::cat(&parts, 0)?)).collect()
+        let size = batch.max(1);
+        // Batches run in parallel; each yields its states entering every block.
+        let per_batch = (0..n)
+            .step_by(size)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|start| {
+                let mut h = self.embed(&inputs.narrow(0, start, size.min(n - start))?)?;
+                let mut states = vec![h.clone()];
+                for i in 0..self.input_blocks() {
+                    h = self.block(i, &h, &NoBranch, Numerics::Fused)?;
+                    states.push(h.clone());
+                }
+                Ok(states)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        stack_batches(per_batch, self.input_blocks() + 1)
     }
+}
+
+/// Per-batch lists of `width` tensors → `width` tensors, each the batches' rows in order.
+pub fn stack_batches(per_batch: Vec<Vec<Tensor>>, width: usize) -> Result<Vec<Tensor>> {
+    let mut columns: Vec<Vec<Tensor>> = vec![Vec::with_capacity(per_batch.len()); width];
+    for states in per_batch {
+        for (column, t) in columns.iter_mut().zip(states) {
+            column.push(t);
+        }
+    }
+    columns.into_iter().map(|parts| Ok(Tensor::cat(&parts, 0)?)).collect()
 }
 
 impl ModuleShapes for Backbone {

@@ -13,6 +13,7 @@ pub mod encoder;
 pub mod head;
 pub mod lora;
 pub mod ops;
+pub mod pre_ln;
 pub mod vit;
 
 pub use bert::Bert;

@@ -320,3 +320,39 @@ fn lora_gradients_match_finite_differences() {
     }
     assert!(checked > 0);
 }
+
+/// The features of the last block computed for the class-token row alone, bit for bit
+/// against the whole block followed by pooling, for batch sizes on both sides of
+/// `pre_ln::FIRST_TOKEN_MIN_BATCH` (below it the whole block runs: the GEMM takes another
+/// kernel for so few rows, and its sums round differently).
+pub(crate) fn assert_first_token_last_block_is_exact(bb: &Backbone, x0: &Tensor) {
+    let last = bb.input_blocks() - 1;
+    let mut h = x0.clone();
+    for i in 0..last {
+        h = bb.block(i, &h, &NoBranch, Numerics::Fused).unwrap();
+    }
+    for n in [1, 3, 8, 16, 63, 64, 65, 100, h.dim(0).unwrap()] {
+        let x = h.narrow(0, 0, n).unwrap();
+        let full = bb.pool(&bb.block(last, &x, &NoBranch, Numerics::Fused).unwrap(), Numerics::Fused).unwrap();
+        let cls = bb.last_block_features(last, &x, &NoBranch, Numerics::Fused).unwrap();
+        let (full, cls): (Vec<f32>, Vec<f32>) =
+            (full.flatten_all().unwrap().to_vec1().unwrap(), cls.flatten_all().unwrap().to_vec1().unwrap());
+        assert_eq!(full, cls, "batch of {n}: class-token-only last block differs from the whole block");
+    }
+}
+
+#[test]
+fn last_block_computed_for_the_class_token_only_gives_identical_features() {
+    let cfg = VitConfig::tiny();
+    let bb = Backbone::init_random(&cfg, 5, &Device::Cpu).unwrap();
+    let x0 = bb.embed(&images(200, &cfg, 2)).unwrap();
+    assert_first_token_last_block_is_exact(&bb, &x0);
+    // And through forward_from, which uses it.
+    let a = bb.forward_from(0, &x0, &NoBranch, Numerics::Fused).unwrap();
+    let mut h = x0.clone();
+    for i in 0..bb.num_blocks() {
+        h = bb.block(i, &h, &NoBranch, Numerics::Fused).unwrap();
+    }
+    let b = bb.pool(&h, Numerics::Fused).unwrap();
+    assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+}

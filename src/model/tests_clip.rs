@@ -186,3 +186,11 @@ fn wrong_images_and_text_blocks_on_the_input_path_are_refused() {
     let err = bb.block(3, &images, &NoBranch, Numerics::Fused).unwrap_err().to_string();
     assert!(err.contains("text-tower block"), "{err}");
 }
+
+#[test]
+fn last_vision_block_for_the_class_token_only_gives_identical_features() {
+    let bb = clip();
+    let images = &expected()["images"];
+    let x0 = bb.embed(&Tensor::cat(&[images; 40], 0).unwrap()).unwrap();
+    super::tests::assert_first_token_last_block_is_exact(&bb, &x0);
+}

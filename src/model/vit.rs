@@ -11,9 +11,10 @@ use super::branch::Branch;
 use super::checkpoint::HfTensors;
 use super::config::VitConfig;
 use super::encoder::{
-    adapted_linear, add_deltas, attention, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder,
-    InputKind, LinearWeights, Numerics,
+    add_deltas, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder, InputKind, LinearWeights,
+    Numerics,
 };
+use super::pre_ln::{PreLnLayer, Rows};
 use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
 use anyhow::Result;
@@ -102,17 +103,13 @@ impl Encoder for Vit {
 
     /// One pre-LN transformer block: `h = x + attn(ln(x)); out = h + mlp(ln(h))`.
     fn block(&self, index: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
-        let c = &self.config;
-        let bw = &self.blocks[index];
-        let lin = |m: TargetModule, x: &Tensor| adapted_linear(bw.linear(m), index, m, x, branch);
-        let normed = layer_norm(x, &bw.ln_before, c.layer_norm_eps, numerics)?;
-        let (q, k, v) =
-            (lin(TargetModule::Query, &normed)?, lin(TargetModule::Key, &normed)?, lin(TargetModule::Value, &normed)?);
-        let ctx = attention(q, k, v, c.num_attention_heads, None, numerics)?;
-        let h = (x + lin(TargetModule::Output, &ctx)?)?;
-        let normed = layer_norm(&h, &bw.ln_after, c.layer_norm_eps, numerics)?;
-        let mid = super::ops::gelu_erf(&lin(TargetModule::Fc1, &normed)?)?;
-        Ok((h + lin(TargetModule::Fc2, &mid)?)?)
+        self.layer(index).forward(x, branch, numerics, Rows::All)
+    }
+
+    /// In evaluation the last block computes only the CLS row, the one `pool` reads.
+    fn last_block_features(&self, index: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
+        let rows = if numerics == Numerics::Fused { Rows::FirstToken } else { Rows::All };
+        self.pool(&self.layer(index).forward(x, branch, numerics, rows)?, numerics)
     }
 
     /// Final layer norm of the CLS token of encoder output `[B, T, D]` → `[B, D]` (what
@@ -167,6 +164,21 @@ impl Encoder for Vit {
 }
 
 impl Vit {
+    /// Block `index` as a [`PreLnLayer`].
+    fn layer(&self, index: usize) -> PreLnLayer<'_> {
+        let bw = &self.blocks[index];
+        PreLnLayer {
+            index,
+            ln1: &bw.ln_before,
+            ln2: &bw.ln_after,
+            linears: &bw.linears,
+            eps: self.config.layer_norm_eps,
+            heads: self.config.num_attention_heads,
+            bias: None,
+            activation: &super::ops::gelu_erf,
+        }
+    }
+
     /// Reads `ViTModel` (or `ViTForImageClassification`, prefix `vit.`) weights.
     pub fn from_hf_tensors(config: &VitConfig, tensors: HashMap<String, Tensor>, origin: &str) -> Result<Vit> {
         let mut w = HfTensors::new(tensors, origin, "ViTModel");

@@ -9,7 +9,7 @@ use crate::report::table::Table;
 use crate::runs::sanitize;
 use crate::train::TrainConfig;
 use anyhow::{anyhow, Context, Result};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What a cell does.
 #[derive(Clone, Debug)]
@@ -209,6 +209,30 @@ impl Envs {
     fn built(&self, cfg: &TrainConfig) -> Result<&TaskEnv> {
         self.envs.get(&Self::key(cfg)).ok_or_else(|| anyhow!("internal: task {} was not loaded", cfg.task))
     }
+}
+
+/// Trains, as grids ([`Lab::ensure_runs`]), every cached run the cells ask for that the run
+/// cache lacks, so that the cells then find them there.
+pub fn prepare_runs(lab: &Lab, cells: &[&Cell], envs: &mut Envs, progress: &Progress) -> Result<()> {
+    let mut by_task: BTreeMap<String, Vec<TrainConfig>> = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for cell in cells {
+        let cfgs: &[TrainConfig] = match &cell.kind {
+            CellKind::Run { cfg } => std::slice::from_ref(cfg),
+            CellKind::Group { cfgs } | CellKind::Multitask { cfgs } => cfgs,
+            _ => &[],
+        };
+        for cfg in cfgs {
+            let dir = lab.run_dir(envs.get(lab, cfg)?, cfg);
+            if seen.insert(dir.clone()) && !dir.join("manifest.json").is_file() {
+                by_task.entry(Envs::key(cfg)).or_default().push(cfg.clone());
+            }
+        }
+    }
+    for cfgs in by_task.values() {
+        lab.ensure_runs(envs.get(lab, &cfgs[0])?, cfgs, false, progress)?;
+    }
+    Ok(())
 }
 
 fn ensure(lab: &Lab, envs: &mut Envs, cfg: &TrainConfig, progress: &Progress) -> Result<Run> {

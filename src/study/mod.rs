@@ -117,6 +117,7 @@ pub fn analyze(lab: &Lab, spec: &Spec, out: &Path, shard: Shard, progress: &Prog
     let todo: Vec<&Cell> = mine.iter().copied().filter(|c| !store::is_done(out, &c.id)).collect();
     let bar = progress.bar(todo.len() as u64, &format!("analyze {} {}/{}", spec.name, shard.index, shard.count));
     let mut envs = cell::Envs::default();
+    cell::prepare_runs(lab, &todo, &mut envs, progress)?;
     let machine = store::machine();
     for c in &todo {
         bar.set_message(c.id.clone());

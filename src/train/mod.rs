@@ -2,10 +2,12 @@
 
 pub mod config;
 pub mod divergence;
+pub mod grid;
 pub mod optim;
 pub mod schedule;
 pub mod trainer;
 
 pub use config::{AdaptedEncoders, TrainConfig};
+pub use grid::train_grid;
 pub use schedule::{Method, Schedule};
 pub use trainer::{train_adapter, train_adapter_snapshots, StepRecord, TrainOutput};

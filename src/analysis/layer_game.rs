@@ -153,9 +153,21 @@ impl<'a> LayerGame<'a> {
             }
         }
         plan.classifiers = self.classifiers(bb, plan.text_mask)?;
+        // The walk runs on chunks of the images in parallel (each chunk's hidden states stay
+        // in cache); a coalition's logits are its chunks' logits in order.
+        let images = self.evaluator.len();
+        let chunk = images.div_ceil(4 * rayon::current_num_threads()).max(WALK_MIN_CHUNK);
+        let chunks: Vec<(usize, usize)> = (0..images).step_by(chunk).map(|i| (i, chunk.min(images - i))).collect();
+        let per_chunk =
+            chunks.par_iter().map(|&rows| self.walk(bb, &plan, rows, 0, None, 0)).collect::<Result<Vec<_>>>()?;
         let mut values = vec![f64::NAN; 1 << n];
-        for (s, v) in self.walk(bb, &plan, 0, None, 0)? {
-            values[s as usize] = v;
+        let mut columns: Vec<std::vec::IntoIter<(Coalition, Tensor)>> =
+            per_chunk.into_iter().map(|c| c.into_iter()).collect();
+        for _ in 0..1u64 << n {
+            let parts: Vec<(Coalition, Tensor)> = columns.iter_mut().filter_map(|c| c.next()).collect();
+            let s = parts[0].0;
+            let logits: Vec<Tensor> = parts.into_iter().map(|(_, l)| l).collect();
+            values[s as usize] = self.metric(&Tensor::cat(&logits, 0)?)?;
         }
         Ok(values)
     }
@@ -181,25 +193,28 @@ impl<'a> LayerGame<'a> {
             .collect()
     }
 
-    /// Depth-first walk: `hidden` is the state entering `block` (None = frozen, use the cache).
+    /// Depth-first walk over the images `rows` (first, count), returning every coalition's
+    /// logits on them in a fixed order: `hidden` is the state entering `block` (None = frozen,
+    /// use the cache).
     fn walk(
         &self,
         bb: &Backbone,
         plan: &WalkPlan,
+        rows: (usize, usize),
         block: usize,
         hidden: Option<&Tensor>,
         prefix: Coalition,
-    ) -> Result<Vec<(Coalition, f64)>> {
+    ) -> Result<Vec<(Coalition, Tensor)>> {
         let x = match hidden {
             Some(h) => h.clone(),
-            None => self.evaluator.block_input(block).clone(),
+            None => self.evaluator.block_input(block).narrow(0, rows.0, rows.1)?,
         };
         if block == bb.input_blocks() {
             return self.leaves(plan, &bb.cls_feature(&x, Numerics::Fused)?, prefix);
         }
         let players = &plan.players_of_block[block];
         let subsets: Vec<Coalition> = (0..(1u64 << players.len())).collect();
-        let branch = |sub: Coalition| -> Result<Vec<(Coalition, f64)>> {
+        let branch = |sub: Coalition| -> Result<Vec<(Coalition, Tensor)>> {
             let mut s = prefix;
             let mut d = Deltas::new();
             for (j, &p) in players.iter().enumerate() {
@@ -212,7 +227,7 @@ impl<'a> LayerGame<'a> {
             }
             if hidden.is_none() && d.is_empty() {
                 // Still frozen: the next block's input is cached.
-                return self.walk(bb, plan, block + 1, None, s);
+                return self.walk(bb, plan, rows, block + 1, None, s);
             }
             let merged = bb.with_deltas(&d)?;
             if block + 1 == bb.input_blocks() {
@@ -220,29 +235,27 @@ impl<'a> LayerGame<'a> {
                 return self.leaves(plan, &merged.last_block_features(block, &x, &NoBranch, Numerics::Fused)?, s);
             }
             let out = merged.block(block, &x, &NoBranch, Numerics::Fused)?;
-            self.walk(bb, plan, block + 1, Some(&out), s)
+            self.walk(bb, plan, rows, block + 1, Some(&out), s)
         };
-        // Parallelise the first levels only; deeper levels run inside those tasks.
-        let parts: Vec<Vec<(Coalition, f64)>> = if block < 2 {
-            subsets.par_iter().map(|s| branch(*s)).collect::<Result<_>>()?
-        } else {
-            subsets.iter().map(|s| branch(*s)).collect::<Result<_>>()?
-        };
+        let parts: Vec<Vec<(Coalition, Tensor)>> = subsets.iter().map(|s| branch(*s)).collect::<Result<_>>()?;
         Ok(parts.into_iter().flatten().collect())
     }
 
-    /// The values of the coalitions that extend `prefix` by players acting on the
+    /// The logits of the coalitions that extend `prefix` by players acting on the
     /// classifier only, from the encoder features `feats` of `prefix`'s input-path players.
-    fn leaves(&self, plan: &WalkPlan, feats: &Tensor, prefix: Coalition) -> Result<Vec<(Coalition, f64)>> {
+    fn leaves(&self, plan: &WalkPlan, feats: &Tensor, prefix: Coalition) -> Result<Vec<(Coalition, Tensor)>> {
         (0..1u64 << plan.head_only.len())
             .map(|h| {
                 let s = plan.head_only.iter().enumerate().fold(prefix, |s, (j, &p)| s | (h >> j & 1) << p);
-                let logits = plan.classifiers[&(s & plan.text_mask)].logits(feats)?;
-                Ok((s, self.metric(&logits)?))
+                Ok((s, plan.classifiers[&(s & plan.text_mask)].logits(feats)?))
             })
             .collect()
     }
 }
+
+/// The fewest images a chunk of the exact walk holds (at least
+/// `model::pre_ln::FIRST_TOKEN_MIN_BATCH`, so its last block computes the class token only).
+const WALK_MIN_CHUNK: usize = 128;
 
 /// How the exact walk visits the players: by block on the input's path, then the players
 /// that only change the classifier, whose classifiers are precomputed.

@@ -5,7 +5,7 @@ use super::branch::Branch;
 use super::encoder::{adapted_linear, attention, layer_norm, module_index, LinearWeights, Numerics};
 use crate::adapter::TargetModule;
 use anyhow::Result;
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 /// The smallest batch for which [`Rows::FirstToken`] is used: the `gemm` crate computes a
 /// product with only a few rows through another kernel, whose sums round differently
@@ -52,17 +52,64 @@ impl PreLnLayer<'_> {
         let lin =
             |m: TargetModule, x: &Tensor| adapted_linear(&self.linears[module_index(m)], self.index, m, x, branch);
         let normed = layer_norm(x, self.ln1, self.eps, numerics)?;
-        let (q, k, v) =
-            (lin(TargetModule::Query, &normed)?, lin(TargetModule::Key, &normed)?, lin(TargetModule::Value, &normed)?);
-        let mut ctx = attention(q, k, v, self.heads, self.bias, numerics)?;
-        let mut x = x.clone();
-        if rows == Rows::FirstToken && x.dim(0)? >= FIRST_TOKEN_MIN_BATCH {
-            ctx = ctx.narrow(1, 0, 1)?;
-            x = x.narrow(1, 0, 1)?;
-        }
+        let first_only = rows == Rows::FirstToken && x.dim(0)? >= FIRST_TOKEN_MIN_BATCH;
+        let one_query = first_only && self.bias.is_none() && x.device().is_cpu() && x.dtype() == DType::F32;
+        // q, k, v in this order: a training branch draws its dropout masks in call order.
+        let q = if one_query {
+            lin(TargetModule::Query, &normed.narrow(1, 0, 1)?.contiguous()?)?
+        } else {
+            lin(TargetModule::Query, &normed)?
+        };
+        let (k, v) = (lin(TargetModule::Key, &normed)?, lin(TargetModule::Value, &normed)?);
+        let (ctx, x) = if one_query {
+            (first_token_attention(&q, &k, &v, self.heads)?, x.narrow(1, 0, 1)?)
+        } else {
+            let ctx = attention(q, k, v, self.heads, self.bias, numerics)?;
+            if first_only {
+                (ctx.narrow(1, 0, 1)?, x.narrow(1, 0, 1)?)
+            } else {
+                (ctx, x.clone())
+            }
+        };
         let h = (x + lin(TargetModule::Output, &ctx)?)?;
         let normed = layer_norm(&h, self.ln2, self.eps, numerics)?;
         let mid = (self.activation)(&lin(TargetModule::Fc1, &normed)?)?;
         Ok((h + lin(TargetModule::Fc2, &mid)?)?)
     }
+}
+
+/// Evaluation attention of the first query row alone: `softmax(q₀·Kᵀ/√d)·V` per head, for
+/// `q` `[B, 1, D]` and `k`, `v` `[B, T, D]`, as `[B, 1, D]`. The dot products are sequential
+/// fused multiply-adds from zero, the order in which the `gemm` crate's kernels accumulate a
+/// product (so the values equal the first row of the whole attention bit for bit; tested),
+/// and the softmax is the one the whole attention uses.
+fn first_token_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, t, d) = k.dims3()?;
+    let hd = d / heads;
+    let scale = (1.0 / (hd as f64).sqrt()) as f32;
+    let (qv, kv, vv): (Vec<f32>, Vec<f32>, Vec<f32>) =
+        (q.flatten_all()?.to_vec1()?, k.flatten_all()?.to_vec1()?, v.flatten_all()?.to_vec1()?);
+    let mut scores = vec![0f32; b * heads * t];
+    for (bh, row) in scores.chunks_mut(t).enumerate() {
+        let (i, h) = (bh / heads, bh % heads);
+        let qh = &qv[i * d + h * hd..i * d + (h + 1) * hd];
+        for (j, s) in row.iter_mut().enumerate() {
+            let kh = &kv[(i * t + j) * d + h * hd..(i * t + j) * d + (h + 1) * hd];
+            let dot = qh.iter().zip(kh).fold(0f32, |acc, (a, b)| a.mul_add(*b, acc));
+            // As candle's affine: `x·mul + add` with add = 0.
+            *s = dot * scale + 0.0;
+        }
+    }
+    let probs = super::encoder::softmax(&Tensor::from_vec(scores, (b, heads, 1, t), k.device())?, Numerics::Fused)?;
+    let pv: Vec<f32> = probs.flatten_all()?.to_vec1()?;
+    let mut ctx = vec![0f32; b * d];
+    for (bh, p) in pv.chunks(t).enumerate() {
+        let (i, h) = (bh / heads, bh % heads);
+        for c in 0..hd {
+            let col = h * hd + c;
+            ctx[i * d + col] =
+                p.iter().enumerate().fold(0f32, |acc, (j, pj)| pj.mul_add(vv[(i * t + j) * d + col], acc));
+        }
+    }
+    Ok(Tensor::from_vec(ctx, (b, 1, d), k.device())?)
 }

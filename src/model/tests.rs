@@ -356,3 +356,24 @@ fn last_block_computed_for_the_class_token_only_gives_identical_features() {
     let b = bb.pool(&h, Numerics::Fused).unwrap();
     assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
 }
+
+#[test]
+fn a_block_asks_its_branch_in_module_order_so_dropout_draws_keep_their_order() {
+    // A training branch draws its dropout masks in call order: reordering the modules of a
+    // block would silently change every trained adapter.
+    struct Recorder(std::cell::RefCell<Vec<TargetModule>>);
+    impl super::Branch for Recorder {
+        fn output(&self, key: ModuleKey, _x2d: &Tensor) -> anyhow::Result<Option<Tensor>> {
+            self.0.borrow_mut().push(key.module);
+            Ok(None)
+        }
+    }
+    let cfg = tiny();
+    let bb = Backbone::init_random(&cfg, 1, &Device::Cpu).unwrap();
+    let x = bb.embed(&images(2, &cfg, 1)).unwrap();
+    for numerics in [Numerics::Differentiable, Numerics::Fused] {
+        let rec = Recorder(Default::default());
+        bb.block(0, &x, &rec, numerics).unwrap();
+        assert_eq!(*rec.0.borrow(), TargetModule::ALL.to_vec(), "{numerics:?}");
+    }
+}

@@ -167,18 +167,8 @@ impl Evaluator {
     /// differ from `base` only at block ℓ and above can start at ℓ.
     pub fn with_base(&self, base: &Deltas) -> Result<Evaluator> {
         let merged = self.backbone.with_deltas(base)?;
-        let per_batch = self
-            .batches(0)?
-            .into_par_iter()
-            .map(|mut h| {
-                let mut states = Vec::with_capacity(merged.input_blocks());
-                for b in 0..merged.input_blocks() {
-                    h = merged.block(b, &h, &NoBranch, Numerics::Fused)?;
-                    states.push(h.clone());
-                }
-                Ok(states)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let per_batch =
+            self.batches(0)?.into_par_iter().map(|h| merged.frozen_block_outputs(h)).collect::<Result<Vec<_>>>()?;
         let mut inputs = vec![self.block_inputs[0].clone()];
         inputs.extend(crate::model::encoder::stack_batches(per_batch, merged.input_blocks())?);
         Ok(Evaluator {

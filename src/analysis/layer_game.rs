@@ -156,6 +156,9 @@ impl<'a> LayerGame<'a> {
         // The walk runs on chunks of the images in parallel (each chunk's hidden states stay
         // in cache); a coalition's logits are its chunks' logits in order.
         let images = self.evaluator.len();
+        if images == 0 {
+            bail!("the layer game needs at least one evaluation image");
+        }
         let chunk = images.div_ceil(4 * rayon::current_num_threads()).max(WALK_MIN_CHUNK);
         let chunks: Vec<(usize, usize)> = (0..images).step_by(chunk).map(|i| (i, chunk.min(images - i))).collect();
         let per_chunk =
@@ -166,6 +169,9 @@ impl<'a> LayerGame<'a> {
         for _ in 0..1u64 << n {
             let parts: Vec<(Coalition, Tensor)> = columns.iter_mut().filter_map(|c| c.next()).collect();
             let s = parts[0].0;
+            if parts.len() != columns.len() || parts.iter().any(|(t, _)| *t != s) {
+                bail!("internal: the walk's image chunks visited the coalitions in different orders");
+            }
             let logits: Vec<Tensor> = parts.into_iter().map(|(_, l)| l).collect();
             values[s as usize] = self.metric(&Tensor::cat(&logits, 0)?)?;
         }

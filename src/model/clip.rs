@@ -316,8 +316,7 @@ impl Encoder for Clip {
                 self.vision_blocks()
             );
         }
-        let rows = if numerics == Numerics::Fused { Rows::FirstToken } else { Rows::All };
-        self.pool(&self.layer(index, x, branch, numerics, None, rows)?, numerics)
+        self.pool(&self.layer(index, x, branch, numerics, None, Rows::FirstToken)?, numerics)
     }
 
     /// `visual_projection(post_layernorm(class token))` `[B, P]` (`get_image_features`).

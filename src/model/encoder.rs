@@ -187,16 +187,24 @@ impl Backbone {
             .collect::<Vec<_>>()
             .into_par_iter()
             .map(|start| {
-                let mut h = self.embed(&inputs.narrow(0, start, size.min(n - start))?)?;
+                let h = self.embed(&inputs.narrow(0, start, size.min(n - start))?)?;
                 let mut states = vec![h.clone()];
-                for i in 0..self.input_blocks() {
-                    h = self.block(i, &h, &NoBranch, Numerics::Fused)?;
-                    states.push(h.clone());
-                }
+                states.extend(self.frozen_block_outputs(h)?);
                 Ok(states)
             })
             .collect::<Result<Vec<_>>>()?;
         stack_batches(per_batch, self.input_blocks() + 1)
+    }
+
+    /// The evaluation forward (no branch) of hidden states `h` entering block 0: the state
+    /// after each block on the input's path.
+    pub fn frozen_block_outputs(&self, mut h: Tensor) -> Result<Vec<Tensor>> {
+        let mut states = Vec::with_capacity(self.input_blocks());
+        for i in 0..self.input_blocks() {
+            h = self.block(i, &h, &NoBranch, Numerics::Fused)?;
+            states.push(h.clone());
+        }
+        Ok(states)
     }
 }
 

@@ -20,8 +20,9 @@ pub enum Rows {
     All,
     /// Only the first token (the class token), `[B, 1, D]`: all a last layer has to compute
     /// when the pooled feature reads that token alone. Keys and values still come from every
-    /// token; the output projection and the MLP run on one row per example. Batches under
-    /// [`FIRST_TOKEN_MIN_BATCH`] compute every row (the first token's values are the same).
+    /// token; the output projection and the MLP run on one row per example. Only in
+    /// evaluation (`Numerics::Fused`); training and batches under [`FIRST_TOKEN_MIN_BATCH`]
+    /// compute every row and return `[B, T, D]` (the first token's values are the same).
     FirstToken,
 }
 
@@ -47,12 +48,12 @@ pub struct PreLnLayer<'a> {
 
 impl PreLnLayer<'_> {
     /// The layer on `x` `[B, T, D]` with `branch`'s LoRA outputs added: `[B, T, D]`, or for
-    /// [`Rows::FirstToken`] `[B, 1, D]` (`[B, T, D]` under [`FIRST_TOKEN_MIN_BATCH`]).
+    /// [`Rows::FirstToken`] in evaluation `[B, 1, D]`.
     pub fn forward(&self, x: &Tensor, branch: &dyn Branch, numerics: Numerics, rows: Rows) -> Result<Tensor> {
         let lin =
             |m: TargetModule, x: &Tensor| adapted_linear(&self.linears[module_index(m)], self.index, m, x, branch);
         let normed = layer_norm(x, self.ln1, self.eps, numerics)?;
-        let first_only = rows == Rows::FirstToken && x.dim(0)? >= FIRST_TOKEN_MIN_BATCH;
+        let first_only = rows == Rows::FirstToken && numerics == Numerics::Fused && x.dim(0)? >= FIRST_TOKEN_MIN_BATCH;
         let one_query = first_only && self.bias.is_none() && x.device().is_cpu() && x.dtype() == DType::F32;
         // q, k, v in this order: a training branch draws its dropout masks in call order.
         let q = if one_query {

@@ -355,6 +355,18 @@ fn last_block_computed_for_the_class_token_only_gives_identical_features() {
     }
     let b = bb.pool(&h, Numerics::Fused).unwrap();
     assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    // The comparisons above are not vacuous: from 64 images on, evaluation takes the
+    // class-token path (one row per image); training and smaller batches compute every row.
+    use super::pre_ln::{Rows, FIRST_TOKEN_MIN_BATCH};
+    let vit = super::Vit::init_random(&cfg, 5, &Device::Cpu).unwrap();
+    let rows = |n: usize, numerics| {
+        let x = x0.narrow(0, 0, n).unwrap();
+        vit.layer(11).forward(&x, &NoBranch, numerics, Rows::FirstToken).unwrap().dims()[1]
+    };
+    let tokens = cfg.num_tokens();
+    assert_eq!(rows(FIRST_TOKEN_MIN_BATCH, Numerics::Fused), 1);
+    assert_eq!(rows(FIRST_TOKEN_MIN_BATCH - 1, Numerics::Fused), tokens);
+    assert_eq!(rows(FIRST_TOKEN_MIN_BATCH, Numerics::Differentiable), tokens);
 }
 
 #[test]

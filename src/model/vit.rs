@@ -108,8 +108,7 @@ impl Encoder for Vit {
 
     /// In evaluation the last block computes only the CLS row, the one `pool` reads.
     fn last_block_features(&self, index: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
-        let rows = if numerics == Numerics::Fused { Rows::FirstToken } else { Rows::All };
-        self.pool(&self.layer(index).forward(x, branch, numerics, rows)?, numerics)
+        self.pool(&self.layer(index).forward(x, branch, numerics, Rows::FirstToken)?, numerics)
     }
 
     /// Final layer norm of the CLS token of encoder output `[B, T, D]` → `[B, D]` (what
@@ -165,7 +164,7 @@ impl Encoder for Vit {
 
 impl Vit {
     /// Block `index` as a [`PreLnLayer`].
-    fn layer(&self, index: usize) -> PreLnLayer<'_> {
+    pub(crate) fn layer(&self, index: usize) -> PreLnLayer<'_> {
         let bw = &self.blocks[index];
         PreLnLayer {
             index,

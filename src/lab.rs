@@ -108,8 +108,9 @@ impl Lab {
                 self.backbone_name
             ),
             (InputKind::Text { .. }, false) => bail!(
-                "task '{spec}' is an image task but the backbone {} reads text; use a tab:FILE or text:FILE task, or an image backbone",
-                self.backbone_name
+                "task '{spec}' is an image task but the backbone {} reads text; use a {} task, or an image backbone",
+                self.backbone_name,
+                data::registry::usages(Some(data::registry::Modality::Text))
             ),
             (InputKind::Text { .. }, true) if self.backbone.tokenizer().is_none() => bail!(
                 "the text backbone {} has no tokenizer.json next to its config.json; copy the model's tokenizer.json there",

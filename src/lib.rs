@@ -1,10 +1,13 @@
 //! copra-lab: a research toolkit for CopRA (progressive LoRA training, arXiv 2410.22911;
-//! CoTo, ICML 2025). It trains LoRA and CopRA adapters on a frozen ViT side by side and
-//! measures what the method claims: linear mode connectivity, per-layer Shapley values,
-//! merging and pruning.
+//! CoTo, ICML 2025). It trains LoRA and CopRA adapters side by side on a frozen encoder (the
+//! built-in ViT, or a Hugging Face ViT, BERT or CLIP folder) and measures what the method
+//! claims: linear mode connectivity, per-layer Shapley values, merging and pruning.
 //!
 //! Flow: [`train::TrainConfig`] → [`data`] → [`model`] backbone + [`adapter`] →
-//! [`train`] → [`runs`] (cached artifacts) → analyses → [`report`] tables and figures.
+//! [`train`] → [`runs`] (cached artifacts) → [`analysis`] commands and [`study`] specs →
+//! [`report`] tables and figures.
+
+#![warn(missing_docs)]
 
 pub mod adapter;
 pub mod analysis;

@@ -103,6 +103,15 @@ fn to_set(files: &[(PathBuf, u32)], idx: &[usize], opts: &TaskOptions) -> Result
     })
 }
 
+/// Registry entry: `folder:DIR`.
+pub static SOURCE: super::registry::SourceKind = super::registry::SourceKind {
+    prefix: "folder",
+    path: "DIR",
+    modality: super::registry::Modality::Image,
+    help: "one sub-folder of PNG/JPEG images per class",
+    load: load_folder_task,
+};
+
 /// Load an image folder as a few-shot task: `shots` random images per class for
 /// training and up to `test_size` class-balanced images from the rest for testing.
 pub fn load_folder_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {

@@ -234,6 +234,15 @@ fn to_set(src: &IdxImages, labels: &[u8], idx: &[usize], opts: &TaskOptions) -> 
     }
 }
 
+/// Registry entry: `idx:DIR`.
+pub static SOURCE: super::registry::SourceKind = super::registry::SourceKind {
+    prefix: "idx",
+    path: "DIR",
+    modality: super::registry::Modality::Image,
+    help: "MNIST-format IDX files (train-/t10k-images-idx3-ubyte, raw or gzipped)",
+    load: load_idx_task,
+};
+
 /// Load an MNIST-format directory as a few-shot task: `shots` per class from the
 /// training files and `test_size` class-balanced images from the t10k files.
 pub fn load_idx_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
@@ -327,7 +336,7 @@ mod tests {
 
             let opts =
                 TaskOptions { image_size: 8, channels: 3, shots: 2, test_size: 6, seed: 5, ..TaskOptions::default() };
-            let task = load_task(&TaskSource::Idx(dir.clone()), &opts).unwrap();
+            let task = load_task(&TaskSource::File { kind: &SOURCE, path: dir.clone() }, &opts).unwrap();
             assert_eq!(task.class_names, vec!["0", "1", "2"]);
             assert_eq!(task.train.len(), 6);
             assert_eq!(task.test.len(), 6);
@@ -341,11 +350,13 @@ mod tests {
                 let src = ((img[0] * 0.5 + 0.5) * 255.0).round() as usize / 10;
                 assert_eq!(src % 3, task.train.labels[i] as usize);
             }
-            let again = load_task(&TaskSource::Idx(dir.clone()), &opts).unwrap();
+            let again = load_task(&TaskSource::File { kind: &SOURCE, path: dir.clone() }, &opts).unwrap();
             assert_eq!(again.train.images, task.train.images);
             assert_eq!(again.test.images, task.test.images);
             let err =
-                load_task(&TaskSource::Idx(dir.clone()), &TaskOptions { shots: 5, ..opts }).unwrap_err().to_string();
+                load_task(&TaskSource::File { kind: &SOURCE, path: dir.clone() }, &TaskOptions { shots: 5, ..opts })
+                    .unwrap_err()
+                    .to_string();
             assert!(err.contains("fewer than shots=5"), "{err}");
             std::fs::remove_dir_all(&dir).unwrap();
         }

@@ -14,6 +14,7 @@
 //! ```
 
 use anyhow::{bail, Result};
+use registry::{Modality, SourceKind};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -26,6 +27,7 @@ pub mod folder;
 pub mod idx;
 pub mod preview;
 mod procedural;
+pub mod registry;
 mod scenes;
 mod source;
 pub mod text;
@@ -186,24 +188,25 @@ impl TaskData {
 }
 
 /// Where a task comes from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TaskSource {
     /// A built-in procedural task, by name (see [`builtin_tasks`], plus `"source"`).
     Builtin(String),
-    /// A directory of MNIST-format IDX files (raw or gzipped).
-    Idx(PathBuf),
-    /// A directory with one sub-folder of PNG/JPEG images per class.
-    Folder(PathBuf),
-    /// An Orange `.tab` text file (class column flagged `class`).
-    Tab(PathBuf),
-    /// A CSV or JSON-lines text file with a label and a text column.
-    Text(PathBuf),
+    /// A task read from a path by one kind of the [registry](registry::SOURCES): MNIST-format
+    /// IDX files (`idx:`), one image folder per class (`folder:`), Orange `.tab` text (`tab:`),
+    /// CSV or JSON-lines text (`text:`).
+    File {
+        /// The reader.
+        kind: &'static SourceKind,
+        /// The directory or file.
+        path: PathBuf,
+    },
 }
 
 impl TaskSource {
     /// True for text tasks (they need a text backbone).
     pub fn is_text(&self) -> bool {
-        matches!(self, TaskSource::Tab(_) | TaskSource::Text(_))
+        matches!(self, TaskSource::File { kind, .. } if kind.modality == Modality::Text)
     }
 
     /// True for tasks read from files (their runs are keyed on the decoded data).
@@ -324,34 +327,26 @@ pub fn source_task() -> BuiltinInfo {
 fn unknown_builtin(name: &str) -> anyhow::Error {
     let names = |set: &[Builtin]| set.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ");
     anyhow::anyhow!(
-        "unknown task '{name}'; valid built-in tasks: {} (pretraining families: {}; 'source' for the pretraining task), or use idx:/dir, folder:/dir, tab:FILE or text:FILE",
+        "unknown task '{name}'; valid built-in tasks: {} (pretraining families: {}; 'source' for the pretraining task), or use {}",
         names(&Builtin::DOWNSTREAM),
-        names(&Builtin::FAMILIES)
+        names(&Builtin::FAMILIES),
+        registry::usages(None)
     )
 }
 
-/// Parse a task spec: a built-in name (`"lighting"`, optionally `"builtin:lighting"`),
-/// `"idx:/path/dir"`, `"folder:/path/dir"`, `"tab:/path/file.tab"` or `"text:/path/file.csv"`.
+/// Parse a task spec: a built-in name (`"lighting"`, optionally `"builtin:lighting"`), or
+/// `PREFIX:PATH` for a kind of the [registry](registry::SOURCES) (`"idx:/path/dir"`,
+/// `"folder:/path/dir"`, `"tab:/path/file.tab"`, `"text:/path/file.csv"`).
 pub fn parse_task(s: &str) -> Result<TaskSource> {
     let s = s.trim();
-    let path_of = |rest: &str, kind: &str| -> Result<PathBuf> {
-        let rest = rest.trim();
-        if rest.is_empty() {
-            bail!("task spec '{s}' has no path; write {kind}:/path/to/dir");
+    if let Some((prefix, rest)) = s.split_once(':') {
+        if let Some(kind) = registry::by_prefix(prefix) {
+            let rest = rest.trim();
+            if rest.is_empty() {
+                bail!("task spec '{s}' has no path; write {prefix}:/path/to/{}", kind.path.to_ascii_lowercase());
+            }
+            return Ok(TaskSource::File { kind, path: expand_home(rest) });
         }
-        Ok(expand_home(rest))
-    };
-    if let Some(rest) = s.strip_prefix("idx:") {
-        return Ok(TaskSource::Idx(path_of(rest, "idx")?));
-    }
-    if let Some(rest) = s.strip_prefix("folder:") {
-        return Ok(TaskSource::Folder(path_of(rest, "folder")?));
-    }
-    if let Some(rest) = s.strip_prefix("tab:") {
-        return Ok(TaskSource::Tab(path_of(rest, "tab")?));
-    }
-    if let Some(rest) = s.strip_prefix("text:") {
-        return Ok(TaskSource::Text(path_of(rest, "text")?));
     }
     let name = s.strip_prefix("builtin:").unwrap_or(s);
     match Builtin::from_name(name) {
@@ -380,10 +375,7 @@ pub fn load_task(source: &TaskSource, opts: &TaskOptions) -> Result<TaskData> {
             }
             None => Err(unknown_builtin(name)),
         },
-        TaskSource::Idx(dir) => checked_classes(idx::load_idx_task(dir, opts)?, dir),
-        TaskSource::Folder(dir) => checked_classes(folder::load_folder_task(dir, opts)?, dir),
-        TaskSource::Tab(file) => checked_classes(text::load_text_task(file, text::TextFormat::Tab, opts)?, file),
-        TaskSource::Text(file) => checked_classes(text::load_text_task(file, text::TextFormat::Delimited, opts)?, file),
+        TaskSource::File { kind, path } => checked_classes((kind.load)(path, opts)?, path),
     }
 }
 

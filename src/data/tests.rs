@@ -260,12 +260,23 @@ fn parse_task_specs() {
     assert_eq!(parse_task("textures").unwrap(), TaskSource::Builtin("textures".into()));
     assert_eq!(parse_task(" Digits ").unwrap(), TaskSource::Builtin("digits".into()));
     assert_eq!(parse_task("builtin:source").unwrap(), TaskSource::Builtin("source".into()));
-    assert_eq!(parse_task("idx:/data/mnist").unwrap(), TaskSource::Idx("/data/mnist".into()));
-    assert_eq!(parse_task("folder:/data/pets").unwrap(), TaskSource::Folder("/data/pets".into()));
+    assert_eq!(
+        parse_task("idx:/data/mnist").unwrap(),
+        TaskSource::File { kind: &super::idx::SOURCE, path: "/data/mnist".into() }
+    );
+    assert_eq!(
+        parse_task("folder:/data/pets").unwrap(),
+        TaskSource::File { kind: &super::folder::SOURCE, path: "/data/pets".into() }
+    );
     let err = parse_task("texturez").unwrap_err().to_string();
     for info in all_tasks() {
         assert!(err.contains(info.name), "{err}");
     }
+    let tab = parse_task("tab:/data/r8.tab").unwrap();
+    assert_eq!(tab, TaskSource::File { kind: &super::text::TAB_SOURCE, path: "/data/r8.tab".into() });
+    assert!(tab.is_text() && tab.is_file());
+    assert!(parse_task("text:/d/a.csv").unwrap().is_text());
+    assert!(!parse_task("idx:/d").unwrap().is_text() && !parse_task("hue").unwrap().is_file());
     assert!(parse_task("idx:").unwrap_err().to_string().contains("no path"));
     let err = load_task(&TaskSource::Builtin("nope".into()), &TaskOptions::default()).unwrap_err();
     assert!(err.to_string().contains("unknown task 'nope'"));
@@ -429,7 +440,7 @@ fn report_fashion() {
     let out = std::env::var("COPRA_PREVIEW_DIR").unwrap_or_else(|_| "/tmp/copra-previews".into());
     std::fs::create_dir_all(&out).unwrap();
     let start = Instant::now();
-    let t = load_task(&TaskSource::Idx(dir.into()), &opts(16, 1000, 0)).unwrap();
+    let t = load_task(&TaskSource::File { kind: &super::idx::SOURCE, path: dir.into() }, &opts(16, 1000, 0)).unwrap();
     let secs = start.elapsed().as_secs_f64();
     write_preview(&t, &std::path::Path::new(&out).join("fashion-mnist.png"), 12).unwrap();
     println!(

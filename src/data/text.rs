@@ -256,6 +256,24 @@ fn token_set(corpus: &Corpus, labels: &[u32], idx: &[usize], tokenizer: &Path, m
     Ok(ImageSet::token_rows(ids, idx.iter().map(|&i| labels[i]).collect(), width))
 }
 
+/// Registry entry: `tab:FILE`.
+pub static TAB_SOURCE: super::registry::SourceKind = super::registry::SourceKind {
+    prefix: "tab",
+    path: "FILE",
+    modality: super::registry::Modality::Text,
+    help: "an Orange .tab text file (class column flagged `class`)",
+    load: |path, opts| load_text_task(path, TextFormat::Tab, opts),
+};
+
+/// Registry entry: `text:FILE`.
+pub static TEXT_SOURCE: super::registry::SourceKind = super::registry::SourceKind {
+    prefix: "text",
+    path: "FILE",
+    modality: super::registry::Modality::Text,
+    help: "a CSV or JSON-lines text file with a label and a text column",
+    load: |path, opts| load_text_task(path, TextFormat::Delimited, opts),
+};
+
 /// Loads a text file as a few-shot task (see the module docs for the test split).
 pub fn load_text_task(path: &Path, format: TextFormat, opts: &TaskOptions) -> Result<TaskData> {
     let tokenizer = opts.tokenizer.as_deref().ok_or_else(|| {

@@ -95,6 +95,56 @@ pub struct MergeInput<'a> {
 
 /// A merge operator. Implementations live one per file under `src/merge/` and are listed in
 /// [`super::registry::OPERATORS`].
+///
+/// # Example: a new operator
+///
+/// "Keep the heaviest": the adapter with the largest weight, unchanged. A real operator goes in
+/// its own file with a `pub static INFO: OperatorInfo` and one line in
+/// [`OPERATORS`](super::OPERATORS), which makes it parse (`--operators heaviest`), print and
+/// appear in the help texts.
+///
+/// ```
+/// use anyhow::Result;
+/// use copra_lab::adapter::{Adapter, LoraFactors, LoraSpec, ModuleKey, TargetModule};
+/// use copra_lab::linalg::Matrix;
+/// use copra_lab::merge::{merge, MergeInput, MergeMethod, MergeOperator, MergeOptions, OperatorInfo};
+/// use copra_lab::merge::{MergeOutcome, Merged, Params};
+/// use std::collections::BTreeMap;
+///
+/// static INFO: OperatorInfo = OperatorInfo {
+///     name: "heaviest",
+///     aliases: &[],
+///     label: "the adapter with the largest weight",
+///     params: &[],
+///     build: |_: &Params| Ok(MergeMethod::new(Heaviest)),
+/// };
+///
+/// #[derive(Debug)]
+/// struct Heaviest;
+///
+/// impl MergeOperator for Heaviest {
+///     fn info(&self) -> &'static OperatorInfo {
+///         &INFO
+///     }
+///     fn merge(&self, input: &MergeInput<'_>) -> Result<MergeOutcome> {
+///         // The weights arrive checked and normalised (the default `WeightRule`).
+///         let best = (0..input.weights.len()).fold(0, |b, k| if input.weights[k] > input.weights[b] { k } else { b });
+///         let merged = Merged::Adapter(input.adapters[best].clone());
+///         Ok(MergeOutcome { merged, align: BTreeMap::new() })
+///     }
+/// }
+///
+/// // Two one-module adapters with ΔW = s·B·A of shape [2, 3] (rank 1).
+/// let adapter = |x: f32| {
+///     let key = ModuleKey { block: 0, module: TargetModule::Query };
+///     let factors = LoraFactors { a: Matrix::from_vec(1, 3, vec![x, 0.0, 1.0]), b: Matrix::from_vec(2, 1, vec![1.0, x]) };
+///     Adapter { spec: LoraSpec { rank: 1, ..LoraSpec::default() }, modules: BTreeMap::from([(key, factors)]) }
+/// };
+/// let (a, b) = (adapter(1.0), adapter(2.0));
+/// let merged = merge(&[&a, &b], &[1.0, 3.0], &MergeMethod::new(Heaviest), &MergeOptions::default())?;
+/// assert_eq!(merged.adapter(), Some(&b));
+/// # Ok::<(), anyhow::Error>(())
+/// ```
 pub trait MergeOperator: fmt::Debug + Send + Sync {
     /// The registry entry of this operator.
     fn info(&self) -> &'static OperatorInfo;

@@ -49,6 +49,57 @@ pub enum InputKind {
 
 /// A frozen transformer encoder that LoRA branches can be added to and whose forward
 /// pass can start at any block.
+///
+/// # Example: a new encoder
+///
+/// An encoder that mean-pools the tokens of another encoder's output instead of reading
+/// its class token: everything else is delegated. A new architecture implements the same
+/// methods on its own weights in one file under `src/model/`, plus its `model_type` arm in
+/// `checkpoint::load_dir` (see `docs/architecture.md`).
+///
+/// ```
+/// use anyhow::Result;
+/// use candle_core::{Device, Tensor};
+/// use copra_lab::adapter::{ModuleKey, PeftLayout, TargetModule};
+/// use copra_lab::linalg::Matrix;
+/// use copra_lab::model::{checkpoint, Backbone, Branch, Encoder, InputKind, NoBranch, Numerics};
+/// use std::collections::{BTreeMap, HashMap};
+///
+/// #[derive(Debug)]
+/// struct MeanPooled(Backbone);
+///
+/// impl Encoder for MeanPooled {
+///     fn model_type(&self) -> &'static str { self.0.model_type() }
+///     fn device(&self) -> &Device { self.0.device() }
+///     fn num_blocks(&self) -> usize { self.0.num_blocks() }
+///     fn module_shape(&self, block: usize, m: TargetModule) -> (usize, usize) { self.0.module_shape(block, m) }
+///     fn input_kind(&self) -> InputKind { self.0.input_kind() }
+///     fn embed(&self, inputs: &Tensor) -> Result<Tensor> { self.0.embed(inputs) }
+///     fn block(&self, i: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
+///         self.0.block(i, x, branch, numerics)
+///     }
+///     // `[N, tokens, D]` → `[N, D]`: the mean over every token.
+///     fn pool(&self, encoded: &Tensor, _numerics: Numerics) -> Result<Tensor> { Ok(encoded.mean(1)?) }
+///     fn with_deltas(&self, deltas: &BTreeMap<ModuleKey, Matrix>) -> Result<Backbone> {
+///         Ok(Backbone::new(MeanPooled(self.0.with_deltas(deltas)?)))
+///     }
+///     fn hf_tensors(&self) -> Result<HashMap<String, Tensor>> { self.0.hf_tensors() }
+///     fn hf_config_json(&self) -> String { self.0.hf_config_json() }
+///     fn peft_layout(&self) -> PeftLayout { self.0.peft_layout() }
+/// }
+///
+/// let vit = checkpoint::load_builtin(&Device::Cpu)?;
+/// let InputKind::Image { size, channels } = vit.input_kind() else { unreachable!() };
+/// let images = Tensor::randn(0f32, 0.5, (3, channels, size, size), &Device::Cpu)?;
+/// let backbone = Backbone::new(MeanPooled(vit));
+/// let features = backbone.features(&images, &NoBranch, Numerics::Fused)?;
+/// // The same as the mean of the encoder output, which the frozen-state cache holds last.
+/// let states = backbone.frozen_block_inputs(&images, 3)?;
+/// let want = states[backbone.num_blocks()].mean(1)?;
+/// let diff = (features - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+/// assert!(diff < 1e-6, "{diff}");
+/// # Ok::<(), anyhow::Error>(())
+/// ```
 pub trait Encoder: Send + Sync + std::fmt::Debug {
     /// The Hugging Face `model_type` (`vit`, `bert`).
     fn model_type(&self) -> &'static str;

@@ -13,6 +13,7 @@ use crate::report::plot::{Bar, BarGroup, BarPlot, Heatmap, LinePlot, Series};
 use crate::report::table::{Columns, Row, Table};
 use crate::stats::mean_ci;
 use anyhow::{bail, Result};
+use indicatif::ProgressBar;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One trained run entering the analysis.
@@ -210,6 +211,24 @@ fn curve(points: &[(f64, Metrics)], quantity: &str) -> Vec<(f64, f64)> {
     points.iter().map(|(a, m)| (*a, if quantity == "loss" { m.loss } else { 1.0 - m.accuracy })).collect()
 }
 
+/// The two evaluation splits, in table order.
+type Splits<'e> = [(&'static str, &'e Evaluator); 2];
+
+/// The rows the analysis collects, per table, and the summaries.
+#[derive(Default)]
+struct Collected {
+    /// Interpolation paths.
+    paths: Vec<PathRow>,
+    /// Barriers of every path.
+    bars: Vec<BarrierRow>,
+    /// Equal-weight merges of all seeds.
+    merges: Vec<MergeAllRow>,
+    /// Distances between runs.
+    dist: Vec<DistanceRow>,
+    /// Per (method, space) summaries.
+    summaries: Vec<Summary>,
+}
+
 /// Runs the analysis on the test evaluator (paths, barriers, layer-wise) and the train
 /// evaluator (paths and barriers on the shots).
 pub fn analyze(
@@ -223,12 +242,8 @@ pub fn analyze(
     let layer_grid = alpha_grid(opts.layer_alphas)?;
     let mut methods: Vec<String> = runs.iter().map(|r| r.method.clone()).collect();
     methods.dedup();
-    let mut paths: Vec<PathRow> = Vec::new();
-    let mut bars: Vec<BarrierRow> = Vec::new();
-    let mut merges: Vec<MergeAllRow> = Vec::new();
-    let mut dist: Vec<DistanceRow> = Vec::new();
-    let mut summaries = Vec::new();
-    let splits: [(&str, &Evaluator); 2] = [("test", test), ("train", train)];
+    let splits: Splits = [("test", test), ("train", train)];
+    let mut c = Collected::default();
     for method in &methods {
         let mine: Vec<&SeedRun> = runs.iter().filter(|r| &r.method == method).collect();
         if mine.len() < 2 {
@@ -241,150 +256,224 @@ pub fn analyze(
             opts.spaces.len() * (2 * grid.len() + if opts.layerwise { 2 * nb * layer_grid.len() } else { 0 });
         let bar = progress.bar((pairs.len() * per_pair) as u64, &format!("connectivity {method}"));
         for &(i, j) in &pairs {
-            let (a, b) = (mine[i], mine[j]);
-            let (seed_a, seed_b) = (a.seed as i64, b.seed as i64);
-            dist.extend(distances(a.adapter, b.adapter)?.into_iter().map(|d| DistanceRow {
-                method: method.clone(),
-                seed_a,
-                seed_b,
-                space: d.space.name().to_string(),
-                block: d.block.map(|x| x as i64).unwrap_or(-1),
-                euclidean: d.euclidean,
-                cosine: d.cosine,
-            }));
+            let pair = Pair { method, a: mine[i], b: mine[j] };
+            c.dist.extend(pair.distance_rows()?);
             for &space in &opts.spaces {
-                let barrier = |split: &str, quantity: &str, scope: &str, block: i64, barriers: Barriers| BarrierRow {
-                    method: method.clone(),
-                    seed_a,
-                    seed_b,
-                    space: space.name().into(),
-                    split: split.into(),
-                    quantity: quantity.into(),
-                    scope: scope.into(),
-                    block,
-                    barriers,
-                };
-                for (split, ev) in splits {
-                    let mut pts = Vec::new();
-                    for &alpha in &grid {
-                        let m = ev.evaluate(&interpolate(a.adapter, b.adapter, alpha, space)?)?;
-                        bar.inc(1);
-                        paths.push(PathRow {
-                            method: method.clone(),
-                            seed_a,
-                            seed_b,
-                            space: space.name().into(),
-                            alpha,
-                            split: split.into(),
-                            loss: m.loss,
-                            accuracy: m.accuracy,
-                        });
-                        pts.push((alpha, m));
-                    }
-                    for q in ["loss", "error"] {
-                        bars.push(barrier(split, q, "all", -1, barriers(&curve(&pts, q))?));
-                    }
-                }
+                pair.paths(space, &splits, &grid, &bar, &mut c)?;
                 if opts.layerwise {
-                    let base = a.adapter.deltas();
-                    let based = test.with_base(&base)?;
-                    // curves[scope][block]: (α, metrics) points.
-                    let mut curves: [Vec<Vec<(f64, Metrics)>>; 2] = [vec![Vec::new(); nb], vec![Vec::new(); nb]];
-                    for &alpha in &layer_grid {
-                        for (block, pts) in curves[0].iter_mut().enumerate() {
-                            let d = interpolate_blocks(a.adapter, b.adapter, alpha, space, &BTreeSet::from([block]))?;
-                            pts.push((alpha, based.evaluate(&d)?));
-                            bar.inc(1);
-                        }
-                        // Cumulative scope: blocks 0..=ℓ interpolated, the rest at seed A, for
-                        // every ℓ in one pass that shares the interpolated prefix.
-                        let all = interpolate(a.adapter, b.adapter, alpha, space)?;
-                        for (pts, m) in curves[1].iter_mut().zip(based.prefix_sweep(&all, &base)?) {
-                            pts.push((alpha, m));
-                            bar.inc(1);
-                        }
-                    }
-                    for (scope, per_block) in ["single", "cumulative"].into_iter().zip(&curves) {
-                        for (block, pts) in per_block.iter().enumerate() {
-                            for q in ["loss", "error"] {
-                                bars.push(barrier("test", q, scope, block as i64, barriers(&curve(pts, q))?));
-                            }
-                        }
-                    }
+                    c.bars.extend(pair.layerwise_barriers(test, space, &layer_grid, &bar)?);
                 }
             }
         }
         bar.finish_and_clear();
-        // Equal-weight merge of all seeds (CoTo's 1:1:1), both spaces.
-        let mut merge_acc = BTreeMap::new();
-        if mine.len() >= 3 {
-            for &space in &opts.spaces {
-                let d = equal_merge(&mine, space)?;
-                for (split, ev) in splits {
-                    let m = ev.evaluate(&d)?;
-                    merges.push(MergeAllRow {
-                        method: method.clone(),
-                        space: space.name().to_string(),
-                        split: split.to_string(),
-                        n_seeds: mine.len() as i64,
-                        loss: m.loss,
-                        accuracy: m.accuracy,
-                    });
-                    if split == "test" {
-                        merge_acc.insert(space, m.accuracy);
-                    }
+        let merge_acc = merge_all(method, &mine, &opts.spaces, &splits, &mut c.merges)?;
+        for &space in &opts.spaces {
+            let summary = method_summary(method, space, &grid, &c, merge_acc.get(&space).copied());
+            c.summaries.push(summary);
+        }
+    }
+    let out = outputs(&c, &methods, opts)?;
+    Ok((out, c.summaries))
+}
+
+/// Two seeds of one method: endpoint A (α = 0) and endpoint B (α = 1).
+struct Pair<'r, 'a> {
+    /// Method name.
+    method: &'r str,
+    /// Endpoint A.
+    a: &'r SeedRun<'a>,
+    /// Endpoint B.
+    b: &'r SeedRun<'a>,
+}
+
+impl Pair<'_, '_> {
+    /// Euclidean distances and cosines between the two runs, whole adapter and per block.
+    fn distance_rows(&self) -> Result<Vec<DistanceRow>> {
+        Ok(distances(self.a.adapter, self.b.adapter)?
+            .into_iter()
+            .map(|d| DistanceRow {
+                method: self.method.to_string(),
+                seed_a: self.a.seed as i64,
+                seed_b: self.b.seed as i64,
+                space: d.space.name().to_string(),
+                block: d.block.map(|x| x as i64).unwrap_or(-1),
+                euclidean: d.euclidean,
+                cosine: d.cosine,
+            })
+            .collect())
+    }
+
+    /// The barrier row of this pair for one (space, split, quantity, scope, block).
+    fn barrier(
+        &self,
+        space: Space,
+        split: &str,
+        quantity: &str,
+        scope: &str,
+        block: i64,
+        barriers: Barriers,
+    ) -> BarrierRow {
+        BarrierRow {
+            method: self.method.to_string(),
+            seed_a: self.a.seed as i64,
+            seed_b: self.b.seed as i64,
+            space: space.name().into(),
+            split: split.into(),
+            quantity: quantity.into(),
+            scope: scope.into(),
+            block,
+            barriers,
+        }
+    }
+
+    /// The whole-adapter path in `space` on both splits, with its loss and error barriers.
+    fn paths(&self, space: Space, splits: &Splits, grid: &[f64], bar: &ProgressBar, c: &mut Collected) -> Result<()> {
+        for (split, ev) in splits {
+            let mut pts = Vec::new();
+            for &alpha in grid {
+                let m = ev.evaluate(&interpolate(self.a.adapter, self.b.adapter, alpha, space)?)?;
+                bar.inc(1);
+                c.paths.push(PathRow {
+                    method: self.method.to_string(),
+                    seed_a: self.a.seed as i64,
+                    seed_b: self.b.seed as i64,
+                    space: space.name().into(),
+                    alpha,
+                    split: (*split).into(),
+                    loss: m.loss,
+                    accuracy: m.accuracy,
+                });
+                pts.push((alpha, m));
+            }
+            for q in ["loss", "error"] {
+                c.bars.push(self.barrier(space, split, q, "all", -1, barriers(&curve(&pts, q))?));
+            }
+        }
+        Ok(())
+    }
+
+    /// Test barriers of the layer-wise paths: only block ℓ interpolated (`single`) and blocks
+    /// 0..=ℓ interpolated (`cumulative`), the rest at seed A.
+    fn layerwise_barriers(
+        &self,
+        test: &Evaluator,
+        space: Space,
+        layer_grid: &[f64],
+        bar: &ProgressBar,
+    ) -> Result<Vec<BarrierRow>> {
+        let (a, b) = (self.a.adapter, self.b.adapter);
+        let nb = test.backbone().num_blocks();
+        let base = a.deltas();
+        let based = test.with_base(&base)?;
+        // curves[scope][block]: (α, metrics) points.
+        let mut curves: [Vec<Vec<(f64, Metrics)>>; 2] = [vec![Vec::new(); nb], vec![Vec::new(); nb]];
+        for &alpha in layer_grid {
+            for (block, pts) in curves[0].iter_mut().enumerate() {
+                let d = interpolate_blocks(a, b, alpha, space, &BTreeSet::from([block]))?;
+                pts.push((alpha, based.evaluate(&d)?));
+                bar.inc(1);
+            }
+            // Cumulative scope: blocks 0..=ℓ interpolated, the rest at seed A, for
+            // every ℓ in one pass that shares the interpolated prefix.
+            let all = interpolate(a, b, alpha, space)?;
+            for (pts, m) in curves[1].iter_mut().zip(based.prefix_sweep(&all, &base)?) {
+                pts.push((alpha, m));
+                bar.inc(1);
+            }
+        }
+        let mut rows = Vec::new();
+        for (scope, per_block) in ["single", "cumulative"].into_iter().zip(&curves) {
+            for (block, pts) in per_block.iter().enumerate() {
+                for q in ["loss", "error"] {
+                    rows.push(self.barrier(space, "test", q, scope, block as i64, barriers(&curve(pts, q))?));
                 }
             }
         }
-        for &space in &opts.spaces {
-            let sel = |q: &str| -> Vec<f64> {
-                bars.iter().filter(|r| r.is_main_test(method, space, q)).map(|r| r.barriers.linear).collect()
-            };
-            let acc_at = |alpha: f64| -> Vec<f64> {
-                paths
-                    .iter()
-                    .filter(|p| {
-                        &p.method == method
-                            && p.space == space.name()
-                            && p.split == "test"
-                            && (p.alpha - alpha).abs() < 1e-9
-                    })
-                    .map(|p| p.accuracy)
-                    .collect()
-            };
-            let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
-            let mid = if grid.iter().any(|a| (a - 0.5).abs() < 1e-9) { mean(acc_at(0.5)) } else { f64::NAN };
-            let ends = (mean(acc_at(0.0)) + mean(acc_at(1.0))) / 2.0;
-            summaries.push(Summary {
-                method: method.clone(),
-                space,
-                loss_barrier: mean(sel("loss")),
-                error_barrier: mean(sel("error")),
-                midpoint_accuracy: mid,
-                endpoint_accuracy: ends,
-                merge_all_accuracy: merge_acc.get(&space).copied(),
-            });
+        Ok(rows)
+    }
+}
+
+/// The equal-weight merge of all seeds of `method` (CoTo's 1:1:1) in every space, on both
+/// splits, when there are 3 or more seeds; returns the test accuracy per space.
+fn merge_all(
+    method: &str,
+    mine: &[&SeedRun],
+    spaces: &[Space],
+    splits: &Splits,
+    merges: &mut Vec<MergeAllRow>,
+) -> Result<BTreeMap<Space, f64>> {
+    let mut merge_acc = BTreeMap::new();
+    if mine.len() >= 3 {
+        for &space in spaces {
+            let d = equal_merge(mine, space)?;
+            for (split, ev) in splits {
+                let m = ev.evaluate(&d)?;
+                merges.push(MergeAllRow {
+                    method: method.to_string(),
+                    space: space.name().to_string(),
+                    split: split.to_string(),
+                    n_seeds: mine.len() as i64,
+                    loss: m.loss,
+                    accuracy: m.accuracy,
+                });
+                if *split == "test" {
+                    merge_acc.insert(space, m.accuracy);
+                }
+            }
         }
     }
+    Ok(merge_acc)
+}
+
+/// The summary of `method` in `space`: mean barriers over pairs and path accuracies.
+fn method_summary(method: &str, space: Space, grid: &[f64], c: &Collected, merge_all: Option<f64>) -> Summary {
+    let sel = |q: &str| -> Vec<f64> {
+        c.bars.iter().filter(|r| r.is_main_test(method, space, q)).map(|r| r.barriers.linear).collect()
+    };
+    let acc_at = |alpha: f64| -> Vec<f64> {
+        c.paths
+            .iter()
+            .filter(|p| {
+                p.method == method && p.space == space.name() && p.split == "test" && (p.alpha - alpha).abs() < 1e-9
+            })
+            .map(|p| p.accuracy)
+            .collect()
+    };
+    let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let mid = if grid.iter().any(|a| (a - 0.5).abs() < 1e-9) { mean(acc_at(0.5)) } else { f64::NAN };
+    let ends = (mean(acc_at(0.0)) + mean(acc_at(1.0))) / 2.0;
+    Summary {
+        method: method.to_string(),
+        space,
+        loss_barrier: mean(sel("loss")),
+        error_barrier: mean(sel("error")),
+        midpoint_accuracy: mid,
+        endpoint_accuracy: ends,
+        merge_all_accuracy: merge_all,
+    }
+}
+
+/// The figures and tables of the collected rows.
+fn outputs(c: &Collected, methods: &[String], opts: &ConnectivityOptions) -> Result<Outputs> {
     let mut out = Outputs::default();
-    out.figures.push(("connectivity_paths.svg".into(), paths_figure(&paths, &opts.spaces)?));
-    out.figures.push(("connectivity_barriers.svg".into(), barrier_figure(&bars, &methods, &opts.spaces)?));
+    out.figures.push(("connectivity_paths.svg".into(), paths_figure(&c.paths, &opts.spaces)?));
+    out.figures.push(("connectivity_barriers.svg".into(), barrier_figure(&c.bars, methods, &opts.spaces)?));
     if opts.layerwise {
         for scope in ["single", "cumulative"] {
             out.figures.push((
                 format!("connectivity_layerwise_{scope}.svg"),
-                layer_figure(&bars, &methods, &opts.spaces, scope)?,
+                layer_figure(&c.bars, methods, &opts.spaces, scope)?,
             ));
         }
     }
-    out.tables.push(("connectivity_paths.parquet".into(), Table::from_rows(&paths)));
-    out.tables.push(("connectivity_barriers.parquet".into(), Table::from_rows(&bars)));
-    out.tables.push(("connectivity_barrier_ci.parquet".into(), Table::from_rows(&barrier_ci_rows(&bars)?)));
-    out.tables.push(("connectivity_distances.parquet".into(), Table::from_rows(&dist)));
-    if !merges.is_empty() {
-        out.tables.push(("connectivity_merge_all.parquet".into(), Table::from_rows(&merges)));
+    out.tables.push(("connectivity_paths.parquet".into(), Table::from_rows(&c.paths)));
+    out.tables.push(("connectivity_barriers.parquet".into(), Table::from_rows(&c.bars)));
+    out.tables.push(("connectivity_barrier_ci.parquet".into(), Table::from_rows(&barrier_ci_rows(&c.bars)?)));
+    out.tables.push(("connectivity_distances.parquet".into(), Table::from_rows(&c.dist)));
+    if !c.merges.is_empty() {
+        out.tables.push(("connectivity_merge_all.parquet".into(), Table::from_rows(&c.merges)));
     }
-    Ok((out, summaries))
+    Ok(out)
 }
 
 /// Equal-weight merge of every run of one method: factor averages of A and B, or ΔW average.

@@ -9,6 +9,7 @@ use crate::eval::Evaluator;
 use crate::report::plot::{Bar, BarGroup, BarPlot, LinePlot, Series};
 use crate::report::table::Table;
 use crate::shapley::{self, coalition, EstimateConfig, Estimator, Game, Memo, ShapleyEstimate, TableGame};
+use crate::train::Method;
 use anyhow::Result;
 use std::time::Instant;
 
@@ -535,7 +536,7 @@ fn convergence_figure(c: &ConvRows) -> Result<String> {
                 label: format!("{m} {e}"),
                 points,
                 band: None,
-                dashed: m != "lora",
+                dashed: m != Method::Lora.name(),
                 ..Default::default()
             });
         }

@@ -13,6 +13,7 @@ use crate::report::plot::{Bar, BarGroup, BarPlot, Heatmap, LinePlot, Series};
 use crate::report::table::{Columns, Row, Table};
 use crate::stats::mean_ci;
 use anyhow::{bail, Result};
+use indicatif::ProgressBar;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One trained run entering the analysis.
@@ -46,6 +47,80 @@ pub fn alpha_grid(points: usize) -> Result<Vec<f64>> {
     Ok((0..points).map(|i| i as f64 / (points - 1) as f64).collect())
 }
 
+/// Where a path is evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// The test set.
+    Test,
+    /// The training shots.
+    Train,
+}
+
+impl Split {
+    /// `test` or `train` (the `split` column).
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Test => "test",
+            Split::Train => "train",
+        }
+    }
+}
+
+/// What a barrier is measured on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantity {
+    /// The loss.
+    Loss,
+    /// The error, `1 − accuracy`.
+    Error,
+}
+
+impl Quantity {
+    /// Both quantities, in table order.
+    pub const ALL: [Quantity; 2] = [Quantity::Loss, Quantity::Error];
+
+    /// `loss` or `error` (the `quantity` column).
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantity::Loss => "loss",
+            Quantity::Error => "error",
+        }
+    }
+
+    /// The quantity of metrics `m`.
+    pub fn of(self, m: &Metrics) -> f64 {
+        match self {
+            Quantity::Loss => m.loss,
+            Quantity::Error => 1.0 - m.accuracy,
+        }
+    }
+}
+
+/// Which blocks a path interpolates (the others stay at seed A).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole adapter.
+    All,
+    /// Only block ℓ.
+    Single,
+    /// Blocks 0..=ℓ.
+    Cumulative,
+}
+
+impl Scope {
+    /// The layer-wise scopes, in table order.
+    pub const LAYERWISE: [Scope; 2] = [Scope::Single, Scope::Cumulative];
+
+    /// `all`, `single` or `cumulative` (the `scope` column).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::All => "all",
+            Scope::Single => "single",
+            Scope::Cumulative => "cumulative",
+        }
+    }
+}
+
 /// A summary line per (method, space): mean test-error barrier (Entezari) over pairs.
 #[derive(Clone, Debug)]
 pub struct Summary {
@@ -74,11 +149,11 @@ pub struct PathRow {
     /// Seed of endpoint B (α = 1).
     pub seed_b: i64,
     /// Interpolation space.
-    pub space: String,
+    pub space: Space,
     /// Interpolation coefficient α.
     pub alpha: f64,
-    /// `test` or `train`.
-    pub split: String,
+    /// Where the path is evaluated.
+    pub split: Split,
     /// Loss of the interpolated adapter.
     pub loss: f64,
     /// Accuracy of the interpolated adapter.
@@ -90,9 +165,9 @@ impl Row for PathRow {
         cols.col("method", |r| r.method.clone())
             .col("seed_a", |r| r.seed_a)
             .col("seed_b", |r| r.seed_b)
-            .col("space", |r| r.space.clone())
+            .col("space", |r| r.space.name().to_string())
             .col("alpha", |r| r.alpha)
-            .col("split", |r| r.split.clone())
+            .col("split", |r| r.split.name().to_string())
             .col("loss", |r| r.loss)
             .col("accuracy", |r| r.accuracy);
     }
@@ -107,13 +182,13 @@ pub struct BarrierRow {
     /// Seed of endpoint B.
     pub seed_b: i64,
     /// Interpolation space.
-    pub space: String,
-    /// `test` or `train`.
-    pub split: String,
-    /// `loss` or `error`.
-    pub quantity: String,
-    /// `all` (the whole adapter), `single` (only block ℓ) or `cumulative` (blocks 0..=ℓ).
-    pub scope: String,
+    pub space: Space,
+    /// Where the path is evaluated.
+    pub split: Split,
+    /// What the barrier is measured on.
+    pub quantity: Quantity,
+    /// Which blocks the path interpolates.
+    pub scope: Scope,
     /// The block ℓ of a layer-wise path (−1 for `all`).
     pub block: i64,
     /// The barrier under every convention.
@@ -125,10 +200,10 @@ impl Row for BarrierRow {
         cols.col("method", |r| r.method.clone())
             .col("seed_a", |r| r.seed_a)
             .col("seed_b", |r| r.seed_b)
-            .col("space", |r| r.space.clone())
-            .col("split", |r| r.split.clone())
-            .col("quantity", |r| r.quantity.clone())
-            .col("scope", |r| r.scope.clone())
+            .col("space", |r| r.space.name().to_string())
+            .col("split", |r| r.split.name().to_string())
+            .col("quantity", |r| r.quantity.name().to_string())
+            .col("scope", |r| r.scope.name().to_string())
             .col("block", |r| r.block)
             .col("barrier_linear_ref", |r| r.barriers.linear)
             .col("barrier_mean_ref", |r| r.barriers.mean)
@@ -140,12 +215,12 @@ impl Row for BarrierRow {
 
 impl BarrierRow {
     /// Whether the row is on `method`'s whole-adapter test path in `space` for `quantity`.
-    fn is_main_test(&self, method: &str, space: Space, quantity: &str) -> bool {
+    fn is_main_test(&self, method: &str, space: Space, quantity: Quantity) -> bool {
         self.method == method
-            && self.space == space.name()
-            && self.split == "test"
+            && self.space == space
+            && self.split == Split::Test
             && self.quantity == quantity
-            && self.scope == "all"
+            && self.scope == Scope::All
     }
 }
 
@@ -158,7 +233,7 @@ pub struct DistanceRow {
     /// Seed of run B.
     pub seed_b: i64,
     /// Space of the distance.
-    pub space: String,
+    pub space: Space,
     /// Block (−1 for the whole adapter).
     pub block: i64,
     /// Euclidean distance.
@@ -172,7 +247,7 @@ impl Row for DistanceRow {
         cols.col("method", |r| r.method.clone())
             .col("seed_a", |r| r.seed_a)
             .col("seed_b", |r| r.seed_b)
-            .col("space", |r| r.space.clone())
+            .col("space", |r| r.space.name().to_string())
             .col("block", |r| r.block)
             .col("euclidean", |r| r.euclidean)
             .col("cosine", |r| r.cosine);
@@ -184,9 +259,9 @@ pub struct MergeAllRow {
     /// Method name.
     pub method: String,
     /// Merge space.
-    pub space: String,
-    /// `test` or `train`.
-    pub split: String,
+    pub space: Space,
+    /// Where the merge is evaluated.
+    pub split: Split,
     /// Seeds merged.
     pub n_seeds: i64,
     /// Loss of the merge.
@@ -198,16 +273,35 @@ pub struct MergeAllRow {
 impl Row for MergeAllRow {
     fn columns(cols: &mut Columns<'_, Self>) {
         cols.col("method", |r| r.method.clone())
-            .col("space", |r| r.space.clone())
-            .col("split", |r| r.split.clone())
+            .col("space", |r| r.space.name().to_string())
+            .col("split", |r| r.split.name().to_string())
             .col("n_seeds", |r| r.n_seeds)
             .col("loss", |r| r.loss)
             .col("accuracy", |r| r.accuracy);
     }
 }
 
-fn curve(points: &[(f64, Metrics)], quantity: &str) -> Vec<(f64, f64)> {
-    points.iter().map(|(a, m)| (*a, if quantity == "loss" { m.loss } else { 1.0 - m.accuracy })).collect()
+/// The `(α, quantity)` curve of a path's points.
+fn curve(points: &[(f64, Metrics)], quantity: Quantity) -> Vec<(f64, f64)> {
+    points.iter().map(|(a, m)| (*a, quantity.of(m))).collect()
+}
+
+/// The two evaluation splits, in table order.
+type Splits<'e> = [(Split, &'e Evaluator); 2];
+
+/// The rows the analysis collects, per table, and the summaries.
+#[derive(Default)]
+struct Collected {
+    /// Interpolation paths.
+    paths: Vec<PathRow>,
+    /// Barriers of every path.
+    bars: Vec<BarrierRow>,
+    /// Equal-weight merges of all seeds.
+    merges: Vec<MergeAllRow>,
+    /// Distances between runs.
+    dist: Vec<DistanceRow>,
+    /// Per (method, space) summaries.
+    summaries: Vec<Summary>,
 }
 
 /// Runs the analysis on the test evaluator (paths, barriers, layer-wise) and the train
@@ -223,12 +317,8 @@ pub fn analyze(
     let layer_grid = alpha_grid(opts.layer_alphas)?;
     let mut methods: Vec<String> = runs.iter().map(|r| r.method.clone()).collect();
     methods.dedup();
-    let mut paths: Vec<PathRow> = Vec::new();
-    let mut bars: Vec<BarrierRow> = Vec::new();
-    let mut merges: Vec<MergeAllRow> = Vec::new();
-    let mut dist: Vec<DistanceRow> = Vec::new();
-    let mut summaries = Vec::new();
-    let splits: [(&str, &Evaluator); 2] = [("test", test), ("train", train)];
+    let splits: Splits = [(Split::Test, test), (Split::Train, train)];
+    let mut c = Collected::default();
     for method in &methods {
         let mine: Vec<&SeedRun> = runs.iter().filter(|r| &r.method == method).collect();
         if mine.len() < 2 {
@@ -241,150 +331,224 @@ pub fn analyze(
             opts.spaces.len() * (2 * grid.len() + if opts.layerwise { 2 * nb * layer_grid.len() } else { 0 });
         let bar = progress.bar((pairs.len() * per_pair) as u64, &format!("connectivity {method}"));
         for &(i, j) in &pairs {
-            let (a, b) = (mine[i], mine[j]);
-            let (seed_a, seed_b) = (a.seed as i64, b.seed as i64);
-            dist.extend(distances(a.adapter, b.adapter)?.into_iter().map(|d| DistanceRow {
-                method: method.clone(),
-                seed_a,
-                seed_b,
-                space: d.space.name().to_string(),
-                block: d.block.map(|x| x as i64).unwrap_or(-1),
-                euclidean: d.euclidean,
-                cosine: d.cosine,
-            }));
+            let pair = Pair { method, a: mine[i], b: mine[j] };
+            c.dist.extend(pair.distance_rows()?);
             for &space in &opts.spaces {
-                let barrier = |split: &str, quantity: &str, scope: &str, block: i64, barriers: Barriers| BarrierRow {
-                    method: method.clone(),
-                    seed_a,
-                    seed_b,
-                    space: space.name().into(),
-                    split: split.into(),
-                    quantity: quantity.into(),
-                    scope: scope.into(),
-                    block,
-                    barriers,
-                };
-                for (split, ev) in splits {
-                    let mut pts = Vec::new();
-                    for &alpha in &grid {
-                        let m = ev.evaluate(&interpolate(a.adapter, b.adapter, alpha, space)?)?;
-                        bar.inc(1);
-                        paths.push(PathRow {
-                            method: method.clone(),
-                            seed_a,
-                            seed_b,
-                            space: space.name().into(),
-                            alpha,
-                            split: split.into(),
-                            loss: m.loss,
-                            accuracy: m.accuracy,
-                        });
-                        pts.push((alpha, m));
-                    }
-                    for q in ["loss", "error"] {
-                        bars.push(barrier(split, q, "all", -1, barriers(&curve(&pts, q))?));
-                    }
-                }
+                pair.paths(space, &splits, &grid, &bar, &mut c)?;
                 if opts.layerwise {
-                    let base = a.adapter.deltas();
-                    let based = test.with_base(&base)?;
-                    // curves[scope][block]: (α, metrics) points.
-                    let mut curves: [Vec<Vec<(f64, Metrics)>>; 2] = [vec![Vec::new(); nb], vec![Vec::new(); nb]];
-                    for &alpha in &layer_grid {
-                        for (block, pts) in curves[0].iter_mut().enumerate() {
-                            let d = interpolate_blocks(a.adapter, b.adapter, alpha, space, &BTreeSet::from([block]))?;
-                            pts.push((alpha, based.evaluate(&d)?));
-                            bar.inc(1);
-                        }
-                        // Cumulative scope: blocks 0..=ℓ interpolated, the rest at seed A, for
-                        // every ℓ in one pass that shares the interpolated prefix.
-                        let all = interpolate(a.adapter, b.adapter, alpha, space)?;
-                        for (pts, m) in curves[1].iter_mut().zip(based.prefix_sweep(&all, &base)?) {
-                            pts.push((alpha, m));
-                            bar.inc(1);
-                        }
-                    }
-                    for (scope, per_block) in ["single", "cumulative"].into_iter().zip(&curves) {
-                        for (block, pts) in per_block.iter().enumerate() {
-                            for q in ["loss", "error"] {
-                                bars.push(barrier("test", q, scope, block as i64, barriers(&curve(pts, q))?));
-                            }
-                        }
-                    }
+                    c.bars.extend(pair.layerwise_barriers(test, space, &layer_grid, &bar)?);
                 }
             }
         }
         bar.finish_and_clear();
-        // Equal-weight merge of all seeds (CoTo's 1:1:1), both spaces.
-        let mut merge_acc = BTreeMap::new();
-        if mine.len() >= 3 {
-            for &space in &opts.spaces {
-                let d = equal_merge(&mine, space)?;
-                for (split, ev) in splits {
-                    let m = ev.evaluate(&d)?;
-                    merges.push(MergeAllRow {
-                        method: method.clone(),
-                        space: space.name().to_string(),
-                        split: split.to_string(),
-                        n_seeds: mine.len() as i64,
-                        loss: m.loss,
-                        accuracy: m.accuracy,
-                    });
-                    if split == "test" {
-                        merge_acc.insert(space, m.accuracy);
-                    }
+        let merge_acc = merge_all(method, &mine, &opts.spaces, &splits, &mut c.merges)?;
+        for &space in &opts.spaces {
+            let summary = method_summary(method, space, &grid, &c, merge_acc.get(&space).copied());
+            c.summaries.push(summary);
+        }
+    }
+    let out = outputs(&c, &methods, opts)?;
+    Ok((out, c.summaries))
+}
+
+/// Two seeds of one method: endpoint A (α = 0) and endpoint B (α = 1).
+struct Pair<'r, 'a> {
+    /// Method name.
+    method: &'r str,
+    /// Endpoint A.
+    a: &'r SeedRun<'a>,
+    /// Endpoint B.
+    b: &'r SeedRun<'a>,
+}
+
+impl Pair<'_, '_> {
+    /// Euclidean distances and cosines between the two runs, whole adapter and per block.
+    fn distance_rows(&self) -> Result<Vec<DistanceRow>> {
+        Ok(distances(self.a.adapter, self.b.adapter)?
+            .into_iter()
+            .map(|d| DistanceRow {
+                method: self.method.to_string(),
+                seed_a: self.a.seed as i64,
+                seed_b: self.b.seed as i64,
+                space: d.space,
+                block: d.block.map(|x| x as i64).unwrap_or(-1),
+                euclidean: d.euclidean,
+                cosine: d.cosine,
+            })
+            .collect())
+    }
+
+    /// The barrier row of this pair for one (space, split, quantity, scope, block).
+    fn barrier(
+        &self,
+        space: Space,
+        split: Split,
+        quantity: Quantity,
+        scope: Scope,
+        block: i64,
+        barriers: Barriers,
+    ) -> BarrierRow {
+        BarrierRow {
+            method: self.method.to_string(),
+            seed_a: self.a.seed as i64,
+            seed_b: self.b.seed as i64,
+            space,
+            split,
+            quantity,
+            scope,
+            block,
+            barriers,
+        }
+    }
+
+    /// The whole-adapter path in `space` on both splits, with its loss and error barriers.
+    fn paths(&self, space: Space, splits: &Splits, grid: &[f64], bar: &ProgressBar, c: &mut Collected) -> Result<()> {
+        for &(split, ev) in splits {
+            let mut pts = Vec::new();
+            for &alpha in grid {
+                let m = ev.evaluate(&interpolate(self.a.adapter, self.b.adapter, alpha, space)?)?;
+                bar.inc(1);
+                c.paths.push(PathRow {
+                    method: self.method.to_string(),
+                    seed_a: self.a.seed as i64,
+                    seed_b: self.b.seed as i64,
+                    space,
+                    alpha,
+                    split,
+                    loss: m.loss,
+                    accuracy: m.accuracy,
+                });
+                pts.push((alpha, m));
+            }
+            for q in Quantity::ALL {
+                c.bars.push(self.barrier(space, split, q, Scope::All, -1, barriers(&curve(&pts, q))?));
+            }
+        }
+        Ok(())
+    }
+
+    /// Test barriers of the layer-wise paths: only block ℓ interpolated (`single`) and blocks
+    /// 0..=ℓ interpolated (`cumulative`), the rest at seed A.
+    fn layerwise_barriers(
+        &self,
+        test: &Evaluator,
+        space: Space,
+        layer_grid: &[f64],
+        bar: &ProgressBar,
+    ) -> Result<Vec<BarrierRow>> {
+        let (a, b) = (self.a.adapter, self.b.adapter);
+        let nb = test.backbone().num_blocks();
+        let base = a.deltas();
+        let based = test.with_base(&base)?;
+        // curves[scope][block]: (α, metrics) points.
+        let mut curves: [Vec<Vec<(f64, Metrics)>>; 2] = [vec![Vec::new(); nb], vec![Vec::new(); nb]];
+        for &alpha in layer_grid {
+            for (block, pts) in curves[0].iter_mut().enumerate() {
+                let d = interpolate_blocks(a, b, alpha, space, &BTreeSet::from([block]))?;
+                pts.push((alpha, based.evaluate(&d)?));
+                bar.inc(1);
+            }
+            // Cumulative scope: blocks 0..=ℓ interpolated, the rest at seed A, for
+            // every ℓ in one pass that shares the interpolated prefix.
+            let all = interpolate(a, b, alpha, space)?;
+            for (pts, m) in curves[1].iter_mut().zip(based.prefix_sweep(&all, &base)?) {
+                pts.push((alpha, m));
+                bar.inc(1);
+            }
+        }
+        let mut rows = Vec::new();
+        for (scope, per_block) in Scope::LAYERWISE.into_iter().zip(&curves) {
+            for (block, pts) in per_block.iter().enumerate() {
+                for q in Quantity::ALL {
+                    rows.push(self.barrier(space, Split::Test, q, scope, block as i64, barriers(&curve(pts, q))?));
                 }
             }
         }
-        for &space in &opts.spaces {
-            let sel = |q: &str| -> Vec<f64> {
-                bars.iter().filter(|r| r.is_main_test(method, space, q)).map(|r| r.barriers.linear).collect()
-            };
-            let acc_at = |alpha: f64| -> Vec<f64> {
-                paths
-                    .iter()
-                    .filter(|p| {
-                        &p.method == method
-                            && p.space == space.name()
-                            && p.split == "test"
-                            && (p.alpha - alpha).abs() < 1e-9
-                    })
-                    .map(|p| p.accuracy)
-                    .collect()
-            };
-            let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
-            let mid = if grid.iter().any(|a| (a - 0.5).abs() < 1e-9) { mean(acc_at(0.5)) } else { f64::NAN };
-            let ends = (mean(acc_at(0.0)) + mean(acc_at(1.0))) / 2.0;
-            summaries.push(Summary {
-                method: method.clone(),
-                space,
-                loss_barrier: mean(sel("loss")),
-                error_barrier: mean(sel("error")),
-                midpoint_accuracy: mid,
-                endpoint_accuracy: ends,
-                merge_all_accuracy: merge_acc.get(&space).copied(),
-            });
+        Ok(rows)
+    }
+}
+
+/// The equal-weight merge of all seeds of `method` (CoTo's 1:1:1) in every space, on both
+/// splits, when there are 3 or more seeds; returns the test accuracy per space.
+fn merge_all(
+    method: &str,
+    mine: &[&SeedRun],
+    spaces: &[Space],
+    splits: &Splits,
+    merges: &mut Vec<MergeAllRow>,
+) -> Result<BTreeMap<Space, f64>> {
+    let mut merge_acc = BTreeMap::new();
+    if mine.len() >= 3 {
+        for &space in spaces {
+            let d = equal_merge(mine, space)?;
+            for &(split, ev) in splits {
+                let m = ev.evaluate(&d)?;
+                merges.push(MergeAllRow {
+                    method: method.to_string(),
+                    space,
+                    split,
+                    n_seeds: mine.len() as i64,
+                    loss: m.loss,
+                    accuracy: m.accuracy,
+                });
+                if split == Split::Test {
+                    merge_acc.insert(space, m.accuracy);
+                }
+            }
         }
     }
+    Ok(merge_acc)
+}
+
+/// The summary of `method` in `space`: mean barriers over pairs and path accuracies.
+fn method_summary(method: &str, space: Space, grid: &[f64], c: &Collected, merge_all: Option<f64>) -> Summary {
+    let sel = |q: Quantity| -> Vec<f64> {
+        c.bars.iter().filter(|r| r.is_main_test(method, space, q)).map(|r| r.barriers.linear).collect()
+    };
+    let acc_at = |alpha: f64| -> Vec<f64> {
+        c.paths
+            .iter()
+            .filter(|p| {
+                p.method == method && p.space == space && p.split == Split::Test && (p.alpha - alpha).abs() < 1e-9
+            })
+            .map(|p| p.accuracy)
+            .collect()
+    };
+    let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let mid = if grid.iter().any(|a| (a - 0.5).abs() < 1e-9) { mean(acc_at(0.5)) } else { f64::NAN };
+    let ends = (mean(acc_at(0.0)) + mean(acc_at(1.0))) / 2.0;
+    Summary {
+        method: method.to_string(),
+        space,
+        loss_barrier: mean(sel(Quantity::Loss)),
+        error_barrier: mean(sel(Quantity::Error)),
+        midpoint_accuracy: mid,
+        endpoint_accuracy: ends,
+        merge_all_accuracy: merge_all,
+    }
+}
+
+/// The figures and tables of the collected rows.
+fn outputs(c: &Collected, methods: &[String], opts: &ConnectivityOptions) -> Result<Outputs> {
     let mut out = Outputs::default();
-    out.figures.push(("connectivity_paths.svg".into(), paths_figure(&paths, &opts.spaces)?));
-    out.figures.push(("connectivity_barriers.svg".into(), barrier_figure(&bars, &methods, &opts.spaces)?));
+    out.figures.push(("connectivity_paths.svg".into(), paths_figure(&c.paths, &opts.spaces)?));
+    out.figures.push(("connectivity_barriers.svg".into(), barrier_figure(&c.bars, methods, &opts.spaces)?));
     if opts.layerwise {
-        for scope in ["single", "cumulative"] {
+        for scope in Scope::LAYERWISE {
             out.figures.push((
-                format!("connectivity_layerwise_{scope}.svg"),
-                layer_figure(&bars, &methods, &opts.spaces, scope)?,
+                format!("connectivity_layerwise_{}.svg", scope.name()),
+                layer_figure(&c.bars, methods, &opts.spaces, scope)?,
             ));
         }
     }
-    out.tables.push(("connectivity_paths.parquet".into(), Table::from_rows(&paths)));
-    out.tables.push(("connectivity_barriers.parquet".into(), Table::from_rows(&bars)));
-    out.tables.push(("connectivity_barrier_ci.parquet".into(), Table::from_rows(&barrier_ci_rows(&bars)?)));
-    out.tables.push(("connectivity_distances.parquet".into(), Table::from_rows(&dist)));
-    if !merges.is_empty() {
-        out.tables.push(("connectivity_merge_all.parquet".into(), Table::from_rows(&merges)));
+    out.tables.push(("connectivity_paths.parquet".into(), Table::from_rows(&c.paths)));
+    out.tables.push(("connectivity_barriers.parquet".into(), Table::from_rows(&c.bars)));
+    out.tables.push(("connectivity_barrier_ci.parquet".into(), Table::from_rows(&barrier_ci_rows(&c.bars)?)));
+    out.tables.push(("connectivity_distances.parquet".into(), Table::from_rows(&c.dist)));
+    if !c.merges.is_empty() {
+        out.tables.push(("connectivity_merge_all.parquet".into(), Table::from_rows(&c.merges)));
     }
-    Ok((out, summaries))
+    Ok(out)
 }
 
 /// Equal-weight merge of every run of one method: factor averages of A and B, or ΔW average.
@@ -438,8 +602,9 @@ const BARRIER_FIELDS: [BarrierField; 4] = [
     ("midpoint", "midpoint gap", |b| b.midpoint_gap),
 ];
 
-/// Grouping key of barrier rows: method, space, split, quantity, scope, block.
-type BarrierKey = (String, String, String, String, String, i64);
+/// Grouping key of barrier rows: method, space, split, quantity, scope, block. The enums enter
+/// by their table names, so the summary rows sort as the names do.
+type BarrierKey = (String, &'static str, &'static str, &'static str, &'static str, i64);
 
 /// One barrier convention over seed pairs: a row of `connectivity_barrier_ci.parquet`.
 pub struct BarrierCiRow {
@@ -460,10 +625,10 @@ pub struct BarrierCiRow {
 impl Row for BarrierCiRow {
     fn columns(cols: &mut Columns<'_, Self>) {
         cols.col("method", |r| r.key.0.clone())
-            .col("space", |r| r.key.1.clone())
-            .col("split", |r| r.key.2.clone())
-            .col("quantity", |r| r.key.3.clone())
-            .col("scope", |r| r.key.4.clone())
+            .col("space", |r| r.key.1.to_string())
+            .col("split", |r| r.key.2.to_string())
+            .col("quantity", |r| r.key.3.to_string())
+            .col("scope", |r| r.key.4.to_string())
             .col("block", |r| r.key.5)
             .col("convention", |r| r.convention.clone())
             .col("n_pairs", |r| r.n_pairs)
@@ -477,7 +642,7 @@ impl Row for BarrierCiRow {
 fn barrier_ci_rows(bars: &[BarrierRow]) -> Result<Vec<BarrierCiRow>> {
     let mut groups: BTreeMap<BarrierKey, Vec<&Barriers>> = BTreeMap::new();
     for r in bars {
-        let key = (r.method.clone(), r.space.clone(), r.split.clone(), r.quantity.clone(), r.scope.clone(), r.block);
+        let key = (r.method.clone(), r.space.name(), r.split.name(), r.quantity.name(), r.scope.name(), r.block);
         groups.entry(key).or_default().push(&r.barriers);
     }
     let mut rows = Vec::new();
@@ -498,18 +663,22 @@ fn barrier_ci_rows(bars: &[BarrierRow]) -> Result<Vec<BarrierCiRow>> {
     Ok(rows)
 }
 
+/// A path panel's label and the value it reads from a path point.
+type PathMetric = (&'static str, fn(&PathRow) -> f64);
+
+/// Test accuracy, then test loss, along the paths: one panel per (metric, space).
 fn paths_figure(p: &[PathRow], spaces: &[Space]) -> Result<String> {
     let mut panels = Vec::new();
-    for (metric, label) in [("accuracy", "test accuracy"), ("loss", "test loss")] {
+    let metrics: [PathMetric; 2] = [("test accuracy", |r| r.accuracy), ("test loss", |r| r.loss)];
+    for (label, value) in metrics {
         for &space in spaces {
             let mut methods: Vec<String> = p.iter().map(|r| r.method.clone()).collect();
             methods.dedup();
             let mut series = Vec::new();
             for m in &methods {
                 let mut by_alpha: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
-                for r in p.iter().filter(|r| &r.method == m && r.space == space.name() && r.split == "test") {
-                    let v = if metric == "accuracy" { r.accuracy } else { r.loss };
-                    by_alpha.entry((r.alpha * 1e6).round() as i64).or_default().push(v);
+                for r in p.iter().filter(|r| &r.method == m && r.space == space && r.split == Split::Test) {
+                    by_alpha.entry((r.alpha * 1e6).round() as i64).or_default().push(value(r));
                 }
                 let pts: Vec<(f64, f64)> =
                     by_alpha.iter().map(|(a, v)| (*a as f64 / 1e6, v.iter().sum::<f64>() / v.len() as f64)).collect();
@@ -551,13 +720,15 @@ fn paths_figure(p: &[PathRow], spaces: &[Space]) -> Result<String> {
     )
 }
 
+/// The whole-adapter test-error barrier under every convention, per method and space.
 fn barrier_figure(b: &[BarrierRow], methods: &[String], spaces: &[Space]) -> Result<String> {
     let mut groups = Vec::new();
     for (_, name, f) in BARRIER_FIELDS {
         let mut bars_v = Vec::new();
         for m in methods {
             for &s in spaces {
-                let xs: Vec<f64> = b.iter().filter(|r| r.is_main_test(m, s, "error")).map(|r| f(&r.barriers)).collect();
+                let xs: Vec<f64> =
+                    b.iter().filter(|r| r.is_main_test(m, s, Quantity::Error)).map(|r| f(&r.barriers)).collect();
                 let ci = mean_ci(&xs)?;
                 let err = if xs.len() >= 2 { Some((ci.lo, ci.hi)) } else { None };
                 bars_v.push(Bar { series: format!("{m} ({})", s.name()), value: ci.mean, err });
@@ -574,7 +745,8 @@ fn barrier_figure(b: &[BarrierRow], methods: &[String], spaces: &[Space]) -> Res
     })
 }
 
-fn layer_figure(b: &[BarrierRow], methods: &[String], spaces: &[Space], scope: &str) -> Result<String> {
+/// The layer-wise test-error barriers of `scope`: one heatmap row per (method, space).
+fn layer_figure(b: &[BarrierRow], methods: &[String], spaces: &[Space], scope: Scope) -> Result<String> {
     let nb = b.iter().map(|r| r.block).max().unwrap_or(-1) + 1;
     let mut rows = Vec::new();
     let mut labels = Vec::new();
@@ -586,8 +758,8 @@ fn layer_figure(b: &[BarrierRow], methods: &[String], spaces: &[Space], scope: &
                     .iter()
                     .filter(|r| {
                         &r.method == m
-                            && r.space == s.name()
-                            && r.quantity == "error"
+                            && r.space == s
+                            && r.quantity == Quantity::Error
                             && r.scope == scope
                             && r.block == blk
                     })
@@ -599,7 +771,10 @@ fn layer_figure(b: &[BarrierRow], methods: &[String], spaces: &[Space], scope: &
             labels.push(format!("{m} ({})", s.name()));
         }
     }
-    let what = if scope == "single" { "only block ℓ interpolated" } else { "blocks 0..ℓ interpolated" };
+    let what = match scope {
+        Scope::Single => "only block ℓ interpolated",
+        Scope::All | Scope::Cumulative => "blocks 0..ℓ interpolated",
+    };
     crate::report::plot::heatmap_svg(&Heatmap {
         title: format!("Layer-wise test-error barrier (linear ref.), {what}"),
         x_label: "block ℓ".into(),

@@ -226,8 +226,52 @@ pub fn analyze(
     }
     let frozen: Vec<f64> =
         tasks.iter().map(|t| Ok(t.test.evaluate(&Deltas::new())?.accuracy)).collect::<Result<_>>()?;
-    let mut groups: BTreeMap<(String, u64), Vec<Option<&Adapter>>> = BTreeMap::new();
+    let groups = group_by_run(tasks, adapters)?;
     let methods = ordered_unique(adapters.iter().map(|a| a.method.clone()));
+    let mut rows: Vec<AccuracyRow> = Vec::new();
+    let mut al: Vec<AlignRow> = Vec::new();
+    let bar = progress.bar((groups.len() * (operators.len() + 1)) as u64, "multitask");
+    for ((method, seed), slots) in &groups {
+        let run = RunScores::new(tasks, method, *seed, slots, &frozen)?;
+        rows.extend(run.own_rows()?);
+        bar.inc(1);
+        for op in operators {
+            bar.set_message(format!("{method} seed {seed} {op}"));
+            let (merged, align) = run.merged_rows(op, opts)?;
+            rows.extend(merged);
+            al.extend(align);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let op_names: Vec<String> =
+        std::iter::once("own".to_string()).chain(operators.iter().map(|o| o.to_string())).collect();
+    let task_names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let cis = AccuracyCis::of(&rows)?;
+    let mut out = Outputs::default();
+    out.figures.push(("multitask_operators.svg".into(), operators_figure(&methods, &op_names, &cis.avg_norm)?));
+    for op in &op_names[1..] {
+        let file = format!(
+            "multitask_tasks_{}.svg",
+            crate::runs::sanitize(&op.replace('+', "-").replace([':', ',', '='], "-"))
+        );
+        out.figures.push((file, tasks_figure(&methods, op, &task_names, &cis.per_task_acc, &cis.avg_acc, &frozen)?));
+    }
+    let summaries = cis.summaries(&methods, &op_names);
+    out.tables.push(("multitask_accuracy.parquet".into(), Table::from_rows(&rows)));
+    out.tables.push(("multitask_summary.parquet".into(), Table::from_rows(&cis.summary_rows())));
+    if !al.is_empty() {
+        out.tables.push(("multitask_align.parquet".into(), Table::from_rows(&al)));
+    }
+    Ok((out, summaries))
+}
+
+/// The task adapters of each (method, seed), one slot per task.
+type RunGroups<'a> = BTreeMap<(String, u64), Vec<Option<&'a Adapter>>>;
+
+/// Groups the adapters by (method, seed); refuses a task index out of range or a task twice.
+fn group_by_run<'a>(tasks: &[TaskInput], adapters: &[TaskAdapter<'a>]) -> Result<RunGroups<'a>> {
+    let mut groups = RunGroups::new();
     for a in adapters {
         if a.task >= tasks.len() {
             bail!(
@@ -244,11 +288,35 @@ pub fn analyze(
         }
         *slot = Some(a.adapter);
     }
-    let mut rows: Vec<AccuracyRow> = Vec::new();
-    let mut al: Vec<AlignRow> = Vec::new();
-    let bar = progress.bar((groups.len() * (operators.len() + 1)) as u64, "multitask");
-    for ((method, seed), slots) in &groups {
-        let mine: Vec<&Adapter> = slots
+    Ok(groups)
+}
+
+/// One (method, seed): its task adapters and each one's accuracy on its own task.
+struct RunScores<'r, 'a> {
+    /// The tasks.
+    tasks: &'r [TaskInput<'a>],
+    /// Method name.
+    method: &'r str,
+    /// Run seed.
+    seed: u64,
+    /// The adapter of every task, in task order.
+    adapters: Vec<&'a Adapter>,
+    /// Test accuracy of each task's own adapter.
+    own: Vec<f64>,
+    /// Test accuracy of the frozen backbone on each task.
+    frozen: &'r [f64],
+}
+
+impl<'r, 'a> RunScores<'r, 'a> {
+    /// Checks that every task has an adapter and scores each on its own task.
+    fn new(
+        tasks: &'r [TaskInput<'a>],
+        method: &'r str,
+        seed: u64,
+        slots: &[Option<&'a Adapter>],
+        frozen: &'r [f64],
+    ) -> Result<Self> {
+        let adapters: Vec<&Adapter> = slots
             .iter()
             .enumerate()
             .map(|(t, a)| {
@@ -260,108 +328,134 @@ pub fn analyze(
                 })
             })
             .collect::<Result<_>>()?;
-        let own: Vec<f64> =
-            tasks.iter().zip(&mine).map(|(t, a)| Ok(t.test.evaluate(&a.deltas())?.accuracy)).collect::<Result<_>>()?;
-        let mut push = |op: &str, t: usize, loss: f64, acc: f64| {
-            rows.push(AccuracyRow {
-                method: method.clone(),
-                seed: *seed as i64,
-                operator: op.to_string(),
-                task: tasks[t].name.clone(),
-                test_loss: loss,
-                test_accuracy: acc,
-                own_accuracy: own[t],
-                frozen_accuracy: frozen[t],
-                normalized_accuracy: acc / own[t],
-            })
-        };
-        for (t, task) in tasks.iter().enumerate() {
-            let m = task.test.evaluate(&mine[t].deltas())?;
-            push("own", t, m.loss, m.accuracy);
+        let own: Vec<f64> = tasks
+            .iter()
+            .zip(&adapters)
+            .map(|(t, a)| Ok(t.test.evaluate(&a.deltas())?.accuracy))
+            .collect::<Result<_>>()?;
+        Ok(Self { tasks, method, seed, adapters, own, frozen })
+    }
+
+    /// The row of operator `op` on task `t` with test loss `loss` and accuracy `acc`.
+    fn row(&self, op: &str, t: usize, loss: f64, acc: f64) -> AccuracyRow {
+        AccuracyRow {
+            method: self.method.to_string(),
+            seed: self.seed as i64,
+            operator: op.to_string(),
+            task: self.tasks[t].name.clone(),
+            test_loss: loss,
+            test_accuracy: acc,
+            own_accuracy: self.own[t],
+            frozen_accuracy: self.frozen[t],
+            normalized_accuracy: acc / self.own[t],
         }
-        bar.inc(1);
-        for op in operators {
-            bar.set_message(format!("{method} seed {seed} {op}"));
-            let mopts = MergeOptions { align: op.align, ..opts.merge.clone() };
-            let outcome = merge_with_report(&mine, &[], &op.method, &mopts)?;
-            let deltas = outcome.merged.deltas();
-            for (t, task) in tasks.iter().enumerate() {
-                let m = task.test.evaluate(&deltas)?;
-                push(&op.to_string(), t, m.loss, m.accuracy);
-            }
-            al.extend(outcome.align.iter().map(|(key, r)| AlignRow {
-                method: method.clone(),
-                seed: *seed as i64,
+    }
+
+    /// Every task's own adapter on its task (operator `own`).
+    fn own_rows(&self) -> Result<Vec<AccuracyRow>> {
+        let mut rows = Vec::new();
+        for (t, task) in self.tasks.iter().enumerate() {
+            let m = task.test.evaluate(&self.adapters[t].deltas())?;
+            rows.push(self.row("own", t, m.loss, m.accuracy));
+        }
+        Ok(rows)
+    }
+
+    /// The merge of the task adapters with `op` on every task, and LoRA Align's report.
+    fn merged_rows(&self, op: &Operator, opts: &MultitaskOptions) -> Result<(Vec<AccuracyRow>, Vec<AlignRow>)> {
+        let mopts = MergeOptions { align: op.align, ..opts.merge.clone() };
+        let outcome = merge_with_report(&self.adapters, &[], &op.method, &mopts)?;
+        let deltas = outcome.merged.deltas();
+        let mut rows = Vec::new();
+        for (t, task) in self.tasks.iter().enumerate() {
+            let m = task.test.evaluate(&deltas)?;
+            rows.push(self.row(&op.to_string(), t, m.loss, m.accuracy));
+        }
+        let align = outcome
+            .align
+            .iter()
+            .map(|(key, r)| AlignRow {
+                method: self.method.to_string(),
+                seed: self.seed as i64,
                 block: key.block as i64,
                 module: key.module.short().to_string(),
                 gap_before: r.before,
                 gap_after: r.after,
                 mixture_norm: r.mixture_norm,
                 mean_abs_p: r.mean_abs_p,
-            }));
-            bar.inc(1);
+            })
+            .collect();
+        Ok((rows, align))
+    }
+}
+
+/// Accuracy and normalised accuracy over seeds, per task and averaged over tasks.
+struct AccuracyCis {
+    /// Accuracy per (method, operator, task).
+    per_task_acc: BTreeMap<(String, String, String), MeanCi>,
+    /// Normalised accuracy per (method, operator, task).
+    per_task_norm: BTreeMap<(String, String, String), MeanCi>,
+    /// Mean over tasks of the accuracy, per (method, operator).
+    avg_acc: BTreeMap<(String, String), MeanCi>,
+    /// Mean over tasks of the normalised accuracy, per (method, operator).
+    avg_norm: BTreeMap<(String, String), MeanCi>,
+}
+
+impl AccuracyCis {
+    /// Per (method, operator, task) over seeds, and the task average per seed, then over seeds.
+    fn of(rows: &[AccuracyRow]) -> Result<Self> {
+        let key = |r: &AccuracyRow| (r.method.clone(), r.operator.clone(), r.task.clone());
+        let per_task_acc = group_ci(rows.iter().map(|r| (key(r), r.test_accuracy)))?;
+        let per_task_norm = group_ci(rows.iter().map(|r| (key(r), r.normalized_accuracy)))?;
+        // (method, operator, seed) → (accuracies, normalised accuracies) over tasks.
+        type PerSeed = BTreeMap<(String, String, i64), (Vec<f64>, Vec<f64>)>;
+        let mut avg = PerSeed::new();
+        for r in rows {
+            let e = avg.entry((r.method.clone(), r.operator.clone(), r.seed)).or_default();
+            e.0.push(r.test_accuracy);
+            e.1.push(r.normalized_accuracy);
         }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let avg_acc = group_ci(avg.iter().map(|((m, o, _), (a, _))| ((m.clone(), o.clone()), mean(a))))?;
+        let avg_norm = group_ci(avg.iter().map(|((m, o, _), (_, n))| ((m.clone(), o.clone()), mean(n))))?;
+        Ok(Self { per_task_acc, per_task_norm, avg_acc, avg_norm })
     }
-    bar.finish_and_clear();
-    let op_names: Vec<String> =
-        std::iter::once("own".to_string()).chain(operators.iter().map(|o| o.to_string())).collect();
-    let task_names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
-    // Per (method, operator, task) over seeds, and the task average per seed, then over seeds.
-    let key = |r: &AccuracyRow| (r.method.clone(), r.operator.clone(), r.task.clone());
-    let per_task_acc = group_ci(rows.iter().map(|r| (key(r), r.test_accuracy)))?;
-    let per_task_norm = group_ci(rows.iter().map(|r| (key(r), r.normalized_accuracy)))?;
-    // (method, operator, seed) → (accuracies, normalised accuracies) over tasks.
-    type PerSeed = BTreeMap<(String, String, i64), (Vec<f64>, Vec<f64>)>;
-    let mut avg = PerSeed::new();
-    for r in &rows {
-        let e = avg.entry((r.method.clone(), r.operator.clone(), r.seed)).or_default();
-        e.0.push(r.test_accuracy);
-        e.1.push(r.normalized_accuracy);
-    }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let avg_acc = group_ci(avg.iter().map(|((m, o, _), (a, _))| ((m.clone(), o.clone()), mean(a))))?;
-    let avg_norm = group_ci(avg.iter().map(|((m, o, _), (_, n))| ((m.clone(), o.clone()), mean(n))))?;
-    let mut out = Outputs::default();
-    out.figures.push(("multitask_operators.svg".into(), operators_figure(&methods, &op_names, &avg_norm)?));
-    for op in &op_names[1..] {
-        let file = format!(
-            "multitask_tasks_{}.svg",
-            crate::runs::sanitize(&op.replace('+', "-").replace([':', ',', '='], "-"))
-        );
-        out.figures.push((file, tasks_figure(&methods, op, &task_names, &per_task_acc, &avg_acc, &frozen)?));
-    }
-    let mut summaries = Vec::new();
-    for m in &methods {
-        for op in &op_names {
-            if let (Some(a), Some(n)) = (avg_acc.get(&(m.clone(), op.clone())), avg_norm.get(&(m.clone(), op.clone())))
-            {
-                summaries.push(MultitaskSummary {
-                    method: m.clone(),
-                    operator: op.clone(),
-                    accuracy: a.clone(),
-                    normalized: n.clone(),
-                });
+
+    /// One printout summary per (method, operator) with results, methods outer.
+    fn summaries(&self, methods: &[String], op_names: &[String]) -> Vec<MultitaskSummary> {
+        let mut summaries = Vec::new();
+        for m in methods {
+            for op in op_names {
+                let key = (m.clone(), op.clone());
+                if let (Some(a), Some(n)) = (self.avg_acc.get(&key), self.avg_norm.get(&key)) {
+                    summaries.push(MultitaskSummary {
+                        method: m.clone(),
+                        operator: op.clone(),
+                        accuracy: a.clone(),
+                        normalized: n.clone(),
+                    });
+                }
             }
         }
+        summaries
     }
-    out.tables.push(("multitask_accuracy.parquet".into(), Table::from_rows(&rows)));
-    let summary = |m: &String, o: &String, task: &str, metric: &str, c: &MeanCi| SummaryRow {
-        method: m.clone(),
-        operator: o.clone(),
-        task: task.into(),
-        metric: metric.into(),
-        ci: c.clone(),
-    };
-    let mut s: Vec<SummaryRow> = Vec::new();
-    s.extend(per_task_acc.iter().map(|((m, o, task), c)| summary(m, o, task, "accuracy", c)));
-    s.extend(per_task_norm.iter().map(|((m, o, task), c)| summary(m, o, task, "normalized_accuracy", c)));
-    s.extend(avg_acc.iter().map(|((m, o), c)| summary(m, o, "average", "accuracy", c)));
-    s.extend(avg_norm.iter().map(|((m, o), c)| summary(m, o, "average", "normalized_accuracy", c)));
-    out.tables.push(("multitask_summary.parquet".into(), Table::from_rows(&s)));
-    if !al.is_empty() {
-        out.tables.push(("multitask_align.parquet".into(), Table::from_rows(&al)));
+
+    /// The rows of `multitask_summary.parquet`: per task, then the average over tasks.
+    fn summary_rows(&self) -> Vec<SummaryRow> {
+        let summary = |m: &String, o: &String, task: &str, metric: &str, c: &MeanCi| SummaryRow {
+            method: m.clone(),
+            operator: o.clone(),
+            task: task.into(),
+            metric: metric.into(),
+            ci: c.clone(),
+        };
+        let mut s: Vec<SummaryRow> = Vec::new();
+        s.extend(self.per_task_acc.iter().map(|((m, o, task), c)| summary(m, o, task, "accuracy", c)));
+        s.extend(self.per_task_norm.iter().map(|((m, o, task), c)| summary(m, o, task, "normalized_accuracy", c)));
+        s.extend(self.avg_acc.iter().map(|((m, o), c)| summary(m, o, "average", "accuracy", c)));
+        s.extend(self.avg_norm.iter().map(|((m, o), c)| summary(m, o, "average", "normalized_accuracy", c)));
+        s
     }
-    Ok((out, summaries))
 }
 
 fn operators_figure(

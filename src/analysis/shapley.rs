@@ -9,6 +9,7 @@ use crate::eval::Evaluator;
 use crate::report::plot::{Bar, BarGroup, BarPlot, LinePlot, Series};
 use crate::report::table::Table;
 use crate::shapley::{self, coalition, EstimateConfig, Estimator, Game, Memo, ShapleyEstimate, TableGame};
+use crate::train::Method;
 use anyhow::Result;
 use std::time::Instant;
 
@@ -101,134 +102,173 @@ pub fn analyze(
     inputs: &[ShapleyInput],
     opts: &ShapleyOptions,
 ) -> Result<(Outputs, Vec<MethodSummary>)> {
-    let mut values_t = Rows::default();
-    let mut conv_t = ConvRows::default();
-    let mut coal_t = CoalRows::default();
-    let mut mle_t = MleRows::default();
-    let mut eff_t = EffRows::default();
+    let mut t = Tables::default();
     let mut summaries = Vec::new();
     for input in inputs {
-        let game = LayerGame::new(evaluator, input.adapter, opts.grouping, opts.value, &input.method)?;
-        let n = game.n_players();
-        let players: Vec<String> =
-            game.groups().iter().map(|g| group_label(g, opts.grouping, evaluator.backbone())).collect();
-        let started = Instant::now();
-        // Exact (n ≤ 20): enumerate every coalition by the prefix walk, then let the
-        // estimators replay that table (identical values, no model cost). Otherwise the
-        // estimators evaluate the model live, each through its own budgeted memo.
-        let (exact, evaluated, estimates, model_evals): GameOutcome = if super::exact_shapley(n) {
-            let known = input.table.as_ref().filter(|t| t.len() == 1usize << n);
-            let table = match known {
-                Some(t) => t.clone(),
-                None => game.enumerate_all()?,
-            };
-            let exact = shapley::shapley_from_table(&table, n)?;
-            let replay = TableGame::new(n, table.clone())?;
-            let est = run_estimators(&replay, opts)?;
-            let evaluated = table.iter().enumerate().map(|(c, v)| (c as u64, *v)).collect();
-            (Some(exact), evaluated, est, if known.is_some() { 0 } else { 1usize << n })
-        } else {
-            let mut seen = std::collections::BTreeMap::new();
-            let mut est = Vec::new();
-            for e in &opts.estimators {
-                let cfg = config_for(e, opts, opts.seed);
-                let memo = Memo::new(&game, cfg.memo_budget());
-                est.push(shapley::estimate_with_memo(&memo, &cfg)?);
-                seen.extend(memo.cached());
-            }
-            let evals = seen.len();
-            (None, seen.into_iter().collect(), est, evals)
-        };
-        let eval_seconds = started.elapsed().as_secs_f64();
-        let v_empty = game.evaluate(&[0])?[0];
-        let v_full = game.evaluate(&[coalition::grand(n)])?[0];
-        // Per-player values.
-        if let Some(ex) = &exact {
-            for (i, v) in ex.iter().enumerate() {
-                values_t.push(input, i, &players[i], "exact", *v, 0.0, 1 << n, 0, Some(*v));
-            }
-            eff_t.push(&input.method, "exact", ex.iter().sum(), v_full - v_empty);
-        }
-        for est in &estimates {
-            for i in 0..n {
-                let exact_i = exact.as_ref().map(|e| e[i]);
-                values_t.push(
-                    input,
-                    i,
-                    &players[i],
-                    &est.estimator,
-                    est.values[i],
-                    est.std_errors[i],
-                    est.evaluations,
-                    est.samples,
-                    exact_i,
-                );
-            }
-            eff_t.push(&input.method, &est.estimator, est.values.iter().sum(), v_full - v_empty);
-        }
-        // Coalitions and the multilinear extension.
-        for (c, v) in &evaluated {
-            coal_t.push(&input.method, *c, *v);
-        }
-        if let Some(ex) = &exact {
-            let table_values: Vec<f64> = evaluated.iter().map(|(_, v)| *v).collect();
-            for j in 0..=20 {
-                let q = j as f64 / 20.0;
-                mle_t.push(&input.method, q, shapley::multilinear_extension(&table_values, n, q)?, 0.0, "exact");
-            }
-            // Convergence against exact, on the replayed game.
-            let replay = TableGame::new(n, table_values.clone())?;
-            let k = opts.top_k.min(n);
-            let study = study_estimators()?;
-            for e in &study {
-                for budget in convergence_budgets(n, &study) {
-                    for rep in 0..opts.repetitions as u64 {
-                        let est = shapley::estimate(&replay, &EstimateConfig::new(e.clone(), budget, rep))?;
-                        conv_t.push(
-                            &input.method,
-                            &est.estimator,
-                            budget,
-                            rep,
-                            est.evaluations,
-                            shapley::mse(&est.values, ex)?,
-                            shapley::max_abs_error(&est.values, ex)?,
-                            shapley::kendall_tau(&est.values, ex)?,
-                            shapley::precision_at_k(&est.values, ex, k)?,
-                            k,
-                        );
-                    }
-                }
-            }
-        } else {
-            let points = shapley::mle_sampled(&game, &[0.0, 0.25, 0.5, 0.75, 1.0], 8, opts.seed)?;
-            for p in points {
-                mle_t.push(&input.method, p.q, p.mean, p.std_error, "sampled");
-            }
-        }
-        summaries.push(MethodSummary {
-            method: input.method.clone(),
-            players,
-            exact,
-            estimates,
-            v_empty,
-            v_full,
-            eval_seconds,
-            model_evaluations: model_evals,
-        });
+        summaries.push(value_input(evaluator, input, opts, &mut t)?);
     }
     let mut out = Outputs::default();
     out.figures.push(("shapley_values.svg".into(), values_figure(&summaries)?));
-    if !conv_t.method.is_empty() {
-        out.figures.push(("shapley_convergence.svg".into(), convergence_figure(&conv_t)?));
+    if !t.conv.method.is_empty() {
+        out.figures.push(("shapley_convergence.svg".into(), convergence_figure(&t.conv)?));
     }
-    out.figures.push(("shapley_efficiency.svg".into(), efficiency_figure(&eff_t)?));
-    out.figures.push(("multilinear_extension.svg".into(), mle_figure(&mle_t)?));
-    out.tables.push(("shapley_values.parquet".into(), values_t.table()));
-    out.tables.push(("shapley_convergence.parquet".into(), conv_t.table()));
-    out.tables.push(("shapley_coalitions.parquet".into(), coal_t.table()));
-    out.tables.push(("multilinear_extension.parquet".into(), mle_t.table()));
-    out.tables.push(("shapley_efficiency.parquet".into(), eff_t.table()));
+    out.figures.push(("shapley_efficiency.svg".into(), efficiency_figure(&t.eff)?));
+    out.figures.push(("multilinear_extension.svg".into(), mle_figure(&t.mle)?));
+    out.tables.push(("shapley_values.parquet".into(), t.values.table()));
+    out.tables.push(("shapley_convergence.parquet".into(), t.conv.table()));
+    out.tables.push(("shapley_coalitions.parquet".into(), t.coal.table()));
+    out.tables.push(("multilinear_extension.parquet".into(), t.mle.table()));
+    out.tables.push(("shapley_efficiency.parquet".into(), t.eff.table()));
     Ok((out, summaries))
+}
+
+/// The rows of every table of the analysis.
+#[derive(Default)]
+struct Tables {
+    /// Per-player values.
+    values: Rows,
+    /// Convergence against exact.
+    conv: ConvRows,
+    /// Evaluated coalitions.
+    coal: CoalRows,
+    /// The multilinear extension.
+    mle: MleRows,
+    /// Efficiency (sum of values against v(N) − v(∅)).
+    eff: EffRows,
+}
+
+/// Values one input's layer game, appends its rows to `t` and returns its summary.
+fn value_input(
+    evaluator: &Evaluator,
+    input: &ShapleyInput,
+    opts: &ShapleyOptions,
+    t: &mut Tables,
+) -> Result<MethodSummary> {
+    let game = LayerGame::new(evaluator, input.adapter, opts.grouping, opts.value, &input.method)?;
+    let n = game.n_players();
+    let players: Vec<String> =
+        game.groups().iter().map(|g| group_label(g, opts.grouping, evaluator.backbone())).collect();
+    let started = Instant::now();
+    let (exact, evaluated, estimates, model_evals) = play(&game, input, opts)?;
+    let eval_seconds = started.elapsed().as_secs_f64();
+    let v_empty = game.evaluate(&[0])?[0];
+    let v_full = game.evaluate(&[coalition::grand(n)])?[0];
+    // Per-player values.
+    if let Some(ex) = &exact {
+        for (i, v) in ex.iter().enumerate() {
+            t.values.push(input, i, &players[i], "exact", *v, 0.0, 1 << n, 0, Some(*v));
+        }
+        t.eff.push(&input.method, "exact", ex.iter().sum(), v_full - v_empty);
+    }
+    for est in &estimates {
+        for i in 0..n {
+            let exact_i = exact.as_ref().map(|e| e[i]);
+            t.values.push(
+                input,
+                i,
+                &players[i],
+                &est.estimator,
+                est.values[i],
+                est.std_errors[i],
+                est.evaluations,
+                est.samples,
+                exact_i,
+            );
+        }
+        t.eff.push(&input.method, &est.estimator, est.values.iter().sum(), v_full - v_empty);
+    }
+    // Coalitions and the multilinear extension.
+    for (c, v) in &evaluated {
+        t.coal.push(&input.method, *c, *v);
+    }
+    if let Some(ex) = &exact {
+        let table_values: Vec<f64> = evaluated.iter().map(|(_, v)| *v).collect();
+        for j in 0..=20 {
+            let q = j as f64 / 20.0;
+            t.mle.push(&input.method, q, shapley::multilinear_extension(&table_values, n, q)?, 0.0, "exact");
+        }
+        convergence(&input.method, table_values, ex, opts, &mut t.conv)?;
+    } else {
+        let points = shapley::mle_sampled(&game, &[0.0, 0.25, 0.5, 0.75, 1.0], 8, opts.seed)?;
+        for p in points {
+            t.mle.push(&input.method, p.q, p.mean, p.std_error, "sampled");
+        }
+    }
+    Ok(MethodSummary {
+        method: input.method.clone(),
+        players,
+        exact,
+        estimates,
+        v_empty,
+        v_full,
+        eval_seconds,
+        model_evaluations: model_evals,
+    })
+}
+
+/// Plays the game. Exact (n ≤ 20): enumerate every coalition by the prefix walk (or take the
+/// input's known table), then let the estimators replay that table (identical values, no model
+/// cost). Otherwise the estimators evaluate the model live, each through its own budgeted memo.
+fn play(game: &LayerGame, input: &ShapleyInput, opts: &ShapleyOptions) -> Result<GameOutcome> {
+    let n = game.n_players();
+    if super::exact_shapley(n) {
+        let known = input.table.as_ref().filter(|t| t.len() == 1usize << n);
+        let table = match known {
+            Some(t) => t.clone(),
+            None => game.enumerate_all()?,
+        };
+        let exact = shapley::shapley_from_table(&table, n)?;
+        let replay = TableGame::new(n, table.clone())?;
+        let est = run_estimators(&replay, opts)?;
+        let evaluated = table.iter().enumerate().map(|(c, v)| (c as u64, *v)).collect();
+        Ok((Some(exact), evaluated, est, if known.is_some() { 0 } else { 1usize << n }))
+    } else {
+        let mut seen = std::collections::BTreeMap::new();
+        let mut est = Vec::new();
+        for e in &opts.estimators {
+            let cfg = config_for(e, opts, opts.seed);
+            let memo = Memo::new(game, cfg.memo_budget());
+            est.push(shapley::estimate_with_memo(&memo, &cfg)?);
+            seen.extend(memo.cached());
+        }
+        let evals = seen.len();
+        Ok((None, seen.into_iter().collect(), est, evals))
+    }
+}
+
+/// Convergence of every study estimator against the exact values `exact`, on the game replayed
+/// from its coalition table, at every budget and repetition.
+fn convergence(
+    method: &str,
+    table_values: Vec<f64>,
+    exact: &[f64],
+    opts: &ShapleyOptions,
+    conv: &mut ConvRows,
+) -> Result<()> {
+    let n = exact.len();
+    let replay = TableGame::new(n, table_values)?;
+    let k = opts.top_k.min(n);
+    let study = study_estimators()?;
+    for e in &study {
+        for budget in convergence_budgets(n, &study) {
+            for rep in 0..opts.repetitions as u64 {
+                let est = shapley::estimate(&replay, &EstimateConfig::new(e.clone(), budget, rep))?;
+                conv.push(
+                    method,
+                    &est.estimator,
+                    budget,
+                    rep,
+                    est.evaluations,
+                    shapley::mse(&est.values, exact)?,
+                    shapley::max_abs_error(&est.values, exact)?,
+                    shapley::kendall_tau(&est.values, exact)?,
+                    shapley::precision_at_k(&est.values, exact, k)?,
+                    k,
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn config_for(e: &Estimator, opts: &ShapleyOptions, seed: u64) -> EstimateConfig {
@@ -496,7 +536,7 @@ fn convergence_figure(c: &ConvRows) -> Result<String> {
                 label: format!("{m} {e}"),
                 points,
                 band: None,
-                dashed: m != "lora",
+                dashed: m != Method::Lora.name(),
                 ..Default::default()
             });
         }

@@ -41,8 +41,8 @@ pub struct RunArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub alpha: Option<f64>,
     /// LoRA scaling: alpha/sqrt(r) (`rslora`) or alpha/r (`standard`).
-    #[arg(long, value_parser = ["rslora", "standard"])]
-    pub scaling: Option<String>,
+    #[arg(long, value_enum)]
+    pub scaling: Option<ScalingArg>,
     /// LoRA input dropout.
     #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f64>,
@@ -117,9 +117,8 @@ impl RunArgs {
         if let Some(d) = self.dropout {
             cfg.lora.dropout = d;
         }
-        if let Some(s) = &self.scaling {
-            cfg.lora.scaling =
-                if s == "rslora" { copra_lab::adapter::Scaling::Rslora } else { copra_lab::adapter::Scaling::Standard };
+        if let Some(s) = self.scaling {
+            cfg.lora.scaling = s.into();
         }
         if let Some(t) = &self.targets {
             cfg.lora.targets = parse_targets(t)?;
@@ -253,4 +252,22 @@ pub fn method_seed_runs(
             (m.name(), s, run)
         })
         .collect())
+}
+
+/// `--scaling`: the LoRA scaling rule, spelled `rslora` or `standard`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScalingArg {
+    /// alpha/sqrt(r).
+    Rslora,
+    /// alpha/r.
+    Standard,
+}
+
+impl From<ScalingArg> for copra_lab::adapter::Scaling {
+    fn from(s: ScalingArg) -> Self {
+        match s {
+            ScalingArg::Rslora => copra_lab::adapter::Scaling::Rslora,
+            ScalingArg::Standard => copra_lab::adapter::Scaling::Standard,
+        }
+    }
 }

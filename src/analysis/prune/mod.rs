@@ -20,6 +20,7 @@ pub mod unstructured;
 
 pub use removal::{random_orders, removal_curve, removal_order, BlockScores, CurvePoint, RemovalOrder};
 pub use structured::{select, third_of, Structure};
+pub use unstructured::Target;
 
 use super::layer_game::{GameValue, LayerGame};
 use super::summary::ordered_unique;
@@ -119,9 +120,9 @@ pub struct PruneSummary {
     pub structured: Vec<(String, MeanCi)>,
     /// Mean accuracy along each removal curve (a normalised area under the curve, over blocks
     /// kept from n down to 0; mean over seeds and random orders).
-    pub removal_area: Vec<(String, f64)>,
-    /// Test accuracy at each (target, sparsity): target `delta` or `factors`.
-    pub unstructured: Vec<(String, f64, MeanCi)>,
+    pub removal_area: Vec<(RemovalOrder, f64)>,
+    /// Test accuracy at each (target, sparsity).
+    pub unstructured: Vec<(Target, f64, MeanCi)>,
 }
 
 /// Runs the pruning analysis on the test evaluator for every input adapter.
@@ -172,15 +173,11 @@ pub fn analyze(
                 .iter()
                 .filter_map(|s| struct_ci.get(&(m.clone(), s.clone())).map(|ci| (s.clone(), ci.clone())))
                 .collect(),
-            removal_area: opts
-                .orders
-                .iter()
-                .map(|&o| (o.name().to_string(), removal::removal_area(&rm, m, o)))
-                .collect(),
+            removal_area: opts.orders.iter().map(|&o| (o, removal::removal_area(&rm, m, o))).collect(),
             unstructured: sparsity_ci
                 .iter()
                 .filter(|((mm, _, _), _)| mm == m)
-                .map(|((_, t, s), ci)| (t.clone(), *s as f64 / 1000.0, ci.clone()))
+                .map(|((_, t, s), ci)| (*t, *s as f64 / 1000.0, ci.clone()))
                 .collect(),
         })
         .collect();

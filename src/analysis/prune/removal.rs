@@ -59,6 +59,12 @@ impl RemovalOrder {
     }
 }
 
+impl std::fmt::Display for RemovalOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Player indices sorted by ascending score (ties: lower index first), i.e. the removal order
 /// "lowest value first". Non-finite scores sort last.
 pub fn removal_order(scores: &[f64]) -> Vec<usize> {
@@ -230,8 +236,8 @@ pub struct RemovalRow {
     pub method: String,
     /// Run seed.
     pub seed: i64,
-    /// [`RemovalOrder::name`].
-    pub order: String,
+    /// The removal order.
+    pub order: RemovalOrder,
     /// Index of the random order (0 for the scored orders).
     pub repeat: i64,
     /// Blocks removed so far.
@@ -248,7 +254,7 @@ impl Row for RemovalRow {
     fn columns(cols: &mut Columns<'_, Self>) {
         cols.col("method", |r| r.method.clone())
             .col("seed", |r| r.seed)
-            .col("order", |r| r.order.clone())
+            .col("order", |r| r.order.name().to_string())
             .col("repeat", |r| r.repeat)
             .col("step", |r| r.step)
             .col("blocks_kept", |r| r.blocks_kept)
@@ -302,7 +308,7 @@ pub(super) fn evaluate(
             rows.push(RemovalRow {
                 method: input.method.clone(),
                 seed: input.seed as i64,
-                order: order.name().into(),
+                order: *order,
                 repeat: *repeat as i64,
                 step: step as i64,
                 blocks_kept: p.kept as i64,
@@ -315,14 +321,34 @@ pub(super) fn evaluate(
 }
 
 /// Test accuracy of each (method, order, blocks kept), mean and CI over seeds and random orders.
-pub(super) fn accuracy_ci(rows: &[RemovalRow]) -> Result<BTreeMap<(String, String, i64), MeanCi>> {
-    group_ci(rows.iter().map(|r| ((r.method.clone(), r.order.clone(), r.blocks_kept), r.test_accuracy)))
+/// The order enters by name, so the summary rows sort as the names do.
+pub(super) fn accuracy_ci(rows: &[RemovalRow]) -> Result<BTreeMap<RemovalKey, MeanCi>> {
+    group_ci(rows.iter().map(|r| ((r.method.clone(), OrderByName(r.order), r.blocks_kept), r.test_accuracy)))
 }
+
+/// A removal order that sorts by its table name (`leave-one-out` < `norm` < `random` < `shapley`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct OrderByName(pub(super) RemovalOrder);
+
+impl PartialOrd for OrderByName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrderByName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.name().cmp(other.0.name())
+    }
+}
+
+/// Grouping key of removal rows: method, order, blocks kept.
+pub(super) type RemovalKey = (String, OrderByName, i64);
 
 /// Mean accuracy along the curves of `method` in `order` (a normalised area under the curve).
 pub(super) fn removal_area(rows: &[RemovalRow], method: &str, order: RemovalOrder) -> f64 {
     let xs: Vec<f64> =
-        rows.iter().filter(|r| r.method == method && r.order == order.name()).map(|r| r.test_accuracy).collect();
+        rows.iter().filter(|r| r.method == method && r.order == order).map(|r| r.test_accuracy).collect();
     xs.iter().sum::<f64>() / xs.len().max(1) as f64
 }
 
@@ -330,8 +356,8 @@ pub(super) fn removal_area(rows: &[RemovalRow], method: &str, order: RemovalOrde
 pub struct RemovalSummaryRow {
     /// Method name.
     pub method: String,
-    /// [`RemovalOrder::name`].
-    pub order: String,
+    /// The removal order.
+    pub order: RemovalOrder,
     /// Blocks still kept.
     pub blocks_kept: i64,
     /// Test accuracy over seeds and random orders.
@@ -341,18 +367,18 @@ pub struct RemovalSummaryRow {
 impl Row for RemovalSummaryRow {
     fn columns(cols: &mut Columns<'_, Self>) {
         cols.col("method", |r| r.method.clone())
-            .col("order", |r| r.order.clone())
+            .col("order", |r| r.order.name().to_string())
             .col("blocks_kept", |r| r.blocks_kept);
         ci_columns(cols, |r| &r.ci);
     }
 }
 
 /// The summary rows of [`accuracy_ci`], in key order.
-pub(super) fn summary_rows(ci: &BTreeMap<(String, String, i64), MeanCi>) -> Vec<RemovalSummaryRow> {
+pub(super) fn summary_rows(ci: &BTreeMap<RemovalKey, MeanCi>) -> Vec<RemovalSummaryRow> {
     ci.iter()
         .map(|((method, order, kept), ci)| RemovalSummaryRow {
             method: method.clone(),
-            order: order.clone(),
+            order: order.0,
             blocks_kept: *kept,
             ci: ci.clone(),
         })
@@ -363,7 +389,7 @@ pub(super) fn summary_rows(ci: &BTreeMap<(String, String, i64), MeanCi>) -> Vec<
 pub(super) fn figure(
     methods: &[String],
     orders: &[RemovalOrder],
-    ci: &BTreeMap<(String, String, i64), MeanCi>,
+    ci: &BTreeMap<RemovalKey, MeanCi>,
     frozen: f64,
 ) -> Result<String> {
     let mut panels = Vec::new();
@@ -372,7 +398,7 @@ pub(super) fn figure(
         for (i, m) in methods.iter().enumerate() {
             let pts: Vec<(f64, MeanCi)> = ci
                 .iter()
-                .filter(|((mm, o, _), _)| mm == m && o == order.name())
+                .filter(|((mm, o, _), _)| mm == m && o.0 == order)
                 .map(|((_, _, k), c)| (*k as f64, c.clone()))
                 .collect();
             if !pts.is_empty() {

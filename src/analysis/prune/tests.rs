@@ -168,10 +168,11 @@ fn removal_curves_run_from_full_to_frozen() {
     let get = |name: &str| s.structured.iter().find(|(n, _)| n == name).unwrap().1.mean;
     assert_eq!(get("all"), full.accuracy);
     assert_eq!(get("none"), frozen.accuracy);
-    let at =
-        |t: &str, x: f64| s.unstructured.iter().find(|(tt, sp, _)| tt == t && (*sp - x).abs() < 1e-9).unwrap().2.mean;
-    assert_eq!(at("delta", 0.0), full.accuracy);
-    assert_eq!(at("factors", 1.0), frozen.accuracy);
+    let at = |t: Target, x: f64| {
+        s.unstructured.iter().find(|(tt, sp, _)| *tt == t && (*sp - x).abs() < 1e-9).unwrap().2.mean
+    };
+    assert_eq!(at(Target::Delta, 0.0), full.accuracy);
+    assert_eq!(at(Target::Factors, 1.0), frozen.accuracy);
     let names: Vec<&str> = out.tables.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
@@ -202,8 +203,8 @@ fn removal_curves_run_from_full_to_frozen() {
     assert_eq!(memo.value(curve[4].coalition).unwrap(), frozen.accuracy);
     let inputs = [PruneInput { method: "copra".into(), seed: 2, adapter: &adapter, table: None }];
     let (_, summaries) = analyze(&env.test, &inputs, &cheap, &Progress::hidden()).unwrap();
-    let orders: Vec<&str> = summaries[0].removal_area.iter().map(|(o, _)| o.as_str()).collect();
-    assert_eq!(orders, vec!["norm", "random"]);
+    let orders: Vec<RemovalOrder> = summaries[0].removal_area.iter().map(|(o, _)| *o).collect();
+    assert_eq!(orders, vec![RemovalOrder::Norm, RemovalOrder::Random]);
 }
 
 #[test]
@@ -247,4 +248,18 @@ fn removal_order_sorts_lowest_first_with_stable_ties() {
     }
     assert_eq!(RemovalOrder::parse("LOO").unwrap(), RemovalOrder::LeaveOneOut);
     assert!(RemovalOrder::parse("magnitude").is_err());
+}
+
+#[test]
+fn typed_keys_sort_as_their_table_names() {
+    // Summary tables are keyed by these enums; their rows must keep the order of the names.
+    let mut by_type = Target::ALL.to_vec();
+    by_type.sort();
+    let mut names: Vec<&str> = Target::ALL.iter().map(|t| t.name()).collect();
+    names.sort();
+    assert_eq!(by_type.iter().map(|t| t.name()).collect::<Vec<_>>(), names);
+    let mut orders: Vec<removal::OrderByName> = RemovalOrder::ALL.iter().map(|&o| removal::OrderByName(o)).collect();
+    orders.sort();
+    let sorted: Vec<&str> = orders.iter().map(|o| o.0.name()).collect();
+    assert_eq!(sorted, ["leave-one-out", "norm", "random", "shapley"]);
 }

@@ -11,8 +11,42 @@ use crate::stats::MeanCi;
 use anyhow::Result;
 use std::collections::BTreeMap;
 
-/// What magnitude pruning removes entries from, in table order: the dense `ΔW` or the factors.
-const TARGETS: [&str; 2] = ["delta", "factors"];
+/// What magnitude pruning removes entries from. The variants are declared in the order of
+/// their names, so keys holding a target sort as the names do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    /// The dense `ΔW` of every module.
+    Delta,
+    /// The factors `A` and `B`.
+    Factors,
+}
+
+impl Target {
+    /// Both targets, in table order.
+    pub const ALL: [Target; 2] = [Target::Delta, Target::Factors];
+
+    /// `delta` or `factors` (the `target` column).
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Delta => "delta",
+            Target::Factors => "factors",
+        }
+    }
+
+    /// What the target prunes, for figure titles.
+    fn what(self) -> &'static str {
+        match self {
+            Target::Delta => "dense ΔW",
+            Target::Factors => "factors A and B",
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// One (target, sparsity) of one adapter: a row of `prune_unstructured.parquet`.
 pub struct SparsityRow {
@@ -20,10 +54,10 @@ pub struct SparsityRow {
     pub method: String,
     /// Run seed.
     pub seed: i64,
-    /// `delta` or `factors`.
-    pub target: String,
-    /// `per-module` or `global`.
-    pub ranking: String,
+    /// What was pruned.
+    pub target: Target,
+    /// How entries were ranked.
+    pub ranking: Ranking,
     /// Fraction of entries removed.
     pub sparsity: f64,
     /// Test loss of the pruned adapter.
@@ -36,8 +70,8 @@ impl Row for SparsityRow {
     fn columns(cols: &mut Columns<'_, Self>) {
         cols.col("method", |r| r.method.clone())
             .col("seed", |r| r.seed)
-            .col("target", |r| r.target.clone())
-            .col("ranking", |r| r.ranking.clone())
+            .col("target", |r| r.target.name().to_string())
+            .col("ranking", |r| ranking_name(r.ranking).to_string())
             .col("sparsity", |r| r.sparsity)
             .col("test_loss", |r| r.test_loss)
             .col("test_accuracy", |r| r.test_accuracy);
@@ -52,19 +86,18 @@ pub(super) fn evaluate(
     full: Metrics,
 ) -> Result<Vec<SparsityRow>> {
     let mut rows = Vec::new();
-    for target in TARGETS {
+    for target in Target::ALL {
         for &s in &opts.sparsities {
-            let pruned = if target == "delta" {
-                prune_adapter_deltas(input.adapter, s, opts.ranking)?
-            } else {
-                prune_factor_deltas(input.adapter, s, opts.ranking)?
+            let pruned = match target {
+                Target::Delta => prune_adapter_deltas(input.adapter, s, opts.ranking)?,
+                Target::Factors => prune_factor_deltas(input.adapter, s, opts.ranking)?,
             };
             let m: Metrics = if s == 0.0 { full } else { test.evaluate(&pruned)? };
             rows.push(SparsityRow {
                 method: input.method.clone(),
                 seed: input.seed as i64,
-                target: target.into(),
-                ranking: ranking_name(opts.ranking).into(),
+                target,
+                ranking: opts.ranking,
                 sparsity: s,
                 test_loss: m.loss,
                 test_accuracy: m.accuracy,
@@ -88,16 +121,16 @@ fn permille(s: f64) -> i64 {
 }
 
 /// Test accuracy of each (method, target, sparsity in thousandths), mean and CI over seeds.
-pub(super) fn accuracy_ci(rows: &[SparsityRow]) -> Result<BTreeMap<(String, String, i64), MeanCi>> {
-    group_ci(rows.iter().map(|r| ((r.method.clone(), r.target.clone(), permille(r.sparsity)), r.test_accuracy)))
+pub(super) fn accuracy_ci(rows: &[SparsityRow]) -> Result<BTreeMap<(String, Target, i64), MeanCi>> {
+    group_ci(rows.iter().map(|r| ((r.method.clone(), r.target, permille(r.sparsity)), r.test_accuracy)))
 }
 
 /// A row of `prune_unstructured_summary.parquet`: one (method, target, sparsity).
 pub struct SparsitySummaryRow {
     /// Method name.
     pub method: String,
-    /// `delta` or `factors`.
-    pub target: String,
+    /// What was pruned.
+    pub target: Target,
     /// Fraction of entries removed (rounded to thousandths).
     pub sparsity: f64,
     /// Test accuracy over seeds.
@@ -106,17 +139,19 @@ pub struct SparsitySummaryRow {
 
 impl Row for SparsitySummaryRow {
     fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone()).col("target", |r| r.target.clone()).col("sparsity", |r| r.sparsity);
+        cols.col("method", |r| r.method.clone())
+            .col("target", |r| r.target.name().to_string())
+            .col("sparsity", |r| r.sparsity);
         ci_columns(cols, |r| &r.ci);
     }
 }
 
 /// The summary rows of [`accuracy_ci`], in key order.
-pub(super) fn summary_rows(ci: &BTreeMap<(String, String, i64), MeanCi>) -> Vec<SparsitySummaryRow> {
+pub(super) fn summary_rows(ci: &BTreeMap<(String, Target, i64), MeanCi>) -> Vec<SparsitySummaryRow> {
     ci.iter()
         .map(|((method, target, s), ci)| SparsitySummaryRow {
             method: method.clone(),
-            target: target.clone(),
+            target: *target,
             sparsity: *s as f64 / 1000.0,
             ci: ci.clone(),
         })
@@ -126,17 +161,17 @@ pub(super) fn summary_rows(ci: &BTreeMap<(String, String, i64), MeanCi>) -> Vec<
 /// One panel per target (dense ΔW, factors), one line per method.
 pub(super) fn figure(
     methods: &[String],
-    ci: &BTreeMap<(String, String, i64), MeanCi>,
+    ci: &BTreeMap<(String, Target, i64), MeanCi>,
     frozen: f64,
     ranking: Ranking,
 ) -> Result<String> {
     let mut panels = Vec::new();
-    for (target, what) in [("delta", "dense ΔW"), ("factors", "factors A and B")] {
+    for target in Target::ALL {
         let mut series = Vec::new();
         for (i, m) in methods.iter().enumerate() {
             let pts: Vec<(f64, MeanCi)> = ci
                 .iter()
-                .filter(|((mm, t, _), _)| mm == m && t == target)
+                .filter(|((mm, t, _), _)| mm == m && *t == target)
                 .map(|((_, _, s), c)| (*s as f64 / 1000.0, c.clone()))
                 .collect();
             if !pts.is_empty() {
@@ -144,7 +179,7 @@ pub(super) fn figure(
             }
         }
         panels.push(LinePlot {
-            title: format!("magnitude pruning of {what} ({})", ranking_name(ranking)),
+            title: format!("magnitude pruning of {} ({})", target.what(), ranking_name(ranking)),
             x_label: "sparsity (fraction of entries removed)".into(),
             y_label: "test accuracy".into(),
             series,

@@ -87,11 +87,51 @@ mod tests {
     use super::test_support::*;
     use super::*;
 
-    /// Renders one example of each figure to /tmp/report-examples for a visual check.
+    /// Checks the texts every figure carries: its title (possibly wrapped over several lines)
+    /// and its axis labels.
+    fn assert_labels(doc: &XmlDoc, title: &str, x_label: &str, y_label: &str) {
+        let all = doc.texts.join(" ");
+        assert!(all.contains(title), "title {title:?} missing from {all:?}");
+        assert_eq!(doc.text_count(x_label), 1, "x label {x_label:?}");
+        assert_eq!(doc.text_count(y_label), 1, "y label {y_label:?}");
+    }
+
+    /// Polylines stroked with palette colour `i`, of any width or of stroke width `width`
+    /// (data lines are 2 wide, legend marks 3).
+    fn polylines_with(doc: &XmlDoc, i: usize, width: Option<&str>) -> usize {
+        let c = hex(PALETTE[i]);
+        doc.named("polyline")
+            .filter(|e| e.attr("stroke") == Some(c.as_str()) && width.is_none_or(|w| e.attr("stroke-width") == Some(w)))
+            .count()
+    }
+
+    /// Renders one example of each figure (also written to /tmp/report-examples for a visual
+    /// check) and checks what each must show: well-formed XML of the requested size, the title
+    /// and axis labels, one legend entry per series label, and the marks of every series.
     #[test]
     fn render_examples() {
         let dir = std::env::temp_dir().join("report-examples");
-        write_svg(&dir.join("line.svg"), &line_plot_svg(&example_line()).unwrap()).unwrap();
+
+        let line = example_line();
+        let svg = line_plot_svg(&line).unwrap();
+        write_svg(&dir.join("line.svg"), &svg).unwrap();
+        let doc = parse_svg(&svg, line.size, true);
+        assert_labels(&doc, &line.title, &line.x_label, &line.y_label);
+        for s in &line.series {
+            assert_eq!(doc.text_count(&s.label), 1, "one legend entry for {}", s.label);
+        }
+        assert_eq!(doc.text_count("linear probe"), 1, "reference line label");
+        // Legend marks: CopRA solid (one segment), CopRA train dashed (two), LoRA (one).
+        assert_eq!(polylines_with(&doc, 0, Some("3")), 1 + 2);
+        assert_eq!(polylines_with(&doc, 1, Some("3")), 1);
+        // Data: LoRA split in two by its NaN point; the CopRA mean is one line and the train
+        // line is drawn dash by dash.
+        assert_eq!(polylines_with(&doc, 1, Some("2")), 2);
+        assert!(polylines_with(&doc, 0, Some("2")) > 1 + 2, "the dashed line is drawn as dashes");
+        // The CI band is one filled polygon in the series colour.
+        let band = hex(PALETTE[0]);
+        assert_eq!(doc.named("polygon").filter(|e| e.attr("fill") == Some(band.as_str())).count(), 1);
+
         let mut log = LinePlot::new("Training loss (log-log)", "step", "loss");
         log.log_x = true;
         log.log_y = true;
@@ -101,7 +141,19 @@ mod tests {
                 (1..=200).map(|i| (i as f64 * 5.0, 2.5 / (i as f64).powf(0.3 + 0.1 * k as f64))).collect(),
             ));
         }
-        write_svg(&dir.join("line_log.svg"), &line_plot_svg(&log).unwrap()).unwrap();
+        let svg = line_plot_svg(&log).unwrap();
+        write_svg(&dir.join("line_log.svg"), &svg).unwrap();
+        let doc = parse_svg(&svg, log.size, true);
+        assert_labels(&doc, &log.title, "step", "loss");
+        for (i, name) in ["rank 4", "rank 16"].iter().enumerate() {
+            assert_eq!(doc.text_count(name), 1, "legend entry {name}");
+            assert_eq!(polylines_with(&doc, i, None), 1 + 1, "{name}: one line and its legend mark");
+        }
+        // Decade ticks on both log axes: x spans 5..1000, y about 0.5..2.5.
+        for t in ["10", "100", "1000"] {
+            assert!(doc.text_count(t) >= 1, "log tick {t}");
+        }
+
         let mut a = example_line();
         a.title = "weight space".into();
         let mut b = example_line();
@@ -111,8 +163,43 @@ mod tests {
         c.series.truncate(2);
         let svg = panels_svg("Interpolation in three spaces", &[a, b, c], 2).unwrap();
         write_svg(&dir.join("panels.svg"), &svg).unwrap();
-        write_svg(&dir.join("bars.svg"), &bar_plot_svg(&example_bars()).unwrap()).unwrap();
-        write_svg(&dir.join("heatmap.svg"), &heatmap_svg(&example_heatmap()).unwrap()).unwrap();
+        let doc = parse_svg(&svg, (2 * 440, 2 * 330), false);
+        assert_eq!(doc.text_count("Interpolation in three spaces"), 1);
+        for t in ["weight space", "factor space (A, B)", "aligned factor space"] {
+            assert_eq!(doc.text_count(t), 1, "panel title {t}");
+        }
+        for s in &example_line().series {
+            assert_eq!(doc.text_count(&s.label), 1, "one shared legend entry for {}", s.label);
+        }
+        // LoRA (colour 1) is in all three panels, two segments each, plus one legend mark.
+        assert_eq!(polylines_with(&doc, 1, None), 3 * 2 + 1);
+
+        let bars = example_bars();
+        let svg = bar_plot_svg(&bars).unwrap();
+        write_svg(&dir.join("bars.svg"), &svg).unwrap();
+        let doc = parse_svg(&svg, bars.size, true);
+        assert_labels(&doc, &bars.title, &bars.x_label, &bars.y_label);
+        for (i, m) in ["LoRA", "CopRA", "CopRA + prune"].iter().enumerate() {
+            assert_eq!(doc.text_count(m), 1, "legend entry {m}");
+            let fill = hex(PALETTE[i]);
+            let rects = doc.named("rect").filter(|e| e.attr("fill") == Some(fill.as_str())).count();
+            // One bar per group the series is in (CopRA misses the third), plus the legend swatch.
+            assert_eq!(rects, if i == 1 { 2 } else { 3 } + 1, "bars of {m}");
+        }
+
+        let heat = example_heatmap();
+        let svg = heatmap_svg(&heat).unwrap();
+        write_svg(&dir.join("heatmap.svg"), &svg).unwrap();
+        let doc = parse_svg(&svg, heat.size, true);
+        assert_labels(&doc, &heat.title, &heat.x_label, &heat.y_label);
+        for t in heat.x_ticks.iter().chain(&heat.y_ticks) {
+            assert_eq!(doc.text_count(t), 1, "tick {t}");
+        }
+        // Every one of the 12 × 4 cells is annotated with a number.
+        let numbers = doc.texts.iter().filter(|t| t.trim_start_matches('-').parse::<f64>().is_ok()).count();
+        assert!(numbers >= 12 * 4, "{numbers} numeric labels for 48 cells");
+        assert!(doc.named("rect").count() >= 12 * 4, "one rect per cell");
+
         let wide = Heatmap {
             title: "Pairwise distance between 24 adapters".into(),
             x_ticks: (0..24).map(|i| format!("adapter-{i}")).collect(),
@@ -123,6 +210,29 @@ mod tests {
             y_label: "adapter".into(),
             size: (800, 800),
         };
-        write_svg(&dir.join("heatmap_wide.svg"), &heatmap_svg(&wide).unwrap()).unwrap();
+        let svg = heatmap_svg(&wide).unwrap();
+        write_svg(&dir.join("heatmap_wide.svg"), &svg).unwrap();
+        let doc = parse_svg(&svg, (800, 800), true);
+        assert!(doc.texts.join(" ").contains(&wide.title));
+        assert_eq!(doc.text_count("adapter"), 2, "both axis labels");
+        assert!(doc.named("rect").count() >= 24 * 24, "one rect per cell");
+    }
+
+    #[test]
+    fn the_xml_check_catches_broken_documents() {
+        assert!(parse_xml("<svg><g><text>a</text></g></svg>").is_ok());
+        assert!(parse_xml(r#"<svg a="1"><rect b='x>y'/></svg>"#).is_ok());
+        for bad in [
+            "<svg><g></svg>",
+            "<svg></svg><svg></svg>",
+            "<svg><text>a & b</text></svg>",
+            "<svg a=1></svg>",
+            "<svg a=\"1\" a=\"2\"></svg>",
+            "<svg><text>x</svg>",
+            "text<svg></svg>",
+            "<svg>",
+        ] {
+            assert!(parse_xml(bad).is_err(), "accepted {bad:?}");
+        }
     }
 }

@@ -90,18 +90,23 @@ impl Branch for TrainingBranch<'_> {
             return Ok(None);
         }
         let Some((a, b)) = self.lora.vars.get(&key) else { return Ok(None) };
-        let x = if self.dropout > 0.0 {
-            let (rows, cols) = x2d.dims2()?;
-            let keep = 1.0 - self.dropout;
-            let inv = (1.0 / keep) as f32;
-            let mut rng = self.rng.borrow_mut();
-            let mask: Vec<f32> = (0..rows * cols).map(|_| if rng.random::<f64>() < keep { inv } else { 0.0 }).collect();
-            (x2d * Tensor::from_vec(mask, (rows, cols), x2d.device())?)?
-        } else {
-            x2d.clone()
-        };
+        let x = input_dropout(x2d, self.dropout, &mut self.rng.borrow_mut())?;
         let scale = self.lora.spec.scale_for(a.dim(0)?);
         let y = x.matmul(&a.as_tensor().t()?)?.matmul(&b.as_tensor().t()?)?;
         Ok(Some((y * scale)?))
     }
+}
+
+/// Inverted input dropout of a LoRA branch: each entry of `x2d` kept with probability
+/// `1 − dropout` and scaled by its inverse, from `rng` (entry by entry, row-major); `x2d`
+/// itself when `dropout` is 0.
+pub fn input_dropout(x2d: &Tensor, dropout: f64, rng: &mut Rng) -> Result<Tensor> {
+    if dropout <= 0.0 {
+        return Ok(x2d.clone());
+    }
+    let (rows, cols) = x2d.dims2()?;
+    let keep = 1.0 - dropout;
+    let inv = (1.0 / keep) as f32;
+    let mask: Vec<f32> = (0..rows * cols).map(|_| if rng.random::<f64>() < keep { inv } else { 0.0 }).collect();
+    Ok((x2d * Tensor::from_vec(mask, (rows, cols), x2d.device())?)?)
 }

@@ -1,6 +1,8 @@
-//! Training: configuration, participation schedules, AdamW and the training loop.
+//! Training: configuration, participation schedules, AdamW, the training loop and learned
+//! curves between two adapters.
 
 pub mod config;
+pub mod curve;
 pub mod divergence;
 pub mod grid;
 pub mod optim;

@@ -13,8 +13,8 @@ use super::schedule::{cosine_lr, sample_mask, Schedule};
 use crate::adapter::{group_keys, Adapter, ModuleKey};
 use crate::model::head::Head;
 use crate::model::lora::{LoraVars, TrainingBranch};
-use crate::model::{Backbone, Numerics};
-use crate::util::rng_for;
+use crate::model::{Backbone, Branch, Numerics};
+use crate::util::{rng_for, Rng};
 use anyhow::Result;
 use candle_core::{Tensor, Var};
 use rand::seq::SliceRandom;
@@ -62,6 +62,41 @@ impl Default for LoopOptions {
     }
 }
 
+/// What the training loop optimises: the variables, the modules they adapt, and the LoRA
+/// branch a step runs with. [`LoraVars`] trains an adapter's factors; a curve between two
+/// adapters (`train::curve`) trains its control point.
+pub trait Trainable {
+    /// The adapted modules (the schedule switches their groups on and off).
+    fn keys(&self) -> Vec<ModuleKey>;
+    /// The variables the optimizer updates, in a fixed order.
+    fn vars(&self) -> Vec<Var>;
+    /// The branch of one step over the `active` modules, with input dropout `dropout` drawn
+    /// from `rng`.
+    fn branch<'a>(
+        &'a self,
+        active: &'a BTreeSet<ModuleKey>,
+        dropout: f64,
+        rng: &'a mut Rng,
+    ) -> Result<Box<dyn Branch + 'a>>;
+}
+
+impl Trainable for LoraVars {
+    fn keys(&self) -> Vec<ModuleKey> {
+        self.vars.keys().copied().collect()
+    }
+    fn vars(&self) -> Vec<Var> {
+        self.vars.values().flat_map(|(a, b)| [a.clone(), b.clone()]).collect()
+    }
+    fn branch<'a>(
+        &'a self,
+        active: &'a BTreeSet<ModuleKey>,
+        dropout: f64,
+        rng: &'a mut Rng,
+    ) -> Result<Box<dyn Branch + 'a>> {
+        Ok(Box::new(TrainingBranch::new(self, active, dropout, rng)))
+    }
+}
+
 /// Trains an adapter. `train_inputs[ℓ]` holds the frozen hidden states entering block ℓ for
 /// every training image (`Backbone::frozen_block_inputs`); `on_step` is called after each step.
 pub fn train_adapter(
@@ -88,10 +123,13 @@ pub fn train_adapter_with(
     options: LoopOptions,
     mut on_step: impl FnMut(&StepRecord),
 ) -> Result<TrainOutput> {
-    train_loop(backbone, head, train_inputs, labels, cfg, init, options, &mut |r, _| {
-        on_step(r);
-        Ok(())
-    })
+    let lora = lora_vars(backbone, cfg, init)?;
+    let (log, wall_seconds) =
+        train_loop(backbone, head, train_inputs, labels, cfg, &lora, options, &mut |r: &StepRecord, _: &LoraVars| {
+            on_step(r);
+            Ok(())
+        })?;
+    Ok(TrainOutput { adapter: lora.to_adapter()?, log, wall_seconds })
 }
 
 /// Trains like [`train_adapter`] and also returns the adapter after each step listed in `at`
@@ -106,38 +144,57 @@ pub fn train_adapter_snapshots(
     at: &[usize],
 ) -> Result<(TrainOutput, Vec<(usize, Adapter)>)> {
     let mut snaps = Vec::new();
-    let out = train_loop(backbone, head, train_inputs, labels, cfg, None, LoopOptions::default(), &mut |r, lora| {
-        if at.contains(&(r.step + 1)) {
-            snaps.push((r.step + 1, lora.to_adapter()?));
-        }
-        Ok(())
-    })?;
-    Ok((out, snaps))
+    let lora = lora_vars(backbone, cfg, None)?;
+    let (log, wall_seconds) = train_loop(
+        backbone,
+        head,
+        train_inputs,
+        labels,
+        cfg,
+        &lora,
+        LoopOptions::default(),
+        &mut |r: &StepRecord, lora: &LoraVars| {
+            if at.contains(&(r.step + 1)) {
+                snaps.push((r.step + 1, lora.to_adapter()?));
+            }
+            Ok(())
+        },
+    )?;
+    Ok((TrainOutput { adapter: lora.to_adapter()?, log, wall_seconds }, snaps))
 }
 
-/// The training loop; `on_step` sees each step's record and the adapter after the step.
+/// The trainable factors a run starts from: `init`'s, or fresh ones (seeded by `cfg.seed`).
+fn lora_vars(backbone: &Backbone, cfg: &TrainConfig, init: Option<&Adapter>) -> Result<LoraVars> {
+    cfg.validate()?;
+    let device = backbone.device().clone();
+    match init {
+        Some(a) => LoraVars::from_adapter(a, &device),
+        None => {
+            let blocks = cfg.encoders.blocks(backbone)?;
+            LoraVars::init(&cfg.lora, backbone, &blocks, &mut rng_for(cfg.seed, "lora-init"), &device)
+        }
+    }
+}
+
+/// The training loop over any [`Trainable`]: batches, the participation schedule, AdamW with
+/// the cosine learning rate, divergence checks. `on_step` sees each step's record and the
+/// parameters after the step. Returns the log and the loop's wall time in seconds.
 #[allow(clippy::too_many_arguments)]
-fn train_loop(
+pub(crate) fn train_loop<T: Trainable>(
     backbone: &Backbone,
     head: &Head,
     train_inputs: &[Tensor],
     labels: &[u32],
     cfg: &TrainConfig,
-    init: Option<&Adapter>,
+    params: &T,
     options: LoopOptions,
-    on_step: &mut dyn FnMut(&StepRecord, &LoraVars) -> Result<()>,
-) -> Result<TrainOutput> {
+    on_step: &mut dyn FnMut(&StepRecord, &T) -> Result<()>,
+) -> Result<(Vec<StepRecord>, f64)> {
     cfg.validate()?;
     let device = backbone.device().clone();
-    let blocks = cfg.encoders.blocks(backbone)?;
-    let mut init_rng = rng_for(cfg.seed, "lora-init");
-    let lora = match init {
-        Some(a) => LoraVars::from_adapter(a, &device)?,
-        None => LoraVars::init(&cfg.lora, backbone, &blocks, &mut init_rng, &device)?,
-    };
-    let keys: Vec<ModuleKey> = lora.vars.keys().copied().collect();
+    let keys = params.keys();
     let groups = group_keys(&keys, cfg.grouping, backbone);
-    let vars: Vec<Var> = lora.vars.values().flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
+    let vars = params.vars();
     let mut opt = AdamW::new(
         vars.clone(),
         AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay },
@@ -178,9 +235,9 @@ fn train_loop(
         let x = train_inputs[start].index_select(&idx_t, 0)?;
         let y: Vec<u32> = idx.iter().map(|i| labels[*i as usize]).collect();
         let y = Tensor::from_vec(y, batch, &device)?;
-        let branch = TrainingBranch::new(&lora, &active, cfg.lora.dropout, &mut dropout_rng);
-        let feats = backbone.forward_from(start, &x, &branch, Numerics::Differentiable)?;
-        let logits = head.classifier(backbone, &branch, Numerics::Differentiable)?.logits(&feats)?;
+        let branch = params.branch(&active, cfg.lora.dropout, &mut dropout_rng)?;
+        let feats = backbone.forward_from(start, &x, branch.as_ref(), Numerics::Differentiable)?;
+        let logits = head.classifier(backbone, branch.as_ref(), Numerics::Differentiable)?.logits(&feats)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
         let lr = cosine_lr(cfg.lr, cfg.min_lr, step, cfg.steps);
         let loss_value = loss.to_scalar::<f32>()? as f64;
@@ -189,6 +246,7 @@ fn train_loop(
         divergence::check_gradients(step, &grads, &vars, cfg.lr)?;
         opt.step(&grads, lr)?;
         divergence::check_parameters(step, &vars, cfg.lr)?;
+        drop(branch);
         let record = StepRecord {
             step,
             loss: loss_value,
@@ -197,9 +255,8 @@ fn train_loop(
             active_groups: mask.iter().enumerate().filter(|(_, on)| **on).map(|(i, _)| i).collect(),
             start_block: start,
         };
-        on_step(&record, &lora)?;
+        on_step(&record, params)?;
         log.push(record);
     }
-    let wall_seconds = started.elapsed().as_secs_f64();
-    Ok(TrainOutput { adapter: lora.to_adapter()?, log, wall_seconds })
+    Ok((log, started.elapsed().as_secs_f64()))
 }

@@ -61,4 +61,6 @@ impl Outputs {
 }
 
 #[cfg(test)]
+mod schemas;
+#[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@ use crate::connectivity::interpolate::{distances, interpolate, interpolate_block
 use crate::eval::{Deltas, Evaluator, Metrics};
 use crate::progress::Progress;
 use crate::report::plot::{Bar, BarGroup, BarPlot, Heatmap, LinePlot, Series};
-use crate::report::table::{Columns, Row, Table};
+use crate::report::table::{named_cells, table_row, Columns, Field, Table};
 use crate::stats::mean_ci;
 use anyhow::{bail, Result};
 use indicatif::ProgressBar;
@@ -140,39 +140,43 @@ pub struct Summary {
     pub merge_all_accuracy: Option<f64>,
 }
 
-/// One point of an interpolation path: a row of `connectivity_paths.parquet`.
-pub struct PathRow {
-    /// Method name.
-    pub method: String,
-    /// Seed of endpoint A (α = 0).
-    pub seed_a: i64,
-    /// Seed of endpoint B (α = 1).
-    pub seed_b: i64,
-    /// Interpolation space.
-    pub space: Space,
-    /// Interpolation coefficient α.
-    pub alpha: f64,
-    /// Where the path is evaluated.
-    pub split: Split,
-    /// Loss of the interpolated adapter.
-    pub loss: f64,
-    /// Accuracy of the interpolated adapter.
-    pub accuracy: f64,
-}
-
-impl Row for PathRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("seed_a", |r| r.seed_a)
-            .col("seed_b", |r| r.seed_b)
-            .col("space", |r| r.space.name().to_string())
-            .col("alpha", |r| r.alpha)
-            .col("split", |r| r.split.name().to_string())
-            .col("loss", |r| r.loss)
-            .col("accuracy", |r| r.accuracy);
+table_row! {
+    /// One point of an interpolation path: a row of `connectivity_paths.parquet`.
+    pub struct PathRow {
+        /// Method name.
+        pub method: String,
+        /// Seed of endpoint A (α = 0).
+        pub seed_a: i64,
+        /// Seed of endpoint B (α = 1).
+        pub seed_b: i64,
+        /// Interpolation space.
+        pub space: Space,
+        /// Interpolation coefficient α.
+        pub alpha: f64,
+        /// Where the path is evaluated.
+        pub split: Split,
+        /// Loss of the interpolated adapter.
+        pub loss: f64,
+        /// Accuracy of the interpolated adapter.
+        pub accuracy: f64,
     }
 }
 
+/// The barriers of a path are the columns `barrier_linear_ref`, `barrier_mean_ref`,
+/// `barrier_worst_ref`, `midpoint_gap` and `alpha_of_linear_max` (the field name is not used).
+impl Field for Barriers {
+    fn add_columns<R>(cols: &mut Columns<'_, R>, _name: &str, get: impl Fn(&R) -> &Self) {
+        cols.col("barrier_linear_ref", |r| get(r).linear)
+            .col("barrier_mean_ref", |r| get(r).mean)
+            .col("barrier_worst_ref", |r| get(r).worst)
+            .col("midpoint_gap", |r| get(r).midpoint_gap)
+            .col("alpha_of_linear_max", |r| get(r).linear_alpha);
+    }
+}
+
+named_cells!(Space, Split, Quantity, Scope);
+
+table_row! {
 /// The barriers of one path: a row of `connectivity_barriers.parquet`.
 pub struct BarrierRow {
     /// Method name.
@@ -194,23 +198,6 @@ pub struct BarrierRow {
     /// The barrier under every convention.
     pub barriers: Barriers,
 }
-
-impl Row for BarrierRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("seed_a", |r| r.seed_a)
-            .col("seed_b", |r| r.seed_b)
-            .col("space", |r| r.space.name().to_string())
-            .col("split", |r| r.split.name().to_string())
-            .col("quantity", |r| r.quantity.name().to_string())
-            .col("scope", |r| r.scope.name().to_string())
-            .col("block", |r| r.block)
-            .col("barrier_linear_ref", |r| r.barriers.linear)
-            .col("barrier_mean_ref", |r| r.barriers.mean)
-            .col("barrier_worst_ref", |r| r.barriers.worst)
-            .col("midpoint_gap", |r| r.barriers.midpoint_gap)
-            .col("alpha_of_linear_max", |r| r.barriers.linear_alpha);
-    }
 }
 
 impl BarrierRow {
@@ -224,60 +211,41 @@ impl BarrierRow {
     }
 }
 
-/// A distance between two runs: a row of `connectivity_distances.parquet`.
-pub struct DistanceRow {
-    /// Method name.
-    pub method: String,
-    /// Seed of run A.
-    pub seed_a: i64,
-    /// Seed of run B.
-    pub seed_b: i64,
-    /// Space of the distance.
-    pub space: Space,
-    /// Block (−1 for the whole adapter).
-    pub block: i64,
-    /// Euclidean distance.
-    pub euclidean: f64,
-    /// Cosine similarity.
-    pub cosine: f64,
-}
-
-impl Row for DistanceRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("seed_a", |r| r.seed_a)
-            .col("seed_b", |r| r.seed_b)
-            .col("space", |r| r.space.name().to_string())
-            .col("block", |r| r.block)
-            .col("euclidean", |r| r.euclidean)
-            .col("cosine", |r| r.cosine);
+table_row! {
+    /// A distance between two runs: a row of `connectivity_distances.parquet`.
+    pub struct DistanceRow {
+        /// Method name.
+        pub method: String,
+        /// Seed of run A.
+        pub seed_a: i64,
+        /// Seed of run B.
+        pub seed_b: i64,
+        /// Space of the distance.
+        pub space: Space,
+        /// Block (−1 for the whole adapter).
+        pub block: i64,
+        /// Euclidean distance.
+        pub euclidean: f64,
+        /// Cosine similarity.
+        pub cosine: f64,
     }
 }
 
-/// The equal-weight merge of all seeds: a row of `connectivity_merge_all.parquet`.
-pub struct MergeAllRow {
-    /// Method name.
-    pub method: String,
-    /// Merge space.
-    pub space: Space,
-    /// Where the merge is evaluated.
-    pub split: Split,
-    /// Seeds merged.
-    pub n_seeds: i64,
-    /// Loss of the merge.
-    pub loss: f64,
-    /// Accuracy of the merge.
-    pub accuracy: f64,
-}
-
-impl Row for MergeAllRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("space", |r| r.space.name().to_string())
-            .col("split", |r| r.split.name().to_string())
-            .col("n_seeds", |r| r.n_seeds)
-            .col("loss", |r| r.loss)
-            .col("accuracy", |r| r.accuracy);
+table_row! {
+    /// The equal-weight merge of all seeds: a row of `connectivity_merge_all.parquet`.
+    pub struct MergeAllRow {
+        /// Method name.
+        pub method: String,
+        /// Merge space.
+        pub space: Space,
+        /// Where the merge is evaluated.
+        pub split: Split,
+        /// Seeds merged.
+        pub n_seeds: i64,
+        /// Loss of the merge.
+        pub loss: f64,
+        /// Accuracy of the merge.
+        pub accuracy: f64,
     }
 }
 
@@ -606,52 +574,54 @@ const BARRIER_FIELDS: [BarrierField; 4] = [
 /// by their table names, so the summary rows sort as the names do.
 type BarrierKey = (String, &'static str, &'static str, &'static str, &'static str, i64);
 
-/// One barrier convention over seed pairs: a row of `connectivity_barrier_ci.parquet`.
-pub struct BarrierCiRow {
-    /// Method, space, split, quantity, scope and block of the barrier rows summarised.
-    pub key: BarrierKey,
-    /// `linear`, `mean`, `worst` or `midpoint`.
-    pub convention: String,
-    /// Seed pairs.
-    pub n_pairs: i64,
-    /// Mean over pairs.
-    pub mean: f64,
-    /// Lower end of the Student-t 95% CI.
-    pub ci95_lo: f64,
-    /// Upper end of the Student-t 95% CI.
-    pub ci95_hi: f64,
-}
-
-impl Row for BarrierCiRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.key.0.clone())
-            .col("space", |r| r.key.1.to_string())
-            .col("split", |r| r.key.2.to_string())
-            .col("quantity", |r| r.key.3.to_string())
-            .col("scope", |r| r.key.4.to_string())
-            .col("block", |r| r.key.5)
-            .col("convention", |r| r.convention.clone())
-            .col("n_pairs", |r| r.n_pairs)
-            .col("mean", |r| r.mean)
-            .col("ci95_lo", |r| r.ci95_lo)
-            .col("ci95_hi", |r| r.ci95_hi);
+table_row! {
+    /// One barrier convention over seed pairs: a row of `connectivity_barrier_ci.parquet`.
+    pub struct BarrierCiRow {
+        /// Method name.
+        pub method: String,
+        /// Interpolation space.
+        pub space: Space,
+        /// Where the paths are evaluated.
+        pub split: Split,
+        /// What the barriers are measured on.
+        pub quantity: Quantity,
+        /// Which blocks the paths interpolate.
+        pub scope: Scope,
+        /// The block ℓ of a layer-wise path (−1 for `all`).
+        pub block: i64,
+        /// `linear`, `mean`, `worst` or `midpoint`.
+        pub convention: String,
+        /// Seed pairs.
+        pub n_pairs: i64,
+        /// Mean over pairs.
+        pub mean: f64,
+        /// Lower end of the Student-t 95% CI.
+        pub ci95_lo: f64,
+        /// Upper end of the Student-t 95% CI.
+        pub ci95_hi: f64,
     }
 }
 
-/// Mean and Student-t 95% CI over seed pairs of every barrier convention.
+/// Mean and Student-t 95% CI over seed pairs of every barrier convention, one group per
+/// (method, space, split, quantity, scope, block) in the order of their table names.
 fn barrier_ci_rows(bars: &[BarrierRow]) -> Result<Vec<BarrierCiRow>> {
-    let mut groups: BTreeMap<BarrierKey, Vec<&Barriers>> = BTreeMap::new();
+    let mut groups: BTreeMap<BarrierKey, (&BarrierRow, Vec<&Barriers>)> = BTreeMap::new();
     for r in bars {
         let key = (r.method.clone(), r.space.name(), r.split.name(), r.quantity.name(), r.scope.name(), r.block);
-        groups.entry(key).or_default().push(&r.barriers);
+        groups.entry(key).or_insert_with(|| (r, Vec::new())).1.push(&r.barriers);
     }
     let mut rows = Vec::new();
-    for (key, group) in groups {
+    for (first, group) in groups.into_values() {
         for (name, _, f) in BARRIER_FIELDS {
             let xs: Vec<f64> = group.iter().copied().map(f).collect();
             let ci = mean_ci(&xs)?;
             rows.push(BarrierCiRow {
-                key: key.clone(),
+                method: first.method.clone(),
+                space: first.space,
+                split: first.split,
+                quantity: first.quantity,
+                scope: first.scope,
+                block: first.block,
                 convention: name.to_string(),
                 n_pairs: xs.len() as i64,
                 mean: ci.mean,

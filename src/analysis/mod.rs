@@ -13,6 +13,7 @@ pub(crate) mod summary;
 #[cfg(test)]
 pub(crate) mod test_support;
 
+use crate::report::file_set::{write_file_set, FileWriter};
 use crate::report::table::Table;
 use anyhow::Result;
 use std::path::Path;
@@ -42,23 +43,23 @@ impl std::fmt::Debug for Outputs {
 }
 
 impl Outputs {
-    /// Writes everything into `dir` (each file atomically); returns the paths written.
+    /// Writes every table and figure into `dir` as one set
+    /// ([`crate::report::file_set::write_file_set`]): all files are written into a staging
+    /// folder first and renamed in only when every one succeeded, so a failed write leaves the
+    /// previous outputs whole instead of mixing old and new files. Returns the paths written.
     pub fn write_all(&self, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-        std::fs::create_dir_all(dir)?;
-        let mut written = Vec::new();
+        let mut files: Vec<(String, FileWriter)> = Vec::new();
         for (name, t) in &self.tables {
-            let p = dir.join(name);
-            t.write_parquet(&p)?;
-            written.push(p);
+            files.push((name.clone(), Box::new(move |p: &Path| t.write_parquet(p))));
         }
         for (name, svg) in &self.figures {
-            let p = dir.join(name);
-            crate::report::plot::write_svg(&p, svg)?;
-            written.push(p);
+            files.push((name.clone(), Box::new(move |p: &Path| crate::report::plot::write_svg(p, svg))));
         }
-        Ok(written)
+        write_file_set(dir, &files)
     }
 }
 
+#[cfg(test)]
+mod schemas;
 #[cfg(test)]
 mod tests;

@@ -4,14 +4,14 @@
 //! as is and normalised by the task's own adapter (`merged accuracy / own accuracy`), the
 //! usual multi-task-merging metric.
 
-use super::summary::{ci_columns, err_of, group_ci, ordered_unique};
+use super::summary::{err_of, group_ci, ordered_unique};
 use super::Outputs;
 use crate::adapter::Adapter;
 use crate::eval::{Deltas, Evaluator};
 use crate::merge::{merge_with_report, MergeMethod, MergeOptions};
 use crate::progress::Progress;
 use crate::report::plot::{Bar, BarGroup, BarPlot};
-use crate::report::table::{Columns, Row, Table};
+use crate::report::table::{table_row, Table};
 use crate::stats::MeanCi;
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
@@ -115,97 +115,66 @@ pub struct MultitaskSummary {
     pub normalized: MeanCi,
 }
 
-/// One adapter or merge scored on one task: a row of `multitask_accuracy.parquet`.
-pub struct AccuracyRow {
-    /// Method name.
-    pub method: String,
-    /// Run seed.
-    pub seed: i64,
-    /// Operator name (`own` for the task's own adapter).
-    pub operator: String,
-    /// Task name.
-    pub task: String,
-    /// Test loss on the task.
-    pub test_loss: f64,
-    /// Test accuracy on the task.
-    pub test_accuracy: f64,
-    /// Test accuracy of the task's own adapter.
-    pub own_accuracy: f64,
-    /// Test accuracy of the frozen backbone on the task.
-    pub frozen_accuracy: f64,
-    /// `test_accuracy / own_accuracy`.
-    pub normalized_accuracy: f64,
-}
-
-impl Row for AccuracyRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("seed", |r| r.seed)
-            .col("operator", |r| r.operator.clone())
-            .col("task", |r| r.task.clone())
-            .col("test_loss", |r| r.test_loss)
-            .col("test_accuracy", |r| r.test_accuracy)
-            .col("own_accuracy", |r| r.own_accuracy)
-            .col("frozen_accuracy", |r| r.frozen_accuracy)
-            .col("normalized_accuracy", |r| r.normalized_accuracy);
+table_row! {
+    /// One adapter or merge scored on one task: a row of `multitask_accuracy.parquet`.
+    pub struct AccuracyRow {
+        /// Method name.
+        pub method: String,
+        /// Run seed.
+        pub seed: i64,
+        /// Operator name (`own` for the task's own adapter).
+        pub operator: String,
+        /// Task name.
+        pub task: String,
+        /// Test loss on the task.
+        pub test_loss: f64,
+        /// Test accuracy on the task.
+        pub test_accuracy: f64,
+        /// Test accuracy of the task's own adapter.
+        pub own_accuracy: f64,
+        /// Test accuracy of the frozen backbone on the task.
+        pub frozen_accuracy: f64,
+        /// `test_accuracy / own_accuracy`.
+        pub normalized_accuracy: f64,
     }
 }
 
-/// LoRA Align on one module of one merge: a row of `multitask_align.parquet`.
-pub struct AlignRow {
-    /// Method name.
-    pub method: String,
-    /// Run seed.
-    pub seed: i64,
-    /// Block of the module.
-    pub block: i64,
-    /// Module short name (`q`, `k`, …).
-    pub module: String,
-    /// Alignment gap before LoRA Align.
-    pub gap_before: f64,
-    /// Alignment gap after LoRA Align.
-    pub gap_after: f64,
-    /// Norm of the mixture.
-    pub mixture_norm: f64,
-    /// Mean absolute entry of the alignment matrix P.
-    pub mean_abs_p: f64,
-}
-
-impl Row for AlignRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("seed", |r| r.seed)
-            .col("block", |r| r.block)
-            .col("module", |r| r.module.clone())
-            .col("gap_before", |r| r.gap_before)
-            .col("gap_after", |r| r.gap_after)
-            .col("mixture_norm", |r| r.mixture_norm)
-            .col("mean_abs_p", |r| r.mean_abs_p);
+table_row! {
+    /// LoRA Align on one module of one merge: a row of `multitask_align.parquet`.
+    pub struct AlignRow {
+        /// Method name.
+        pub method: String,
+        /// Run seed.
+        pub seed: i64,
+        /// Block of the module.
+        pub block: i64,
+        /// Module short name (`q`, `k`, …).
+        pub module: String,
+        /// Alignment gap before LoRA Align.
+        pub gap_before: f64,
+        /// Alignment gap after LoRA Align.
+        pub gap_after: f64,
+        /// Norm of the mixture.
+        pub mixture_norm: f64,
+        /// Mean absolute entry of the alignment matrix P.
+        pub mean_abs_p: f64,
     }
 }
 
-/// One (method, operator, task or `average`, metric) over seeds: a row of
-/// `multitask_summary.parquet`.
-pub struct SummaryRow {
-    /// Method name.
-    pub method: String,
-    /// Operator name.
-    pub operator: String,
-    /// Task name, or `average` for the mean over tasks.
-    pub task: String,
-    /// `accuracy` or `normalized_accuracy`.
-    pub metric: String,
-    /// The metric over seeds.
-    pub ci: MeanCi,
-}
-
-impl Row for SummaryRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("operator", |r| r.operator.clone())
-            .col("task", |r| r.task.clone())
-            .col("metric", |r| r.metric.clone());
-        ci_columns(cols, |r| &r.ci);
+table_row! {
+    /// One (method, operator, task or `average`, metric) over seeds: a row of
+    /// `multitask_summary.parquet`.
+    pub struct SummaryRow {
+        /// Method name.
+        pub method: String,
+        /// Operator name.
+        pub operator: String,
+        /// Task name, or `average` for the mean over tasks.
+        pub task: String,
+        /// `accuracy` or `normalized_accuracy`.
+        pub metric: String,
+        /// The metric over seeds.
+        pub ci: MeanCi,
     }
 }
 

@@ -7,7 +7,7 @@ use super::Outputs;
 use crate::adapter::{group_label, Adapter, Grouping};
 use crate::eval::Evaluator;
 use crate::report::plot::{Bar, BarGroup, BarPlot, LinePlot, Series};
-use crate::report::table::Table;
+use crate::report::table::{table_row, Table};
 use crate::shapley::{self, coalition, EstimateConfig, Estimator, Game, Memo, ShapleyEstimate, TableGame};
 use crate::train::Method;
 use anyhow::Result;
@@ -109,16 +109,16 @@ pub fn analyze(
     }
     let mut out = Outputs::default();
     out.figures.push(("shapley_values.svg".into(), values_figure(&summaries)?));
-    if !t.conv.method.is_empty() {
+    if !t.conv.is_empty() {
         out.figures.push(("shapley_convergence.svg".into(), convergence_figure(&t.conv)?));
     }
     out.figures.push(("shapley_efficiency.svg".into(), efficiency_figure(&t.eff)?));
     out.figures.push(("multilinear_extension.svg".into(), mle_figure(&t.mle)?));
-    out.tables.push(("shapley_values.parquet".into(), t.values.table()));
-    out.tables.push(("shapley_convergence.parquet".into(), t.conv.table()));
-    out.tables.push(("shapley_coalitions.parquet".into(), t.coal.table()));
-    out.tables.push(("multilinear_extension.parquet".into(), t.mle.table()));
-    out.tables.push(("shapley_efficiency.parquet".into(), t.eff.table()));
+    out.tables.push(("shapley_values.parquet".into(), Table::from_rows(&t.values)));
+    out.tables.push(("shapley_convergence.parquet".into(), Table::from_rows(&t.conv)));
+    out.tables.push(("shapley_coalitions.parquet".into(), Table::from_rows(&t.coal)));
+    out.tables.push(("multilinear_extension.parquet".into(), Table::from_rows(&t.mle)));
+    out.tables.push(("shapley_efficiency.parquet".into(), Table::from_rows(&t.eff)));
     Ok((out, summaries))
 }
 
@@ -126,15 +126,15 @@ pub fn analyze(
 #[derive(Default)]
 struct Tables {
     /// Per-player values.
-    values: Rows,
+    values: Vec<ValueRow>,
     /// Convergence against exact.
-    conv: ConvRows,
+    conv: Vec<ConvergenceRow>,
     /// Evaluated coalitions.
-    coal: CoalRows,
+    coal: Vec<CoalitionRow>,
     /// The multilinear extension.
-    mle: MleRows,
+    mle: Vec<MleRow>,
     /// Efficiency (sum of values against v(N) − v(∅)).
-    eff: EffRows,
+    eff: Vec<EfficiencyRow>,
 }
 
 /// Values one input's layer game, appends its rows to `t` and returns its summary.
@@ -154,44 +154,52 @@ fn value_input(
     let v_empty = game.evaluate(&[0])?[0];
     let v_full = game.evaluate(&[coalition::grand(n)])?[0];
     // Per-player values.
+    let value_row = |i: usize, estimator: &str, value: f64, std_error: f64, evals: usize, samples: usize| ValueRow {
+        method: input.method.clone(),
+        task: input.task.clone(),
+        run_seed: input.run_seed as i64,
+        player: i as i64,
+        player_label: players[i].clone(),
+        estimator: estimator.to_string(),
+        value,
+        std_error,
+        evaluations: evals as i64,
+        samples: samples as i64,
+        exact_value: exact.as_ref().map(|e| e[i]),
+    };
     if let Some(ex) = &exact {
         for (i, v) in ex.iter().enumerate() {
-            t.values.push(input, i, &players[i], "exact", *v, 0.0, 1 << n, 0, Some(*v));
+            t.values.push(value_row(i, "exact", *v, 0.0, 1 << n, 0));
         }
-        t.eff.push(&input.method, "exact", ex.iter().sum(), v_full - v_empty);
+        t.eff.push(EfficiencyRow::new(&input.method, "exact", ex.iter().sum(), v_full - v_empty));
     }
     for est in &estimates {
         for i in 0..n {
-            let exact_i = exact.as_ref().map(|e| e[i]);
-            t.values.push(
-                input,
-                i,
-                &players[i],
-                &est.estimator,
-                est.values[i],
-                est.std_errors[i],
-                est.evaluations,
-                est.samples,
-                exact_i,
-            );
+            let row = value_row(i, &est.estimator, est.values[i], est.std_errors[i], est.evaluations, est.samples);
+            t.values.push(row);
         }
-        t.eff.push(&input.method, &est.estimator, est.values.iter().sum(), v_full - v_empty);
+        t.eff.push(EfficiencyRow::new(&input.method, &est.estimator, est.values.iter().sum(), v_full - v_empty));
     }
     // Coalitions and the multilinear extension.
-    for (c, v) in &evaluated {
-        t.coal.push(&input.method, *c, *v);
-    }
+    t.coal.extend(evaluated.iter().map(|(c, v)| CoalitionRow::new(&input.method, *c, *v)));
     if let Some(ex) = &exact {
         let table_values: Vec<f64> = evaluated.iter().map(|(_, v)| *v).collect();
         for j in 0..=20 {
             let q = j as f64 / 20.0;
-            t.mle.push(&input.method, q, shapley::multilinear_extension(&table_values, n, q)?, 0.0, "exact");
+            let value = shapley::multilinear_extension(&table_values, n, q)?;
+            t.mle.push(MleRow { method: input.method.clone(), q, value, std_error: 0.0, source: "exact".into() });
         }
         convergence(&input.method, table_values, ex, opts, &mut t.conv)?;
     } else {
         let points = shapley::mle_sampled(&game, &[0.0, 0.25, 0.5, 0.75, 1.0], 8, opts.seed)?;
         for p in points {
-            t.mle.push(&input.method, p.q, p.mean, p.std_error, "sampled");
+            t.mle.push(MleRow {
+                method: input.method.clone(),
+                q: p.q,
+                value: p.mean,
+                std_error: p.std_error,
+                source: "sampled".into(),
+            });
         }
     }
     Ok(MethodSummary {
@@ -243,7 +251,7 @@ fn convergence(
     table_values: Vec<f64>,
     exact: &[f64],
     opts: &ShapleyOptions,
-    conv: &mut ConvRows,
+    conv: &mut Vec<ConvergenceRow>,
 ) -> Result<()> {
     let n = exact.len();
     let replay = TableGame::new(n, table_values)?;
@@ -253,18 +261,18 @@ fn convergence(
         for budget in convergence_budgets(n, &study) {
             for rep in 0..opts.repetitions as u64 {
                 let est = shapley::estimate(&replay, &EstimateConfig::new(e.clone(), budget, rep))?;
-                conv.push(
-                    method,
-                    &est.estimator,
-                    budget,
-                    rep,
-                    est.evaluations,
-                    shapley::mse(&est.values, exact)?,
-                    shapley::max_abs_error(&est.values, exact)?,
-                    shapley::kendall_tau(&est.values, exact)?,
-                    shapley::precision_at_k(&est.values, exact, k)?,
-                    k,
-                );
+                conv.push(ConvergenceRow {
+                    method: method.to_string(),
+                    estimator: est.estimator.clone(),
+                    budget: budget as i64,
+                    repetition_seed: rep as i64,
+                    evaluations: est.evaluations as i64,
+                    mse: shapley::mse(&est.values, exact)?,
+                    max_error: shapley::max_abs_error(&est.values, exact)?,
+                    kendall_tau: shapley::kendall_tau(&est.values, exact)?,
+                    precision_at_k: shapley::precision_at_k(&est.values, exact, k)?,
+                    k: k as i64,
+                });
             }
         }
     }
@@ -283,205 +291,131 @@ fn run_estimators(game: &dyn Game, opts: &ShapleyOptions) -> Result<Vec<ShapleyE
     opts.estimators.iter().map(|e| shapley::estimate(game, &config_for(e, opts, opts.seed))).collect()
 }
 
-#[derive(Default)]
-struct Rows {
-    method: Vec<String>,
-    task: Vec<String>,
-    run_seed: Vec<i64>,
-    player: Vec<i64>,
-    label: Vec<String>,
-    estimator: Vec<String>,
-    value: Vec<f64>,
-    se: Vec<f64>,
-    evals: Vec<i64>,
-    samples: Vec<i64>,
-    exact: Vec<Option<f64>>,
-}
-
-impl Rows {
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        input: &ShapleyInput,
-        player: usize,
-        label: &str,
-        estimator: &str,
-        value: f64,
-        se: f64,
-        evals: usize,
-        samples: usize,
-        exact: Option<f64>,
-    ) {
-        self.method.push(input.method.clone());
-        self.task.push(input.task.clone());
-        self.run_seed.push(input.run_seed as i64);
-        self.player.push(player as i64);
-        self.label.push(label.to_string());
-        self.estimator.push(estimator.to_string());
-        self.value.push(value);
-        self.se.push(se);
-        self.evals.push(evals as i64);
-        self.samples.push(samples as i64);
-        self.exact.push(exact);
-    }
-
-    fn table(self) -> Table {
-        let mut t = Table::new();
-        t.str_col("method", self.method)
-            .str_col("task", self.task)
-            .i64_col("run_seed", self.run_seed)
-            .i64_col("player", self.player)
-            .str_col("player_label", self.label)
-            .str_col("estimator", self.estimator)
-            .f64_col("value", self.value)
-            .f64_col("std_error", self.se)
-            .i64_col("evaluations", self.evals)
-            .i64_col("samples", self.samples)
-            .opt_f64_col("exact_value", self.exact);
-        t
+table_row! {
+    /// One player's value by one estimator: a row of `shapley_values.parquet`.
+    pub struct ValueRow {
+        /// Method name.
+        pub method: String,
+        /// Task name.
+        pub task: String,
+        /// Run seed.
+        pub run_seed: i64,
+        /// Player index.
+        pub player: i64,
+        /// Player label (block or module).
+        pub player_label: String,
+        /// `exact` or the estimator's name.
+        pub estimator: String,
+        /// The value.
+        pub value: f64,
+        /// Its standard error (0 for exact).
+        pub std_error: f64,
+        /// Coalition evaluations spent.
+        pub evaluations: i64,
+        /// Samples drawn.
+        pub samples: i64,
+        /// The exact value when known (n ≤ 20).
+        pub exact_value: Option<f64>,
     }
 }
 
-#[derive(Default)]
-struct ConvRows {
-    method: Vec<String>,
-    estimator: Vec<String>,
-    budget: Vec<i64>,
-    rep: Vec<i64>,
-    evals: Vec<i64>,
-    mse: Vec<f64>,
-    max_err: Vec<f64>,
-    tau: Vec<f64>,
-    prec: Vec<f64>,
-    k: Vec<i64>,
-}
-
-impl ConvRows {
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        method: &str,
-        estimator: &str,
-        budget: usize,
-        rep: u64,
-        evals: usize,
-        mse: f64,
-        max_err: f64,
-        tau: f64,
-        prec: f64,
-        k: usize,
-    ) {
-        self.method.push(method.into());
-        self.estimator.push(estimator.into());
-        self.budget.push(budget as i64);
-        self.rep.push(rep as i64);
-        self.evals.push(evals as i64);
-        self.mse.push(mse);
-        self.max_err.push(max_err);
-        self.tau.push(tau);
-        self.prec.push(prec);
-        self.k.push(k as i64);
-    }
-
-    fn table(self) -> Table {
-        let mut t = Table::new();
-        t.str_col("method", self.method)
-            .str_col("estimator", self.estimator)
-            .i64_col("budget", self.budget)
-            .i64_col("repetition_seed", self.rep)
-            .i64_col("evaluations", self.evals)
-            .f64_col("mse", self.mse)
-            .f64_col("max_error", self.max_err)
-            .f64_col("kendall_tau", self.tau)
-            .f64_col("precision_at_k", self.prec)
-            .i64_col("k", self.k);
-        t
+table_row! {
+    /// One estimate against exact at one budget: a row of `shapley_convergence.parquet`.
+    pub struct ConvergenceRow {
+        /// Method name.
+        pub method: String,
+        /// Estimator name.
+        pub estimator: String,
+        /// Evaluation budget.
+        pub budget: i64,
+        /// Seed of the repetition.
+        pub repetition_seed: i64,
+        /// Coalition evaluations spent.
+        pub evaluations: i64,
+        /// Mean squared error against exact.
+        pub mse: f64,
+        /// Largest absolute error against exact.
+        pub max_error: f64,
+        /// Kendall's τ between the estimate and exact.
+        pub kendall_tau: f64,
+        /// Precision@k of the top players.
+        pub precision_at_k: f64,
+        /// The k of precision@k.
+        pub k: i64,
     }
 }
 
-#[derive(Default)]
-struct CoalRows {
-    method: Vec<String>,
-    mask: Vec<i64>,
-    blocks: Vec<Vec<i64>>,
-    size: Vec<i64>,
-    value: Vec<f64>,
-}
-
-impl CoalRows {
-    fn push(&mut self, method: &str, c: u64, v: f64) {
-        self.method.push(method.into());
-        self.mask.push(c as i64);
-        self.blocks.push(coalition::to_vec(c).into_iter().map(|b| b as i64).collect());
-        self.size.push(coalition::size(c) as i64);
-        self.value.push(v);
-    }
-
-    fn table(self) -> Table {
-        let mut t = Table::new();
-        t.str_col("method", self.method)
-            .i64_col("coalition", self.mask)
-            .list_i64_col("players", self.blocks)
-            .i64_col("size", self.size)
-            .f64_col("value", self.value);
-        t
+table_row! {
+    /// One evaluated coalition: a row of `shapley_coalitions.parquet`.
+    pub struct CoalitionRow {
+        /// Method name.
+        pub method: String,
+        /// The coalition as a bitmask over players.
+        pub coalition: i64,
+        /// Its players.
+        pub players: Vec<i64>,
+        /// Its size.
+        pub size: i64,
+        /// Its value v(S).
+        pub value: f64,
     }
 }
 
-#[derive(Default)]
-struct MleRows {
-    method: Vec<String>,
-    q: Vec<f64>,
-    f: Vec<f64>,
-    se: Vec<f64>,
-    source: Vec<String>,
-}
-
-impl MleRows {
-    fn push(&mut self, method: &str, q: f64, f: f64, se: f64, source: &str) {
-        self.method.push(method.into());
-        self.q.push(q);
-        self.f.push(f);
-        self.se.push(se);
-        self.source.push(source.into());
-    }
-
-    fn table(self) -> Table {
-        let mut t = Table::new();
-        t.str_col("method", self.method)
-            .f64_col("q", self.q)
-            .f64_col("value", self.f)
-            .f64_col("std_error", self.se)
-            .str_col("source", self.source);
-        t
+impl CoalitionRow {
+    /// The row of coalition `c` of `method`'s game with value `v`.
+    fn new(method: &str, c: u64, v: f64) -> Self {
+        CoalitionRow {
+            method: method.into(),
+            coalition: c as i64,
+            players: coalition::to_vec(c).into_iter().map(|b| b as i64).collect(),
+            size: coalition::size(c) as i64,
+            value: v,
+        }
     }
 }
 
-#[derive(Default)]
-struct EffRows {
-    method: Vec<String>,
-    estimator: Vec<String>,
-    sum: Vec<f64>,
-    target: Vec<f64>,
+table_row! {
+    /// One point of the multilinear extension: a row of `multilinear_extension.parquet`.
+    pub struct MleRow {
+        /// Method name.
+        pub method: String,
+        /// Participation probability q.
+        pub q: f64,
+        /// F(q).
+        pub value: f64,
+        /// Its standard error (0 when exact).
+        pub std_error: f64,
+        /// `exact` or `sampled`.
+        pub source: String,
+    }
 }
 
-impl EffRows {
-    fn push(&mut self, method: &str, estimator: &str, sum: f64, target: f64) {
-        self.method.push(method.into());
-        self.estimator.push(estimator.into());
-        self.sum.push(sum);
-        self.target.push(target);
+table_row! {
+    /// The efficiency check of one estimator: a row of `shapley_efficiency.parquet`.
+    pub struct EfficiencyRow {
+        /// Method name.
+        pub method: String,
+        /// `exact` or the estimator's name.
+        pub estimator: String,
+        /// Σ of the player values.
+        pub sum_of_values: f64,
+        /// v(N) − v(∅).
+        pub v_full_minus_v_empty: f64,
+        /// `sum_of_values − v_full_minus_v_empty`.
+        pub gap: f64,
     }
+}
 
-    fn table(self) -> Table {
-        let gap: Vec<f64> = self.sum.iter().zip(&self.target).map(|(s, t)| s - t).collect();
-        let mut t = Table::new();
-        t.str_col("method", self.method)
-            .str_col("estimator", self.estimator)
-            .f64_col("sum_of_values", self.sum)
-            .f64_col("v_full_minus_v_empty", self.target)
-            .f64_col("gap", gap);
-        t
+impl EfficiencyRow {
+    /// The row of `estimator`'s values summing to `sum` against `target` = v(N) − v(∅).
+    fn new(method: &str, estimator: &str, sum: f64, target: f64) -> Self {
+        EfficiencyRow {
+            method: method.into(),
+            estimator: estimator.into(),
+            sum_of_values: sum,
+            v_full_minus_v_empty: target,
+            gap: sum - target,
+        }
     }
 }
 
@@ -514,17 +448,16 @@ fn values_figure(summaries: &[MethodSummary]) -> Result<String> {
     })
 }
 
-fn convergence_figure(c: &ConvRows) -> Result<String> {
+/// Mean squared error against exact per budget, one line per (method, estimator).
+fn convergence_figure(c: &[ConvergenceRow]) -> Result<String> {
     let mut series = Vec::new();
-    let mut keys: Vec<(String, String)> = c.method.iter().cloned().zip(c.estimator.iter().cloned()).collect();
+    let mut keys: Vec<(String, String)> = c.iter().map(|r| (r.method.clone(), r.estimator.clone())).collect();
     keys.sort();
     keys.dedup();
     for (m, e) in keys {
         let mut by_budget: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
-        for i in 0..c.method.len() {
-            if c.method[i] == m && c.estimator[i] == e {
-                by_budget.entry(c.budget[i]).or_default().push(c.mse[i]);
-            }
+        for r in c.iter().filter(|r| r.method == m && r.estimator == e) {
+            by_budget.entry(r.budget).or_default().push(r.mse);
         }
         let points: Vec<(f64, f64)> = by_budget
             .into_iter()
@@ -553,18 +486,17 @@ fn convergence_figure(c: &ConvRows) -> Result<String> {
     })
 }
 
-fn efficiency_figure(e: &EffRows) -> Result<String> {
-    let mut methods: Vec<String> = e.method.clone();
+/// Sum of the values of every estimator against v(N) − v(∅), per method.
+fn efficiency_figure(e: &[EfficiencyRow]) -> Result<String> {
+    let mut methods: Vec<String> = e.iter().map(|r| r.method.clone()).collect();
     methods.dedup();
     let mut groups = Vec::new();
     for m in methods {
         let mut bars = Vec::new();
         let mut target = 0.0;
-        for i in 0..e.method.len() {
-            if e.method[i] == m {
-                bars.push(Bar { series: format!("Σφ {}", e.estimator[i]), value: e.sum[i], err: None });
-                target = e.target[i];
-            }
+        for r in e.iter().filter(|r| r.method == m) {
+            bars.push(Bar { series: format!("Σφ {}", r.estimator), value: r.sum_of_values, err: None });
+            target = r.v_full_minus_v_empty;
         }
         bars.push(Bar { series: "v(N) − v(∅)".into(), value: target, err: None });
         groups.push(BarGroup { label: m, bars });
@@ -578,14 +510,15 @@ fn efficiency_figure(e: &EffRows) -> Result<String> {
     })
 }
 
-fn mle_figure(m: &MleRows) -> Result<String> {
-    let mut methods: Vec<String> = m.method.clone();
+/// The multilinear extension F(q), one line per method.
+fn mle_figure(m: &[MleRow]) -> Result<String> {
+    let mut methods: Vec<String> = m.iter().map(|r| r.method.clone()).collect();
     methods.dedup();
     let series = methods
         .iter()
         .map(|name| Series {
             label: name.clone(),
-            points: (0..m.method.len()).filter(|i| &m.method[*i] == name).map(|i| (m.q[i], m.f[i])).collect(),
+            points: m.iter().filter(|r| &r.method == name).map(|r| (r.q, r.value)).collect(),
             band: None,
             dashed: false,
             ..Default::default()

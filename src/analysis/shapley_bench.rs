@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use super::Outputs;
 use crate::report::plot::Heatmap;
-use crate::report::table::Table;
+use crate::report::table::{table_row, Table};
 use crate::shapley::{self, coalition, interactions, EstimateConfig, Estimator, Memo, TableGame};
 
 /// One fully enumerated game read from a coalition table.
@@ -115,7 +115,7 @@ pub struct BenchCell {
 
 /// Runs every estimator at every budget and seed on every game.
 pub fn bench(games: &[TableEntry], opts: &BenchOptions) -> Result<(Table, Vec<BenchCell>)> {
-    let mut t = BenchRows::default();
+    let mut rows: Vec<BenchRow> = Vec::new();
     let mut cells = Vec::new();
     for g in games {
         let exact = shapley::shapley_from_table(&g.values, g.n)?;
@@ -140,18 +140,18 @@ pub fn bench(games: &[TableEntry], opts: &BenchOptions) -> Result<(Table, Vec<Be
                         .zip(&est.std_errors)
                         .filter(|((v, x), s)| (*v - *x).abs() <= 1.96 * **s)
                         .count();
-                    let passes = memo.cached().iter().map(|(c, _)| block_passes(*c, g.n)).sum();
-                    t.push(
-                        &g.name,
-                        &est.estimator,
-                        budget,
-                        seed,
-                        est.evaluations,
-                        passes,
+                    let passes: usize = memo.cached().iter().map(|(c, _)| block_passes(*c, g.n)).sum();
+                    rows.push(BenchRow {
+                        game: g.name.clone(),
+                        estimator: est.estimator.clone(),
+                        budget: budget as i64,
+                        seed: seed as i64,
+                        evaluations: est.evaluations as i64,
+                        block_passes: passes as i64,
                         mse,
-                        cov as f64 / g.n as f64,
+                        coverage_95: cov as f64 / g.n as f64,
                         seconds,
-                    );
+                    });
                     mse_sum += mse;
                     covered += cov;
                     secs += seconds;
@@ -168,59 +168,76 @@ pub fn bench(games: &[TableEntry], opts: &BenchOptions) -> Result<(Table, Vec<Be
             }
         }
     }
-    Ok((t.table(), cells))
+    Ok((Table::from_rows(&rows), cells))
 }
 
-#[derive(Default)]
-struct BenchRows {
-    game: Vec<String>,
-    estimator: Vec<String>,
-    budget: Vec<i64>,
-    seed: Vec<i64>,
-    evaluations: Vec<i64>,
-    passes: Vec<i64>,
-    mse: Vec<f64>,
-    coverage: Vec<f64>,
-    seconds: Vec<f64>,
-}
-
-impl BenchRows {
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        game: &str,
-        estimator: &str,
-        budget: usize,
-        seed: u64,
-        evals: usize,
-        passes: usize,
-        mse: f64,
-        cov: f64,
-        secs: f64,
-    ) {
-        self.game.push(game.to_string());
-        self.estimator.push(estimator.to_string());
-        self.budget.push(budget as i64);
-        self.seed.push(seed as i64);
-        self.evaluations.push(evals as i64);
-        self.passes.push(passes as i64);
-        self.mse.push(mse);
-        self.coverage.push(cov);
-        self.seconds.push(secs);
+table_row! {
+    /// One estimate of one game at one budget and seed: a row of the benchmark table.
+    pub struct BenchRow {
+        /// Game name.
+        pub game: String,
+        /// Estimator name.
+        pub estimator: String,
+        /// Evaluation budget.
+        pub budget: i64,
+        /// Estimator seed.
+        pub seed: i64,
+        /// Coalition evaluations spent.
+        pub evaluations: i64,
+        /// Block passes the evaluated coalitions cost on a model.
+        pub block_passes: i64,
+        /// Mean squared error against exact.
+        pub mse: f64,
+        /// Fraction of players whose exact value lies within 1.96 SE.
+        pub coverage_95: f64,
+        /// Seconds of the estimate.
+        pub seconds: f64,
     }
+}
 
-    fn table(self) -> Table {
-        let mut t = Table::new();
-        t.str_col("game", self.game)
-            .str_col("estimator", self.estimator)
-            .i64_col("budget", self.budget)
-            .i64_col("seed", self.seed)
-            .i64_col("evaluations", self.evaluations)
-            .i64_col("block_passes", self.passes)
-            .f64_col("mse", self.mse)
-            .f64_col("coverage_95", self.coverage)
-            .f64_col("seconds", self.seconds);
-        t
+table_row! {
+    /// The Shapley interaction index of one pair of players: a row of `layer_interactions.parquet`.
+    pub struct InteractionRow {
+        /// Game name.
+        pub game: String,
+        /// First player.
+        pub player_i: i64,
+        /// Second player (> `player_i`).
+        pub player_j: i64,
+        /// Pairwise Shapley interaction index.
+        pub shapley_interaction: f64,
+    }
+}
+
+table_row! {
+    /// One player's values: a row of `layer_players.parquet`.
+    pub struct PlayerRow {
+        /// Game name.
+        pub game: String,
+        /// Player index.
+        pub player: i64,
+        /// Shapley value.
+        pub shapley: f64,
+        /// Banzhaf value.
+        pub banzhaf: f64,
+    }
+}
+
+table_row! {
+    /// How additive one game is: a row of `layer_additivity.parquet`.
+    pub struct AdditivityRow {
+        /// Game name.
+        pub game: String,
+        /// Variance explained by the best order-1 approximation.
+        pub variance_explained_order1: f64,
+        /// Variance explained by the best order-2 approximation.
+        pub variance_explained_order2: f64,
+        /// Absolute Möbius mass of the singletons.
+        pub moebius_abs_mass_order1: f64,
+        /// Absolute Möbius mass of the pairs.
+        pub moebius_abs_mass_order2: f64,
+        /// Absolute Möbius mass of the coalitions of 3 or more players.
+        pub moebius_abs_mass_order3plus: f64,
     }
 }
 
@@ -231,10 +248,7 @@ impl BenchRows {
 /// order), and one heatmap `interactions_<game>.svg` per game.
 pub fn interactions_outputs(games: &[TableEntry]) -> Result<Outputs> {
     let mut out = Outputs::default();
-    let (mut pg, mut pi, mut pj, mut pv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut qg, mut qi, mut qs, mut qb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut ag, mut a1, mut a2, mut am1, mut am2, mut amh) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut pairs, mut players, mut additivity) = (Vec::new(), Vec::new(), Vec::new());
     for g in games {
         let sii = interactions::shapley_interactions(&g.values, g.n)?;
         let phi = shapley::shapley_from_table(&g.values, g.n)?;
@@ -247,22 +261,23 @@ pub fn interactions_outputs(games: &[TableEntry]) -> Result<Outputs> {
         }
         for i in 0..g.n {
             for (j, &value) in sii[i].iter().enumerate().skip(i + 1) {
-                pg.push(g.name.clone());
-                pi.push(i as i64);
-                pj.push(j as i64);
-                pv.push(value);
+                pairs.push(InteractionRow {
+                    game: g.name.clone(),
+                    player_i: i as i64,
+                    player_j: j as i64,
+                    shapley_interaction: value,
+                });
             }
-            qg.push(g.name.clone());
-            qi.push(i as i64);
-            qs.push(phi[i]);
-            qb.push(bz[i]);
+            players.push(PlayerRow { game: g.name.clone(), player: i as i64, shapley: phi[i], banzhaf: bz[i] });
         }
-        ag.push(g.name.clone());
-        a1.push(share[0]);
-        a2.push(share[1]);
-        am1.push(mass[0]);
-        am2.push(mass[1]);
-        amh.push(mass[2]);
+        additivity.push(AdditivityRow {
+            game: g.name.clone(),
+            variance_explained_order1: share[0],
+            variance_explained_order2: share[1],
+            moebius_abs_mass_order1: mass[0],
+            moebius_abs_mass_order2: mass[1],
+            moebius_abs_mass_order3plus: mass[2],
+        });
         let ticks: Vec<String> = (0..g.n).map(|i| format!("B{i}")).collect();
         let heat = Heatmap {
             title: format!("Pairwise Shapley interaction index: {}", g.name),
@@ -281,20 +296,9 @@ pub fn interactions_outputs(games: &[TableEntry]) -> Result<Outputs> {
         let file = format!("interactions_{}.svg", crate::runs::sanitize(&g.name.replace('/', "_")));
         out.figures.push((file, crate::report::plot::heatmap_svg(&heat)?));
     }
-    let mut t = Table::new();
-    t.str_col("game", pg).i64_col("player_i", pi).i64_col("player_j", pj).f64_col("shapley_interaction", pv);
-    out.tables.push(("layer_interactions.parquet".into(), t));
-    let mut t = Table::new();
-    t.str_col("game", qg).i64_col("player", qi).f64_col("shapley", qs).f64_col("banzhaf", qb);
-    out.tables.push(("layer_players.parquet".into(), t));
-    let mut t = Table::new();
-    t.str_col("game", ag)
-        .f64_col("variance_explained_order1", a1)
-        .f64_col("variance_explained_order2", a2)
-        .f64_col("moebius_abs_mass_order1", am1)
-        .f64_col("moebius_abs_mass_order2", am2)
-        .f64_col("moebius_abs_mass_order3plus", amh);
-    out.tables.push(("layer_additivity.parquet".into(), t));
+    out.tables.push(("layer_interactions.parquet".into(), Table::from_rows(&pairs)));
+    out.tables.push(("layer_players.parquet".into(), Table::from_rows(&players)));
+    out.tables.push(("layer_additivity.parquet".into(), Table::from_rows(&additivity)));
     Ok(out)
 }
 

@@ -2,7 +2,7 @@
 //! 95% CI of every key's values, and how a CI becomes table columns, an error bar or a band.
 
 use crate::report::plot::Series;
-use crate::report::table::Columns;
+use crate::report::table::{Columns, Field};
 use crate::stats::{mean_ci, MeanCi};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -37,6 +37,13 @@ pub(crate) fn ci_columns<R>(cols: &mut Columns<'_, R>, ci: impl Fn(&R) -> &MeanC
         .col("ci95_hi", |r| ci(r).hi);
 }
 
+/// A CI field of a row is the five columns of [`ci_columns`] (the field name is not used).
+impl Field for MeanCi {
+    fn add_columns<R>(cols: &mut Columns<'_, R>, _name: &str, get: impl Fn(&R) -> &Self) {
+        ci_columns(cols, get);
+    }
+}
+
 /// Error bar of a mean: the 95% CI when it exists (two or more samples).
 pub(crate) fn err_of(ci: &MeanCi) -> Option<(f64, f64)> {
     if ci.n >= 2 && ci.lo.is_finite() && ci.hi.is_finite() {
@@ -62,7 +69,7 @@ pub(crate) fn ci_series(label: &str, points: &[(f64, MeanCi)], dashed: bool, col
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::table::{Row, Table};
+    use crate::report::table::{table_row, Table};
 
     #[test]
     fn groups_keep_key_order_and_first_seen_order() {
@@ -81,15 +88,11 @@ mod tests {
         assert!(ci_series("m", &[(0.0, ci["x"].clone())], false, None).band.is_none());
     }
 
-    struct KeyCi {
-        key: String,
-        ci: MeanCi,
-    }
-
-    impl Row for KeyCi {
-        fn columns(cols: &mut Columns<'_, Self>) {
-            cols.col("key", |r| r.key.clone());
-            ci_columns(cols, |r| &r.ci);
+    table_row! {
+        /// A key and a CI: the CI field becomes the five CI columns.
+        struct KeyCi {
+            key: String,
+            ci: MeanCi,
         }
     }
 

@@ -182,3 +182,54 @@ fn shapley_values_are_exact_up_to_twenty_players() {
     assert!(super::exact_shapley(1) && super::exact_shapley(20));
     assert!(!super::exact_shapley(21) && !super::exact_shapley(63));
 }
+
+#[test]
+fn a_failed_write_leaves_the_previous_outputs_whole() {
+    use super::Outputs;
+    use crate::report::table::Table;
+    let dir = std::env::temp_dir().join(format!("copra-analysis-outputs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let table = |v: f64| {
+        let mut t = Table::new();
+        t.f64_col("x", vec![v]);
+        t
+    };
+    let bytes = |n: &str| std::fs::read(dir.join(n)).unwrap();
+    let entries = || {
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    let old = Outputs {
+        tables: vec![("a.parquet".into(), table(1.0)), ("b.parquet".into(), table(2.0))],
+        figures: vec![("f.svg".into(), "<svg>old</svg>".into())],
+    };
+    old.write_all(&dir).unwrap();
+    let (a0, b0, f0) = (bytes("a.parquet"), bytes("b.parquet"), bytes("f.svg"));
+    // The last file of the new set cannot be written: a directory holds its name.
+    std::fs::create_dir_all(dir.join("z.svg/inner")).unwrap();
+    let new = Outputs {
+        tables: vec![("a.parquet".into(), table(10.0)), ("b.parquet".into(), table(20.0))],
+        figures: vec![("f.svg".into(), "<svg>new</svg>".into()), ("z.svg".into(), "<svg>new</svg>".into())],
+    };
+    let err = new.write_all(&dir).unwrap_err().to_string();
+    assert!(err.contains("z.svg"), "{err}");
+    let untouched = bytes("a.parquet") == a0 && bytes("b.parquet") == b0 && bytes("f.svg") == f0;
+    assert!(untouched, "a failed write replaced files of the previous set");
+    // A table that cannot be encoded (two columns of one name) fails the set the same way.
+    std::fs::remove_dir_all(dir.join("z.svg")).unwrap();
+    let mut bad = Table::new();
+    bad.f64_col("x", vec![1.0]).f64_col("x", vec![2.0]);
+    let new_bad =
+        Outputs { tables: vec![("a.parquet".into(), table(10.0)), ("c.parquet".into(), bad)], figures: vec![] };
+    assert!(new_bad.write_all(&dir).is_err());
+    assert!(bytes("a.parquet") == a0, "a failed table replaced a.parquet");
+    assert_eq!(entries(), ["a.parquet", "b.parquet", "f.svg"], "no new file and no staging folder left");
+    // A set that can be written replaces the old files.
+    new.write_all(&dir).unwrap();
+    assert!(bytes("a.parquet") != a0, "the new set replaced a.parquet");
+    assert_eq!(bytes("f.svg"), b"<svg>new</svg>");
+    assert_eq!(entries(), ["a.parquet", "b.parquet", "f.svg", "z.svg"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,12 +1,14 @@
 //! Result output: Parquet tables and SVG figures.
 //!
 //! - [`atomic`]: atomic file writes (temporary file, fsync, rename).
+//! - [`file_set`]: a command's outputs written as a set (staged, then renamed in together).
 //! - [`table`]: a column-oriented [`Table`] builder written as zstd Parquet,
 //!   so analysis code never imports polars.
 //! - [`plot`]: readable SVG line plots, panel grids, grouped bar plots and
 //!   heatmaps drawn with plotters (no fonts needed).
 
 pub mod atomic;
+pub mod file_set;
 pub mod plot;
 pub mod table;
 

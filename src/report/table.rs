@@ -1,7 +1,8 @@
 //! A small column-oriented table builder that writes Parquet.
 //!
-//! Analysis code builds a [`Table`] from plain `Vec`s and never imports polars;
-//! only this module converts to a polars `DataFrame` when writing or reading.
+//! Analysis code declares its rows with `table_row!` (the fields are the columns, each named
+//! once) and builds a [`Table`] with [`Table::from_rows`]; it never imports polars. Only this
+//! module converts to a polars `DataFrame` when writing or reading.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -255,8 +256,75 @@ impl Cell for Vec<i64> {
     }
 }
 
+/// A value type whose column holds its name as a string: the enums of the analyses
+/// (`name(self)` gives the string written to the table).
+macro_rules! named_cells {
+    ($($t:ty),* $(,)?) => {
+        $(
+            impl $crate::report::table::Cell for $t {
+                fn push_column(table: &mut $crate::report::table::Table, name: &str, values: Vec<Self>) {
+                    table.str_col(name, values.into_iter().map(|v| v.name().to_string()).collect());
+                }
+            }
+        )*
+    };
+}
+pub(crate) use named_cells;
+
+/// A struct field that becomes table columns: a [`Cell`] value is one column named after the
+/// field; a group of values (a confidence interval, the barriers of a path) adds its own
+/// fixed columns and ignores the field name.
+pub trait Field {
+    /// Appends the columns of the field `name`, read from every row by `get`.
+    fn add_columns<R>(cols: &mut Columns<'_, R>, name: &str, get: impl Fn(&R) -> &Self);
+}
+
+impl<C: Cell + Clone> Field for C {
+    fn add_columns<R>(cols: &mut Columns<'_, R>, name: &str, get: impl Fn(&R) -> &Self) {
+        cols.col(name, |r| get(r).clone());
+    }
+}
+
+/// Declares a table row: a struct whose fields are the table's columns, in order, each named
+/// once (the column is called as the field). It implements [`Row`] by handing every field to
+/// [`Field::add_columns`], so a [`Cell`] field is one column and a group field (for example a
+/// [`crate::stats::MeanCi`]) its fixed columns.
+///
+/// ```ignore
+/// table_row! {
+///     /// A row of `example.parquet`.
+///     pub struct ExampleRow {
+///         /// Method name.
+///         pub method: String,
+///         /// Test accuracy.
+///         pub accuracy: f64,
+///     }
+/// }
+/// ```
+macro_rules! table_row {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $( $(#[$fmeta])* $fvis $field : $ty ),*
+        }
+
+        impl $crate::report::table::Row for $name {
+            fn columns(cols: &mut $crate::report::table::Columns<'_, Self>) {
+                $( <$ty as $crate::report::table::Field>::add_columns(cols, stringify!($field), |r: &Self| &r.$field); )*
+            }
+        }
+    };
+}
+pub(crate) use table_row;
+
 /// One row of a typed table: a plain struct whose [`Row::columns`] names every column once,
-/// in table order, with the cell it reads. [`Table::from_rows`] builds the table from a slice
+/// in table order, with the cell it reads; `table_row!` declares the struct and writes this
+/// impl from the fields. [`Table::from_rows`] builds the table from a slice
 /// of rows; its schema (names, order and types) does not depend on the rows, so an empty
 /// slice still gives every column its type.
 pub trait Row: Sized {
@@ -402,26 +470,16 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/x.parquet"));
     }
 
-    /// A row with one cell of every column type.
-    struct Every {
-        name: String,
-        x: f64,
-        step: i64,
-        seed: u64,
-        flag: bool,
-        loss: Option<f64>,
-        blocks: Vec<i64>,
-    }
-
-    impl Row for Every {
-        fn columns(cols: &mut Columns<'_, Self>) {
-            cols.col("name", |r| r.name.clone())
-                .col("x", |r| r.x)
-                .col("step", |r| r.step)
-                .col("seed", |r| r.seed)
-                .col("flag", |r| r.flag)
-                .col("loss", |r| r.loss)
-                .col("blocks", |r| r.blocks.clone());
+    table_row! {
+        /// A row with one cell of every column type: each field is a column of its name.
+        struct Every {
+            name: String,
+            x: f64,
+            step: i64,
+            seed: u64,
+            flag: bool,
+            loss: Option<f64>,
+            blocks: Vec<i64>,
         }
     }
 

@@ -1,120 +1,83 @@
 //! The rows of the federated tables.
 
 use super::simulation::{ClientRecord, RoundRecord};
-use crate::analysis::summary::ci_columns;
-use crate::report::table::{Columns, Row};
+use crate::report::table::table_row;
 use crate::stats::MeanCi;
 use std::collections::BTreeMap;
 
-/// The global model after one round: a row of `federated_rounds.parquet`.
-pub struct RoundRow {
-    /// Method name.
-    pub method: String,
-    /// Run seed.
-    pub seed: i64,
-    /// Round (0 = the common initialisation).
-    pub round: i64,
-    /// Clients drawn this round.
-    pub clients_selected: i64,
-    /// Test loss of the global adapter.
-    pub test_loss: f64,
-    /// Test accuracy of the global adapter.
-    pub test_accuracy: f64,
-    /// Wall time of the round, seconds.
-    pub wall_seconds: f64,
-}
-
-impl Row for RoundRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("seed", |r| r.seed)
-            .col("round", |r| r.round)
-            .col("clients_selected", |r| r.clients_selected)
-            .col("test_loss", |r| r.test_loss)
-            .col("test_accuracy", |r| r.test_accuracy)
-            .col("wall_seconds", |r| r.wall_seconds);
+table_row! {
+    /// The global model after one round: a row of `federated_rounds.parquet`.
+    pub struct RoundRow {
+        /// Method name.
+        pub method: String,
+        /// Run seed.
+        pub seed: i64,
+        /// Round (0 = the common initialisation).
+        pub round: i64,
+        /// Clients drawn this round.
+        pub clients_selected: i64,
+        /// Test loss of the global adapter.
+        pub test_loss: f64,
+        /// Test accuracy of the global adapter.
+        pub test_accuracy: f64,
+        /// Wall time of the round, seconds.
+        pub wall_seconds: f64,
     }
 }
 
-/// Training images of one class held by one client: a row of `federated_label_histogram.parquet`.
-pub struct HistRow {
-    /// Run seed (the split depends on it).
-    pub seed: i64,
-    /// Client index.
-    pub client: i64,
-    /// Class index.
-    pub class: i64,
-    /// Class name.
-    pub class_name: String,
-    /// Images of the class the client holds.
-    pub count: i64,
-}
-
-impl Row for HistRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("seed", |r| r.seed)
-            .col("client", |r| r.client)
-            .col("class", |r| r.class)
-            .col("class_name", |r| r.class_name.clone())
-            .col("count", |r| r.count);
+table_row! {
+    /// Training images of one class held by one client: a row of `federated_label_histogram.parquet`.
+    pub struct HistRow {
+        /// Run seed (the split depends on it).
+        pub seed: i64,
+        /// Client index.
+        pub client: i64,
+        /// Class index.
+        pub class: i64,
+        /// Class name.
+        pub class_name: String,
+        /// Images of the class the client holds.
+        pub count: i64,
     }
 }
 
-/// One client's local model in one round: a row of `federated_clients.parquet`.
-pub struct ClientRow {
-    /// Method name.
-    pub method: String,
-    /// Run seed.
-    pub seed: i64,
-    /// Round.
-    pub round: i64,
-    /// Client index.
-    pub client: i64,
-    /// Training images the client holds.
-    pub examples: i64,
-    /// The client's aggregation weight.
-    pub weight: f64,
-    /// The client's LoRA rank.
-    pub rank: i64,
-    /// The lowest block the client adapts.
-    pub first_block: i64,
-    /// Test loss of the local model (null when clients are not evaluated).
-    pub test_loss: Option<f64>,
-    /// Test accuracy of the local model (null when clients are not evaluated).
-    pub test_accuracy: Option<f64>,
-}
-
-impl Row for ClientRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("seed", |r| r.seed)
-            .col("round", |r| r.round)
-            .col("client", |r| r.client)
-            .col("examples", |r| r.examples)
-            .col("weight", |r| r.weight)
-            .col("rank", |r| r.rank)
-            .col("first_block", |r| r.first_block)
-            .col("test_loss", |r| r.test_loss)
-            .col("test_accuracy", |r| r.test_accuracy);
+table_row! {
+    /// One client's local model in one round: a row of `federated_clients.parquet`.
+    pub struct ClientRow {
+        /// Method name.
+        pub method: String,
+        /// Run seed.
+        pub seed: i64,
+        /// Round.
+        pub round: i64,
+        /// Client index.
+        pub client: i64,
+        /// Training images the client holds.
+        pub examples: i64,
+        /// The client's aggregation weight.
+        pub weight: f64,
+        /// The client's LoRA rank.
+        pub rank: i64,
+        /// The lowest block the client adapts.
+        pub first_block: i64,
+        /// Test loss of the local model (null when clients are not evaluated).
+        pub test_loss: Option<f64>,
+        /// Test accuracy of the local model (null when clients are not evaluated).
+        pub test_accuracy: Option<f64>,
     }
 }
 
-/// One (method, round, metric) over seeds: a row of `federated_summary.parquet`.
-pub struct SummaryRow {
-    /// Method name.
-    pub method: String,
-    /// Round.
-    pub round: i64,
-    /// `global_accuracy` or `mean_client_accuracy`.
-    pub metric: String,
-    /// The metric over seeds.
-    pub ci: MeanCi,
-}
-
-impl Row for SummaryRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone()).col("round", |r| r.round).col("metric", |r| r.metric.clone());
-        ci_columns(cols, |r| &r.ci);
+table_row! {
+    /// One (method, round, metric) over seeds: a row of `federated_summary.parquet`.
+    pub struct SummaryRow {
+        /// Method name.
+        pub method: String,
+        /// Round.
+        pub round: i64,
+        /// `global_accuracy` or `mean_client_accuracy`.
+        pub metric: String,
+        /// The metric over seeds.
+        pub ci: MeanCi,
     }
 }
 

@@ -8,10 +8,10 @@ use super::{PruneInput, PruneOptions};
 use crate::adapter::{Adapter, Grouping};
 use crate::analysis::exact_shapley;
 use crate::analysis::layer_game::{GameValue, LayerGame};
-use crate::analysis::summary::{ci_columns, ci_series, group_ci};
+use crate::analysis::summary::{ci_series, group_ci};
 use crate::eval::Evaluator;
 use crate::report::plot::LinePlot;
-use crate::report::table::{Columns, Row};
+use crate::report::table::{named_cells, table_row};
 use crate::shapley::{
     self, coalition, Coalition, EstimateConfig, Estimator, Game, Memo, PermutationEstimator, TableGame,
 };
@@ -58,6 +58,8 @@ impl RemovalOrder {
         }
     }
 }
+
+named_cells!(RemovalOrder);
 
 impl std::fmt::Display for RemovalOrder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,69 +199,47 @@ pub fn random_orders(n: usize, count: usize, seed: u64) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// One block's scores: a row of `prune_block_scores.parquet`.
-pub struct ScoreRow {
-    /// Method name.
-    pub method: String,
-    /// Run seed.
-    pub seed: i64,
-    /// Player index in the block game.
-    pub player: i64,
-    /// The player's block.
-    pub block: i64,
-    /// Shapley value (NaN when not computed).
-    pub shapley: f64,
-    /// `exact`, the sampling estimator's name or `not computed`.
-    pub shapley_source: String,
-    /// Adapter norm `sqrt(Σ ‖ΔW‖_F²)` of the block.
-    pub norm: f64,
-    /// Leave-one-out value `v(N) − v(N ∖ {i})`.
-    pub leave_one_out: f64,
-}
-
-impl Row for ScoreRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("seed", |r| r.seed)
-            .col("player", |r| r.player)
-            .col("block", |r| r.block)
-            .col("shapley", |r| r.shapley)
-            .col("shapley_source", |r| r.shapley_source.clone())
-            .col("norm", |r| r.norm)
-            .col("leave_one_out", |r| r.leave_one_out);
+table_row! {
+    /// One block's scores: a row of `prune_block_scores.parquet`.
+    pub struct ScoreRow {
+        /// Method name.
+        pub method: String,
+        /// Run seed.
+        pub seed: i64,
+        /// Player index in the block game.
+        pub player: i64,
+        /// The player's block.
+        pub block: i64,
+        /// Shapley value (NaN when not computed).
+        pub shapley: f64,
+        /// `exact`, the sampling estimator's name or `not computed`.
+        pub shapley_source: String,
+        /// Adapter norm `sqrt(Σ ‖ΔW‖_F²)` of the block.
+        pub norm: f64,
+        /// Leave-one-out value `v(N) − v(N ∖ {i})`.
+        pub leave_one_out: f64,
     }
 }
 
-/// One point of one removal curve: a row of `prune_removal.parquet`.
-pub struct RemovalRow {
-    /// Method name.
-    pub method: String,
-    /// Run seed.
-    pub seed: i64,
-    /// The removal order.
-    pub order: RemovalOrder,
-    /// Index of the random order (0 for the scored orders).
-    pub repeat: i64,
-    /// Blocks removed so far.
-    pub step: i64,
-    /// Blocks still kept.
-    pub blocks_kept: i64,
-    /// The block removed at this step (−1 for the full adapter).
-    pub removed_block: i64,
-    /// Test accuracy of the kept blocks.
-    pub test_accuracy: f64,
-}
-
-impl Row for RemovalRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("seed", |r| r.seed)
-            .col("order", |r| r.order.name().to_string())
-            .col("repeat", |r| r.repeat)
-            .col("step", |r| r.step)
-            .col("blocks_kept", |r| r.blocks_kept)
-            .col("removed_block", |r| r.removed_block)
-            .col("test_accuracy", |r| r.test_accuracy);
+table_row! {
+    /// One point of one removal curve: a row of `prune_removal.parquet`.
+    pub struct RemovalRow {
+        /// Method name.
+        pub method: String,
+        /// Run seed.
+        pub seed: i64,
+        /// The removal order.
+        pub order: RemovalOrder,
+        /// Index of the random order (0 for the scored orders).
+        pub repeat: i64,
+        /// Blocks removed so far.
+        pub step: i64,
+        /// Blocks still kept.
+        pub blocks_kept: i64,
+        /// The block removed at this step (−1 for the full adapter).
+        pub removed_block: i64,
+        /// Test accuracy of the kept blocks.
+        pub test_accuracy: f64,
     }
 }
 
@@ -352,24 +332,17 @@ pub(super) fn removal_area(rows: &[RemovalRow], method: &str, order: RemovalOrde
     xs.iter().sum::<f64>() / xs.len().max(1) as f64
 }
 
-/// A row of `prune_removal_summary.parquet`: one (method, order, blocks kept).
-pub struct RemovalSummaryRow {
-    /// Method name.
-    pub method: String,
-    /// The removal order.
-    pub order: RemovalOrder,
-    /// Blocks still kept.
-    pub blocks_kept: i64,
-    /// Test accuracy over seeds and random orders.
-    pub ci: MeanCi,
-}
-
-impl Row for RemovalSummaryRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("order", |r| r.order.name().to_string())
-            .col("blocks_kept", |r| r.blocks_kept);
-        ci_columns(cols, |r| &r.ci);
+table_row! {
+    /// A row of `prune_removal_summary.parquet`: one (method, order, blocks kept).
+    pub struct RemovalSummaryRow {
+        /// Method name.
+        pub method: String,
+        /// The removal order.
+        pub order: RemovalOrder,
+        /// Blocks still kept.
+        pub blocks_kept: i64,
+        /// Test accuracy over seeds and random orders.
+        pub ci: MeanCi,
     }
 }
 

@@ -5,10 +5,10 @@
 
 use super::PruneInput;
 use crate::adapter::{fit::ModuleShapes, ModuleKey, TargetModule};
-use crate::analysis::summary::{ci_columns, err_of, group_ci, ordered_unique};
+use crate::analysis::summary::{err_of, group_ci, ordered_unique};
 use crate::eval::{Deltas, Evaluator, Metrics};
 use crate::report::plot::{Bar, BarGroup, BarPlot};
-use crate::report::table::{Columns, Row};
+use crate::report::table::table_row;
 use crate::stats::MeanCi;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -108,42 +108,30 @@ pub fn third_of(block: usize, num_blocks: usize) -> usize {
 pub fn select(deltas: &Deltas, structure: &Structure, shapes: &dyn ModuleShapes) -> Deltas {
     deltas.iter().filter(|(k, _)| structure.keeps(k, shapes)).map(|(k, v)| (*k, v.clone())).collect()
 }
-/// One structured variant of one adapter: a row of `prune_structured.parquet`.
-pub struct StructuredRow {
-    /// Method name.
-    pub method: String,
-    /// Run seed.
-    pub seed: i64,
-    /// [`Structure::name`].
-    pub strategy: String,
-    /// Modules whose `ΔW` is kept.
-    pub modules_kept: i64,
-    /// Modules of the adapter.
-    pub modules_total: i64,
-    /// Fraction of the adapter's factor entries kept.
-    pub params_kept_fraction: f64,
-    /// Test loss of the kept modules.
-    pub test_loss: f64,
-    /// Test accuracy of the kept modules.
-    pub test_accuracy: f64,
-    /// Test accuracy of the full adapter.
-    pub full_accuracy: f64,
-    /// Test accuracy of the frozen backbone.
-    pub frozen_accuracy: f64,
-}
 
-impl Row for StructuredRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("seed", |r| r.seed)
-            .col("strategy", |r| r.strategy.clone())
-            .col("modules_kept", |r| r.modules_kept)
-            .col("modules_total", |r| r.modules_total)
-            .col("params_kept_fraction", |r| r.params_kept_fraction)
-            .col("test_loss", |r| r.test_loss)
-            .col("test_accuracy", |r| r.test_accuracy)
-            .col("full_accuracy", |r| r.full_accuracy)
-            .col("frozen_accuracy", |r| r.frozen_accuracy);
+table_row! {
+    /// One structured variant of one adapter: a row of `prune_structured.parquet`.
+    pub struct StructuredRow {
+        /// Method name.
+        pub method: String,
+        /// Run seed.
+        pub seed: i64,
+        /// [`Structure::name`].
+        pub strategy: String,
+        /// Modules whose `ΔW` is kept.
+        pub modules_kept: i64,
+        /// Modules of the adapter.
+        pub modules_total: i64,
+        /// Fraction of the adapter's factor entries kept.
+        pub params_kept_fraction: f64,
+        /// Test loss of the kept modules.
+        pub test_loss: f64,
+        /// Test accuracy of the kept modules.
+        pub test_accuracy: f64,
+        /// Test accuracy of the full adapter.
+        pub full_accuracy: f64,
+        /// Test accuracy of the frozen backbone.
+        pub frozen_accuracy: f64,
     }
 }
 
@@ -195,20 +183,15 @@ pub(super) fn accuracy_ci(rows: &[StructuredRow]) -> Result<BTreeMap<(String, St
     group_ci(rows.iter().map(|r| ((r.method.clone(), r.strategy.clone()), r.test_accuracy)))
 }
 
-/// A row of `prune_structured_summary.parquet`: one (method, strategy) over run seeds.
-pub struct StructuredSummaryRow {
-    /// Method name.
-    pub method: String,
-    /// [`Structure::name`].
-    pub strategy: String,
-    /// Test accuracy over run seeds.
-    pub ci: MeanCi,
-}
-
-impl Row for StructuredSummaryRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone()).col("strategy", |r| r.strategy.clone());
-        ci_columns(cols, |r| &r.ci);
+table_row! {
+    /// A row of `prune_structured_summary.parquet`: one (method, strategy) over run seeds.
+    pub struct StructuredSummaryRow {
+        /// Method name.
+        pub method: String,
+        /// [`Structure::name`].
+        pub strategy: String,
+        /// Test accuracy over run seeds.
+        pub ci: MeanCi,
     }
 }
 

@@ -2,11 +2,11 @@
 //! and of the factors `A`, `B`; `sparsity` is the fraction of entries removed.
 
 use super::{PruneInput, PruneOptions};
-use crate::analysis::summary::{ci_columns, ci_series, group_ci};
+use crate::analysis::summary::{ci_series, group_ci};
 use crate::eval::{Evaluator, Metrics};
 use crate::prune::magnitude::{prune_adapter_deltas, prune_factor_deltas, Ranking};
 use crate::report::plot::LinePlot;
-use crate::report::table::{Columns, Row};
+use crate::report::table::{named_cells, table_row, Cell, Table};
 use crate::stats::MeanCi;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -48,6 +48,16 @@ impl std::fmt::Display for Target {
     }
 }
 
+named_cells!(Target);
+
+/// A ranking's column holds [`ranking_name`].
+impl Cell for Ranking {
+    fn push_column(table: &mut Table, name: &str, values: Vec<Self>) {
+        table.str_col(name, values.into_iter().map(|r| ranking_name(r).to_string()).collect());
+    }
+}
+
+table_row! {
 /// One (target, sparsity) of one adapter: a row of `prune_unstructured.parquet`.
 pub struct SparsityRow {
     /// Method name.
@@ -65,17 +75,6 @@ pub struct SparsityRow {
     /// Test accuracy of the pruned adapter.
     pub test_accuracy: f64,
 }
-
-impl Row for SparsityRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("seed", |r| r.seed)
-            .col("target", |r| r.target.name().to_string())
-            .col("ranking", |r| ranking_name(r.ranking).to_string())
-            .col("sparsity", |r| r.sparsity)
-            .col("test_loss", |r| r.test_loss)
-            .col("test_accuracy", |r| r.test_accuracy);
-    }
 }
 
 /// Evaluates every target and sparsity of one adapter (`full`: its unpruned metrics).
@@ -125,24 +124,17 @@ pub(super) fn accuracy_ci(rows: &[SparsityRow]) -> Result<BTreeMap<(String, Targ
     group_ci(rows.iter().map(|r| ((r.method.clone(), r.target, permille(r.sparsity)), r.test_accuracy)))
 }
 
-/// A row of `prune_unstructured_summary.parquet`: one (method, target, sparsity).
-pub struct SparsitySummaryRow {
-    /// Method name.
-    pub method: String,
-    /// What was pruned.
-    pub target: Target,
-    /// Fraction of entries removed (rounded to thousandths).
-    pub sparsity: f64,
-    /// Test accuracy over seeds.
-    pub ci: MeanCi,
-}
-
-impl Row for SparsitySummaryRow {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("method", |r| r.method.clone())
-            .col("target", |r| r.target.name().to_string())
-            .col("sparsity", |r| r.sparsity);
-        ci_columns(cols, |r| &r.ci);
+table_row! {
+    /// A row of `prune_unstructured_summary.parquet`: one (method, target, sparsity).
+    pub struct SparsitySummaryRow {
+        /// Method name.
+        pub method: String,
+        /// What was pruned.
+        pub target: Target,
+        /// Fraction of entries removed (rounded to thousandths).
+        pub sparsity: f64,
+        /// Test accuracy over seeds.
+        pub ci: MeanCi,
     }
 }
 

@@ -268,6 +268,7 @@ pub(super) fn parse_svg(svg: &str, min: (u32, u32), exact: bool) -> XmlDoc {
     let doc = parse_xml(svg).unwrap_or_else(|e| panic!("not well-formed XML: {e}"));
     let root = &doc.elements[0];
     assert_eq!(root.name, "svg");
+    assert!(doc.elements[1..].iter().all(|e| e.depth >= 1), "one root element holds every other");
     let dim = |k: &str| -> u32 { root.attr(k).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("svg {k}")) };
     let size = (dim("width"), dim("height"));
     if exact {

@@ -127,12 +127,19 @@ pub fn line_midpoint(a: &Adapter, b: &Adapter) -> Result<Adapter> {
     Ok(Adapter { spec: a.spec.clone(), modules })
 }
 
+/// One module of a curve: the endpoints' `(A, B)` as constants, the control point's as variables.
+struct CurveModule {
+    a: (Tensor, Tensor),
+    control: (Var, Var),
+    b: (Tensor, Tensor),
+}
+
 /// A curve with a trainable control point.
 struct Curve {
     kind: CurveKind,
     scale_spec: crate::adapter::LoraSpec,
-    /// Per module: the endpoints' `(A, B)` as constants and the control point's as variables.
-    modules: BTreeMap<ModuleKey, ((Tensor, Tensor), (Var, Var), (Tensor, Tensor))>,
+    /// Per module: the endpoints' factors and the control point's.
+    modules: BTreeMap<ModuleKey, CurveModule>,
     /// Draws the position `t` of each step.
     t_rng: std::cell::RefCell<Rng>,
     /// The position of the current step.
@@ -147,7 +154,9 @@ impl Curve {
         for (key, fa) in &a.modules {
             let (fb, fc) = (&b.modules[key], &start.modules[key]);
             let control = (Var::from_tensor(&tensor(&fc.a)?)?, Var::from_tensor(&tensor(&fc.b)?)?);
-            modules.insert(*key, ((tensor(&fa.a)?, tensor(&fa.b)?), control, (tensor(&fb.a)?, tensor(&fb.b)?)));
+            let module =
+                CurveModule { a: (tensor(&fa.a)?, tensor(&fa.b)?), control, b: (tensor(&fb.a)?, tensor(&fb.b)?) };
+            modules.insert(*key, module);
         }
         Ok(Curve {
             kind,
@@ -166,7 +175,10 @@ impl Curve {
         let modules = self
             .modules
             .iter()
-            .map(|(key, (_, (a, b), _))| Ok((*key, LoraFactors { a: to_m(a.as_tensor())?, b: to_m(b.as_tensor())? })))
+            .map(|(key, m)| {
+                let (a, b) = &m.control;
+                Ok((*key, LoraFactors { a: to_m(a.as_tensor())?, b: to_m(b.as_tensor())? }))
+            })
             .collect::<Result<_>>()?;
         Ok(Adapter { spec: self.scale_spec.clone(), modules })
     }
@@ -177,7 +189,7 @@ impl Trainable for Curve {
         self.modules.keys().copied().collect()
     }
     fn vars(&self) -> Vec<Var> {
-        self.modules.values().flat_map(|(_, (a, b), _)| [a.clone(), b.clone()]).collect()
+        self.modules.values().flat_map(|m| [m.control.0.clone(), m.control.1.clone()]).collect()
     }
     fn branch<'a>(
         &'a self,
@@ -204,7 +216,8 @@ impl Branch for CurveBranch<'_> {
         if !self.active.contains(&key) {
             return Ok(None);
         }
-        let Some(((aa, ba), (ac, bc), (ab, bb))) = self.curve.modules.get(&key) else { return Ok(None) };
+        let Some(m) = self.curve.modules.get(&key) else { return Ok(None) };
+        let ((aa, ba), (ac, bc), (ab, bb)) = (&m.a, &m.control, &m.b);
         let (wa, wc, wb) = self.curve.kind.weights(self.curve.t.get());
         let mix =
             |x: &Tensor, c: &Tensor, y: &Tensor| -> Result<Tensor> { Ok(((x * wa)? + (c * wc)?)?.add(&(y * wb)?)?) };
@@ -229,6 +242,7 @@ pub struct CurveOutput {
 /// Trains the control point of a `kind` curve between `a` and `b` with the optimizer, schedule,
 /// batches, learning rate and steps of `cfg` (its seed seeds the batches, masks, dropout and
 /// positions); same inputs, same bits.
+#[allow(clippy::too_many_arguments)]
 pub fn train_curve(
     backbone: &Backbone,
     head: &Head,

@@ -1,12 +1,15 @@
 //! Result output: Parquet tables and SVG figures.
 //!
 //! - [`atomic`]: atomic file writes (temporary file, fsync, rename).
+//! - [`atomic_dir`]: atomic folder installs (temporary sibling, rename or exchange), safe for
+//!   concurrent writers, and cleaning of stale temporary folders.
 //! - [`table`]: a column-oriented [`Table`] builder written as zstd Parquet,
 //!   so analysis code never imports polars.
 //! - [`plot`]: readable SVG line plots, panel grids, grouped bar plots and
 //!   heatmaps drawn with plotters (no fonts needed).
 
 pub mod atomic;
+pub mod atomic_dir;
 pub mod plot;
 pub mod table;
 

@@ -195,8 +195,8 @@ impl Lab {
             cfg.max_length = defaults.max_length;
         }
         let bb = &self.backbone;
-        let single_encoder =
-            (0..ModuleShapes::num_blocks(bb)).all(|b| ModuleShapes::place(bb, b).encoder == ModuleShapes::place(bb, 0).encoder);
+        let single_encoder = (0..ModuleShapes::num_blocks(bb))
+            .all(|b| ModuleShapes::place(bb, b).encoder == ModuleShapes::place(bb, 0).encoder);
         if single_encoder && cfg.grouping == Grouping::Layer {
             cfg.grouping = Grouping::Block;
         }
@@ -275,13 +275,7 @@ impl Lab {
     fn read_cached(&self, env: &TaskEnv, cfg: &TrainConfig, dir: &Path) -> Result<Run> {
         let (adapter, manifest) = runs::read_run(dir, self.backbone.peft_layout())?;
         let key = self.normalized(cfg);
-        runs::check_manifest_matches(
-            &manifest,
-            &key,
-            &self.fingerprint,
-            env.data_fingerprint.as_deref(),
-            dir,
-        )?;
+        runs::check_manifest_matches(&manifest, &key, &self.fingerprint, env.data_fingerprint.as_deref(), dir)?;
         self.check_adapter(&adapter, dir)?;
         Ok(Run { dir: dir.to_path_buf(), adapter, manifest, reused: true })
     }

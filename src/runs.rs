@@ -129,17 +129,26 @@ pub fn check_manifest_matches(
 ) -> Result<()> {
     let advice = "the folder was copied, renamed or edited; delete it to retrain";
     if manifest.run_format != RUN_FORMAT {
-        bail!("{} has run format {} but this copra-lab writes {RUN_FORMAT}; {advice}", dir.display(), manifest.run_format);
+        bail!(
+            "{} has run format {} but this copra-lab writes {RUN_FORMAT}; {advice}",
+            dir.display(),
+            manifest.run_format
+        );
     }
     if manifest.backbone_fingerprint != backbone_fingerprint {
-        bail!("{} was trained on another backbone (fingerprint {}); {advice}", dir.display(), manifest.backbone_fingerprint);
+        bail!(
+            "{} was trained on another backbone (fingerprint {}); {advice}",
+            dir.display(),
+            manifest.backbone_fingerprint
+        );
     }
     if manifest.data_fingerprint.as_deref() != data_fingerprint {
         bail!("{} was trained on other task data; {advice}", dir.display());
     }
     let (found, wanted) = (serde_json::to_value(&manifest.config)?, serde_json::to_value(config)?);
     if found != wanted {
-        let field = |v: &serde_json::Value, k: &str| v.get(k).map(|x| x.to_string()).unwrap_or_else(|| "default".into());
+        let field =
+            |v: &serde_json::Value, k: &str| v.get(k).map(|x| x.to_string()).unwrap_or_else(|| "default".into());
         let keys: std::collections::BTreeSet<&String> =
             found.as_object().into_iter().chain(wanted.as_object()).flat_map(|o| o.keys()).collect();
         let diff = keys
@@ -309,13 +318,15 @@ mod tests {
         let adapter = Adapter { spec: LoraSpec::default(), modules: Default::default() };
         // A NaN in the manifest is refused before anything is written.
         let dir = root.join("run-nan");
-        let err = write_run(&dir, &adapter, &[], &manifest(f64::NAN), peft::PeftLayout::Vit, false).unwrap_err().to_string();
+        let err =
+            write_run(&dir, &adapter, &[], &manifest(f64::NAN), peft::PeftLayout::Vit, false).unwrap_err().to_string();
         assert!(err.contains("test loss is NaN") && err.contains("lower the learning rate"), "{err}");
         assert!(!dir.exists());
         // A file where the run directory goes: the write fails and its temporary folder is removed.
         let blocked = root.join("run-blocked");
         std::fs::write(&blocked, b"x").unwrap();
-        let err = write_run(&blocked, &adapter, &[], &manifest(0.3), peft::PeftLayout::Vit, false).unwrap_err().to_string();
+        let err =
+            write_run(&blocked, &adapter, &[], &manifest(0.3), peft::PeftLayout::Vit, false).unwrap_err().to_string();
         assert!(err.contains("run-blocked"), "{err}");
         assert!(tmp_entries(&root).is_empty(), "{:?}", tmp_entries(&root));
         std::fs::remove_dir_all(&root).unwrap();

@@ -186,7 +186,8 @@ fn parse_key(name: &str) -> Option<ParsedKey> {
         (None, Some(_)) => NameStyle::Bert,
         (None, None) => return None,
     };
-    if (style == NameStyle::Vit4 && body.starts_with("bert.")) || (style == NameStyle::Bert && body.starts_with("vit.")) {
+    if (style == NameStyle::Vit4 && body.starts_with("bert.")) || (style == NameStyle::Bert && body.starts_with("vit."))
+    {
         return None;
     }
     Some(parsed(block, vit4.or(bert)?, None, style))
@@ -341,7 +342,10 @@ pub fn load(dir: &Path) -> Result<Adapter> {
 pub fn load_as(dir: &Path, layout: PeftLayout) -> Result<Adapter> {
     let cfg_path = dir.join(CONFIG_FILE);
     if dir.is_file() {
-        bail!("{} is a file, not an adapter folder; pass the folder holding {CONFIG_FILE} and {WEIGHTS_FILE}", dir.display());
+        bail!(
+            "{} is a file, not an adapter folder; pass the folder holding {CONFIG_FILE} and {WEIGHTS_FILE}",
+            dir.display()
+        );
     }
     let text = std::fs::read_to_string(&cfg_path).with_context(|| {
         format!("cannot read {}: pass a PEFT adapter folder (adapter_config.json + {WEIGHTS_FILE})", cfg_path.display())
@@ -404,7 +408,8 @@ pub fn load_as(dir: &Path, layout: PeftLayout) -> Result<Adapter> {
     let targets = peft_config::Targets::read(&cfg, family, &cfg_path)?;
     let mut parts: BTreeMap<ModuleKey, (Option<Matrix>, Option<Matrix>, String)> = BTreeMap::new();
     for (name, parsed) in &keys {
-        let file_module = FileModule { name: &parsed.module_name, tensor: name, style: parsed.style, layer: parsed.key.block };
+        let file_module =
+            FileModule { name: &parsed.module_name, tensor: name, style: parsed.style, layer: parsed.key.block };
         targets.check(&file_module, &cfg_path)?;
         let key = place_key(parsed, layout, name, &w_path)?;
         let view = st.tensor(name).map_err(|e| anyhow!("{}: tensor '{name}': {e}", w_path.display()))?;
@@ -492,9 +497,15 @@ mod tests {
         let k = ModuleKey { block: 0, module: TargetModule::Fc2 };
         assert_eq!(peft_key(&k, "B"), "base_model.model.layers.0.mlp.fc2.lora_B.weight");
         let p = parse_key("base_model.model.layers.3.attention.v_proj.lora_A.weight").unwrap();
-        assert_eq!((p.key, p.tower, p.factor, p.style), (ModuleKey { block: 3, module: TargetModule::Value }, None, 'A', NameStyle::Vit5));
+        assert_eq!(
+            (p.key, p.tower, p.factor, p.style),
+            (ModuleKey { block: 3, module: TargetModule::Value }, None, 'A', NameStyle::Vit5)
+        );
         let p = parse_key("base_model.model.encoder.layer.11.attention.attention.query.lora_B.weight").unwrap();
-        assert_eq!((p.key, p.factor, p.style), (ModuleKey { block: 11, module: TargetModule::Query }, 'B', NameStyle::Vit4));
+        assert_eq!(
+            (p.key, p.factor, p.style),
+            (ModuleKey { block: 11, module: TargetModule::Query }, 'B', NameStyle::Vit4)
+        );
         assert_eq!(p.module_name, "encoder.layer.11.attention.attention.query");
         let p = parse_key("base_model.model.encoder.layer.1.attention.self.key.lora_A.weight").unwrap();
         assert_eq!((p.key.module, p.style), (TargetModule::Key, NameStyle::Bert));

@@ -406,7 +406,8 @@ mod tests {
         assert!(Targets::read(&json!({"target_modules": ["dense"]}), Family::Bert, p()).is_ok());
         assert!(Targets::read(&json!({"target_modules": ["q_proj"]}), Family::Bert, p()).is_err());
         // layers_to_transform and layers_pattern.
-        let cfg = json!({"target_modules": ["query", "value"], "layers_to_transform": [0, 1], "layers_pattern": "layer"});
+        let cfg =
+            json!({"target_modules": ["query", "value"], "layers_to_transform": [0, 1], "layers_pattern": "layer"});
         let t = Targets::read(&cfg, Family::Bert, p()).unwrap();
         assert!(t.check(&module(q, NameStyle::Bert, 0), p()).is_ok());
         let err = t.check(&module(v, NameStyle::Bert, 2), p()).unwrap_err().to_string();

@@ -124,10 +124,9 @@ impl LabelKind {
                 "{}: line {line} has a null label; give every example a label (or remove the line)",
                 path.display()
             ),
-            other => bail!(
-                "{}: line {line} has the label {other}; a label must be a string or a number",
-                path.display()
-            ),
+            other => {
+                bail!("{}: line {line} has the label {other}; a label must be a string or a number", path.display())
+            }
         })
     }
 
@@ -330,8 +329,7 @@ fn encode_with(tk: &tokenizers::Tokenizer, texts: &[&str], max_length: usize, pa
     let long = PREFIX_BYTES_PER_TOKEN.saturating_mul(max_length.max(64));
     let (short, long_idx): (Vec<usize>, Vec<usize>) = (0..texts.len()).partition(|&i| texts[i].len() <= long);
     let batch: Vec<&str> = short.iter().map(|&i| texts[i]).collect();
-    let encodings =
-        tk.encode_batch(batch, true).map_err(|e| anyhow!("tokenizing with {}: {e}", path.display()))?;
+    let encodings = tk.encode_batch(batch, true).map_err(|e| anyhow!("tokenizing with {}: {e}", path.display()))?;
     let mut out = vec![Vec::new(); texts.len()];
     for (&i, e) in short.iter().zip(&encodings) {
         out[i] = e.get_ids().to_vec();

@@ -118,8 +118,13 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     use std::os::raw::{c_char, c_int, c_uint};
     use std::os::unix::ffi::OsStrExt;
     extern "C" {
-        fn renameat2(olddirfd: c_int, oldpath: *const c_char, newdirfd: c_int, newpath: *const c_char, flags: c_uint)
-            -> c_int;
+        fn renameat2(
+            olddirfd: c_int,
+            oldpath: *const c_char,
+            newdirfd: c_int,
+            newpath: *const c_char,
+            flags: c_uint,
+        ) -> c_int;
     }
     const AT_FDCWD: c_int = -100;
     const RENAME_EXCHANGE: c_uint = 2;

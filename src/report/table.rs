@@ -364,7 +364,9 @@ mod tests {
             let mut df = t.to_dataframe().unwrap();
             let err = encode_parquet(&mut df, FullDisk { room }, path).unwrap_err().to_string();
             assert!(
-                err.contains("/out/table.parquet") && err.contains("the disk is full") && !err.contains("column values"),
+                err.contains("/out/table.parquet")
+                    && err.contains("the disk is full")
+                    && !err.contains("column values"),
                 "room {room}: {err}"
             );
         }

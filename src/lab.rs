@@ -11,7 +11,7 @@ use crate::model::{Backbone, InputKind, NoBranch, Numerics};
 use crate::progress::Progress;
 use crate::report::atomic_dir::Installed;
 use crate::runs::{self, Manifest};
-use crate::train::{train_grid, TrainConfig, TrainOutput};
+use crate::train::{train_grid, Method, TrainConfig, TrainOutput};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
@@ -182,14 +182,23 @@ impl Lab {
         runs::run_dir(&self.runs_dir, &self.normalized(cfg), &key)
     }
 
-    /// `cfg` with the settings this backbone ignores set to their defaults, so they do not
-    /// change a run's cache key: the prompt template without a text tower, `max_length` on an
-    /// image backbone, and the `layer` grouping (the same as `block`) on a single-encoder one.
+    /// `cfg` with the settings this backbone and method ignore set to their defaults, so they do
+    /// not change a run's cache key: the prompt template without a text tower, `logit_scale`
+    /// with one (CLIP's head uses the checkpoint's scale), `max_length` on an image backbone,
+    /// the `layer` grouping (the same as `block`) on a single-encoder one, and `p0` and
+    /// `stage1_ratio` for LoRA and stochastic depth (constant p).
     pub fn normalized(&self, cfg: &TrainConfig) -> TrainConfig {
         let defaults = TrainConfig::default();
         let mut cfg = cfg.clone();
-        if self.backbone.logit_scale().is_none() {
-            cfg.prompt_template = defaults.prompt_template.clone();
+        match self.backbone.logit_scale() {
+            None => cfg.prompt_template = defaults.prompt_template.clone(),
+            // The prompt head takes the checkpoint's scale; `logit_scale` is the prototype head's.
+            Some(_) => cfg.logit_scale = defaults.logit_scale,
+        }
+        // Schedules without a rising phase never read p0 or stage1_ratio.
+        if matches!(cfg.method, Method::Lora | Method::StochasticDepth { .. }) {
+            cfg.p0 = defaults.p0;
+            cfg.stage1_ratio = defaults.stage1_ratio;
         }
         if matches!(self.backbone.input_kind(), InputKind::Image { .. }) {
             cfg.max_length = defaults.max_length;

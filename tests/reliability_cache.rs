@@ -194,6 +194,12 @@ fn settings_a_vit_ignores_reuse_the_run() {
     // A setting that matters still trains a new run.
     let o = run(bin().args(["--runs-dir", r, "train", "--grouping", "module"]).args(TINY));
     assert!(stdout(&o).contains("trained now"), "{}", stdout(&o));
+    // LoRA never reads p0 or stage1_ratio (p is 1 throughout); CopRA does.
+    let lora = |extra: &[&str]| run(bin().args(["--runs-dir", r, "train", "--method", "lora"]).args(TINY).args(extra));
+    assert!(stdout(&lora(&[])).contains("trained now"));
+    assert!(stdout(&lora(&["--p0", "0.3"])).contains("from cache"), "p0 changed a LoRA run's key");
+    let o = run(bin().args(["--runs-dir", r, "train", "--p0", "0.3"]).args(TINY));
+    assert!(stdout(&o).contains("trained now"), "{}", stdout(&o));
     let _ = std::fs::remove_dir_all(root);
 }
 
@@ -388,8 +394,36 @@ fn pretrain_and_prune_are_bounded_before_any_work() {
         .arg(root.join("shap"))
         .args(TINY));
     assert_one_line_error(&o, "--budget 1");
+    // A product of flags that wrapped around (usize) to a tiny estimate passed the guard and ran
+    // 4.6e15 rounds; bench and shapley-bench had no guard.
+    let o = run_for(
+        bin()
+            .args(["--runs-dir", r.to_str().unwrap(), "federated", "--rounds", "4611686018427388", "--out"])
+            .arg(root.join("fed")),
+        60,
+    );
+    assert_one_line_error(&o, "--yes");
+    let o =
+        run_for(bin().args(["--runs-dir", r.to_str().unwrap(), "bench", "train", "--bench-steps", "100000000"]), 60);
+    assert_one_line_error(&o, "--bench-steps");
+    let o = run_for(bin().args(["shapley-bench", "--table", "none.parquet", "--seeds", "1000000000"]), 60);
+    assert_one_line_error(&o, "--yes");
     assert!(files_named(&root, "manifest.json").is_empty(), "work started before the checks");
     let _ = std::fs::remove_dir_all(root);
+}
+
+/// Runs a command, killing it (and failing) after `seconds`.
+fn run_for(cmd: &mut Command, seconds: u64) -> std::process::Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed().as_secs() > seconds {
+            child.kill().unwrap();
+            panic!("{cmd:?} still ran after {seconds} s: the guard did not stop it");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// Item 11: a path of the wrong kind is named as such, not as missing; `tasks --preview`
@@ -412,6 +446,13 @@ fn paths_of_the_wrong_kind_are_named_as_such() {
     assert_one_line_error(&o, "is a folder, not a file");
     let o = run(bin().args(["tasks", "--task", "lighting", "--preview", f]));
     assert_one_line_error(&o, f);
+    // A backbone folder whose model.safetensors is a folder.
+    let bb = root.join("bert");
+    copy_dir(Path::new(&tiny_bert()), &bb);
+    std::fs::remove_file(bb.join("model.safetensors")).unwrap();
+    std::fs::create_dir_all(bb.join("model.safetensors")).unwrap();
+    let o = train(&["--backbone", bb.to_str().unwrap(), "eval"]);
+    assert_one_line_error(&o, "is a folder, not a file");
     let _ = std::fs::remove_dir_all(root);
 }
 

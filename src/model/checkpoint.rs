@@ -62,12 +62,12 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<Backbone> {
         );
     }
     let weights = dir.join("model.safetensors");
-    if !weights.is_file() {
-        bail!(
-            "{} is missing: the backbone folder needs model.safetensors (save_pretrained writes it)",
-            weights.display()
-        );
-    }
+    crate::util::check_path_kind(
+        &weights,
+        crate::util::PathKind::File,
+        "backbone weights",
+        "the backbone folder needs model.safetensors (save_pretrained writes it)",
+    )?;
     let tensors = candle_core::safetensors::load(&weights, device).map_err(|e| {
         anyhow!(
             "{} is not a valid safetensors file ({e}): it may be truncated or corrupt; re-export it",

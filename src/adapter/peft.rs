@@ -358,9 +358,18 @@ pub fn load_as(dir: &Path, layout: PeftLayout) -> Result<Adapter> {
     let rank =
         cfg.get("r").and_then(|v| v.as_u64()).ok_or_else(|| anyhow!("{}: missing integer 'r'", cfg_path.display()))?
             as usize;
-    let alpha = cfg.get("lora_alpha").and_then(|v| v.as_f64()).unwrap_or(8.0);
-    let rslora = cfg.get("use_rslora").and_then(|v| v.as_bool()).unwrap_or(false);
-    let dropout = cfg.get("lora_dropout").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    // PEFT's defaults when a key is absent; a value of the wrong type is an error, not a default.
+    let setting = |key: &str, read: fn(&serde_json::Value) -> Option<f64>, default: f64| -> Result<f64> {
+        match cfg.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(default),
+            Some(v) => {
+                read(v).ok_or_else(|| anyhow!("{}: {key} is {v}, which is not a valid value", cfg_path.display()))
+            }
+        }
+    };
+    let alpha = setting("lora_alpha", |v| v.as_f64().filter(|a| a.is_finite()), 8.0)?;
+    let rslora = setting("use_rslora", |v| v.as_bool().map(f64::from), 0.0)? == 1.0;
+    let dropout = setting("lora_dropout", |v| v.as_f64().filter(|d| (0.0..1.0).contains(d)), 0.0)?;
     if cfg.get("alpha_pattern").and_then(|v| v.as_object()).is_some_and(|m| !m.is_empty()) {
         bail!("{}: alpha_pattern is not supported; fold per-module alphas into the B factors", cfg_path.display());
     }
@@ -561,6 +570,8 @@ mod tests {
             ("\"layers_pattern\": \"layers\"", "\"layers_pattern\": \"blocks\"", "layers_pattern"),
             ("\"q_proj\",", "\"q_proj\", \"patch_embeddings\",", "'patch_embeddings'"),
             ("\"q_proj\",", "", "target_modules does not select"),
+            ("\"lora_alpha\": 1.0", "\"lora_alpha\": \"16\"", "lora_alpha is \"16\""),
+            ("\"use_rslora\": true", "\"use_rslora\": \"yes\"", "use_rslora"),
         ] {
             let err = edit(from, to).unwrap_err();
             assert!(err.contains(needle) && err.lines().count() == 1, "{from} -> {to}: {err}");

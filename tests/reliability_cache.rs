@@ -446,6 +446,14 @@ fn paths_of_the_wrong_kind_are_named_as_such() {
     assert_one_line_error(&o, "is a folder, not a file");
     let o = run(bin().args(["tasks", "--task", "lighting", "--preview", f]));
     assert_one_line_error(&o, f);
+    // A broken symbolic link as the runs directory.
+    #[cfg(unix)]
+    {
+        let link = root.join("runs-link");
+        std::os::unix::fs::symlink(root.join("gone"), &link).unwrap();
+        let o = run(bin().args(["--runs-dir", link.to_str().unwrap(), "train"]).args(TINY));
+        assert_one_line_error(&o, "is a broken symbolic link");
+    }
     // A backbone folder whose model.safetensors is a folder.
     let bb = root.join("bert");
     copy_dir(Path::new(&tiny_bert()), &bb);

@@ -244,6 +244,25 @@ fn adapters_are_matched_to_the_backbone_architecture() {
     edit(&edited.join(peft::CONFIG_FILE), "\"r\": 2", "\"r\": 3");
     let o = eval(&tiny_bert(), &news, &edited);
     assert_one_line_error(&o, "'base_model.model.encoder.layer.0.attention.self.query.lora_A.weight' has rank 2");
+    // Run folders copra-lab wrote evaluate on their own backbone: a one-tower CLIP run (its
+    // target_modules is a regular expression) and a BERT run of the MLP output without the
+    // attention output (also a regular expression).
+    let runs = root.join("runs");
+    for (backbone, task, targets) in [(tiny_clip(), shapes.as_str(), "q,v,fc1"), (tiny_bert(), news.as_str(), "q,fc2")]
+    {
+        let mut extra = vec!["--targets", targets, "--method", "lora"];
+        if backbone == tiny_clip() {
+            extra.extend(["--encoder", "vision"]);
+        }
+        let o = run(bin()
+            .args(["--backbone", &backbone, "--runs-dir", runs.to_str().unwrap(), "train", "--task", task])
+            .args(&extra)
+            .args(SMALL));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let dir = stdout(&o).lines().find_map(|l| l.trim().strip_prefix("run: ").map(PathBuf::from)).unwrap();
+        let o = eval(&backbone, task, &dir);
+        assert!(o.status.success(), "{targets}: {}", stderr(&o));
+    }
     // A file where the adapter folder goes.
     let o = eval("builtin", "lighting", &edited.join(peft::CONFIG_FILE));
     assert_one_line_error(&o, "is a file, not an adapter folder");

@@ -231,10 +231,15 @@ impl Lab {
     ) -> Result<Vec<Run>> {
         let mut runs: Vec<Option<Run>> = Vec::with_capacity(cfgs.len());
         let mut missing = Vec::new();
+        let mut cleaned = std::collections::BTreeSet::new();
         for cfg in cfgs {
             self.check_config(cfg)?;
             let dir = self.run_dir(env, cfg);
             runs::check_run_slot(&dir)?;
+            // Temporary folders of writers that died (`kill -9`), once per folder touched.
+            if let Some(parent) = dir.parent().filter(|p| cleaned.insert(p.to_path_buf())) {
+                crate::report::atomic_dir::clean_stale_temps(parent);
+            }
             if !force && runs::is_complete_run(&dir) {
                 runs.push(Some(self.read_cached(env, cfg, &dir)?));
             } else {

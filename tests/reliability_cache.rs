@@ -140,6 +140,12 @@ fn stale_temporary_run_folders_are_cleaned_and_live_ones_kept() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stale.exists(), "a dead writer's temporary folder was left behind");
     assert!(live.exists(), "a live writer's temporary folder was removed");
+    // Also when every run is reused from the cache (nothing is written).
+    std::fs::create_dir_all(&stale).unwrap();
+    let o = run(bin().args(["--runs-dir", runs.to_str().unwrap(), "train", "--method", "lora"]).args(TINY));
+    assert!(stdout(&o).contains("from cache"), "{}", stdout(&o));
+    assert!(!stale.exists(), "a dead writer's temporary folder was left behind by a cached run");
+    assert!(live.exists());
     let _ = std::fs::remove_dir_all(root);
 }
 

@@ -9,7 +9,10 @@
 //!   `mlp.fc1`, `mlp.fc2` (copra-lab numbers the text tower's blocks after the vision tower's).
 //!
 //! Reading accepts all of these and the transformers-4 ViT names
-//! (`encoder.layer.{i}.attention.attention.query`).
+//! (`encoder.layer.{i}.attention.attention.query`), in the layout of the backbone it is read
+//! for: an adapter made for another architecture (by `auto_mapping.base_model_class`, which
+//! copra-lab also writes, or by its tensor names) and PEFT settings copra-lab does not
+//! implement are refused ([`super::peft_config`]).
 
 use super::peft_config::{self, Family, FileModule, NameStyle};
 use super::{Adapter, LoraFactors, LoraSpec, ModuleKey, Scaling, TargetModule};

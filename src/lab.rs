@@ -1,15 +1,17 @@
 //! The experiment context shared by every command: the backbone, the task
 //! environment (data, fixed head, cached frozen activations) and the run cache.
 
-use crate::adapter::{fit, Adapter};
+use crate::adapter::fit::ModuleShapes;
+use crate::adapter::{fit, Adapter, Grouping};
 use crate::data::{self, ImageSet, TaskData, TaskOptions, TaskSource};
 use crate::eval::{Evaluator, Metrics};
 use crate::model::checkpoint;
 use crate::model::head::{class_prompt, Head, PromptHead, PrototypeHead};
 use crate::model::{Backbone, InputKind, NoBranch, Numerics};
 use crate::progress::Progress;
+use crate::report::atomic_dir::Installed;
 use crate::runs::{self, Manifest};
-use crate::train::{train_grid, TrainConfig, TrainOutput};
+use crate::train::{train_grid, Method, TrainConfig, TrainOutput};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
@@ -178,7 +180,37 @@ impl Lab {
             Some(d) => format!("{}|data:{d}", self.fingerprint),
             None => self.fingerprint.clone(),
         };
-        runs::run_dir(&self.runs_dir, cfg, &key)
+        runs::run_dir(&self.runs_dir, &self.normalized(cfg), &key)
+    }
+
+    /// `cfg` with the settings this backbone and method ignore set to their defaults, so they do
+    /// not change a run's cache key: the prompt template without a text tower, `logit_scale`
+    /// with one (CLIP's head uses the checkpoint's scale), `max_length` on an image backbone,
+    /// the `layer` grouping (the same as `block`) on a single-encoder one, and `p0` and
+    /// `stage1_ratio` for LoRA and stochastic depth (constant p).
+    pub fn normalized(&self, cfg: &TrainConfig) -> TrainConfig {
+        let defaults = TrainConfig::default();
+        let mut cfg = cfg.clone();
+        match self.backbone.logit_scale() {
+            None => cfg.prompt_template = defaults.prompt_template.clone(),
+            // The prompt head takes the checkpoint's scale; `logit_scale` is the prototype head's.
+            Some(_) => cfg.logit_scale = defaults.logit_scale,
+        }
+        // Schedules without a rising phase never read p0 or stage1_ratio.
+        if matches!(cfg.method, Method::Lora | Method::StochasticDepth { .. }) {
+            cfg.p0 = defaults.p0;
+            cfg.stage1_ratio = defaults.stage1_ratio;
+        }
+        if matches!(self.backbone.input_kind(), InputKind::Image { .. }) {
+            cfg.max_length = defaults.max_length;
+        }
+        let bb = &self.backbone;
+        let single_encoder = (0..ModuleShapes::num_blocks(bb))
+            .all(|b| ModuleShapes::place(bb, b).encoder == ModuleShapes::place(bb, 0).encoder);
+        if single_encoder && cfg.grouping == Grouping::Layer {
+            cfg.grouping = Grouping::Block;
+        }
+        cfg
     }
 
     /// Returns the cached run for `cfg`, or trains it and writes its artifacts.
@@ -200,13 +232,17 @@ impl Lab {
     ) -> Result<Vec<Run>> {
         let mut runs: Vec<Option<Run>> = Vec::with_capacity(cfgs.len());
         let mut missing = Vec::new();
+        let mut cleaned = std::collections::BTreeSet::new();
         for cfg in cfgs {
             self.check_config(cfg)?;
             let dir = self.run_dir(env, cfg);
-            if !force && dir.join("manifest.json").is_file() {
-                let (adapter, manifest) = runs::read_run(&dir, self.backbone.peft_layout())?;
-                self.check_adapter(&adapter, &dir)?;
-                runs.push(Some(Run { dir, adapter, manifest, reused: true }));
+            runs::check_run_slot(&dir)?;
+            // Temporary folders of writers that died (`kill -9`), once per folder touched.
+            if let Some(parent) = dir.parent().filter(|p| cleaned.insert(p.to_path_buf())) {
+                crate::report::atomic_dir::clean_stale_temps(parent);
+            }
+            if !force && runs::is_complete_run(&dir) {
+                runs.push(Some(self.read_cached(env, cfg, &dir)?));
             } else {
                 if let Some(parent) = dir.parent() {
                     crate::report::atomic::ensure_writable_dir(parent)
@@ -218,7 +254,7 @@ impl Lab {
         }
         // Chunks of one run per core, each written before the next starts.
         for missing in missing.chunks(rayon::current_num_threads().max(1)) {
-            let todo: Vec<TrainConfig> = missing.iter().map(|&i| cfgs[i].clone()).collect();
+            let todo: Vec<TrainConfig> = missing.iter().map(|&i| self.normalized(&cfgs[i])).collect();
             let label = match todo.as_slice() {
                 [cfg] => format!("train {} {} seed {}", cfg.task, cfg.method.name(), cfg.seed),
                 _ => format!("train {} runs on {}", todo.len(), todo[0].task),
@@ -234,7 +270,7 @@ impl Lab {
             bar.finish_and_clear();
             let mut first_error = None;
             for ((&i, cfg), out) in missing.iter().zip(&todo).zip(outs) {
-                match out.and_then(|out| self.write_trained(env, cfg, out)) {
+                match out.and_then(|out| self.write_trained(env, cfg, out, force)) {
                     Ok(run) => runs[i] = Some(run),
                     Err(e) => {
                         first_error.get_or_insert(e);
@@ -248,12 +284,24 @@ impl Lab {
         Ok(runs.into_iter().map(|r| r.expect("every run read or trained")).collect())
     }
 
-    /// Evaluates a trained adapter and writes its run folder.
-    fn write_trained(&self, env: &TaskEnv, cfg: &TrainConfig, out: TrainOutput) -> Result<Run> {
+    /// Reads the cached run in `dir` and checks that it is the run `cfg` asks for: its
+    /// manifest's config, backbone and data match (a folder copied or renamed under another
+    /// run's key is refused, never reused) and its adapter fits the backbone.
+    fn read_cached(&self, env: &TaskEnv, cfg: &TrainConfig, dir: &Path) -> Result<Run> {
+        let (adapter, manifest) = runs::read_run(dir, self.backbone.peft_layout())?;
+        let key = self.normalized(cfg);
+        runs::check_manifest_matches(&manifest, &key, &self.fingerprint, env.data_fingerprint.as_deref(), dir)?;
+        self.check_adapter(&adapter, dir)?;
+        Ok(Run { dir: dir.to_path_buf(), adapter, manifest, reused: true })
+    }
+
+    /// Evaluates a trained adapter and writes its run folder. When another writer installed
+    /// the same run first (concurrent commands), that run is kept and returned.
+    fn write_trained(&self, env: &TaskEnv, cfg: &TrainConfig, out: TrainOutput, force: bool) -> Result<Run> {
         let dir = self.run_dir(env, cfg);
         let deltas = out.adapter.deltas();
         let manifest = Manifest {
-            config: cfg.clone(),
+            config: self.normalized(cfg),
             backbone: self.backbone_name.clone(),
             backbone_fingerprint: self.fingerprint.clone(),
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -268,8 +316,10 @@ impl Lab {
             data_fingerprint: env.data_fingerprint.clone(),
             model_type: self.backbone.model_type().to_string(),
         };
-        runs::write_run(&dir, &out.adapter, &out.log, &manifest, self.backbone.peft_layout())?;
-        Ok(Run { dir, adapter: out.adapter, manifest, reused: false })
+        match runs::write_run(&dir, &out.adapter, &out.log, &manifest, self.backbone.peft_layout(), force)? {
+            Installed::New => Ok(Run { dir, adapter: out.adapter, manifest, reused: false }),
+            Installed::KeptExisting => self.read_cached(env, cfg, &dir),
+        }
     }
 }
 

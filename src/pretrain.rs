@@ -47,6 +47,39 @@ impl Default for PretrainConfig {
     }
 }
 
+/// What a pretraining run will cost, estimated from its config before any work.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PretrainCost {
+    /// Trainable parameters of the backbone.
+    pub parameters: f64,
+    /// Peak memory in bytes: weights, gradients and two AdamW moments per parameter, plus
+    /// one step's images and activations.
+    pub memory_bytes: f64,
+    /// Work: parameters × tokens × images seen (multiply-adds, up to a constant).
+    pub work: f64,
+}
+
+impl PretrainConfig {
+    /// The cost of pretraining with this config (in floating point: never overflows).
+    pub fn cost(&self) -> PretrainCost {
+        let m = &self.model;
+        let (h, i, layers) = (m.hidden_size as f64, m.intermediate_size as f64, m.num_hidden_layers as f64);
+        let patch = m.patch_size.max(1) as f64;
+        let tokens = (m.image_size as f64 / patch).powi(2) + 1.0;
+        let channels = m.num_channels as f64;
+        let per_block = 4.0 * h * h + 2.0 * h * i + 9.0 * h + i;
+        let parameters = layers * per_block + channels * patch * patch * h + (tokens + 3.0) * h;
+        let batch = self.batch_size as f64;
+        // Saved activations per block: ~ a dozen [tokens, h] tensors plus the attention scores.
+        let heads = m.num_attention_heads.max(1) as f64;
+        let activations = batch * layers * (12.0 * tokens * h + 2.0 * heads * tokens * tokens + 2.0 * tokens * i);
+        let images = batch * channels * (m.image_size as f64).powi(2);
+        let memory_bytes = 4.0 * (4.0 * parameters + activations + images);
+        let work = parameters * tokens * batch * self.steps as f64;
+        PretrainCost { parameters, memory_bytes, work }
+    }
+}
+
 /// Summary of a pretraining run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PretrainReport {

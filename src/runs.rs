@@ -6,6 +6,7 @@
 use crate::adapter::{peft, Adapter};
 use crate::eval::Metrics;
 use crate::report::atomic::write_atomic;
+use crate::report::atomic_dir::{self, Installed};
 use crate::report::table::Table;
 use crate::train::{StepRecord, TrainConfig};
 use anyhow::{anyhow, bail, Context, Result};
@@ -99,6 +100,67 @@ pub fn run_dir(root: &Path, config: &TrainConfig, backbone_fingerprint: &str) ->
     ))
 }
 
+/// Errors, before any training, when the run folder `dir` cannot hold a run: it is a file
+/// or a broken symbolic link (writing the trained run there would fail only afterwards).
+pub fn check_run_slot(dir: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(dir) else { return Ok(()) };
+    if meta.file_type().is_symlink() && !dir.exists() {
+        bail!(
+            "run folder {} is a broken symbolic link (to {}); remove the link or restore its target",
+            dir.display(),
+            std::fs::read_link(dir).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into())
+        );
+    }
+    if !dir.is_dir() {
+        bail!("run folder {} is a file, not a folder; remove it to train the run", dir.display());
+    }
+    Ok(())
+}
+
+/// Errors when the run read from `dir` is not the run its folder name stands for: its
+/// manifest's config, backbone fingerprint, data fingerprint or run format differ from the
+/// requested ones (the folder was copied, renamed or edited). Names the first difference.
+pub fn check_manifest_matches(
+    manifest: &Manifest,
+    config: &TrainConfig,
+    backbone_fingerprint: &str,
+    data_fingerprint: Option<&str>,
+    dir: &Path,
+) -> Result<()> {
+    let advice = "the folder was copied, renamed or edited; delete it to retrain";
+    if manifest.run_format != RUN_FORMAT {
+        bail!(
+            "{} has run format {} but this copra-lab writes {RUN_FORMAT}; {advice}",
+            dir.display(),
+            manifest.run_format
+        );
+    }
+    if manifest.backbone_fingerprint != backbone_fingerprint {
+        bail!(
+            "{} was trained on another backbone (fingerprint {}); {advice}",
+            dir.display(),
+            manifest.backbone_fingerprint
+        );
+    }
+    if manifest.data_fingerprint.as_deref() != data_fingerprint {
+        bail!("{} was trained on other task data; {advice}", dir.display());
+    }
+    let (found, wanted) = (serde_json::to_value(&manifest.config)?, serde_json::to_value(config)?);
+    if found != wanted {
+        let field =
+            |v: &serde_json::Value, k: &str| v.get(k).map(|x| x.to_string()).unwrap_or_else(|| "default".into());
+        let keys: std::collections::BTreeSet<&String> =
+            found.as_object().into_iter().chain(wanted.as_object()).flat_map(|o| o.keys()).collect();
+        let diff = keys
+            .into_iter()
+            .find(|k| found.get(k.as_str()) != wanted.get(k.as_str()))
+            .map(|k| format!("{k} is {} in its manifest, {} requested", field(&found, k), field(&wanted, k)))
+            .unwrap_or_else(|| "its config differs".into());
+        bail!("{} holds another run ({diff}); {advice}", dir.display());
+    }
+    Ok(())
+}
+
 /// The training log as a table: step, loss, lr, p, n_active, start_block, mask (active group ids).
 pub fn log_table(log: &[StepRecord]) -> Table {
     let mut t = Table::new();
@@ -116,35 +178,36 @@ pub fn log_table(log: &[StepRecord]) -> Table {
 /// crash never leaves a half-written run that the cache would trust. A failed write removes
 /// the temporary directory; a manifest with a non-finite number is refused before writing.
 /// The adapter is written under `layout`'s PEFT names (the backbone's [`peft::PeftLayout`]).
+///
+/// Concurrent writers of one run all succeed: when `dir` already holds a complete run, the
+/// first writer's run is kept ([`Installed::KeptExisting`]: read it back with [`read_run`])
+/// unless `replace`, in which case the two are exchanged atomically (readers never see a
+/// missing or partial run). Stale temporary folders of writers that died (`kill -9`) are
+/// removed from the parent folder first.
 pub fn write_run(
     dir: &Path,
     adapter: &Adapter,
     log: &[StepRecord],
     manifest: &Manifest,
     layout: peft::PeftLayout,
-) -> Result<()> {
+    replace: bool,
+) -> Result<Installed> {
     manifest.check_finite()?;
     let parent = dir.parent().ok_or_else(|| anyhow!("run directory {} has no parent", dir.display()))?;
     std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = parent.join(format!(
-        ".tmp-{}-{}",
-        dir.file_name().and_then(|s| s.to_str()).unwrap_or("run"),
-        std::process::id()
-    ));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove stale {}", tmp.display()))?;
-    }
-    let result = fill_run_dir(&tmp, adapter, log, manifest, layout).and_then(|()| {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
-        }
-        std::fs::rename(&tmp, dir).with_context(|| format!("cannot move run into {}", dir.display()))
-    });
-    if result.is_err() {
+    atomic_dir::clean_stale_temps(parent);
+    let tmp = atomic_dir::temp_sibling(dir)?;
+    if let Err(e) = fill_run_dir(&tmp, adapter, log, manifest, layout) {
         // Best effort: the original error is what the caller needs to see.
         let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
     }
-    result
+    atomic_dir::install_dir(&tmp, dir, replace, is_complete_run)
+}
+
+/// True when `dir` holds a finished run (its manifest is written last).
+pub fn is_complete_run(dir: &Path) -> bool {
+    dir.join("manifest.json").is_file()
 }
 
 /// Writes the run's files into the (temporary) directory `tmp`.
@@ -215,6 +278,39 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_writers_of_one_run_all_succeed_and_leave_one_complete_run() {
+        // Issue 25: replacing removed the old folder and renamed the new one in, and threads of
+        // one process shared one temporary name, so concurrent writers failed.
+        let root = std::env::temp_dir().join(format!("copra-runs-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("task").join("lora").join("seed1-abc");
+        let adapter = Adapter { spec: LoraSpec::default(), modules: Default::default() };
+        for replace in [false, true] {
+            let barrier = std::sync::Barrier::new(12);
+            let outcomes: Vec<Installed> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..12)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            write_run(&dir, &adapter, &[], &manifest(0.3), peft::PeftLayout::Vit, replace).unwrap()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let new = outcomes.iter().filter(|o| **o == Installed::New).count();
+            // The first round starts without a run: exactly one writer installs it.
+            assert_eq!(new, if replace { 12 } else { 1 }, "{outcomes:?}");
+            assert!(is_complete_run(&dir));
+            assert_eq!(tmp_entries(dir.parent().unwrap()), Vec::<String>::new());
+        }
+        let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+        let m: Manifest = serde_json::from_str(&text).unwrap();
+        assert_eq!(m.test.loss, 0.3);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn failed_or_non_finite_writes_leave_nothing_behind() {
         let root = std::env::temp_dir().join(format!("copra-runs-write-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -222,13 +318,15 @@ mod tests {
         let adapter = Adapter { spec: LoraSpec::default(), modules: Default::default() };
         // A NaN in the manifest is refused before anything is written.
         let dir = root.join("run-nan");
-        let err = write_run(&dir, &adapter, &[], &manifest(f64::NAN), peft::PeftLayout::Vit).unwrap_err().to_string();
+        let err =
+            write_run(&dir, &adapter, &[], &manifest(f64::NAN), peft::PeftLayout::Vit, false).unwrap_err().to_string();
         assert!(err.contains("test loss is NaN") && err.contains("lower the learning rate"), "{err}");
         assert!(!dir.exists());
         // A file where the run directory goes: the write fails and its temporary folder is removed.
         let blocked = root.join("run-blocked");
         std::fs::write(&blocked, b"x").unwrap();
-        let err = write_run(&blocked, &adapter, &[], &manifest(0.3), peft::PeftLayout::Vit).unwrap_err().to_string();
+        let err =
+            write_run(&blocked, &adapter, &[], &manifest(0.3), peft::PeftLayout::Vit, false).unwrap_err().to_string();
         assert!(err.contains("run-blocked"), "{err}");
         assert!(tmp_entries(&root).is_empty(), "{:?}", tmp_entries(&root));
         std::fs::remove_dir_all(&root).unwrap();

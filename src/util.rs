@@ -55,9 +55,64 @@ pub fn rng_for(seed: u64, purpose: &str) -> Rng {
     Rng::seed_from_u64(h.finish())
 }
 
+/// The kind of file-system entry a path must name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    /// A regular file (or a link to one).
+    File,
+    /// A folder (or a link to one).
+    Folder,
+}
+
+/// Errors unless `path` names an entry of kind `want`, saying what is there instead: nothing,
+/// a file where a folder is needed (or the other way round), a broken symbolic link, or an
+/// entry that cannot be read. `what` names the path's role (`image folder`), `hint` the fix.
+pub fn check_path_kind(path: &std::path::Path, want: PathKind, what: &str, hint: &str) -> anyhow::Result<()> {
+    let shown = path.display();
+    let link = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!("{what} {shown} does not exist; {hint}"),
+        Err(e) => anyhow::bail!("cannot access {what} {shown}: {e}; check its permissions"),
+        Ok(m) => m,
+    };
+    let meta = match std::fs::metadata(path) {
+        Err(_) if link.file_type().is_symlink() => {
+            anyhow::bail!("{what} {shown} is a broken symbolic link; {hint}")
+        }
+        Err(e) => anyhow::bail!("cannot access {what} {shown}: {e}; check its permissions"),
+        Ok(m) => m,
+    };
+    match (want, meta.is_dir(), meta.is_file()) {
+        (PathKind::Folder, true, _) | (PathKind::File, _, true) => Ok(()),
+        (PathKind::Folder, _, true) => anyhow::bail!("{what} {shown} is a file, not a folder; {hint}"),
+        (PathKind::File, true, _) => anyhow::bail!("{what} {shown} is a folder, not a file; {hint}"),
+        _ => anyhow::bail!("{what} {shown} is neither a file nor a folder; {hint}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrong_kinds_of_path_are_named_not_called_missing() {
+        let root = std::env::temp_dir().join(format!("copra-path-kind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let file = root.join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let err = |p: &std::path::Path, k| check_path_kind(p, k, "thing", "fix it").unwrap_err().to_string();
+        assert!(err(&root.join("none"), PathKind::File).contains("does not exist; fix it"));
+        assert!(err(&file, PathKind::Folder).contains("is a file, not a folder"));
+        assert!(err(&root, PathKind::File).contains("is a folder, not a file"));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.join("gone"), root.join("link")).unwrap();
+            assert!(err(&root.join("link"), PathKind::Folder).contains("broken symbolic link"));
+        }
+        assert!(check_path_kind(&file, PathKind::File, "thing", "").is_ok());
+        assert!(check_path_kind(&root, PathKind::Folder, "thing", "").is_ok());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn fnv_matches_reference_vectors() {

@@ -136,7 +136,7 @@ fn adapters_that_do_not_fit_the_backbone_are_refused() {
     // A factor of the wrong width.
     let d = root.join("shape");
     peft::save(&adapter_on(0, TargetModule::Fc1, 2, 32, 32), &d, "builtin").unwrap();
-    assert_one_line_error(&eval(&d), "module 0.fc1");
+    assert_one_line_error(&eval(&d), "layers.0.mlp.fc1.lora_A.weight");
     // adapter_config.json's r disagrees with the tensors (PEFT refuses this too).
     let d = root.join("rank");
     peft::save(&adapter_on(0, TargetModule::Value, 2, 32, 32), &d, "builtin").unwrap();

@@ -3,7 +3,7 @@
 //! `1 ≤ r ≤ min(in, out)`). Checked before any delta reaches the model, so an adapter
 //! made for another backbone is a one-line error naming the tensor, never a panic.
 
-use super::peft::peft_key;
+use super::peft::PeftLayout;
 use super::{Adapter, BlockPlace, TargetModule};
 use anyhow::{bail, Result};
 
@@ -16,6 +16,10 @@ pub trait ModuleShapes {
     /// Which encoder block `block` belongs to, and its index there.
     fn place(&self, block: usize) -> BlockPlace {
         BlockPlace::single(block)
+    }
+    /// How adapter files name this backbone's modules (errors quote tensor keys in it).
+    fn key_layout(&self) -> PeftLayout {
+        PeftLayout::Vit
     }
 }
 
@@ -33,11 +37,12 @@ pub fn max_rank(shapes: &dyn ModuleShapes, module: TargetModule) -> usize {
 /// Errors, naming the first offending tensor and `origin`, when `adapter` does not fit `shapes`.
 pub fn check_fits(adapter: &Adapter, shapes: &dyn ModuleShapes, origin: &str) -> Result<()> {
     let blocks = shapes.num_blocks();
+    let layout = shapes.key_layout();
     for (key, f) in &adapter.modules {
         if key.block >= blocks {
             bail!(
                 "{origin}: tensor '{}' is for block {} but the backbone has {blocks} blocks (0 to {}); use the adapter with the backbone it was trained on",
-                peft_key(key, "A"),
+                layout.key(key, "A"),
                 key.block,
                 blocks.saturating_sub(1)
             );
@@ -46,17 +51,18 @@ pub fn check_fits(adapter: &Adapter, shapes: &dyn ModuleShapes, origin: &str) ->
         let r = f.rank();
         if f.a.cols != inp || f.b.rows != out || f.b.cols != r {
             bail!(
-                "{origin}: module {key} has lora_A {:?} and lora_B {:?} but the backbone's {} layer needs [r, {inp}] and [{out}, r]; use the adapter with the backbone it was trained on",
+                "{origin}: tensors '{}' {:?} and lora_B {:?} do not fit: the backbone's {} layer needs [r, {inp}] and [{out}, r]; use the adapter with the backbone it was trained on",
+                layout.key(key, "A"),
                 f.a.shape(),
                 f.b.shape(),
-                key.module.peft_path()
+                layout.module_path(key.module)
             );
         }
         let limit = out.min(inp);
         if r == 0 || r > limit {
             bail!(
                 "{origin}: tensor '{}' has rank {r}; a {out}x{inp} layer allows rank 1 to {limit}",
-                peft_key(key, "A")
+                layout.key(key, "A")
             );
         }
     }
@@ -107,7 +113,7 @@ mod tests {
         let err = check_fits(&one(15, TargetModule::Query, 2, 4, 4), &Tiny, "ad").unwrap_err().to_string();
         assert!(err.contains("layers.15.attention.q_proj.lora_A") && err.contains("2 blocks"), "{err}");
         let err = check_fits(&one(0, TargetModule::Fc1, 2, 4, 4), &Tiny, "ad").unwrap_err().to_string();
-        assert!(err.contains("0.fc1") && err.contains("[8, r]"), "{err}");
+        assert!(err.contains("layers.0.mlp.fc1.lora_A") && err.contains("[8, r]"), "{err}");
         let err = check_fits(&one(0, TargetModule::Value, 5, 4, 4), &Tiny, "ad").unwrap_err().to_string();
         assert!(err.contains("rank 5") && err.contains("1 to 4"), "{err}");
         assert_eq!(max_rank(&Tiny, TargetModule::Fc1), 4);

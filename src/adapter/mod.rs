@@ -4,7 +4,9 @@
 //! this module depends on the tensor backend.
 
 pub mod fit;
+pub mod pattern;
 pub mod peft;
+pub mod peft_config;
 
 pub use peft::PeftLayout;
 

@@ -9,8 +9,12 @@
 //!   `mlp.fc1`, `mlp.fc2` (copra-lab numbers the text tower's blocks after the vision tower's).
 //!
 //! Reading accepts all of these and the transformers-4 ViT names
-//! (`encoder.layer.{i}.attention.attention.query`).
+//! (`encoder.layer.{i}.attention.attention.query`), in the layout of the backbone it is read
+//! for: an adapter made for another architecture (by `auto_mapping.base_model_class`, which
+//! copra-lab also writes, or by its tensor names) and PEFT settings copra-lab does not
+//! implement are refused ([`super::peft_config`]).
 
+use super::peft_config::{self, Family, FileModule, NameStyle};
 use super::{Adapter, LoraFactors, LoraSpec, ModuleKey, Scaling, TargetModule};
 use crate::linalg::Matrix;
 use crate::report::atomic::write_atomic;
@@ -128,44 +132,74 @@ pub fn peft_key(key: &ModuleKey, factor: &str) -> String {
     PeftLayout::Vit.key(key, factor)
 }
 
-/// A LoRA factor's name taken apart: the module (block index inside its tower), the CLIP
-/// tower it sits in (`None` for ViT and BERT names) and the factor (`'A'` or `'B'`).
-fn parse_key(name: &str) -> Option<(ModuleKey, Option<usize>, char)> {
+/// A LoRA factor's name taken apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ParsedKey {
+    /// The module, with its block index inside its tower.
+    key: ModuleKey,
+    /// The CLIP tower it sits in (`None` for ViT and BERT names).
+    tower: Option<usize>,
+    /// `'A'` or `'B'`.
+    factor: char,
+    /// How the module is named.
+    style: NameStyle,
+    /// The module's full name in the base model, as the file writes it.
+    module_name: String,
+}
+
+/// Takes a LoRA factor's name apart; `None` when it is not a factor of a module copra-lab adapts.
+fn parse_key(name: &str) -> Option<ParsedKey> {
     let rest = name.strip_prefix("base_model.model.")?;
     let (body, factor) = if let Some(b) = rest.strip_suffix(".lora_A.weight") {
         (b, 'A')
     } else {
         (rest.strip_suffix(".lora_B.weight")?, 'B')
     };
+    let parsed = |block: usize, module, tower, style| ParsedKey {
+        key: ModuleKey { block, module },
+        tower,
+        factor,
+        style,
+        module_name: body.to_string(),
+    };
     for (t, tower) in CLIP_TOWERS.iter().enumerate() {
         if let Some(b) = body.strip_prefix(tower).and_then(|b| b.strip_prefix(".encoder.layers.")) {
             let (idx, path) = b.split_once('.')?;
             let module = TargetModule::ALL.into_iter().find(|m| m.clip_path() == path)?;
-            return Some((ModuleKey { block: idx.parse().ok()?, module }, Some(t), factor));
+            return Some(parsed(idx.parse().ok()?, module, Some(t), NameStyle::Clip));
         }
     }
-    // transformers 5: layers.{i}.attention.q_proj ; transformers 4: (vit.)encoder.layer.{i}.attention.attention.query
-    let body = body.strip_prefix("vit.").unwrap_or(body);
-    let (idx_and_path, new_style) = if let Some(b) = body.strip_prefix("layers.") {
-        (b, true)
-    } else {
-        (body.strip_prefix("encoder.layer.")?, false)
-    };
-    let (idx, path) = idx_and_path.split_once('.')?;
+    // transformers 5: layers.{i}.attention.q_proj ; transformers 4: (vit.)encoder.layer.{i}.attention.attention.query ;
+    // BERT: (bert.)encoder.layer.{i}.attention.self.query
+    let body_tail = body.strip_prefix("vit.").or_else(|| body.strip_prefix("bert.")).unwrap_or(body);
+    if let Some(b) = body_tail.strip_prefix("layers.") {
+        let (idx, path) = b.split_once('.')?;
+        let module = TargetModule::ALL.into_iter().find(|m| m.peft_path() == path)?;
+        return Some(parsed(idx.parse().ok()?, module, None, NameStyle::Vit5));
+    }
+    let (idx, path) = body_tail.strip_prefix("encoder.layer.")?.split_once('.')?;
     let block: usize = idx.parse().ok()?;
-    let module = TargetModule::ALL.into_iter().find(|m| {
-        if new_style {
-            m.peft_path() == path
-        } else {
-            m.hf_prefix() == path || m.bert_path() == path
-        }
-    })?;
-    Some((ModuleKey { block, module }, None, factor))
+    let (vit4, bert) = (
+        TargetModule::ALL.into_iter().find(|m| m.hf_prefix() == path),
+        TargetModule::ALL.into_iter().find(|m| m.bert_path() == path),
+    );
+    let style = match (vit4, bert) {
+        (Some(_), Some(_)) => NameStyle::Vit4OrBert,
+        (Some(_), None) => NameStyle::Vit4,
+        (None, Some(_)) => NameStyle::Bert,
+        (None, None) => return None,
+    };
+    if (style == NameStyle::Vit4 && body.starts_with("bert.")) || (style == NameStyle::Bert && body.starts_with("vit."))
+    {
+        return None;
+    }
+    Some(parsed(block, vit4.or(bert)?, None, style))
 }
 
 /// The global key of a parsed module under `layout`, or an error naming the mismatch.
-fn place_key(key: ModuleKey, tower: Option<usize>, layout: PeftLayout, name: &str, origin: &Path) -> Result<ModuleKey> {
-    match (layout, tower) {
+fn place_key(parsed: &ParsedKey, layout: PeftLayout, name: &str, origin: &Path) -> Result<ModuleKey> {
+    let key = parsed.key;
+    match (layout, parsed.tower) {
         (PeftLayout::Clip { vision_blocks, text_blocks }, Some(t)) => {
             let (offset, depth) = if t == 0 { (0, vision_blocks) } else { (vision_blocks, text_blocks) };
             if key.block >= depth {
@@ -190,6 +224,26 @@ fn place_key(key: ModuleKey, tower: Option<usize>, layout: PeftLayout, name: &st
     }
 }
 
+/// The family of an adapter file's tensors: the one their names share, or an error when they
+/// mix families. `None` when every name is used by both ViT (transformers 4) and BERT.
+fn family_of_names(keys: &[(String, ParsedKey)], origin: &Path) -> Result<Option<(Family, String)>> {
+    let mut found: Option<(Family, &str)> = None;
+    for (name, parsed) in keys {
+        let Some(family) = parsed.style.family() else { continue };
+        match found {
+            None => found = Some((family, name)),
+            Some((f, first)) if f != family => bail!(
+                "{}: tensors '{first}' ({}) and '{name}' ({}) belong to different architectures; the file is not one adapter",
+                origin.display(),
+                f.class_name(),
+                family.class_name()
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(found.map(|(f, name)| (f, format!("tensor '{name}'"))))
+}
+
 /// The `adapter_config.json` text for `adapter` on a base model of `layout`.
 pub fn config_json(adapter: &Adapter, base_model: &str, layout: PeftLayout) -> String {
     let spec = &adapter.spec;
@@ -208,6 +262,7 @@ pub fn config_json(adapter: &Adapter, base_model: &str, layout: PeftLayout) -> S
     let regex = target_modules.is_string() || matches!(layout, PeftLayout::Clip { .. });
     let v = serde_json::json!({
         "peft_type": "LORA",
+        "auto_mapping": {"base_model_class": Family::of_layout(layout).class_name()},
         "task_type": null,
         "base_model_name_or_path": base_model,
         "r": spec.rank,
@@ -277,15 +332,24 @@ fn configured_rank(cfg: &serde_json::Value, key: &ModuleKey, layout: PeftLayout)
     })
 }
 
-/// Reads a PEFT adapter directory of a ViT or BERT base model.
+/// Reads a PEFT adapter directory of a ViT base model.
 pub fn load(dir: &Path) -> Result<Adapter> {
     load_as(dir, PeftLayout::Vit)
 }
 
-/// Reads a PEFT adapter directory for a base model of `layout` (ViT and BERT names are read
-/// under either of those layouts; `CLIPModel` names need [`PeftLayout::Clip`]).
+/// Reads a PEFT adapter directory for a base model of `layout`. The adapter must have been
+/// made for that architecture (its config's `auto_mapping.base_model_class` and its tensor
+/// names agree with `layout`), use only what copra-lab implements
+/// ([`peft_config::check_supported`]), and hold exactly the modules its config selects
+/// ([`peft_config::Targets`]); errors name the file's own tensor keys.
 pub fn load_as(dir: &Path, layout: PeftLayout) -> Result<Adapter> {
     let cfg_path = dir.join(CONFIG_FILE);
+    if dir.is_file() {
+        bail!(
+            "{} is a file, not an adapter folder; pass the folder holding {CONFIG_FILE} and {WEIGHTS_FILE}",
+            dir.display()
+        );
+    }
     let text = std::fs::read_to_string(&cfg_path).with_context(|| {
         format!("cannot read {}: pass a PEFT adapter folder (adapter_config.json + {WEIGHTS_FILE})", cfg_path.display())
     })?;
@@ -297,23 +361,70 @@ pub fn load_as(dir: &Path, layout: PeftLayout) -> Result<Adapter> {
     let rank =
         cfg.get("r").and_then(|v| v.as_u64()).ok_or_else(|| anyhow!("{}: missing integer 'r'", cfg_path.display()))?
             as usize;
-    let alpha = cfg.get("lora_alpha").and_then(|v| v.as_f64()).unwrap_or(8.0);
-    let rslora = cfg.get("use_rslora").and_then(|v| v.as_bool()).unwrap_or(false);
-    let dropout = cfg.get("lora_dropout").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    // PEFT's defaults when a key is absent; a value of the wrong type is an error, not a default.
+    let setting = |key: &str, read: fn(&serde_json::Value) -> Option<f64>, default: f64| -> Result<f64> {
+        match cfg.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(default),
+            Some(v) => {
+                read(v).ok_or_else(|| anyhow!("{}: {key} is {v}, which is not a valid value", cfg_path.display()))
+            }
+        }
+    };
+    let alpha = setting("lora_alpha", |v| v.as_f64().filter(|a| a.is_finite()), 8.0)?;
+    let rslora = setting("use_rslora", |v| v.as_bool().map(f64::from), 0.0)? == 1.0;
+    let dropout = setting("lora_dropout", |v| v.as_f64().filter(|d| (0.0..1.0).contains(d)), 0.0)?;
     if cfg.get("alpha_pattern").and_then(|v| v.as_object()).is_some_and(|m| !m.is_empty()) {
         bail!("{}: alpha_pattern is not supported; fold per-module alphas into the B factors", cfg_path.display());
     }
+    peft_config::check_supported(&cfg, &cfg_path)?;
+    let declared = peft_config::declared_family(&cfg, &cfg_path)?;
     let w_path = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&w_path).with_context(|| format!("cannot read {}", w_path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         anyhow!("{} is not a valid safetensors file ({e}): it may be truncated or corrupt", w_path.display())
     })?;
-    let mut parts: BTreeMap<ModuleKey, (Option<Matrix>, Option<Matrix>)> = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let Some((key, tower, factor)) = parse_key(&name) else {
-            bail!("{}: unexpected tensor '{name}': not a LoRA factor of a ViT, BERT or CLIP layer", w_path.display());
-        };
-        let key = place_key(key, tower, layout, &name, &w_path)?;
+    let mut names = st.names();
+    names.sort();
+    let keys: Vec<(String, ParsedKey)> = names
+        .into_iter()
+        .map(|name| match parse_key(name) {
+            Some(parsed) => Ok((name.to_string(), parsed)),
+            None => Err(anyhow!(
+                "{}: unexpected tensor '{name}': not a LoRA factor of a ViT, BERT or CLIP layer",
+                w_path.display()
+            )),
+        })
+        .collect::<Result<_>>()?;
+    // The architecture: what the config says, checked against the tensor names, then the backbone.
+    let by_names = family_of_names(&keys, &w_path)?;
+    if let (Some((declared, class)), Some((named, evidence))) = (&declared, &by_names) {
+        if declared != named {
+            bail!(
+                "{}: base_model_class is {class} but {evidence} is named like a {} module; the config and the weights do not belong together",
+                cfg_path.display(),
+                named.class_name()
+            );
+        }
+    }
+    let family = match (&declared, &by_names) {
+        (Some((f, class)), _) => {
+            peft_config::check_family(*f, &format!("base_model_class {class}"), layout, dir)?;
+            *f
+        }
+        (None, Some((f, evidence))) => {
+            peft_config::check_family(*f, evidence, layout, dir)?;
+            *f
+        }
+        (None, None) => Family::of_layout(layout),
+    };
+    let targets = peft_config::Targets::read(&cfg, family, &cfg_path)?;
+    let mut parts: BTreeMap<ModuleKey, (Option<Matrix>, Option<Matrix>, String)> = BTreeMap::new();
+    for (name, parsed) in &keys {
+        let file_module =
+            FileModule { name: &parsed.module_name, tensor: name, style: parsed.style, layer: parsed.key.block };
+        targets.check(&file_module, &cfg_path)?;
+        let key = place_key(parsed, layout, name, &w_path)?;
+        let view = st.tensor(name).map_err(|e| anyhow!("{}: tensor '{name}': {e}", w_path.display()))?;
         if view.dtype() != Dtype::F32 || view.shape().len() != 2 {
             bail!(
                 "{}: tensor '{name}' must be a 2-D float32 matrix, found {:?} {:?}",
@@ -332,20 +443,21 @@ pub fn load_as(dir: &Path, layout: PeftLayout) -> Result<Adapter> {
         }
         let m = Matrix::from_vec(view.shape()[0], view.shape()[1], data);
         let slot = parts.entry(key).or_default();
-        if factor == 'A' {
+        if parsed.factor == 'A' {
             slot.0 = Some(m);
+            slot.2 = name.clone();
         } else {
             slot.1 = Some(m);
         }
     }
     let mut modules = BTreeMap::new();
-    for (key, (a, b)) in parts {
+    for (key, (a, b, a_name)) in parts {
         let (Some(a), Some(b)) = (a, b) else {
             bail!("{}: module {key} has only one of lora_A / lora_B", w_path.display());
         };
         if b.cols != a.rows {
             bail!(
-                "{}: module {key}: lora_B is {:?} but lora_A is {:?}; ranks disagree",
+                "{}: tensor '{a_name}': lora_B is {:?} but lora_A is {:?}; ranks disagree",
                 w_path.display(),
                 b.shape(),
                 a.shape()
@@ -354,9 +466,8 @@ pub fn load_as(dir: &Path, layout: PeftLayout) -> Result<Adapter> {
         let expected = configured_rank(&cfg, &key, layout).unwrap_or(rank);
         if a.rows != expected {
             bail!(
-                "{}: tensor '{}' has rank {} but {} says r = {expected}; the config and the weights disagree, fix one of them",
+                "{}: tensor '{a_name}' has rank {} but {} says r = {expected}; the config and the weights disagree, fix one of them",
                 w_path.display(),
-                layout.key(&key, "A"),
                 a.rows,
                 cfg_path.display()
             );
@@ -397,14 +508,78 @@ mod tests {
         assert_eq!(peft_key(&k, "A"), "base_model.model.layers.3.attention.v_proj.lora_A.weight");
         let k = ModuleKey { block: 0, module: TargetModule::Fc2 };
         assert_eq!(peft_key(&k, "B"), "base_model.model.layers.0.mlp.fc2.lora_B.weight");
+        let p = parse_key("base_model.model.layers.3.attention.v_proj.lora_A.weight").unwrap();
         assert_eq!(
-            parse_key("base_model.model.layers.3.attention.v_proj.lora_A.weight"),
-            Some((ModuleKey { block: 3, module: TargetModule::Value }, None, 'A'))
+            (p.key, p.tower, p.factor, p.style),
+            (ModuleKey { block: 3, module: TargetModule::Value }, None, 'A', NameStyle::Vit5)
         );
+        let p = parse_key("base_model.model.encoder.layer.11.attention.attention.query.lora_B.weight").unwrap();
         assert_eq!(
-            parse_key("base_model.model.encoder.layer.11.attention.attention.query.lora_B.weight"),
-            Some((ModuleKey { block: 11, module: TargetModule::Query }, None, 'B'))
+            (p.key, p.factor, p.style),
+            (ModuleKey { block: 11, module: TargetModule::Query }, 'B', NameStyle::Vit4)
         );
+        assert_eq!(p.module_name, "encoder.layer.11.attention.attention.query");
+        let p = parse_key("base_model.model.encoder.layer.1.attention.self.key.lora_A.weight").unwrap();
+        assert_eq!((p.key.module, p.style), (TargetModule::Key, NameStyle::Bert));
+        let p = parse_key("base_model.model.encoder.layer.1.intermediate.dense.lora_A.weight").unwrap();
+        assert_eq!((p.key.module, p.style), (TargetModule::Fc1, NameStyle::Vit4OrBert));
+        let p = parse_key("base_model.model.text_model.encoder.layers.0.self_attn.out_proj.lora_B.weight").unwrap();
+        assert_eq!((p.key.module, p.tower, p.style), (TargetModule::Output, Some(1), NameStyle::Clip));
+    }
+
+    #[test]
+    fn adapters_of_another_architecture_are_refused_even_when_shapes_fit() {
+        // Issue 25: a BertModel adapter loaded on a ViT (and a ViT adapter on BERT) with exit 0.
+        let dir = std::env::temp_dir().join(format!("copra-peft-arch-{}", std::process::id()));
+        save_as(&sample(), &dir, "bert", PeftLayout::Bert).unwrap();
+        let err = load_as(&dir, PeftLayout::Vit).unwrap_err().to_string();
+        assert!(err.contains("made for a BertModel") && err.contains("backbone is a ViTModel"), "{err}");
+        assert!(load_as(&dir, PeftLayout::Bert).is_ok());
+        // Without base_model_class the tensor names decide.
+        let cfg = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&cfg).unwrap().replace("\"auto_mapping\"", "\"unused\"");
+        std::fs::write(&cfg, text).unwrap();
+        let err = load_as(&dir, PeftLayout::Vit).unwrap_err().to_string();
+        assert!(err.contains("made for a BertModel") && err.contains("attention.self.query"), "{err}");
+        save_as(&sample(), &dir, "vit", PeftLayout::Vit).unwrap();
+        let err = load_as(&dir, PeftLayout::Bert).unwrap_err().to_string();
+        assert!(err.contains("made for a ViTModel"), "{err}");
+        // A config that names one architecture over weights of another.
+        let text = std::fs::read_to_string(&cfg).unwrap().replace("ViTModel", "BertModel");
+        std::fs::write(&cfg, text).unwrap();
+        let err = load_as(&dir, PeftLayout::Vit).unwrap_err().to_string();
+        assert!(err.contains("do not belong together"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn config_keys_that_change_the_meaning_are_refused() {
+        let dir = std::env::temp_dir().join(format!("copra-peft-keys-{}", std::process::id()));
+        let edit = |from: &str, to: &str| {
+            save(&sample(), &dir, "builtin").unwrap();
+            let cfg = dir.join(CONFIG_FILE);
+            let text = std::fs::read_to_string(&cfg).unwrap();
+            assert!(text.contains(from), "{from} not in {text}");
+            std::fs::write(&cfg, text.replace(from, to)).unwrap();
+            load(&dir).map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert!(edit("\"use_dora\": false", "\"use_dora\": false").is_ok());
+        for (from, to, needle) in [
+            ("\"use_dora\": false", "\"use_dora\": true", "use_dora"),
+            ("\"fan_in_fan_out\": false", "\"fan_in_fan_out\": true", "fan_in_fan_out"),
+            ("\"bias\": \"none\"", "\"bias\": \"all\"", "bias"),
+            ("\"modules_to_save\": null", "\"modules_to_save\": [\"classifier\"]", "modules_to_save"),
+            ("\"layers_to_transform\": [\n    0,\n    1\n  ]", "\"layers_to_transform\": [0]", "leaves out"),
+            ("\"layers_pattern\": \"layers\"", "\"layers_pattern\": \"blocks\"", "layers_pattern"),
+            ("\"q_proj\",", "\"q_proj\", \"patch_embeddings\",", "'patch_embeddings'"),
+            ("\"q_proj\",", "", "target_modules does not select"),
+            ("\"lora_alpha\": 1.0", "\"lora_alpha\": \"16\"", "lora_alpha is \"16\""),
+            ("\"use_rslora\": true", "\"use_rslora\": \"yes\"", "use_rslora"),
+        ] {
+            let err = edit(from, to).unwrap_err();
+            assert!(err.contains(needle) && err.lines().count() == 1, "{from} -> {to}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -44,8 +44,10 @@ pub struct BenchArgs {
 
 /// Runs `bench`.
 pub fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
-    let lab = global.lab()?;
     let base = a.run.base_config()?;
+    super::common::check_cost("--bench-steps", a.bench_steps as f64, 100.0, a.run.yes)?;
+    super::common::check_cost("--coalitions", a.coalitions as f64, 64.0, a.run.yes)?;
+    let lab = global.lab()?;
     let env = lab.task_env(&base)?;
     println!("threads: {} (RAYON_NUM_THREADS), task {}", rayon::current_num_threads(), base.task);
     match a.kind {

@@ -102,7 +102,9 @@ pub fn run(global: &GlobalArgs, a: FederatedArgs) -> Result<()> {
             base.steps = DEFAULT_LOCAL_STEPS;
         }
     }
-    let client_steps = (seeds.len() * methods.len() * a.clients * a.rounds * base.steps) as f64;
+    // In floating point: a product of huge flags must not wrap around to a small number.
+    let client_steps =
+        seeds.len() as f64 * methods.len() as f64 * a.clients as f64 * a.rounds as f64 * base.steps as f64;
     let default_client_steps = (2 * 10 * DEFAULT_LOCAL_STEPS) as f64;
     super::common::check_cost(
         "--seeds × --methods × --clients × --rounds × --steps (local steps)",

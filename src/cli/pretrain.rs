@@ -1,5 +1,6 @@
 //! `copra-lab pretrain`.
 
+use super::common::check_cost;
 use super::GlobalArgs;
 use anyhow::Result;
 use copra_lab::model::checkpoint;
@@ -36,6 +37,36 @@ pub struct PretrainArgs {
     /// Patch side in pixels (must divide the image size).
     #[arg(long, default_value_t = copra_lab::model::VitConfig::tiny().patch_size)]
     pub patch_size: usize,
+    /// Run even when the requested work is far (over 20×) beyond the defaults.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// Refuses, before any work, a backbone whose memory this machine lacks (whatever `--yes`
+/// says) and work or size far beyond the default pretraining (unless `yes`).
+fn check_pretrain_cost(cfg: &PretrainConfig, yes: bool) -> Result<()> {
+    let cost = cfg.cost();
+    let default = PretrainConfig::default().cost();
+    if let Some(total) = total_memory_bytes().filter(|t| cost.memory_bytes > 0.8 * t) {
+        anyhow::bail!(
+            "pretraining {} blocks × {} wide needs about {:.1} GB of memory but this machine has {:.1} GB; lower --hidden-size, --layers, --image-size or --batch-size",
+            cfg.model.num_hidden_layers,
+            cfg.model.hidden_size,
+            cost.memory_bytes / 1e9,
+            total / 1e9
+        );
+    }
+    check_cost("--hidden-size × --layers (parameters)", cost.parameters, default.parameters, yes)?;
+    check_cost("--batch-size × --image-size (memory)", cost.memory_bytes, default.memory_bytes, yes)?;
+    check_cost("--steps × --batch-size × model size", cost.work, default.work, yes)
+}
+
+/// This machine's memory in bytes (`MemTotal` of `/proc/meminfo`), where it can be read.
+fn total_memory_bytes() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0)
 }
 
 /// Runs `pretrain`.
@@ -55,6 +86,16 @@ pub fn run(global: &GlobalArgs, a: PretrainArgs) -> Result<()> {
     cfg.model.image_size = a.image_size;
     cfg.model.patch_size = a.patch_size;
     cfg.warmup = cfg.warmup.min(cfg.steps / 4);
+    let heads = cfg.model.num_attention_heads;
+    if a.hidden_size == 0 || a.layers == 0 || !a.hidden_size.is_multiple_of(heads) {
+        anyhow::bail!(
+            "--hidden-size {} and --layers {} must be positive, and --hidden-size a multiple of the {heads} attention heads",
+            a.hidden_size,
+            a.layers
+        );
+    }
+    cfg.model.validate()?;
+    check_pretrain_cost(&cfg, a.yes)?;
     super::common::check_output_dir(&a.out)?;
     let (backbone, report) = pretrain(&cfg, &global.progress())?;
     checkpoint::save_dir(&backbone, &a.out)?;

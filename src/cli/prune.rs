@@ -1,6 +1,6 @@
 //! `copra-lab prune`.
 
-use super::common::{check_output_dir, choice, parse_methods, parse_seeds, RunArgs};
+use super::common::{check_cost, check_output_dir, choice, parse_methods, parse_seeds, RunArgs};
 use super::GlobalArgs;
 use anyhow::Result;
 use copra_lab::adapter::Grouping;
@@ -10,6 +10,11 @@ use copra_lab::analysis::prune::{analyze, PruneInput, PruneOptions, RemovalOrder
 use copra_lab::prune::magnitude::Ranking;
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// Default number of random block-removal orders.
+const DEFAULT_RANDOM_ORDERS: usize = 10;
+/// Default coalition budget of the sampled Shapley values.
+const DEFAULT_SHAPLEY_BUDGET: usize = 4096;
 
 /// Arguments of `prune`.
 #[derive(clap::Args, Debug)]
@@ -27,7 +32,7 @@ pub struct PruneArgs {
     #[arg(long, value_parser = choice::<Ranking>(), default_value = "per-module")]
     pub ranking: Ranking,
     /// Random block-removal orders (same orders for every method and seed).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = DEFAULT_RANDOM_ORDERS)]
     pub random_orders: usize,
     /// Seed of the random removal orders.
     #[arg(long, default_value_t = 0)]
@@ -37,7 +42,7 @@ pub struct PruneArgs {
     #[arg(long, default_value = "shapley,norm,leave-one-out,random")]
     pub orders: String,
     /// Coalition budget of the sampled Shapley values used with more than 20 blocks.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = DEFAULT_SHAPLEY_BUDGET)]
     pub shapley_budget: usize,
     /// Output folder for tables and figures (a sub-folder per task is created).
     #[arg(long, default_value = "out/prune")]
@@ -74,6 +79,10 @@ pub fn run(global: &GlobalArgs, a: PruneArgs) -> Result<()> {
         orders: a.orders.split(',').filter(|o| !o.trim().is_empty()).map(RemovalOrder::parse).collect::<Result<_>>()?,
     };
     opts.validate()?;
+    // Work far beyond the defaults needs --yes, estimated before any work.
+    check_cost("--random-orders", opts.random_orders as f64, DEFAULT_RANDOM_ORDERS as f64, a.run.yes)?;
+    check_cost("--sparsities", opts.sparsities.len() as f64, 10.0, a.run.yes)?;
+    check_cost("--shapley-budget", opts.shapley_budget as f64, DEFAULT_SHAPLEY_BUDGET as f64, a.run.yes)?;
     let base = a.run.base_config()?;
     let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     check_output_dir(&out_dir)?;

@@ -96,6 +96,16 @@ pub fn run(global: &GlobalArgs, a: ShapleyArgs) -> Result<()> {
             copra_lab::shapley::coalition::MAX_PLAYERS
         );
     }
+    // A budget below what an estimator needs for one sample is refused before any training.
+    if let Some(e) = estimators.iter().find(|e| e.min_budget(players) > a.budget) {
+        anyhow::bail!(
+            "--budget {} is below the {} coalitions estimator '{}' needs for one sample of {players} players; use --budget {} or more",
+            a.budget,
+            e.min_budget(players),
+            e.name(),
+            e.min_budget(players)
+        );
+    }
     let env = lab.task_env(&base)?;
     let cfgs = methods.iter().map(|m| a.run.run_config(*m, a.seed)).collect::<Result<Vec<_>>>()?;
     let trained = lab.ensure_runs(&env, &cfgs, false, &global.progress())?;

@@ -26,10 +26,29 @@ pub struct ShapleyBenchArgs {
     /// Output folder: shapley_bench.parquet, interaction tables and heatmaps.
     #[arg(long, default_value = "out/shapley-bench")]
     pub out: PathBuf,
+    /// Run even when the requested work is far (over 20×) beyond the defaults.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// Runs `shapley-bench`.
 pub fn run(a: ShapleyBenchArgs) -> Result<()> {
+    let budgets: Vec<usize> = a
+        .budgets
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().with_context(|| format!("--budgets item '{s}' is not a whole number")))
+        .collect::<Result<_>>()?;
+    if budgets.is_empty() || a.seeds == 0 {
+        bail!("--budgets and --seeds must name at least one budget and one seed");
+    }
+    let work = budgets.iter().map(|&b| b as f64).sum::<f64>() * a.seeds as f64;
+    super::common::check_cost(
+        "--budgets × --seeds (evaluations per game and estimator)",
+        work,
+        (256 + 512 + 1024 + 2048) as f64 * 10.0,
+        a.yes,
+    )?;
     let mut games = Vec::new();
     for item in a.table.split(',').filter(|s| !s.trim().is_empty()) {
         let (label, file) = match item.split_once('=') {
@@ -44,15 +63,6 @@ pub fn run(a: ShapleyBenchArgs) -> Result<()> {
         games.extend(
             read_coalition_tables(&file, &label).with_context(|| format!("reading --table {}", file.display()))?,
         );
-    }
-    let budgets: Vec<usize> = a
-        .budgets
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().with_context(|| format!("--budgets item '{s}' is not a whole number")))
-        .collect::<Result<_>>()?;
-    if budgets.is_empty() || a.seeds == 0 {
-        bail!("--budgets and --seeds must name at least one budget and one seed");
     }
     let opts = BenchOptions { estimators: Estimator::parse_list(&a.estimators)?, budgets, seeds: a.seeds };
     let (table, cells) = bench(&games, &opts)?;

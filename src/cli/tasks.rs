@@ -2,7 +2,7 @@
 
 use super::common::RunArgs;
 use super::GlobalArgs;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use copra_lab::data;
 use copra_lab::lab::Lab;
 use copra_lab::model::InputKind;
@@ -30,6 +30,9 @@ fn text_assets_dir() -> Option<PathBuf> {
 /// Runs `tasks`.
 pub fn run(global: &GlobalArgs, a: TasksArgs) -> Result<()> {
     let base = a.run.base_config()?;
+    if let Some(dir) = &a.preview {
+        copra_lab::report::atomic::ensure_writable_dir(dir).context("--preview")?;
+    }
     let lab = Lab::open(&global.backbone, &global.runs_dir)?;
     let opts = lab.task_options(&base);
     let text_backbone = matches!(lab.backbone.input_kind(), InputKind::Text { .. });
@@ -60,7 +63,6 @@ pub fn run(global: &GlobalArgs, a: TasksArgs) -> Result<()> {
             desc
         );
         if let (Some(dir), false) = (&a.preview, source.is_text()) {
-            std::fs::create_dir_all(dir)?;
             data::write_preview(&task, &dir.join(format!("{}.png", copra_lab::runs::sanitize(&name))), 8)?;
         }
     }

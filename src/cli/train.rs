@@ -66,7 +66,7 @@ pub fn eval(global: &GlobalArgs, a: EvalArgs) -> Result<()> {
     let frozen = copra_lab::lab::frozen_metrics(&env)?;
     println!("frozen backbone on {}: test accuracy {:.2}%, loss {:.4}", cfg.task, 100.0 * frozen.accuracy, frozen.loss);
     if let Some(dir) = &a.adapter {
-        let adapter = peft::load(dir)?;
+        let adapter = peft::load_as(dir, lab.backbone.peft_layout())?;
         lab.check_adapter(&adapter, dir)?;
         let deltas = adapter.deltas();
         let test = env.test.evaluate(&deltas)?;

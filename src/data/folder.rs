@@ -115,12 +115,12 @@ pub static SOURCE: super::registry::SourceKind = super::registry::SourceKind {
 /// Load an image folder as a few-shot task: `shots` random images per class for
 /// training and up to `test_size` class-balanced images from the rest for testing.
 pub fn load_folder_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
-    if !dir.is_dir() {
-        bail!(
-            "image folder {} does not exist; pass folder:/path/to/dir with one sub-folder of PNG/JPEG images per class",
-            dir.display()
-        );
-    }
+    crate::util::check_path_kind(
+        dir,
+        crate::util::PathKind::Folder,
+        "image folder",
+        "pass folder:/path/to/dir with one sub-folder of PNG/JPEG images per class",
+    )?;
     let classes = sorted_entries(dir, |p| p.is_dir())?;
     if classes.is_empty() {
         bail!(

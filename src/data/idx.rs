@@ -246,12 +246,12 @@ pub static SOURCE: super::registry::SourceKind = super::registry::SourceKind {
 /// Load an MNIST-format directory as a few-shot task: `shots` per class from the
 /// training files and `test_size` class-balanced images from the t10k files.
 pub fn load_idx_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
-    if !dir.is_dir() {
-        bail!(
-            "IDX directory {} does not exist; pass idx:/path/to/dir holding train-images-idx3-ubyte[.gz] and friends",
-            dir.display()
-        );
-    }
+    crate::util::check_path_kind(
+        dir,
+        crate::util::PathKind::Folder,
+        "IDX directory",
+        "pass idx:/path/to/dir holding train-images-idx3-ubyte[.gz] and friends",
+    )?;
     let (train_images, train_labels) = read_pair(dir, "train")?;
     let (test_images, test_labels) = read_pair(dir, "t10k")?;
     if (train_images.rows, train_images.cols) != (test_images.rows, test_images.cols) {

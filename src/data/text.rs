@@ -101,9 +101,49 @@ pub fn read_delimited(path: &Path) -> Result<Corpus> {
     Ok(corpus)
 }
 
+/// How a JSON-lines label is written: labels of one file must all be written one way, or
+/// `1`, `1.0` and `"1"` would be different classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LabelKind {
+    Text,
+    Integer,
+    Decimal,
+    Boolean,
+}
+
+impl LabelKind {
+    /// The kind of `v`, or an error for a value that cannot be a label (null, list, object).
+    fn of(v: &serde_json::Value, path: &Path, line: usize) -> Result<LabelKind> {
+        use serde_json::Value;
+        Ok(match v {
+            Value::String(_) => LabelKind::Text,
+            Value::Number(n) if n.is_i64() || n.is_u64() => LabelKind::Integer,
+            Value::Number(_) => LabelKind::Decimal,
+            Value::Bool(_) => LabelKind::Boolean,
+            Value::Null => bail!(
+                "{}: line {line} has a null label; give every example a label (or remove the line)",
+                path.display()
+            ),
+            other => {
+                bail!("{}: line {line} has the label {other}; a label must be a string or a number", path.display())
+            }
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            LabelKind::Text => "a string",
+            LabelKind::Integer => "an integer",
+            LabelKind::Decimal => "a decimal number",
+            LabelKind::Boolean => "a boolean",
+        }
+    }
+}
+
 fn read_json_lines(path: &Path) -> Result<Corpus> {
     let raw = read_text_file(path)?;
     let mut corpus = Corpus::default();
+    let mut first_kind: Option<(LabelKind, usize, String)> = None;
     for (n, line) in raw.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -117,9 +157,40 @@ fn read_json_lines(path: &Path) -> Result<Corpus> {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        push_example(&mut corpus, &as_text(&obj[keys[label]]), &as_text(&obj[keys[text]]));
+        let value = &obj[keys[label]];
+        let kind = LabelKind::of(value, path, n + 1)?;
+        match &first_kind {
+            None => first_kind = Some((kind, n + 1, value.to_string())),
+            Some((k, line, shown)) if *k != kind => bail!(
+                "{}: line {} has the label {value} ({}) but line {line} has {shown} ({}); write every label one way (all strings or all integers)",
+                path.display(),
+                n + 1,
+                kind.name(),
+                k.name()
+            ),
+            Some(_) => {}
+        }
+        push_example(&mut corpus, &as_text(value), &as_text(&obj[keys[text]]));
     }
     Ok(corpus)
+}
+
+/// Errors when two class names are one number written two ways (`1` and `1.0`, `01`): they
+/// would be two classes.
+fn check_distinct_numbers(names: &[String], path: &Path) -> Result<()> {
+    let values: Option<Vec<f64>> = names.iter().map(|n| n.parse::<f64>().ok()).collect();
+    let Some(values) = values else { return Ok(()) };
+    for (i, v) in values.iter().enumerate() {
+        if let Some(j) = values[..i].iter().position(|w| w == v) {
+            bail!(
+                "{}: the labels '{}' and '{}' are the same number written two ways, so they would be two classes; write each class one way",
+                path.display(),
+                names[j],
+                names[i]
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Adds one example; rows without a label (empty or Orange's `?`) are skipped, empty
@@ -155,12 +226,12 @@ fn label_and_text_columns(names: &[&str], path: &Path) -> Result<(usize, usize)>
 
 /// Reads `path` with the reader `format` names.
 pub fn read_corpus(path: &Path, format: TextFormat) -> Result<Corpus> {
-    if !path.is_file() {
-        bail!(
-            "text data file {} does not exist; run analyses/fetch-assets.sh or pass an existing file",
-            path.display()
-        );
-    }
+    crate::util::check_path_kind(
+        path,
+        crate::util::PathKind::File,
+        "text data file",
+        "run analyses/fetch-assets.sh or pass an existing file",
+    )?;
     let corpus = match format {
         TextFormat::Tab => read_tab(path)?,
         TextFormat::Delimited => read_delimited(path)?,
@@ -215,17 +286,64 @@ fn load_tokenizer(tokenizer: &Path, max_length: usize) -> Result<tokenizers::Tok
     Ok(tk)
 }
 
-/// The token ids of `texts` under `tk` (read from `path`).
-fn encode_with(tk: &tokenizers::Tokenizer, texts: &[&str], path: &Path) -> Result<Vec<Vec<u32>>> {
-    let encodings =
-        tk.encode_batch(texts.to_vec(), true).map_err(|e| anyhow!("tokenizing with {}: {e}", path.display()))?;
-    Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+/// Bytes of a long text tokenized at first per token the truncating tokenizer keeps.
+const PREFIX_BYTES_PER_TOKEN: usize = 64;
+
+/// The start of `text` up to (not including) the last whitespace before byte `budget`, or
+/// `None` when `text` is no longer than `budget` or has no whitespace there. Tokenizers that
+/// split words at whitespace (WordPiece, CLIP's BPE) give such a prefix the same tokens as
+/// the whole text, up to its last word.
+fn prefix_at_whitespace(text: &str, budget: usize) -> Option<&str> {
+    if text.len() <= budget {
+        return None;
+    }
+    let mut cut = budget;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text[..cut].rfind(char::is_whitespace).map(|at| &text[..at])
+}
+
+/// The token ids of one text under the truncating `tk`, without tokenizing more of a long
+/// text than the kept tokens need: a prefix ending at a whitespace is tokenized first, and
+/// used when it alone fills `max_length` (so its tokens are the whole text's first ones);
+/// otherwise a four times longer prefix is tried, up to the whole text.
+fn encode_long(tk: &tokenizers::Tokenizer, text: &str, max_length: usize, path: &Path) -> Result<Vec<u32>> {
+    let encode = |t: &str| tk.encode(t, true).map_err(|e| anyhow!("tokenizing with {}: {e}", path.display()));
+    let mut budget = PREFIX_BYTES_PER_TOKEN.saturating_mul(max_length.max(64));
+    while budget < text.len() {
+        if let Some(prefix) = prefix_at_whitespace(text, budget) {
+            let enc = encode(prefix)?;
+            if !enc.get_overflowing().is_empty() {
+                return Ok(enc.get_ids().to_vec());
+            }
+        }
+        budget = budget.saturating_mul(4);
+    }
+    Ok(encode(text)?.get_ids().to_vec())
+}
+
+/// The token ids of `texts` under `tk` (read from `path`), truncated to `max_length` tokens;
+/// texts much longer than that are cut cheaply first ([`encode_long`]).
+fn encode_with(tk: &tokenizers::Tokenizer, texts: &[&str], max_length: usize, path: &Path) -> Result<Vec<Vec<u32>>> {
+    let long = PREFIX_BYTES_PER_TOKEN.saturating_mul(max_length.max(64));
+    let (short, long_idx): (Vec<usize>, Vec<usize>) = (0..texts.len()).partition(|&i| texts[i].len() <= long);
+    let batch: Vec<&str> = short.iter().map(|&i| texts[i]).collect();
+    let encodings = tk.encode_batch(batch, true).map_err(|e| anyhow!("tokenizing with {}: {e}", path.display()))?;
+    let mut out = vec![Vec::new(); texts.len()];
+    for (&i, e) in short.iter().zip(&encodings) {
+        out[i] = e.get_ids().to_vec();
+    }
+    for i in long_idx {
+        out[i] = encode_long(tk, texts[i], max_length, path)?;
+    }
+    Ok(out)
 }
 
 /// The token ids of `texts` under `tokenizer.json` (special tokens added, truncated to
 /// `max_length`, no padding).
 pub fn encode_ids(texts: &[&str], tokenizer: &Path, max_length: usize) -> Result<Vec<Vec<u32>>> {
-    encode_with(&load_tokenizer(tokenizer, max_length)?, texts, tokenizer)
+    encode_with(&load_tokenizer(tokenizer, max_length)?, texts, max_length, tokenizer)
 }
 
 /// Tokenizes `texts` with `tokenizer.json` (special tokens added, truncated to `max_length`,
@@ -235,7 +353,7 @@ pub fn tokenize(texts: &[&str], tokenizer: &Path, max_length: usize) -> Result<(
     if let Some(pad) = tk.token_to_id("[PAD]").filter(|p| *p != 0) {
         bail!("{}: [PAD] has id {pad}; copra-lab's text encoders need padding id 0", tokenizer.display());
     }
-    let encodings = encode_with(&tk, texts, tokenizer)?;
+    let encodings = encode_with(&tk, texts, max_length, tokenizer)?;
     let width = encodings.iter().map(|e| e.len()).max().unwrap_or(1).max(1);
     let mut ids = vec![0f32; texts.len() * width];
     for (row, enc) in ids.chunks_mut(width).zip(&encodings) {
@@ -284,6 +402,7 @@ pub fn load_text_task(path: &Path, format: TextFormat, opts: &TaskOptions) -> Re
     })?;
     let train = read_corpus(path, format)?;
     let names = class_names(&train.labels);
+    check_distinct_numbers(&names, path)?;
     let train_labels = label_ids(&train.labels, &names, path)?;
     let k = names.len();
     let base = mix_seed(&[opts.seed, 0x7E47]);
@@ -433,6 +552,57 @@ mod tests {
         assert_eq!((ids.iter().map(|&v| v as u32).collect::<Vec<_>>(), width), (vec![2, 63, 87, 3], 4));
         let err = tokenize(&["x"], Path::new("/nonexistent/tokenizer.json"), 8).unwrap_err().to_string();
         assert!(err.contains("cannot read tokenizer"), "{err}");
+    }
+
+    #[test]
+    fn long_texts_are_cut_before_tokenizing_with_the_same_tokens() {
+        let tk = load_tokenizer(&tokenizer(), 128).unwrap();
+        let whole = |t: &str| tk.encode(t, true).unwrap().get_ids().to_vec();
+        let words = ["the", "cat", "chases", "mouse,", "zebras!", "éclair", "東京", "a\u{3000}b", "x\ty"];
+        let mut mixed = String::new();
+        for i in 0..40_000 {
+            mixed.push_str(words[i * 7 % words.len()]);
+            mixed.push_str(["  ", " ", "\n", "\t "][i % 4]);
+        }
+        // Mostly whitespace at the start (the first prefix has too few tokens), one long word
+        // without whitespace, a text of punctuation only, and a short text.
+        let sparse = format!("{}{}", " ".repeat(100_000), mixed);
+        let unbroken = format!("{}{}", "a".repeat(30_000), mixed);
+        let punct = "!,.".repeat(20_000);
+        for (name, text) in [("mixed", &mixed), ("sparse", &sparse), ("unbroken", &unbroken), ("punct", &punct)] {
+            assert!(text.len() > PREFIX_BYTES_PER_TOKEN * 128, "{name} must take the long path");
+            let got = encode_with(&tk, &[text.as_str(), "the cat"], 128, &tokenizer()).unwrap();
+            assert_eq!(got[0], whole(text), "{name}");
+            assert_eq!(got[0].len(), 128, "{name}");
+            assert_eq!(got[1], whole("the cat"));
+        }
+        assert_eq!(prefix_at_whitespace("ab cd ef", 6), Some("ab cd"));
+        assert_eq!(prefix_at_whitespace("abcdef", 3), None);
+        assert_eq!(prefix_at_whitespace("ab", 3), None);
+    }
+
+    #[test]
+    fn json_labels_must_be_written_one_way() {
+        let d = temp_dir("labels");
+        let j = d.join("x.jsonl");
+        for (lines, needle) in [
+            ("{\"text\": \"a\", \"label\": 1}\n{\"text\": \"b\", \"label\": 1.0}\n", "line 2 has the label 1.0"),
+            ("{\"text\": \"a\", \"label\": \"1\"}\n{\"text\": \"b\", \"label\": 1}\n", "(a string)"),
+            ("{\"text\": \"a\", \"label\": null}\n", "line 1 has a null label"),
+            ("{\"text\": \"a\", \"label\": {\"x\": 1}}\n", "a string or a number"),
+        ] {
+            std::fs::write(&j, lines).unwrap();
+            let err = read_delimited(&j).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+        std::fs::write(&j, "{\"text\": \"a\", \"label\": 2.5}\n{\"text\": \"b\", \"label\": 0.5}\n").unwrap();
+        assert_eq!(read_delimited(&j).unwrap().labels, vec!["2.5", "0.5"]);
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_distinct_numbers(&names(&["1", "2", "10"]), &j).is_ok());
+        assert!(check_distinct_numbers(&names(&["a", "1", "1.0"]), &j).is_ok(), "text labels are text");
+        let err = check_distinct_numbers(&names(&["01", "1"]), &j).unwrap_err().to_string();
+        assert!(err.contains("'01' and '1'"), "{err}");
+        std::fs::remove_dir_all(&d).ok();
     }
 
     #[test]

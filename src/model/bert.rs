@@ -308,7 +308,8 @@ impl Encoder for Bert {
     }
 
     fn tokenizer(&self) -> Option<PathBuf> {
-        self.source.as_ref().map(|dir| dir.join("tokenizer.json")).filter(|p| p.is_file())
+        // Any entry by that name (a folder there is then named by the tokenizer's reader).
+        self.source.as_ref().map(|dir| dir.join("tokenizer.json")).filter(|p| p.exists())
     }
 }
 

@@ -42,9 +42,12 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &["vit", "bert", "clip"];
 /// `model_type`: `vit` (`ViTModel`, `ViTForImageClassification`), `bert` (`BertModel`,
 /// sentence-transformers folders) or `clip` (`CLIPModel`).
 pub fn load_dir(dir: &Path, device: &Device) -> Result<Backbone> {
-    if !dir.is_dir() {
-        bail!("backbone directory {} does not exist: pass a folder holding config.json and model.safetensors, or 'builtin'", dir.display());
-    }
+    crate::util::check_path_kind(
+        dir,
+        crate::util::PathKind::Folder,
+        "backbone directory",
+        "pass a folder holding config.json and model.safetensors, or 'builtin'",
+    )?;
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("cannot read {}: is this a Hugging Face model directory?", config_path.display()))?;
@@ -59,12 +62,12 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<Backbone> {
         );
     }
     let weights = dir.join("model.safetensors");
-    if !weights.is_file() {
-        bail!(
-            "{} is missing: the backbone folder needs model.safetensors (save_pretrained writes it)",
-            weights.display()
-        );
-    }
+    crate::util::check_path_kind(
+        &weights,
+        crate::util::PathKind::File,
+        "backbone weights",
+        "the backbone folder needs model.safetensors (save_pretrained writes it)",
+    )?;
     let tensors = candle_core::safetensors::load(&weights, device).map_err(|e| {
         anyhow!(
             "{} is not a valid safetensors file ({e}): it may be truncated or corrupt; re-export it",

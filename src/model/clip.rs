@@ -236,6 +236,30 @@ fn causal_bias(len: usize, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, (1, 1, len, len), device)?)
 }
 
+/// Errors when a class prompt has more tokens than the text tower's `positions` (it would be
+/// cut, and long templates would make every prompt the same), or when two classes get the same
+/// tokens (`red_square` and `red square`, or a template without `{}`): their logits would be
+/// identical and the task unlearnable.
+fn check_prompt_rows(texts: &[String], rows: &[Vec<u32>], positions: usize) -> Result<()> {
+    for (text, row) in texts.iter().zip(rows) {
+        if row.len() > positions {
+            bail!(
+                "class prompt '{text}' has more than {positions} tokens, all the CLIP text tower reads; it would be cut (and long prompts would all read the same): shorten --prompt-template or the class name"
+            );
+        }
+    }
+    for (i, row) in rows.iter().enumerate() {
+        if let Some(j) = rows[..i].iter().position(|r| r == row) {
+            bail!(
+                "the class prompts '{}' and '{}' tokenize the same, so the two classes cannot be told apart; rename a class folder, or put {{}} (the class name) in --prompt-template",
+                texts[j],
+                texts[i]
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Encoder for Clip {
     fn model_type(&self) -> &'static str {
         "clip"
@@ -394,7 +418,8 @@ impl Encoder for Clip {
     }
 
     fn tokenizer(&self) -> Option<PathBuf> {
-        self.source.as_ref().map(|dir| dir.join("tokenizer.json")).filter(|p| p.is_file())
+        // Any entry by that name (a folder there is then named by the tokenizer's reader).
+        self.source.as_ref().map(|dir| dir.join("tokenizer.json")).filter(|p| p.exists())
     }
 
     fn logit_scale(&self) -> Option<f64> {
@@ -408,7 +433,10 @@ impl Encoder for Clip {
     fn tokenize_prompts(&self, texts: &[String]) -> Result<Prompts> {
         let path = self.tokenizer_path()?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let rows = crate::data::text::encode_ids(&refs, &path, self.config.max_position_embeddings)?;
+        // One token more than the tower reads, so a prompt that would be cut shows.
+        let positions = self.config.max_position_embeddings;
+        let rows = crate::data::text::encode_ids(&refs, &path, positions + 1)?;
+        check_prompt_rows(texts, &rows, positions)?;
         let eos = self.config.eos_token_id;
         let width = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let mut ids = Vec::with_capacity(rows.len() * width);

@@ -280,6 +280,9 @@ impl ModuleShapes for Backbone {
     fn place(&self, block: usize) -> BlockPlace {
         self.inner.place(block)
     }
+    fn key_layout(&self) -> PeftLayout {
+        self.inner.peft_layout()
+    }
 }
 
 /// A frozen linear layer: `y = x · Wᵀ + b`.

@@ -58,7 +58,7 @@ fn frozen_and_adapted_outputs_match_transformers_and_peft() {
     let cls = with_pooling(&bb, Pooling::Cls).features(&ids, &NoBranch, Numerics::Fused).unwrap();
     assert!(max_abs_diff(&cls, &expected("frozen_cls")) < 1e-5);
 
-    let adapter = peft::load(&fixture().join("adapter")).unwrap();
+    let adapter = peft::load_as(&fixture().join("adapter"), bb.peft_layout()).unwrap();
     assert_eq!(adapter.modules.len(), 18, "query, key, value and the three dense layers of 3 blocks");
     let adapted = bb.with_deltas(&adapter.deltas()).unwrap();
     let got = adapted.features(&ids, &NoBranch, Numerics::Fused).unwrap();

@@ -102,7 +102,7 @@ fn frozen_and_adapted_outputs_match_transformers_and_peft() {
         assert_agrees(&merged, &head, prefix, 1e-5);
     }
     let err = peft::load(&fixture().join("adapter")).unwrap_err().to_string();
-    assert!(err.contains("use it with a CLIP backbone"), "{err}");
+    assert!(err.contains("made for a CLIPModel") && err.contains("use it with a CLIP folder"), "{err}");
 }
 
 #[test]

@@ -57,6 +57,13 @@ pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
         return Err(anyhow!("{} is a file, not a directory; choose another output folder", dir.display()));
     }
+    let broken_link = dir.ancestors().find(|a| !a.exists() && fs::symlink_metadata(a).is_ok_and(|m| m.is_symlink()));
+    if let Some(link) = broken_link {
+        return Err(anyhow!(
+            "{} is a broken symbolic link; restore its target or choose another folder",
+            link.display()
+        ));
+    }
     fs::create_dir_all(dir)
         .map_err(|e| anyhow!("cannot create directory {}: {e}; choose a writable output folder", dir.display()))?;
     let (probe, file) = create_temp(dir, "write-probe", dir)?;

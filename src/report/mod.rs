@@ -1,6 +1,8 @@
 //! Result output: Parquet tables and SVG figures.
 //!
 //! - [`atomic`]: atomic file writes (temporary file, fsync, rename).
+//! - [`atomic_dir`]: atomic folder installs (temporary sibling, rename or exchange), safe for
+//!   concurrent writers, and cleaning of stale temporary folders.
 //! - [`file_set`]: a command's outputs written as a set (staged, then renamed in together).
 //! - [`table`]: a column-oriented [`Table`] builder written as zstd Parquet,
 //!   so analysis code never imports polars.
@@ -8,6 +10,7 @@
 //!   heatmaps drawn with plotters (no fonts needed).
 
 pub mod atomic;
+pub mod atomic_dir;
 pub mod file_set;
 pub mod plot;
 pub mod table;

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
@@ -188,13 +189,7 @@ impl Table {
     /// existing file at `path` is then left untouched.
     pub fn write_parquet(&self, path: &Path) -> Result<()> {
         let mut df = self.to_dataframe().map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
-        write_atomic_with(path, |file| {
-            ParquetWriter::new(&mut *file)
-                .with_compression(ParquetCompression::Zstd(None))
-                .finish(&mut df)
-                .map(|_| ())
-                .map_err(|e| anyhow!("cannot encode Parquet for {}: {e}; check the column values", path.display()))
-        })
+        write_atomic_with(path, |file| encode_parquet(&mut df, file, path))
     }
 
     /// Reads a Parquet file into a polars `DataFrame` (for tests and for
@@ -205,6 +200,47 @@ impl Table {
         ParquetReader::new(file)
             .finish()
             .map_err(|e| anyhow!("cannot read {} as Parquet: {e}; delete the file and regenerate it", path.display()))
+    }
+}
+
+/// A writer that remembers the first I/O error of the writer it wraps: the Parquet encoder
+/// reports a failed write as its own error ("Invalid thrift: transport error"), so the disk's
+/// error (a full disk, a quota) would otherwise be lost.
+struct IoErrorTap<W> {
+    inner: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: Write> Write for IoErrorTap<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|e| {
+            self.error.get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|e| {
+            self.error.get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+}
+
+/// Encodes `df` as zstd Parquet into `out` (destined for `path`). A failed write is reported
+/// as the disk's error, naming the path; only an encoder error of its own blames the values.
+fn encode_parquet(df: &mut DataFrame, out: impl Write, path: &Path) -> Result<()> {
+    let mut tap = IoErrorTap { inner: out, error: None };
+    let result = ParquetWriter::new(&mut tap).with_compression(ParquetCompression::Zstd(None)).finish(df).map(|_| ());
+    match (result, tap.error) {
+        (_, Some(io)) => {
+            let hint = if io.raw_os_error() == Some(28) || io.kind() == std::io::ErrorKind::StorageFull {
+                "the disk is full: free space there or write elsewhere"
+            } else {
+                "check free disk space and permissions"
+            };
+            bail!("cannot write {}: {io}; {hint}", path.display())
+        }
+        (Err(e), None) => bail!("cannot encode Parquet for {}: {e}; check the column values", path.display()),
+        (Ok(()), None) => Ok(()),
     }
 }
 
@@ -363,6 +399,47 @@ mod tests {
 
     fn scratch(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("copra-report-table-{name}-{}.parquet", std::process::id()))
+    }
+
+    /// A disk that fills up after `room` bytes.
+    struct FullDisk {
+        room: usize,
+    }
+
+    impl Write for FullDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_named_not_blamed_on_the_values() {
+        // Issue 25: a full disk read "check the column values" or "Invalid thrift: transport error".
+        let mut t = Table::new();
+        t.f64_col("x", (0..5000).map(|i| i as f64 * 0.37).collect()).str_col("s", vec!["abc".into(); 5000]);
+        let path = Path::new("/out/table.parquet");
+        let mut full = Vec::new();
+        encode_parquet(&mut t.to_dataframe().unwrap(), &mut full, path).unwrap();
+        for room in [0, 4, 10, 100, full.len() / 2, full.len() - 1] {
+            let mut df = t.to_dataframe().unwrap();
+            let err = encode_parquet(&mut df, FullDisk { room }, path).unwrap_err().to_string();
+            assert!(
+                err.contains("/out/table.parquet")
+                    && err.contains("the disk is full")
+                    && !err.contains("column values"),
+                "room {room}: {err}"
+            );
+        }
+        let mut df = t.to_dataframe().unwrap();
+        assert!(encode_parquet(&mut df, FullDisk { room: full.len() }, path).is_ok());
     }
 
     #[test]

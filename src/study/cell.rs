@@ -3,7 +3,7 @@
 
 use super::measure::{self, CurvePoint, Measurement, Tag, TaskMember};
 use super::spec::Spec;
-use crate::lab::{Lab, Run, TaskEnv};
+use crate::lab::{Lab, Run, TaskEnv, TaskEnvKey};
 use crate::progress::Progress;
 use crate::report::table::Table;
 use crate::runs::sanitize;
@@ -183,23 +183,19 @@ pub struct CellOutput {
     pub curves: Vec<CurvePoint>,
 }
 
-/// Task environments by the settings that define them, built once per process.
+/// Task environments by the settings that define them ([`TaskEnvKey`]), built once per process.
 #[derive(Default)]
 pub struct Envs {
-    envs: HashMap<String, TaskEnv>,
+    envs: HashMap<TaskEnvKey, TaskEnv>,
 }
 
 impl Envs {
-    /// The settings of `cfg` that define its task environment.
-    fn key(cfg: &TrainConfig) -> String {
-        format!("{}|{}|{}|{}|{}", cfg.task, cfg.shots, cfg.test_size, cfg.data_seed, cfg.logit_scale)
-    }
-
-    /// The environment of `cfg`'s task.
+    /// The environment of `cfg`'s task (after checking `cfg` against the backbone).
     pub fn get(&mut self, lab: &Lab, cfg: &TrainConfig) -> Result<&TaskEnv> {
-        let key = Self::key(cfg);
+        lab.check_config(cfg)?;
+        let key = TaskEnvKey::of(cfg);
         if !self.envs.contains_key(&key) {
-            let env = lab.task_env(cfg).with_context(|| format!("task {}", cfg.task))?;
+            let env = lab.task_env_of(&key).with_context(|| format!("task {}", cfg.task))?;
             self.envs.insert(key.clone(), env);
         }
         Ok(&self.envs[&key])
@@ -207,14 +203,14 @@ impl Envs {
 
     /// The environment of `cfg`'s task, built earlier by [`Envs::get`].
     fn built(&self, cfg: &TrainConfig) -> Result<&TaskEnv> {
-        self.envs.get(&Self::key(cfg)).ok_or_else(|| anyhow!("internal: task {} was not loaded", cfg.task))
+        self.envs.get(&TaskEnvKey::of(cfg)).ok_or_else(|| anyhow!("internal: task {} was not loaded", cfg.task))
     }
 }
 
-/// Trains, as grids ([`Lab::ensure_runs`]), every cached run the cells ask for that the run
-/// cache lacks, so that the cells then find them there.
+/// Trains, as grids ([`Lab::ensure_runs`], one grid per task environment), every cached run
+/// the cells ask for that the run cache lacks, so that the cells then find them there.
 pub fn prepare_runs(lab: &Lab, cells: &[&Cell], envs: &mut Envs, progress: &Progress) -> Result<()> {
-    let mut by_task: BTreeMap<String, Vec<TrainConfig>> = BTreeMap::new();
+    let mut by_env: BTreeMap<TaskEnvKey, Vec<TrainConfig>> = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
     for cell in cells {
         let cfgs: &[TrainConfig] = match &cell.kind {
@@ -225,11 +221,11 @@ pub fn prepare_runs(lab: &Lab, cells: &[&Cell], envs: &mut Envs, progress: &Prog
         for cfg in cfgs {
             let dir = lab.run_dir(envs.get(lab, cfg)?, cfg);
             if seen.insert(dir.clone()) && !dir.join("manifest.json").is_file() {
-                by_task.entry(Envs::key(cfg)).or_default().push(cfg.clone());
+                by_env.entry(TaskEnvKey::of(cfg)).or_default().push(cfg.clone());
             }
         }
     }
-    for cfgs in by_task.values() {
+    for cfgs in by_env.values() {
         lab.ensure_runs(envs.get(lab, &cfgs[0])?, cfgs, false, progress)?;
     }
     Ok(())

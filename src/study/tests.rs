@@ -236,7 +236,7 @@ fn long_task_and_variant_names_keep_cell_ids_unique() {
     let text = TINY
         .replace(
             "tasks = [\"lighting\", \"hue\"]",
-            "tasks = [\"idx:/a/very/long/path/to/a/data/set/called/fashion-mnist\"]",
+            "tasks = [\"idx:/a/very/long/path/to/a/data/set/called/fashion-mnist\", \"idx:/a/very/long/path/to/a/data/set/called/kmnist\"]",
         )
         .replace("name = \"copra\"", "name = \"stochastic-depth-with-a-long-name-0.5\"")
         .replace("variants = [\"copra\"]", "variants = [\"stochastic-depth-with-a-long-name-0.5\"]");

@@ -55,6 +55,21 @@ pub fn rng_for(seed: u64, purpose: &str) -> Rng {
     Rng::seed_from_u64(h.finish())
 }
 
+/// Work beyond this multiple of the default needs an explicit yes (`--yes`).
+pub const COST_FACTOR: f64 = 20.0;
+
+/// Refuses work far beyond the default (more than [`COST_FACTOR`] times `default`) unless
+/// `yes`; `what` names the setting and `estimate` the work it asks for, in the same unit.
+pub fn check_cost(what: &str, estimate: f64, default: f64, yes: bool) -> anyhow::Result<()> {
+    let ratio = estimate / default.max(1.0);
+    if !(ratio <= COST_FACTOR || yes) {
+        anyhow::bail!(
+            "{what} asks for about {ratio:.0}× the default work ({estimate:.0} vs {default:.0}); pass --yes to run it anyway"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,19 +92,4 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, c);
     }
-}
-
-/// Work beyond this multiple of the default needs an explicit yes (`--yes`).
-pub const COST_FACTOR: f64 = 20.0;
-
-/// Refuses work far beyond the default (more than [`COST_FACTOR`] times `default`) unless
-/// `yes`; `what` names the setting and `estimate` the work it asks for, in the same unit.
-pub fn check_cost(what: &str, estimate: f64, default: f64, yes: bool) -> anyhow::Result<()> {
-    let ratio = estimate / default.max(1.0);
-    if !(ratio <= COST_FACTOR || yes) {
-        anyhow::bail!(
-            "{what} asks for about {ratio:.0}× the default work ({estimate:.0} vs {default:.0}); pass --yes to run it anyway"
-        );
-    }
-    Ok(())
 }

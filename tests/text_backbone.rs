@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use copra_lab::data::text::tokenize;
 use copra_lab::model::{checkpoint, head::l2_normalize, NoBranch, Numerics};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const TEXT_QUICK: &[&str] = &["--steps", "8", "--shots", "4", "--test-size", "12", "--batch-size", "6"];
 

@@ -205,12 +205,7 @@ impl Envs {
 /// the cells ask for that the run cache lacks, so that the cells then find them there.
 /// Returns the training wall time of each run it trained, by run folder: the wall time of its
 /// grid split equally over the grid's runs (they train in parallel).
-pub fn prepare_runs(
-    lab: &Lab,
-    cells: &[&Cell],
-    envs: &mut Envs,
-    progress: &Progress,
-) -> Result<HashMap<PathBuf, f64>> {
+pub fn prepare_runs(lab: &Lab, cells: &[&Cell], envs: &mut Envs, progress: &Progress) -> Result<HashMap<PathBuf, f64>> {
     let mut by_env: BTreeMap<TaskEnvKey, Vec<TrainConfig>> = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
     for cell in cells {

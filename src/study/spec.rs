@@ -185,11 +185,15 @@ impl Spec {
                     Some(i) if !file.base.contains_key(key) => line_in_nth(text, "variant", i, key),
                     _ => line_in(text, "base", key),
                 };
-                return Err(anyhow!("line {line}: {key}: the grid sets the run's {key} from `{from}`; remove this {key}"));
+                return Err(anyhow!(
+                    "line {line}: {key}: the grid sets the run's {key} from `{from}`; remove this {key}"
+                ));
             }
             if file.sweep.as_ref().is_some_and(|s| s.key == key) {
                 let line = line_in(text, "sweep", "key");
-                return Err(anyhow!("line {line}: key: the grid sets the run's {key} from `{from}`; sweep another key"));
+                return Err(anyhow!(
+                    "line {line}: key: the grid sets the run's {key} from `{from}`; sweep another key"
+                ));
             }
         }
         if file.variant.is_empty() {
@@ -257,7 +261,12 @@ impl Spec {
             for point in 0..sweep.len() {
                 variant_config(&variant, &sweep, point, file.seeds[0]).map_err(|e| {
                     let line = line_in(text, "sweep", "values");
-                    anyhow!("line {line}: values: sweep value {} of `{}` (variant {}): {e}", sweep.raw[point], sweep.key, variant.name)
+                    anyhow!(
+                        "line {line}: values: sweep value {} of `{}` (variant {}): {e}",
+                        sweep.raw[point],
+                        sweep.key,
+                        variant.name
+                    )
                 })?;
             }
             variants.push(variant);

@@ -37,9 +37,8 @@ pub fn cell_dir(dir: &Path, id: &str) -> PathBuf {
 /// `analyze` redoes it (replacing the folder).
 pub fn is_done(dir: &Path, id: &str) -> bool {
     let d = cell_dir(dir, id);
-    let record = std::fs::read_to_string(d.join("cell.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<CellRecord>(&t).ok());
+    let record =
+        std::fs::read_to_string(d.join("cell.json")).ok().and_then(|t| serde_json::from_str::<CellRecord>(&t).ok());
     record.is_some_and(|r| r.id == id) && d.join("measurements.parquet").is_file()
 }
 

@@ -334,7 +334,14 @@ fn keys_the_grid_would_ignore_or_duplicate_are_refused_with_their_key_and_line()
             "name = \"β\"",
             "same in cell ids",
         ),
-        (TINY.replace("structures = [\"every-other-odd\"]", "structures = [\"every-other-odd\", \"every-other-odd\"]"), "structures", "twice"),
+        (
+            TINY.replace(
+                "structures = [\"every-other-odd\"]",
+                "structures = [\"every-other-odd\", \"every-other-odd\"]",
+            ),
+            "structures",
+            "twice",
+        ),
         (TINY.replace("p0 = 0.1", "p0 = 0.1\nsteps = 0"), "steps = 0", "steps"),
         (sweep("steps", "[4, 20.5]"), "values = [", "20.5"),
     ];
@@ -361,8 +368,11 @@ fn specs_far_beyond_the_defaults_need_yes_before_any_work() {
     let cases = [
         (MINI.replace("steps = 3", "steps = 100000000"), "steps"),
         (MINI.replace("seeds = [1]", &format!("seeds = [{}]", seeds.join(", "))), "grid"),
-        (format!("{TINY}").replace("points = 3", "points = 100000000"), "measure.barrier"),
-        (TINY.replace("samples = 2\n\n[measure.trajectory]", "samples = 1000000000000\n\n[measure.trajectory]"), "measure.multilinear"),
+        (TINY.replace("points = 3", "points = 100000000"), "measure.barrier"),
+        (
+            TINY.replace("samples = 2\n\n[measure.trajectory]", "samples = 1000000000000\n\n[measure.trajectory]"),
+            "measure.multilinear",
+        ),
         (MINI.replace("test_size = 12", "test_size = 10000000"), "test_size"),
     ];
     for (text, want) in cases {
@@ -373,7 +383,9 @@ fn specs_far_beyond_the_defaults_need_yes_before_any_work() {
     }
     // The committed specs and the test grids pass without --yes.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for name in ["claims", "clip-lora", "minilm", "oq1-multilinear", "oq1-learning-rate", "oq2-iterations", "oq3-heterogeneous"] {
+    for name in
+        ["claims", "clip-lora", "minilm", "oq1-multilinear", "oq1-learning-rate", "oq2-iterations", "oq3-heterogeneous"]
+    {
         let spec = Spec::read(&root.join(format!("analyses/{name}.toml"))).unwrap();
         check_costs(&spec, false).unwrap();
     }

@@ -138,4 +138,3 @@ pub fn write_news(dir: &Path) -> PathBuf {
     std::fs::write(&path, s).unwrap();
     path
 }
-

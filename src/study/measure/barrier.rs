@@ -2,7 +2,7 @@
 //! path between the first two seeds of each group, with evenly spaced α, in each space; and
 //! the accuracy at the midpoint.
 
-use super::base::{Cost, options, Input, Measure, MeasureInfo, ParseContext, Rows, Unit};
+use super::base::{options, Cost, Input, Measure, MeasureInfo, ParseContext, Rows, Unit};
 use super::rows::Tag;
 use super::spaces;
 use crate::connectivity::barrier::barriers;
@@ -42,7 +42,10 @@ impl Barrier {
     fn parse(v: &toml::Value, ctx: &ParseContext) -> Result<Barrier> {
         let written: BarrierSpec = options(v, ctx)?;
         if written.points < 3 {
-            return Err((ctx.at)("points", format!("{}: a barrier needs at least 3 points on the path", written.points)));
+            return Err((ctx.at)(
+                "points",
+                format!("{}: a barrier needs at least 3 points on the path", written.points),
+            ));
         }
         if ctx.seeds.len() < 2 {
             return Err((ctx.at)("", "a barrier needs at least two seeds".into()));

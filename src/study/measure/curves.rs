@@ -42,7 +42,8 @@ impl Measure for Curves {
         let Input::Run { tag, cfg, run, .. } = input else { bail!("internal: curves are measured on runs") };
         let log = run.dir.join("train_log.parquet");
         let df = Table::read_parquet(&log)?;
-        let get = |name: &str| super::rows::col_f64(&df, name).with_context(|| format!("training log {}", log.display()));
+        let get =
+            |name: &str| super::rows::col_f64(&df, name).with_context(|| format!("training log {}", log.display()));
         let (loss, p) = (get("loss")?, get("p")?);
         let mut curves = Vec::new();
         for (w, (lw, pw)) in loss.chunks(self.every).zip(p.chunks(self.every)).enumerate() {

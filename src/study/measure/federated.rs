@@ -3,14 +3,14 @@
 //! ([`aggregation_options`]); global test accuracy per aggregator. A spec with this measure
 //! trains no single runs: its cells are the simulations.
 
-use super::base::{Cost, options, Input, Measure, MeasureInfo, OwnCell, ParseContext, Rows, Unit};
+use super::base::{options, Cost, Input, Measure, MeasureInfo, OwnCell, ParseContext, Rows, Unit};
 use crate::adapter::Adapter;
+use crate::adapter::LoraSpec;
 use crate::analysis::federated::{aggregation_weights, run_federated, FederatedOptions};
 use crate::federated::aggregation_options;
 use crate::federated::split::SplitMethod;
-use crate::merge::{merge, MergeMethod, MergeOptions};
-use crate::adapter::LoraSpec;
 use crate::lab::Lab;
+use crate::merge::{merge, MergeMethod, MergeOptions};
 use crate::study::spec::Spec;
 use crate::train::TrainConfig;
 use anyhow::{anyhow, bail, Result};
@@ -77,9 +77,11 @@ impl Federated {
         if w.local_steps == 0 {
             return Err((ctx.at)("local_steps", "must be at least 1".into()));
         }
-        for (key, empty) in
-            [("splits", w.splits.is_empty()), ("heterogeneity", w.heterogeneity.is_empty()), ("aggregators", w.aggregators.is_empty())]
-        {
+        for (key, empty) in [
+            ("splits", w.splits.is_empty()),
+            ("heterogeneity", w.heterogeneity.is_empty()),
+            ("aggregators", w.aggregators.is_empty()),
+        ] {
             if empty {
                 return Err((ctx.at)(key, "needs at least one entry".into()));
             }
@@ -99,7 +101,10 @@ impl Federated {
                 return Err((ctx.at)("ranks", format!("setting '{}': every client rank must be at least 1", h.name)));
             }
             if h.top_blocks.contains(&0) {
-                return Err((ctx.at)("top_blocks", format!("setting '{}': every client adapts at least 1 block", h.name)));
+                return Err((ctx.at)(
+                    "top_blocks",
+                    format!("setting '{}': every client adapts at least 1 block", h.name),
+                ));
             }
         }
         for (key, names) in [
@@ -175,7 +180,11 @@ impl Measure for Federated {
     }
     fn costs(&self) -> Vec<Cost> {
         let w = &self.written;
-        vec![Cost::new("measure.federated clients × local_steps (steps per cell)", w.clients as f64 * w.local_steps as f64, 4.0 * 100.0)]
+        vec![Cost::new(
+            "measure.federated clients × local_steps (steps per cell)",
+            w.clients as f64 * w.local_steps as f64,
+            4.0 * 100.0,
+        )]
     }
     fn check_cell(&self, lab: &Lab, cell: &OwnCell) -> Result<()> {
         let (cfg, h) = (&cell.configs[0], &self.written.heterogeneity[cell.setting[1]]);

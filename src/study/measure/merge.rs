@@ -2,7 +2,7 @@
 //! accuracy and loss, and the accuracy as a share of the merged runs' mean endpoint accuracy
 //! and of their gain over the frozen backbone.
 
-use super::base::{Cost, options, Input, Measure, MeasureInfo, ParseContext, Rows, Unit};
+use super::base::{options, Cost, Input, Measure, MeasureInfo, ParseContext, Rows, Unit};
 use super::{shares, spaces};
 use crate::connectivity::interpolate::Space;
 use crate::merge::merge_in_space;

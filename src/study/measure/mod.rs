@@ -56,8 +56,10 @@ fn spaces(written: &[String], ctx: &ParseContext) -> Result<Vec<Space>> {
     if written.is_empty() {
         return Err((ctx.at)("spaces", "list at least one space: factor or delta".into()));
     }
-    let spaces =
-        written.iter().map(|s| Space::parse(s).map_err(|e| (ctx.at)("spaces", e.to_string()))).collect::<Result<Vec<_>>>()?;
+    let spaces = written
+        .iter()
+        .map(|s| Space::parse(s).map_err(|e| (ctx.at)("spaces", e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
     if let Some(i) = (1..spaces.len()).find(|&i| spaces[..i].contains(&spaces[i])) {
         return Err((ctx.at)("spaces", format!("'{}' is listed twice; list each space once", written[i])));
     }

@@ -1,7 +1,7 @@
 //! The multilinear extension F(p) = E_{S∼Bernoulli(p)}[L(S)] of the training loss over blocks,
 //! at the end of training, against the all-on loss L(N): rows `F` and `gap` per rate p.
 
-use super::base::{Cost, options, Input, Measure, MeasureInfo, ParseContext, Rows, Unit};
+use super::base::{options, Cost, Input, Measure, MeasureInfo, ParseContext, Rows, Unit};
 use crate::eval::{Deltas, Evaluator};
 use crate::util::rng_for;
 use anyhow::{bail, Result};

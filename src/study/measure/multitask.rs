@@ -3,7 +3,7 @@
 //! head; rows per task and their average (`task = all`), raw and normalised by each task's own
 //! adapter.
 
-use super::base::{Cost, options, Input, Measure, MeasureInfo, OwnCell, ParseContext, Rows, Unit};
+use super::base::{options, Cost, Input, Measure, MeasureInfo, OwnCell, ParseContext, Rows, Unit};
 use super::rows::Tag;
 use crate::merge::{MergeOptions, Operator};
 use crate::study::spec::Spec;

@@ -3,7 +3,7 @@
 //! against the all-on loss, and per-block Shapley values (with the estimator's standard
 //! errors) of the game v(S) = −(training loss of coalition S).
 
-use super::base::{Cost, options, Input, Measure, MeasureInfo, OwnCell, ParseContext, Rows, Unit};
+use super::base::{options, Cost, Input, Measure, MeasureInfo, OwnCell, ParseContext, Rows, Unit};
 use super::multilinear::multilinear_loss;
 use crate::analysis::layer_game::{GameValue, LayerGame};
 use crate::shapley::Estimator;
@@ -87,7 +87,11 @@ impl Measure for Trajectory {
     fn cells(&self, spec: &Spec) -> Result<Vec<OwnCell>> {
         let mut out = Vec::new();
         for point in 0..spec.sweep.len() {
-            for v in spec.variants.iter().filter(|v| self.written.variants.is_empty() || self.written.variants.contains(&v.name)) {
+            for v in spec
+                .variants
+                .iter()
+                .filter(|v| self.written.variants.is_empty() || self.written.variants.contains(&v.name))
+            {
                 for &seed in &spec.seeds {
                     for task in &spec.tasks {
                         let cfg = spec.config(v, point, seed, task)?;
@@ -111,14 +115,22 @@ impl Measure for Trajectory {
     fn costs(&self) -> Vec<Cost> {
         let w = &self.written;
         let n = w.fractions.len() as f64 * (w.samples as f64 + w.budget as f64);
-        vec![Cost::new("measure.trajectory fractions × (samples + budget) (evaluations per run)", n, 4.0 * (16.0 + 120.0))]
+        vec![Cost::new(
+            "measure.trajectory fractions × (samples + budget) (evaluations per run)",
+            n,
+            4.0 * (16.0 + 120.0),
+        )]
     }
     fn measure(&self, input: &Input<'_>) -> Result<Rows> {
         let Input::Own { tag, cell, envs, lab, .. } = input else { bail!("internal: trajectory cells are its own") };
         let cfg = &cell.configs[0];
         let env = envs.built(cfg)?;
-        let at: Vec<usize> =
-            self.written.fractions.iter().map(|f| ((f * cfg.steps as f64).round() as usize).clamp(1, cfg.steps)).collect();
+        let at: Vec<usize> = self
+            .written
+            .fractions
+            .iter()
+            .map(|f| ((f * cfg.steps as f64).round() as usize).clamp(1, cfg.steps))
+            .collect();
         let (_, snapshots) = crate::train::train_adapter_snapshots(
             &lab.backbone,
             &env.head,
@@ -127,7 +139,8 @@ impl Measure for Trajectory {
             cfg,
             &at,
         )?;
-        let schedule = Schedule { method: cfg.method, p0: cfg.p0, stage1_ratio: cfg.stage1_ratio, total_steps: cfg.steps };
+        let schedule =
+            Schedule { method: cfg.method, p0: cfg.p0, stage1_ratio: cfg.stage1_ratio, total_steps: cfg.steps };
         let train = &env.train;
         let mut rows = Vec::new();
         for (step, adapter) in &snapshots {

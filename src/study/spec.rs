@@ -47,6 +47,9 @@ pub struct Variant {
     pub overrides: String,
     /// The variant's config before the sweep and the seed are applied.
     pub config: toml::Table,
+    /// The variant's training config at each sweep point, built and checked once at parse
+    /// time (the seed and task are set per cell).
+    pub points: Vec<TrainConfig>,
 }
 
 /// One swept training key (for example `steps` or `lr`) and its values.
@@ -241,7 +244,7 @@ impl Spec {
             let overrides = table.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ");
             let mut config = file.base.clone();
             deep_merge(&mut config, table);
-            let variant = Variant { name, overrides, config };
+            let mut variant = Variant { name, overrides, config, points: Vec::new() };
             // Check every sweep point builds a valid config now, not mid-run: first the
             // variant alone (errors name its key, or the base's), then each sweep value.
             let unswept = Sweep { key: String::new(), values: Vec::new(), raw: Vec::new() };
@@ -259,7 +262,7 @@ impl Spec {
                 anyhow!("line {line}: {key}: {msg}")
             })?;
             for point in 0..sweep.len() {
-                variant_config(&variant, &sweep, point, file.seeds[0]).map_err(|e| {
+                let cfg = variant_config(&variant, &sweep, point, file.seeds[0]).map_err(|e| {
                     let line = line_in(text, "sweep", "values");
                     anyhow!(
                         "line {line}: values: sweep value {} of `{}` (variant {}): {e}",
@@ -268,6 +271,7 @@ impl Spec {
                         variant.name
                     )
                 })?;
+                variant.points.push(cfg);
             }
             variants.push(variant);
         }
@@ -308,9 +312,8 @@ impl Spec {
 
     /// The config of `variant` at sweep point `point` with run seed `seed` on `task`.
     pub fn config(&self, variant: &Variant, point: usize, seed: u64, task: &str) -> Result<TrainConfig> {
-        let mut cfg = variant_config(variant, &self.sweep, point, seed)?;
-        cfg.task = task.to_string();
-        Ok(cfg)
+        let base = variant.points.get(point).ok_or_else(|| anyhow!("internal: no sweep point {point}"))?;
+        Ok(TrainConfig { seed, task: task.to_string(), ..base.clone() })
     }
 
     /// The options of the `[measure.*]` tables as written, as one JSON object in registry

@@ -50,6 +50,48 @@ pub struct TaskEnv {
     pub data_fingerprint: Option<String>,
 }
 
+/// The settings of a [`TrainConfig`] that its task environment is built from, and nothing
+/// else: [`Lab::task_env_of`] reads only these, so two configs with equal keys share one
+/// environment (data, tokenisation, head and frozen activations). Caches of environments
+/// (the analyses' grids) are keyed on it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskEnvKey {
+    /// Task name.
+    pub task: String,
+    /// Training shots per class.
+    pub shots: usize,
+    /// Test examples.
+    pub test_size: usize,
+    /// Data seed.
+    pub data_seed: u64,
+    /// Longest token sequence of a text example (text backbones).
+    pub max_length: usize,
+    /// Class prompt template (CLIP backbones' prompt head).
+    pub prompt_template: String,
+    /// Bits of the prototype head's fixed logit scale (bits, so that the key is `Eq` and `Hash`).
+    logit_scale_bits: u64,
+}
+
+impl TaskEnvKey {
+    /// The key of `cfg`.
+    pub fn of(cfg: &TrainConfig) -> TaskEnvKey {
+        TaskEnvKey {
+            task: cfg.task.clone(),
+            shots: cfg.shots,
+            test_size: cfg.test_size,
+            data_seed: cfg.data_seed,
+            max_length: cfg.max_length,
+            prompt_template: cfg.prompt_template.clone(),
+            logit_scale_bits: cfg.logit_scale.to_bits(),
+        }
+    }
+
+    /// The prototype head's fixed logit scale.
+    pub fn logit_scale(&self) -> f64 {
+        f64::from_bits(self.logit_scale_bits)
+    }
+}
+
 /// A trained (or reused) run.
 pub struct Run {
     /// Its directory.
@@ -89,11 +131,16 @@ impl Lab {
 
     /// Data options implied by a training config and this backbone.
     pub fn task_options(&self, cfg: &TrainConfig) -> TaskOptions {
+        self.key_options(&TaskEnvKey::of(cfg))
+    }
+
+    /// Data options implied by a task-environment key and this backbone.
+    fn key_options(&self, key: &TaskEnvKey) -> TaskOptions {
         let base = TaskOptions {
-            shots: cfg.shots,
-            test_size: cfg.test_size,
-            seed: cfg.data_seed,
-            max_length: cfg.max_length,
+            shots: key.shots,
+            test_size: key.test_size,
+            seed: key.data_seed,
+            max_length: key.max_length,
             ..TaskOptions::default()
         };
         match self.backbone.input_kind() {
@@ -145,12 +192,20 @@ impl Lab {
         fit::check_fits(adapter, &self.backbone, &origin.display().to_string())
     }
 
-    /// Loads the task named in `cfg`, builds its head and caches frozen activations.
+    /// Loads the task named in `cfg`, builds its head and caches frozen activations. The
+    /// environment depends on `cfg` only through [`TaskEnvKey::of`]; the rest of `cfg` is
+    /// checked against the backbone ([`Lab::check_config`]).
     pub fn task_env(&self, cfg: &TrainConfig) -> Result<TaskEnv> {
         self.check_config(cfg)?;
-        let source = data::parse_task(&cfg.task)?;
-        self.check_task_kind(&source, &cfg.task)?;
-        let data = data::load_task(&source, &self.task_options(cfg))?;
+        self.task_env_of(&TaskEnvKey::of(cfg))
+    }
+
+    /// The task environment of `key`: everything it reads comes from the key, so equal keys
+    /// give equal environments (callers may share one).
+    pub fn task_env_of(&self, key: &TaskEnvKey) -> Result<TaskEnv> {
+        let source = data::parse_task(&key.task)?;
+        self.check_task_kind(&source, &key.task)?;
+        let data = data::load_task(&source, &self.key_options(key))?;
         let data_fingerprint = source.is_file().then(|| data.fingerprint());
         let train_images = images_tensor(&data.train, &self.device)?;
         let test_images = images_tensor(&data.test, &self.device)?;
@@ -158,14 +213,14 @@ impl Lab {
         let head = match self.backbone.logit_scale() {
             Some(logit_scale) => {
                 let texts: Vec<String> =
-                    data.class_names.iter().map(|c| class_prompt(&cfg.prompt_template, c)).collect();
+                    data.class_names.iter().map(|c| class_prompt(&key.prompt_template, c)).collect();
                 Head::Prompts(PromptHead { prompts: self.backbone.tokenize_prompts(&texts)?, logit_scale })
             }
             None => {
                 let encoded = &train_inputs[self.backbone.input_blocks()];
                 let feats = self.backbone.cls_feature(encoded, Numerics::Fused)?;
                 let classes = data.class_names.len();
-                Head::Prototype(PrototypeHead::from_features(&feats, &data.train.labels, classes, cfg.logit_scale)?)
+                Head::Prototype(PrototypeHead::from_features(&feats, &data.train.labels, classes, key.logit_scale())?)
             }
         };
         let test = Evaluator::new(&self.backbone, &head, &test_images, &data.test.labels, EVAL_BATCH)?;
@@ -381,6 +436,28 @@ mod tests {
             let err = device_named("cuda").unwrap_err().to_string();
             assert!(err.contains("--features cuda"), "{err}");
         }
+    }
+
+    #[test]
+    fn task_env_keys_hold_what_the_environment_reads_and_nothing_else() {
+        let base = TrainConfig::default();
+        let key = TaskEnvKey::of(&base);
+        // Settings of training alone share the environment.
+        let training = TrainConfig { seed: 9, lr: 1e-4, steps: 3, method: Method::Lora, ..base.clone() };
+        assert_eq!(TaskEnvKey::of(&training), key);
+        // Every setting the environment reads makes a new one.
+        for other in [
+            TrainConfig { task: "hue".into(), ..base.clone() },
+            TrainConfig { shots: 2, ..base.clone() },
+            TrainConfig { test_size: 7, ..base.clone() },
+            TrainConfig { data_seed: 5, ..base.clone() },
+            TrainConfig { max_length: 16, ..base.clone() },
+            TrainConfig { prompt_template: "{} here".into(), ..base.clone() },
+            TrainConfig { logit_scale: 10.0, ..base.clone() },
+        ] {
+            assert_ne!(TaskEnvKey::of(&other), key, "{other:?}");
+        }
+        assert_eq!(key.logit_scale(), base.logit_scale);
     }
 
     #[test]

@@ -89,6 +89,21 @@ pub fn check_path_kind(path: &std::path::Path, want: PathKind, what: &str, hint:
     }
 }
 
+/// Work beyond this multiple of the default needs an explicit yes (`--yes`).
+pub const COST_FACTOR: f64 = 20.0;
+
+/// Refuses work far beyond the default (more than [`COST_FACTOR`] times `default`) unless
+/// `yes`; `what` names the setting and `estimate` the work it asks for, in the same unit.
+pub fn check_cost(what: &str, estimate: f64, default: f64, yes: bool) -> anyhow::Result<()> {
+    let ratio = estimate / default.max(1.0);
+    if !(ratio <= COST_FACTOR || yes) {
+        anyhow::bail!(
+            "{what} asks for about {ratio:.0}× the default work ({estimate:.0} vs {default:.0}); pass --yes to run it anyway"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,31 +8,7 @@ mod common;
 use common::*;
 use copra_lab::data::text::tokenize;
 use copra_lab::model::{checkpoint, head::l2_normalize, NoBranch, Numerics};
-use std::path::{Path, PathBuf};
-
-fn tiny_bert() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert-tiny/model").display().to_string()
-}
-
-/// A three-class Orange `.tab` file in the fixture tokenizer's vocabulary.
-fn write_news(dir: &Path) -> PathBuf {
-    let topics = [
-        ("sports", "team ball goal win match season player score game"),
-        ("space", "orbit launch rocket nasa shuttle planet mission earth moon"),
-        ("computer", "disk drive file program code data memory screen software"),
-    ];
-    let mut s = String::from("Category\tText\nd\tstring\nclass\t\n");
-    for i in 0..14 {
-        for (label, words) in topics {
-            let w: Vec<&str> = words.split(' ').collect();
-            let doc: Vec<&str> = (0..4 + i % 5).map(|j| w[(i * 7 + j * 3) % w.len()]).collect();
-            s.push_str(&format!("{label}\tthe {} and the {}\n", doc.join(" "), w[i % w.len()]));
-        }
-    }
-    let path = dir.join("news.tab");
-    std::fs::write(&path, s).unwrap();
-    path
-}
+use std::path::PathBuf;
 
 const TEXT_QUICK: &[&str] = &["--steps", "8", "--shots", "4", "--test-size", "12", "--batch-size", "6"];
 

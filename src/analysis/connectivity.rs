@@ -519,44 +519,11 @@ fn outputs(c: &Collected, methods: &[String], opts: &ConnectivityOptions) -> Res
     Ok(out)
 }
 
-/// Equal-weight merge of every run of one method: factor averages of A and B, or ΔW average.
+/// Equal-weight merge of every run of one method: factor averages of A and B, or ΔW average
+/// ([`crate::merge::merge_in_space`], which the analyses' merge measure uses too).
 fn equal_merge(runs: &[&SeedRun], space: Space) -> Result<Deltas> {
-    // Averaging k adapters equals the midpoint path repeatedly: do it directly.
-    let k = runs.len() as f32;
-    match space {
-        Space::Delta => {
-            let mut acc: Deltas = Deltas::new();
-            for r in runs {
-                for (key, d) in r.adapter.deltas() {
-                    let e = acc.entry(key).or_insert_with(|| crate::linalg::Matrix::zeros(d.rows, d.cols));
-                    *e = e.add(&d.scale(1.0 / k));
-                }
-            }
-            Ok(acc)
-        }
-        Space::Factor => {
-            let mut avg = runs[0].adapter.clone();
-            for (key, f) in avg.modules.iter_mut() {
-                let mut a = crate::linalg::Matrix::zeros(f.a.rows, f.a.cols);
-                let mut b = crate::linalg::Matrix::zeros(f.b.rows, f.b.cols);
-                for r in runs {
-                    let g = r
-                        .adapter
-                        .modules
-                        .get(key)
-                        .ok_or_else(|| anyhow::anyhow!("module {key} missing in seed {}", r.seed))?;
-                    if g.a.shape() != f.a.shape() || g.b.shape() != f.b.shape() {
-                        bail!("module {key}: ranks differ between seeds; factor averaging needs equal ranks");
-                    }
-                    a = a.add(&g.a.scale(1.0 / k));
-                    b = b.add(&g.b.scale(1.0 / k));
-                }
-                f.a = a;
-                f.b = b;
-            }
-            Ok(avg.deltas())
-        }
-    }
+    let adapters: Vec<&Adapter> = runs.iter().map(|r| r.adapter).collect();
+    crate::merge::merge_in_space(&adapters, &[], space)
 }
 
 /// A barrier convention: table name, figure label and the field it reads.

@@ -20,6 +20,9 @@ pub struct AnalyzeArgs {
     /// Print the grid's cells and exit without running anything.
     #[arg(long)]
     pub list: bool,
+    /// Run a grid that asks for more than 20× the default work (cells, steps, evaluations).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// Arguments of `report`.
@@ -44,6 +47,7 @@ pub fn run(g: &GlobalArgs, a: AnalyzeArgs) -> Result<()> {
         }
         return Ok(());
     }
+    study::check_costs(&spec, a.yes)?;
     let lab = g.lab()?;
     let s = study::analyze(&lab, &spec, &out, shard, &g.progress())?;
     println!(

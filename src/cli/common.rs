@@ -149,20 +149,7 @@ pub fn choice<T: Choice + Clone + Send + Sync>() -> impl TypedValueParser<Value 
     PossibleValuesParser::new(values).try_map(|s| T::parse_choice(&s))
 }
 
-/// Work beyond this multiple of the default needs `--yes`.
-pub const COST_FACTOR: f64 = 20.0;
-
-/// Refuses work far beyond the default (more than [`COST_FACTOR`] times `default`) unless
-/// `yes`; `what` names the flags and `estimate` the work they ask for, in the same unit.
-pub fn check_cost(what: &str, estimate: f64, default: f64, yes: bool) -> Result<()> {
-    let ratio = estimate / default.max(1.0);
-    if ratio > COST_FACTOR && !yes {
-        bail!(
-            "{what} asks for about {ratio:.0}× the default work ({estimate:.0} vs {default:.0}); pass --yes to run it anyway"
-        );
-    }
-    Ok(())
-}
+pub use copra_lab::util::check_cost;
 
 /// Checks, before any work, that an output folder is writable (created when missing).
 pub fn check_output_dir(dir: &std::path::Path) -> Result<()> {

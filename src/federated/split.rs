@@ -31,6 +31,22 @@ pub enum SplitMethod {
     },
 }
 
+impl SplitMethod {
+    /// The split called `name`: `iid` or `dirichlet:ALPHA` (ALPHA > 0), whose clients get at
+    /// least `min_size` examples each.
+    pub fn parse(name: &str, min_size: usize) -> anyhow::Result<SplitMethod> {
+        if name == "iid" {
+            return Ok(SplitMethod::Iid);
+        }
+        let alpha = name
+            .strip_prefix("dirichlet:")
+            .and_then(|a| a.parse::<f64>().ok())
+            .filter(|a| a.is_finite() && *a > 0.0)
+            .ok_or_else(|| anyhow::anyhow!("unknown split '{name}'; use iid or dirichlet:ALPHA with ALPHA > 0"))?;
+        Ok(SplitMethod::Dirichlet { alpha, min_size })
+    }
+}
+
 /// Splits the examples with `labels` among `num_clients` clients by `method`.
 pub fn split(labels: &[usize], num_clients: usize, method: &SplitMethod, seed: u64) -> Result<Vec<Vec<usize>>> {
     match *method {
@@ -187,6 +203,15 @@ pub fn label_histogram(labels: &[usize], clients: &[Vec<usize>], num_classes: us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_names_parse_with_clear_errors() {
+        assert_eq!(SplitMethod::parse("iid", 8).unwrap(), SplitMethod::Iid);
+        assert_eq!(SplitMethod::parse("dirichlet:0.5", 8).unwrap(), SplitMethod::Dirichlet { alpha: 0.5, min_size: 8 });
+        for bad in ["dirichlet:-1", "dirichlet:x", "dirichlet", "IID"] {
+            assert!(SplitMethod::parse(bad, 8).unwrap_err().to_string().contains("iid or dirichlet"), "{bad}");
+        }
+    }
 
     /// `classes` classes with `per_class` examples each, interleaved.
     fn labels(classes: usize, per_class: usize) -> Vec<usize> {

@@ -24,6 +24,7 @@
 //!   positive weights (default 1 each) and uses them inside its weighted disjoint mean.
 
 mod align;
+pub mod aligned;
 mod common;
 mod dense;
 pub mod operator;
@@ -42,6 +43,7 @@ pub static OPERATORS: &[&OperatorInfo] =
     &[&factor_average::INFO, &delta_svd::INFO, &stack::INFO, &task_arithmetic::INFO, &ties::INFO, &iso_c::INFO];
 
 pub use align::{align_adapters, factor_delta_gap, AlignReport};
+pub use aligned::Operator;
 pub use operator::{MergeInput, MergeMethod, MergeOperator, OperatorInfo, Param, Params};
 pub use task_arithmetic::task_arithmetic_deltas;
 pub use ties::{ties_deltas, DEFAULT_TIES_DENSITY};
@@ -133,6 +135,36 @@ pub fn merge_with_report(
     let shapes = check_adapters(adapters)?;
     let weights = resolve_weights(weights, adapters.len(), op.weight_rule())?;
     op.merge(&MergeInput { adapters, weights, shapes, opts })
+}
+
+/// `Σ w_k ΔW_k` with the weights normalised to sum 1 (empty = equal weights): the weighted mean
+/// of the adapters' dense updates, accumulated in `f64` (a module missing from an adapter
+/// counts as zero). It is task arithmetic at λ = 1 with normalised weights, and the `delta`
+/// space of [`merge_in_space`].
+pub fn delta_mean(adapters: &[&Adapter], weights: &[f64]) -> Result<BTreeMap<ModuleKey, Matrix>> {
+    let shapes = check_adapters(adapters)?;
+    let w = resolve_weights(weights, adapters.len(), WeightRule::Normalised)?;
+    let deltas = dense::all_deltas(adapters);
+    let refs: Vec<&crate::eval::Deltas> = deltas.iter().collect();
+    Ok(dense::weighted_delta_sum(&refs, &w, 1.0, &shapes))
+}
+
+/// The merge of `adapters` at `weights` (normalised to sum 1; empty = equal) in `space`:
+/// factor averaging (the `factor` operator, FedAvg of `A` and `B`) or the weighted mean of
+/// the dense updates ([`delta_mean`]). Returns the merged dense `ΔW`.
+pub fn merge_in_space(
+    adapters: &[&Adapter],
+    weights: &[f64],
+    space: crate::connectivity::interpolate::Space,
+) -> Result<BTreeMap<ModuleKey, Matrix>> {
+    use crate::connectivity::interpolate::Space;
+    match space {
+        Space::Factor => {
+            let factor = MergeMethod::new(factor_average::FactorAverage);
+            Ok(merge(adapters, weights, &factor, &MergeOptions::default())?.deltas())
+        }
+        Space::Delta => delta_mean(adapters, weights),
+    }
 }
 
 /// Re-factorises dense deltas into an adapter of rank `rank` under `spec` by truncated SVD
@@ -313,6 +345,25 @@ mod tests {
     use super::testutil::*;
     use super::*;
     use crate::adapter::TargetModule::{Query, Value};
+
+    #[test]
+    fn delta_mean_is_the_normalised_weighted_sum_and_factor_space_averages_factors() {
+        use crate::connectivity::interpolate::Space;
+        let keys = [key(0, Query)];
+        let (a, b) = (random_adapter(&keys, 2, 3, 3, 1), random_adapter(&keys, 2, 3, 3, 2));
+        let m = delta_mean(&[&a, &b], &[1.0, 2.0]).unwrap();
+        let (da, db) = (a.delta(&keys[0]), b.delta(&keys[0]));
+        for i in 0..9 {
+            let want = da.data[i] / 3.0 + 2.0 * db.data[i] / 3.0;
+            assert!((m[&keys[0]].data[i] - want).abs() < 1e-6);
+        }
+        assert_eq!(merge_in_space(&[&a, &b], &[1.0, 2.0], Space::Delta).unwrap(), m);
+        let factor = MergeMethod::parse("factor").unwrap();
+        let want = merge(&[&a, &b], &[1.0, 2.0], &factor, &MergeOptions::default()).unwrap().deltas();
+        assert_eq!(merge_in_space(&[&a, &b], &[1.0, 2.0], Space::Factor).unwrap(), want);
+        // Factor averaging is not the delta mean (B·A is bilinear).
+        assert!(max_diff(&want, &m) > 1e-4);
+    }
 
     #[test]
     fn parse_names_params_and_roundtrip() {

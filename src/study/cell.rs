@@ -1,48 +1,59 @@
 //! Grid cells: the units of work of an analysis. A spec expands into a fixed, ordered list of
-//! cells; each has a stable id (its content hashed in) and produces measurement rows.
+//! cells; each has a stable id (its content hashed in) and produces measurement rows. Run and
+//! group cells are shared by every measure of that [`Unit`]; measures of [`Unit::Own`] lay out
+//! cells of their own.
 
-use super::measure::{self, CurvePoint, Measurement, Tag, TaskMember};
+use super::measure::{Input, OwnCell, Rows, Tag, Unit};
 use super::spec::Spec;
-use crate::lab::{Lab, Run, TaskEnv};
+use crate::lab::{Lab, Run, TaskEnv, TaskEnvKey};
 use crate::progress::Progress;
-use crate::report::table::Table;
 use crate::runs::sanitize;
 use crate::train::TrainConfig;
 use anyhow::{anyhow, Context, Result};
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
 
 /// What a cell does.
 #[derive(Clone, Debug)]
 pub enum CellKind {
-    /// Train (or reuse) one run: accuracy, pruning, curves, multilinear gap.
+    /// Train (or reuse) one run and take every [`Unit::Run`] measure on it.
     Run {
         /// The run.
         cfg: TrainConfig,
     },
-    /// Merges and barriers of a group of seeds (replicate = the first seed).
+    /// Take every [`Unit::Group`] measure on a group of seeds (replicate = the first seed).
     Group {
         /// The runs, in merge order.
         cfgs: Vec<TrainConfig>,
     },
-    /// Multi-task merging of one adapter per task (same variant and seed).
-    Multitask {
-        /// One run per task.
-        cfgs: Vec<TrainConfig>,
+    /// One cell of a [`Unit::Own`] measure.
+    Own {
+        /// Index of the measure in [`Spec::measures`].
+        measure: usize,
+        /// The cell as the measure laid it out.
+        cell: OwnCell,
     },
-    /// Retrain one run with snapshots and measure along training.
-    Trajectory {
-        /// The run.
-        cfg: TrainConfig,
-    },
-    /// One federated simulation.
-    Federated {
-        /// Split name.
-        split: String,
-        /// Index into the spec's heterogeneity list.
-        hetero: usize,
-        /// Training settings (steps = local steps).
-        cfg: TrainConfig,
-    },
+}
+
+impl CellKind {
+    /// The cached runs the cell reads.
+    fn runs(&self) -> &[TrainConfig] {
+        match self {
+            CellKind::Run { cfg } => std::slice::from_ref(cfg),
+            CellKind::Group { cfgs } => cfgs,
+            CellKind::Own { cell, .. } => &cell.runs,
+        }
+    }
+
+    /// Everything that defines the cell's work (hashed into its id).
+    fn what(&self) -> String {
+        match self {
+            CellKind::Run { cfg } => format!("Run {{ cfg: {cfg:?} }}"),
+            CellKind::Group { cfgs } => format!("Group {{ cfgs: {cfgs:?} }}"),
+            CellKind::Own { cell, .. } => cell.what.clone(),
+        }
+    }
 }
 
 /// One cell of the grid.
@@ -63,13 +74,22 @@ pub struct Cell {
 }
 
 impl Cell {
-    fn new(spec: &Spec, task: &str, variant: &str, x: f64, replicate: u64, kind: CellKind, label: &str) -> Cell {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        spec: &Spec,
+        measures: &str,
+        task: &str,
+        variant: &str,
+        x: f64,
+        replicate: u64,
+        kind: CellKind,
+        label: &str,
+    ) -> Cell {
         // What defines the cell: its work and the measurements taken (absent measures are
         // left out, so adding a measurement kind to copra-lab keeps existing ids).
-        let measures = serde_json::to_string(&spec.measures).unwrap_or_default();
         // `TrainConfig` fields added after the first ids are left out at their defaults, so
         // existing cells keep the ids of the committed reports.
-        let mut what = format!("{kind:?}|{measures}");
+        let mut what = format!("{}|{measures}", kind.what());
         for late in late_fields_at_default() {
             what = what.replace(&late, "");
         }
@@ -104,61 +124,34 @@ fn late_fields_at_default() -> [String; 3] {
     ]
 }
 
-/// Every cell of the spec, in a fixed order: runs, then groups, multi-task and federated cells.
+/// Every cell of the spec, in a fixed order: run cells, group cells, then each [`Unit::Own`]
+/// measure's cells in the order of [`Spec::measures`].
 pub fn cells(spec: &Spec) -> Result<Vec<Cell>> {
-    let m = &spec.measures;
-    let mut out = Vec::new();
-    let mut runs = Vec::new();
-    let mut groups = Vec::new();
-    let mut multi = Vec::new();
-    let group_size = m
-        .merge
-        .as_ref()
-        .map(|g| g.weights.iter().map(|w| w.len()).max().unwrap_or(2))
-        .unwrap_or(0)
-        .max(if m.barrier.is_some() { 2 } else { 0 });
+    let json = spec.measures_json()?;
+    let group_size = spec
+        .measures
+        .iter()
+        .filter_map(|m| match m.unit() {
+            Unit::Group { size } => Some(size),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let single_runs = !spec.measures.iter().any(|m| m.replaces_runs());
+    let (mut runs, mut groups) = (Vec::new(), Vec::new());
     for point in 0..spec.sweep.len() {
         let x = spec.x(point);
-        for v in &spec.variants {
+        for v in spec.variants.iter().filter(|_| single_runs) {
             for (i, &seed) in spec.seeds.iter().enumerate() {
-                if m.federated.is_none() {
-                    for task in &spec.tasks {
-                        let cfg = spec.config(v, point, seed, task)?;
-                        runs.push(Cell::new(spec, task, &v.name, x, seed, CellKind::Run { cfg }, "run"));
-                        if group_size >= 2 {
-                            let cfgs = (0..group_size)
-                                .map(|j| spec.config(v, point, spec.seeds[(i + j) % spec.seeds.len()], task))
-                                .collect::<Result<Vec<_>>>()?;
-                            groups.push(Cell::new(spec, task, &v.name, x, seed, CellKind::Group { cfgs }, "group"));
-                        }
-                    }
-                }
-                if let Some(tr) = &m.trajectory {
-                    if tr.variants.is_empty() || tr.variants.contains(&v.name) {
-                        for task in &spec.tasks {
-                            let cfg = spec.config(v, point, seed, task)?;
-                            let cell =
-                                Cell::new(spec, task, &v.name, x, seed, CellKind::Trajectory { cfg }, "trajectory");
-                            multi.push(cell);
-                        }
-                    }
-                }
-                if let Some(mt) = &m.multitask {
-                    let tasks = if mt.tasks.is_empty() { &spec.tasks } else { &mt.tasks };
-                    let cfgs = tasks.iter().map(|t| spec.config(v, point, seed, t)).collect::<Result<Vec<_>>>()?;
-                    multi.push(Cell::new(spec, "all", &v.name, x, seed, CellKind::Multitask { cfgs }, "multitask"));
-                }
-                if let Some(f) = &m.federated {
-                    for task in &spec.tasks {
-                        for split in &f.splits {
-                            for h in 0..f.heterogeneity.len() {
-                                let mut cfg = spec.config(v, point, seed, task)?;
-                                cfg.steps = f.local_steps;
-                                let kind = CellKind::Federated { split: split.clone(), hetero: h, cfg };
-                                let label = format!("fed-{}-{}", split.replace(':', ""), f.heterogeneity[h].name);
-                                out.push(Cell::new(spec, task, &v.name, x, seed, kind, &label));
-                            }
-                        }
+                for task in &spec.tasks {
+                    let cfg = spec.config(v, point, seed, task)?;
+                    runs.push(Cell::new(spec, &json, task, &v.name, x, seed, CellKind::Run { cfg }, "run"));
+                    if group_size >= 2 {
+                        let cfgs = (0..group_size)
+                            .map(|j| spec.config(v, point, spec.seeds[(i + j) % spec.seeds.len()], task))
+                            .collect::<Result<Vec<_>>>()?;
+                        let kind = CellKind::Group { cfgs };
+                        groups.push(Cell::new(spec, &json, task, &v.name, x, seed, kind, "group"));
                     }
                 }
             }
@@ -166,8 +159,14 @@ pub fn cells(spec: &Spec) -> Result<Vec<Cell>> {
     }
     let mut all = runs;
     all.extend(groups);
-    all.extend(multi);
-    all.extend(out);
+    for (measure, m) in spec.measures.iter().enumerate().filter(|(_, m)| m.unit() == Unit::Own) {
+        for cell in m.cells(spec)? {
+            let (task, variant, label) = (cell.task.clone(), cell.variant.clone(), cell.label.clone());
+            let (x, replicate) = (cell.x, cell.replicate);
+            let kind = CellKind::Own { measure, cell };
+            all.push(Cell::new(spec, &json, &task, &variant, x, replicate, kind, &label));
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = all.iter().find(|c| !seen.insert(c.id.as_str())) {
         anyhow::bail!("internal: two cells share the id {}", dup.id);
@@ -176,61 +175,89 @@ pub fn cells(spec: &Spec) -> Result<Vec<Cell>> {
 }
 
 /// What a finished cell wrote.
-pub struct CellOutput {
-    /// Measurement rows.
-    pub measurements: Vec<Measurement>,
-    /// Loss-curve points.
-    pub curves: Vec<CurvePoint>,
-}
+pub type CellOutput = Rows;
 
-/// Task environments by the settings that define them, built once per process.
+/// Task environments by the settings that define them ([`TaskEnvKey`]), built once per process.
 #[derive(Default)]
 pub struct Envs {
-    envs: HashMap<String, TaskEnv>,
+    envs: HashMap<TaskEnvKey, TaskEnv>,
 }
 
 impl Envs {
-    /// The settings of `cfg` that define its task environment.
-    fn key(cfg: &TrainConfig) -> String {
-        format!("{}|{}|{}|{}|{}", cfg.task, cfg.shots, cfg.test_size, cfg.data_seed, cfg.logit_scale)
-    }
-
-    /// The environment of `cfg`'s task.
+    /// The environment of `cfg`'s task (after checking `cfg` against the backbone).
     pub fn get(&mut self, lab: &Lab, cfg: &TrainConfig) -> Result<&TaskEnv> {
-        let key = Self::key(cfg);
+        lab.check_config(cfg)?;
+        let key = TaskEnvKey::of(cfg);
         if !self.envs.contains_key(&key) {
-            let env = lab.task_env(cfg).with_context(|| format!("task {}", cfg.task))?;
+            let env = lab.task_env_of(&key).with_context(|| format!("task {}", cfg.task))?;
             self.envs.insert(key.clone(), env);
         }
         Ok(&self.envs[&key])
     }
 
     /// The environment of `cfg`'s task, built earlier by [`Envs::get`].
-    fn built(&self, cfg: &TrainConfig) -> Result<&TaskEnv> {
-        self.envs.get(&Self::key(cfg)).ok_or_else(|| anyhow!("internal: task {} was not loaded", cfg.task))
+    pub fn built(&self, cfg: &TrainConfig) -> Result<&TaskEnv> {
+        self.envs.get(&TaskEnvKey::of(cfg)).ok_or_else(|| anyhow!("internal: task {} was not loaded", cfg.task))
     }
 }
 
-/// Trains, as grids ([`Lab::ensure_runs`]), every cached run the cells ask for that the run
-/// cache lacks, so that the cells then find them there.
-pub fn prepare_runs(lab: &Lab, cells: &[&Cell], envs: &mut Envs, progress: &Progress) -> Result<()> {
-    let mut by_task: BTreeMap<String, Vec<TrainConfig>> = BTreeMap::new();
+/// Trains, as grids ([`Lab::ensure_runs`], one grid per task environment), every cached run
+/// the cells ask for that the run cache lacks, so that the cells then find them there.
+/// Returns the training wall time of each run it trained, by run folder: the wall time of its
+/// grid split equally over the grid's runs (they train in parallel).
+pub fn prepare_runs(lab: &Lab, cells: &[&Cell], envs: &mut Envs, progress: &Progress) -> Result<HashMap<PathBuf, f64>> {
+    let mut by_env: BTreeMap<TaskEnvKey, Vec<TrainConfig>> = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
     for cell in cells {
-        let cfgs: &[TrainConfig] = match &cell.kind {
-            CellKind::Run { cfg } => std::slice::from_ref(cfg),
-            CellKind::Group { cfgs } | CellKind::Multitask { cfgs } => cfgs,
-            _ => &[],
-        };
-        for cfg in cfgs {
+        for cfg in cell.kind.runs() {
             let dir = lab.run_dir(envs.get(lab, cfg)?, cfg);
             if seen.insert(dir.clone()) && !dir.join("manifest.json").is_file() {
-                by_task.entry(Envs::key(cfg)).or_default().push(cfg.clone());
+                by_env.entry(TaskEnvKey::of(cfg)).or_default().push(cfg.clone());
             }
         }
     }
-    for cfgs in by_task.values() {
-        lab.ensure_runs(envs.get(lab, &cfgs[0])?, cfgs, false, progress)?;
+    let mut seconds = HashMap::new();
+    for cfgs in by_env.values() {
+        let started = Instant::now();
+        let runs = lab.ensure_runs(envs.get(lab, &cfgs[0])?, cfgs, false, progress)?;
+        let trained: Vec<&Run> = runs.iter().filter(|r| !r.reused).collect();
+        let share = started.elapsed().as_secs_f64() / trained.len().max(1) as f64;
+        seconds.extend(trained.into_iter().map(|r| (r.dir.clone(), share)));
+    }
+    Ok(seconds)
+}
+
+/// The training seconds of `cell`'s runs in `trained` ([`prepare_runs`]), taken out of the map
+/// so that each run's training counts once, for the first cell that reads it.
+pub fn take_training_seconds(
+    lab: &Lab,
+    cell: &Cell,
+    envs: &mut Envs,
+    trained: &mut HashMap<PathBuf, f64>,
+) -> Result<f64> {
+    let mut total = 0.0;
+    for cfg in cell.kind.runs() {
+        total += trained.remove(&lab.run_dir(envs.get(lab, cfg)?, cfg)).unwrap_or(0.0);
+    }
+    Ok(total)
+}
+
+/// Checks, before any work, every config the cells train or read against the backbone, and
+/// each [`Unit::Own`] cell with its measure ([`super::measure::Measure::check_cell`]).
+pub fn check_cells(lab: &Lab, spec: &Spec, cells: &[&Cell]) -> Result<()> {
+    for cell in cells {
+        let own = match &cell.kind {
+            CellKind::Own { measure, cell: own } => Some((*measure, own)),
+            _ => None,
+        };
+        let configs = own.map(|(_, o)| o.configs.as_slice()).unwrap_or_default();
+        for cfg in cell.kind.runs().iter().chain(configs) {
+            lab.check_config(cfg).with_context(|| format!("cell {}", cell.id))?;
+        }
+        if let Some((measure, own)) = own {
+            let m = spec.measures.get(measure).ok_or_else(|| anyhow!("internal: no measure {measure}"))?;
+            m.check_cell(lab, own)?;
+        }
     }
     Ok(())
 }
@@ -240,146 +267,43 @@ fn ensure(lab: &Lab, envs: &mut Envs, cfg: &TrainConfig, progress: &Progress) ->
     lab.ensure_run(env, cfg, false, progress)
 }
 
-/// Runs one cell (training what the run cache lacks).
+/// Runs one cell (training what the run cache lacks): every measure of the cell's unit, in
+/// the order of [`Spec::measures`].
 pub fn run_cell(lab: &Lab, spec: &Spec, cell: &Cell, envs: &mut Envs, progress: &Progress) -> Result<CellOutput> {
-    let m = &spec.measures;
-    let mut measurements = Vec::new();
-    let mut curves = Vec::new();
+    let runs = cell.kind.runs().iter().map(|c| ensure(lab, envs, c, progress)).collect::<Result<Vec<_>>>()?;
+    let mut out = Rows::default();
+    let mut take = |input: &Input<'_>, unit: fn(Unit) -> bool| -> Result<()> {
+        for m in spec.measures.iter().filter(|m| unit(m.unit())) {
+            let rows = m.measure(input).with_context(|| format!("measure {}", m.name()))?;
+            out.measurements.extend(rows.measurements);
+            out.curves.extend(rows.curves);
+        }
+        Ok(())
+    };
     match &cell.kind {
         CellKind::Run { cfg } => {
-            let run = ensure(lab, envs, cfg, progress)?;
-            let env = envs.get(lab, cfg)?;
             let tag = cell.tag(&[cfg.seed]);
-            let (test, frozen) = (run.manifest.test, run.manifest.frozen_test);
-            measurements.extend(measure::accuracy_rows(&tag, &test, &run.manifest.train, &frozen));
-            if let Some(p) = &m.prune {
-                measurements.extend(measure::prune_rows(
-                    &tag,
-                    &env.test,
-                    &run.adapter,
-                    &p.structures,
-                    test.accuracy,
-                    frozen.accuracy,
-                )?);
-            }
-            if let Some(ml) = &m.multilinear {
-                measurements.extend(measure::multilinear_rows(
-                    &tag,
-                    &env.train,
-                    &run.adapter,
-                    &ml.p,
-                    ml.samples,
-                    cfg.seed,
-                )?);
-            }
-            if let Some(c) = &m.curves {
-                curves.extend(curve_points(cell, cfg.seed, &run, c.every)?);
-            }
+            let input = Input::Run { tag: &tag, cfg, run: &runs[0], env: envs.built(cfg)? };
+            take(&input, |u| u == Unit::Run)?;
         }
         CellKind::Group { cfgs } => {
-            let runs = cfgs.iter().map(|c| ensure(lab, envs, c, progress)).collect::<Result<Vec<_>>>()?;
-            let env = envs.get(lab, &cfgs[0])?;
             let seeds: Vec<u64> = cfgs.iter().map(|c| c.seed).collect();
             let tag = cell.tag(&seeds);
-            let adapters: Vec<&crate::adapter::Adapter> = runs.iter().map(|r| &r.adapter).collect();
-            let endpoints: Vec<f64> = runs.iter().map(|r| r.manifest.test.accuracy).collect();
-            let frozen = runs[0].manifest.frozen_test.accuracy;
-            if let Some(mg) = &m.merge {
-                measurements.extend(measure::merge_rows(
-                    &tag,
-                    &env.test,
-                    &adapters,
-                    &endpoints,
-                    frozen,
-                    &mg.weights,
-                    &mg.spaces,
-                )?);
+            let input = Input::Group { tag: &tag, cfgs, runs: &runs, env: envs.built(&cfgs[0])? };
+            take(&input, |u| matches!(u, Unit::Group { .. }))?;
+        }
+        CellKind::Own { measure, cell: own } => {
+            for cfg in &own.configs {
+                envs.get(lab, cfg)?;
             }
-            if let Some(b) = &m.barrier {
-                let t2 = Tag { seeds: format!("{}+{}", seeds[0], seeds[1]), ..tag.clone() };
-                measurements.extend(measure::barrier_rows(
-                    &t2,
-                    &env.test,
-                    adapters[0],
-                    adapters[1],
-                    b.points,
-                    &b.spaces,
-                )?);
-            }
+            let m = spec.measures.get(*measure).ok_or_else(|| anyhow!("internal: no measure {measure}"))?;
+            let seed = own.runs.first().or(own.configs.first()).map(|c| c.seed).unwrap_or(own.replicate);
+            let tag = cell.tag(&[seed]);
+            let input = Input::Own { tag: &tag, cell: own, runs: &runs, envs, lab };
+            let rows = m.measure(&input).with_context(|| format!("measure {}", m.name()))?;
+            out.measurements.extend(rows.measurements);
+            out.curves.extend(rows.curves);
         }
-        CellKind::Multitask { cfgs } => {
-            // `ensure` loads every task's environment.
-            let runs = cfgs.iter().map(|c| ensure(lab, envs, c, progress)).collect::<Result<Vec<_>>>()?;
-            let tag = cell.tag(&[cfgs[0].seed]);
-            let members: Vec<TaskMember> = cfgs
-                .iter()
-                .zip(&runs)
-                .map(|(c, r)| {
-                    Ok(TaskMember {
-                        task: c.task.clone(),
-                        test: &envs.built(c)?.test,
-                        adapter: &r.adapter,
-                        own: r.manifest.test.accuracy,
-                    })
-                })
-                .collect::<Result<_>>()?;
-            let ops =
-                &m.multitask.as_ref().ok_or_else(|| anyhow!("internal: multitask cell without options"))?.operators;
-            measurements.extend(measure::multitask_rows(&tag, &members, ops)?);
-        }
-        CellKind::Trajectory { cfg } => {
-            let tr = m.trajectory.as_ref().ok_or_else(|| anyhow!("internal: trajectory cell without options"))?;
-            let env = envs.get(lab, cfg)?;
-            let at: Vec<usize> =
-                tr.fractions.iter().map(|f| ((f * cfg.steps as f64).round() as usize).clamp(1, cfg.steps)).collect();
-            let (_, snaps) = crate::train::train_adapter_snapshots(
-                &lab.backbone,
-                &env.head,
-                &env.train_inputs,
-                &env.data.train.labels,
-                cfg,
-                &at,
-            )?;
-            let tag = cell.tag(&[cfg.seed]);
-            measurements.extend(measure::trajectory_rows(&tag, &env.train, cfg, &snaps, tr)?);
-        }
-        CellKind::Federated { split, hetero, cfg } => {
-            let f = m.federated.as_ref().ok_or_else(|| anyhow!("internal: federated cell without options"))?;
-            let h = &f.heterogeneity[*hetero];
-            let opts = measure::federated_options(
-                f.clients,
-                measure::split_named(split, f.min_size)?,
-                &h.ranks,
-                &h.top_blocks,
-                &f.aggregators[0],
-            )?;
-            let env = envs.get(lab, cfg)?;
-            let tag = cell.tag(&[cfg.seed]);
-            let label = format!("{split} {}", h.name);
-            measurements.extend(measure::federated_rows(&tag, &lab.backbone, env, cfg, &opts, &f.aggregators, &label)?);
-        }
-    }
-    Ok(CellOutput { measurements, curves })
-}
-
-/// The run's training loss and p(t), averaged over windows of `every` steps.
-fn curve_points(cell: &Cell, seed: u64, run: &Run, every: usize) -> Result<Vec<CurvePoint>> {
-    let log = run.dir.join("train_log.parquet");
-    let df = Table::read_parquet(&log)?;
-    let get = |name: &str| measure::col_f64(&df, name).with_context(|| format!("training log {}", log.display()));
-    let (loss, p) = (get("loss")?, get("p")?);
-    let mut out = Vec::new();
-    for (w, (lw, pw)) in loss.chunks(every).zip(p.chunks(every)).enumerate() {
-        out.push(CurvePoint {
-            cell: cell.id.clone(),
-            task: cell.task.clone(),
-            variant: cell.variant.clone(),
-            x: cell.x,
-            seed: seed as i64,
-            step: (w * every + lw.len() - 1) as i64,
-            loss: lw.iter().sum::<f64>() / lw.len() as f64,
-            p: pw.iter().sum::<f64>() / pw.len() as f64,
-        });
     }
     Ok(out)
 }

@@ -109,6 +109,7 @@ impl Row for CellRecord {
     fn columns(cols: &mut Columns<'_, Self>) {
         cols.col("cell", |r| r.id.clone())
             .col("wall_seconds", |r| r.wall_seconds)
+            .col("training_seconds", |r| r.training_seconds.unwrap_or(f64::NAN))
             .col("machine", |r| r.machine.clone());
     }
 }
@@ -231,6 +232,14 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     Table::from_rows(&g.records).write_parquet(&dir.join("cells.parquet"))?;
     if !g.curves.is_empty() {
         Table::from_rows(&g.curves).write_parquet(&dir.join("curves.parquet"))?;
+    }
+    // A headline that names no measured quantity would silently drop out of the Answer.
+    let measured = ordered_unique(g.rows.iter().map(|m| Key::of(m).quantity()));
+    if let Some(h) = spec.report.headline.iter().find(|h| !measured.contains(h)) {
+        bail!(
+            "[report] headline '{h}' names no measured quantity (measure/setting/metric); fix it in the spec and rerun analyze (the cells are kept); measured: {}",
+            measured.join(", ")
+        );
     }
     let grouped = group(&g.rows);
     let variants: Vec<String> = spec.variants.iter().map(|v| v.name.clone()).collect();
@@ -466,13 +475,24 @@ fn readme(
     }
     let wall: f64 = g.records.iter().map(|r| r.wall_seconds).sum();
     let machines = ordered_unique(g.records.iter().map(|r| r.machine.clone()));
-    let _ = writeln!(
-        s,
-        "- Cells: {}; summed cell wall time {:.1} min (training included where a run was not cached; shards running in parallel finish sooner) on {}",
-        g.records.len(),
-        wall / 60.0,
-        machines.join("; ")
-    );
+    let training: Option<f64> = g.records.iter().map(|r| r.training_seconds).sum();
+    let _ = match training {
+        Some(t) => writeln!(
+            s,
+            "- Cells: {}; summed cell wall time {:.1} min, of which {:.1} min trained runs (each run's training counts for the first cell that read it; cached runs cost nothing; shards running in parallel finish sooner) on {}",
+            g.records.len(),
+            wall / 60.0,
+            t / 60.0,
+            machines.join("; ")
+        ),
+        None => writeln!(
+            s,
+            "- Cells: {}; summed cell wall time {:.1} min (cells written before copra-lab recorded training time leave out the runs trained before them; shards running in parallel finish sooner) on {}",
+            g.records.len(),
+            wall / 60.0,
+            machines.join("; ")
+        ),
+    };
     let _ = writeln!(
         s,
         "- Reproduce: `copra-lab analyze analyses/{}.toml`; rebuild this README: `copra-lab report reports/{}`",

@@ -2,10 +2,13 @@
 //! and the measurements to take on it. Parsing checks every key; errors name the key and its
 //! line.
 
+use super::measure::{accuracy::Accuracy, Measure, ParseContext, MEASURES};
+use crate::runs::sanitize;
 use crate::train::{Method, TrainConfig};
 use anyhow::{anyhow, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::path::Path;
+use std::sync::Arc;
 
 /// A parsed, validated analysis spec.
 #[derive(Clone, Debug)]
@@ -26,8 +29,9 @@ pub struct Spec {
     pub variants: Vec<Variant>,
     /// The swept training key and its values (one point with an empty key when none).
     pub sweep: Sweep,
-    /// What to measure.
-    pub measures: Measures,
+    /// What to measure: single-task accuracy first, then the spec's `[measure.*]` tables in
+    /// the order of [`MEASURES`].
+    pub measures: Vec<Arc<dyn Measure>>,
     /// Report options.
     pub report: ReportOptions,
     /// The spec's text, copied into the report folder.
@@ -43,6 +47,9 @@ pub struct Variant {
     pub overrides: String,
     /// The variant's config before the sweep and the seed are applied.
     pub config: toml::Table,
+    /// The variant's training config at each sweep point, built and checked once at parse
+    /// time (the seed and task are set per cell).
+    pub points: Vec<TrainConfig>,
 }
 
 /// One swept training key (for example `steps` or `lr`) and its values.
@@ -66,156 +73,6 @@ impl Sweep {
     pub fn is_empty(&self) -> bool {
         self.key.is_empty()
     }
-}
-
-/// Every-other-block (and other structured) pruning of each run.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PruneSpec {
-    /// Structure names: `every-other-even`, `every-other-odd`, `lower-third`, `middle-third`,
-    /// `upper-third`.
-    pub structures: Vec<String>,
-}
-
-/// Merges of k seeds at given weights, in factor and delta space.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MergeSpec {
-    /// Weight lists: `[1, 1]` is the 1:1 merge of two seeds, `[1, 2]` the 1:2 merge,
-    /// `[1, 1, 1]` the 1:1:1 merge of three. Replicate i merges seeds i, i+1, … (cyclically).
-    pub weights: Vec<Vec<f64>>,
-    /// `factor` (average A and B) and / or `delta` (average ΔW).
-    #[serde(default = "both_spaces")]
-    pub spaces: Vec<String>,
-}
-
-/// Loss and error barriers on the linear path between two seeds.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BarrierSpec {
-    /// Points on the path, endpoints included (at least 3).
-    #[serde(default = "default_points")]
-    pub points: usize,
-    /// `factor` and / or `delta`.
-    #[serde(default = "both_spaces")]
-    pub spaces: Vec<String>,
-}
-
-/// Multi-task merging: one adapter per task (same variant and seed), merged by each operator.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MultitaskSpec {
-    /// Tasks merged (default: the spec's tasks).
-    #[serde(default)]
-    pub tasks: Vec<String>,
-    /// Merge operators (`copra-lab multitask --help` lists them).
-    pub operators: Vec<String>,
-}
-
-/// One client heterogeneity setting of a federated simulation.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeteroSpec {
-    /// Name used in tables.
-    pub name: String,
-    /// Per-client LoRA ranks, cycled over clients (empty: the config's rank).
-    #[serde(default)]
-    pub ranks: Vec<usize>,
-    /// Per-client number of top blocks adapted, cycled over clients (empty: every block).
-    #[serde(default)]
-    pub top_blocks: Vec<usize>,
-}
-
-/// One-round federated learning with heterogeneous clients.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FederatedSpec {
-    /// Clients K.
-    pub clients: usize,
-    /// Local optimiser steps of each client.
-    pub local_steps: usize,
-    /// Splits: `iid` or `dirichlet:ALPHA`.
-    pub splits: Vec<String>,
-    /// Smallest client of a Dirichlet split.
-    #[serde(default = "default_min_size")]
-    pub min_size: usize,
-    /// Client settings.
-    pub heterogeneity: Vec<HeteroSpec>,
-    /// Server aggregators, each applied to the same uploads.
-    pub aggregators: Vec<String>,
-}
-
-/// Training-loss curves from each run's log, every `every` steps.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CurvesSpec {
-    /// Keep one point every this many steps (the mean of the window).
-    pub every: usize,
-}
-
-/// The multilinear extension F(p) = E_{S∼Bernoulli(p)}[L(S)] of the training loss over
-/// blocks, at the end of training, against the all-on loss L(N).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MultilinearSpec {
-    /// Participation rates p in (0, 1).
-    pub p: Vec<f64>,
-    /// Sampled coalitions per rate.
-    pub samples: usize,
-}
-
-/// Checkpoints along training (the run is retrained with snapshots): at each fraction of T,
-/// the multilinear extension F(p(t)) of the training loss at the schedule's current rate
-/// against the all-on loss, and per-block Shapley values of the training-loss game.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrajectorySpec {
-    /// Variants to follow (default: all).
-    #[serde(default)]
-    pub variants: Vec<String>,
-    /// Fractions of T in (0, 1] where the adapter is taken.
-    pub fractions: Vec<f64>,
-    /// Sampled coalitions for F(p(t)).
-    pub samples: usize,
-    /// Shapley estimator (`copra-lab shapley --help` lists them).
-    #[serde(default = "default_estimator")]
-    pub estimator: String,
-    /// Evaluations per Shapley estimate.
-    pub budget: usize,
-}
-
-fn default_estimator() -> String {
-    "permutation".into()
-}
-
-/// What to measure on the grid (single-task accuracy is always measured).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Measures {
-    /// Structured pruning of every run.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prune: Option<PruneSpec>,
-    /// Merges of seeds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub merge: Option<MergeSpec>,
-    /// Barriers between two seeds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub barrier: Option<BarrierSpec>,
-    /// Multi-task merging.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub multitask: Option<MultitaskSpec>,
-    /// Federated simulations.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub federated: Option<FederatedSpec>,
-    /// Loss curves.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub curves: Option<CurvesSpec>,
-    /// The multilinear-extension gap.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub multilinear: Option<MultilinearSpec>,
-    /// Checkpoints along training.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trajectory: Option<TrajectorySpec>,
 }
 
 /// Report options.
@@ -243,16 +100,6 @@ pub enum HolmFamily {
     Metric,
 }
 
-fn both_spaces() -> Vec<String> {
-    vec!["factor".into(), "delta".into()]
-}
-fn default_points() -> usize {
-    11
-}
-fn default_min_size() -> usize {
-    8
-}
-
 /// The file as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,7 +116,7 @@ struct SpecFile {
     variant: Vec<toml::Table>,
     sweep: Option<SweepFile>,
     #[serde(default)]
-    measure: Measures,
+    measure: toml::Table,
     #[serde(default)]
     report: ReportOptions,
 }
@@ -330,6 +177,28 @@ impl Spec {
         if file.tasks.is_empty() {
             return Err(at("tasks", "the grid is empty: list at least one task, e.g. tasks = [\"lighting\"]".into()));
         }
+        if let Some(i) = (1..file.tasks.len()).find(|&i| file.tasks[..i].contains(&file.tasks[i])) {
+            return Err(at("tasks", format!("task '{}' is listed twice; list each task once", file.tasks[i])));
+        }
+        // The grid sets these per cell: a value written elsewhere would be silently replaced.
+        for (key, from) in [("seed", "seeds = [...]"), ("task", "tasks = [...]")] {
+            let in_variant = file.variant.iter().position(|v| v.contains_key(key));
+            if file.base.contains_key(key) || in_variant.is_some() {
+                let line = match in_variant {
+                    Some(i) if !file.base.contains_key(key) => line_in_nth(text, "variant", i, key),
+                    _ => line_in(text, "base", key),
+                };
+                return Err(anyhow!(
+                    "line {line}: {key}: the grid sets the run's {key} from `{from}`; remove this {key}"
+                ));
+            }
+            if file.sweep.as_ref().is_some_and(|s| s.key == key) {
+                let line = line_in(text, "sweep", "key");
+                return Err(anyhow!(
+                    "line {line}: key: the grid sets the run's {key} from `{from}`; sweep another key"
+                ));
+            }
+        }
         if file.variant.is_empty() {
             return Err(at("variant", "the grid is empty: add at least one [[variant]] with a name".into()));
         }
@@ -348,30 +217,61 @@ impl Spec {
                         other => Err(at("values", format!("sweep values must be numbers, got {other}"))),
                     })
                     .collect::<Result<Vec<f64>>>()?;
+                if let Some(i) = (1..values.len()).find(|&i| values[..i].contains(&values[i])) {
+                    return Err(at("values", format!("sweep value {} is listed twice; list each once", values[i])));
+                }
                 Sweep { key: s.key, values, raw: s.values }
             }
         };
         let mut variants = Vec::new();
-        for v in &file.variant {
+        for (index, v) in file.variant.iter().enumerate() {
             let mut table = v.clone();
             let name = match table.remove("name") {
                 Some(toml::Value::String(s)) if !s.is_empty() => s,
                 _ => return Err(at("variant", "every [[variant]] needs a name = \"...\"".into())),
             };
+            let line = line_in_nth(text, "variant", index, "name");
             if variants.iter().any(|x: &Variant| x.name == name) {
-                return Err(at("variant", format!("variant name '{name}' repeats; names must be unique")));
+                return Err(anyhow!("line {line}: name: variant name '{name}' repeats; names must be unique"));
+            }
+            if let Some(x) = variants.iter().find(|x: &&Variant| sanitize(&x.name) == sanitize(&name)) {
+                return Err(anyhow!(
+                    "line {line}: name: variant names '{}' and '{name}' are the same in cell ids ('{}'); use names that differ in ASCII letters, digits, - or _",
+                    x.name,
+                    sanitize(&name)
+                ));
             }
             let overrides = table.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ");
             let mut config = file.base.clone();
             deep_merge(&mut config, table);
-            let variant = Variant { name, overrides, config };
-            // Check every sweep point and seed builds a valid config now, not mid-run.
+            let mut variant = Variant { name, overrides, config, points: Vec::new() };
+            // Check every sweep point builds a valid config now, not mid-run: first the
+            // variant alone (errors name its key, or the base's), then each sweep value.
+            let unswept = Sweep { key: String::new(), values: Vec::new(), raw: Vec::new() };
+            variant_config(&variant, &unswept, 0, file.seeds[0]).map_err(|e| {
+                let msg = e.to_string();
+                let key = backticked(&msg)
+                    .filter(|k| mentions(&variant.config, k))
+                    .or_else(|| named_key(&msg, &variant.config))
+                    .unwrap_or_else(|| first_key(v));
+                let line = if mentions(v, &key) {
+                    line_in_nth(text, "variant", index, &key)
+                } else {
+                    line_in(text, "base", &key)
+                };
+                anyhow!("line {line}: {key}: {msg}")
+            })?;
             for point in 0..sweep.len() {
-                variant_config(&variant, &sweep, point, file.seeds[0]).map_err(|e| {
-                    let msg = e.to_string();
-                    let key = backticked(&msg).unwrap_or_else(|| first_key(v));
-                    at(&key, msg)
+                let cfg = variant_config(&variant, &sweep, point, file.seeds[0]).map_err(|e| {
+                    let line = line_in(text, "sweep", "values");
+                    anyhow!(
+                        "line {line}: values: sweep value {} of `{}` (variant {}): {e}",
+                        sweep.raw[point],
+                        sweep.key,
+                        variant.name
+                    )
                 })?;
+                variant.points.push(cfg);
             }
             variants.push(variant);
         }
@@ -382,10 +282,17 @@ impl Spec {
                 format!("'{}' is not a variant; use one of {}", file.baseline, names.join(", ")),
             ));
         }
-        check_measures(&file.measure, file.seeds.len(), &|k, m| at(k, m))?;
-        if let Some(t) = &file.measure.trajectory {
-            if let Some(bad) = t.variants.iter().find(|n| !variants.iter().any(|v| &v.name == *n)) {
-                return Err(at("variants", format!("'{bad}' is not a variant of this spec")));
+        let names: Vec<String> = variants.iter().map(|v| v.name.clone()).collect();
+        let measures = parse_measures(text, &file.measure, &file.seeds, &file.tasks, &names)?;
+        let known: Vec<&str> = measures.iter().flat_map(|m| m.row_measures()).collect();
+        for h in &file.report.headline {
+            let parts: Vec<&str> = h.splitn(3, '/').collect();
+            if parts.len() != 3 || !known.contains(&parts[0]) {
+                let line = line_in(text, "report", "headline");
+                return Err(anyhow!(
+                    "line {line}: headline: '{h}' is not a measure/setting/metric of this spec; its measures are {} (e.g. \"accuracy//test_accuracy\")",
+                    known.join(", ")
+                ));
             }
         }
         Ok(Spec {
@@ -397,7 +304,7 @@ impl Spec {
             tasks: file.tasks,
             variants,
             sweep,
-            measures: file.measure,
+            measures,
             report: file.report,
             text: text.to_string(),
         })
@@ -405,9 +312,20 @@ impl Spec {
 
     /// The config of `variant` at sweep point `point` with run seed `seed` on `task`.
     pub fn config(&self, variant: &Variant, point: usize, seed: u64, task: &str) -> Result<TrainConfig> {
-        let mut cfg = variant_config(variant, &self.sweep, point, seed)?;
-        cfg.task = task.to_string();
-        Ok(cfg)
+        let base = variant.points.get(point).ok_or_else(|| anyhow!("internal: no sweep point {point}"))?;
+        Ok(TrainConfig { seed, task: task.to_string(), ..base.clone() })
+    }
+
+    /// The options of the `[measure.*]` tables as written, as one JSON object in registry
+    /// order (`{"prune":{...},"merge":{...}}`): part of every cell id.
+    pub fn measures_json(&self) -> Result<String> {
+        let mut parts = Vec::new();
+        for m in &self.measures {
+            if let Some(json) = m.options_json()? {
+                parts.push(format!("\"{}\":{json}", m.name()));
+            }
+        }
+        Ok(format!("{{{}}}", parts.join(",")))
     }
 
     /// The x value of sweep point `point` (NaN without a sweep).
@@ -417,10 +335,42 @@ impl Spec {
 }
 
 /// The first `name` in backticks of a serde message (the offending field).
-fn backticked(msg: &str) -> Option<String> {
+pub(crate) fn backticked(msg: &str) -> Option<String> {
     let start = msg.find('`')? + 1;
     let len = msg[start..].find('`')?;
     Some(msg[start..start + len].to_string())
+}
+
+/// True when `key` is a key of `table` or of a table nested in it.
+fn mentions(table: &toml::Table, key: &str) -> bool {
+    table.iter().any(|(k, v)| k == key || v.as_table().is_some_and(|t| mentions(t, key)))
+}
+
+/// The key of `table` (nested keys included) that `msg` names first as a whole word: the
+/// field a range check complains about (`steps must be at least 1`).
+fn named_key(msg: &str, table: &toml::Table) -> Option<String> {
+    fn keys(table: &toml::Table, out: &mut Vec<String>) {
+        for (k, v) in table {
+            out.push(k.clone());
+            if let Some(t) = v.as_table() {
+                keys(t, out);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    keys(table, &mut all);
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    all.into_iter()
+        .filter_map(|k| {
+            msg.match_indices(k.as_str())
+                .find(|(i, _)| {
+                    !msg[..*i].chars().next_back().is_some_and(word)
+                        && !msg[i + k.len()..].chars().next().is_some_and(word)
+                })
+                .map(|(i, _)| (i, k))
+        })
+        .min()
+        .map(|(_, k)| k)
 }
 
 /// The first key of a variant table, for error lines.
@@ -476,85 +426,70 @@ fn variant_config(variant: &Variant, sweep: &Sweep, point: usize, seed: u64) -> 
     Ok(cfg)
 }
 
-/// Checks the measurement options; `at(key, message)` builds the error.
-fn check_measures(m: &Measures, seeds: usize, at: &dyn Fn(&str, String) -> anyhow::Error) -> Result<()> {
-    if let Some(p) = &m.prune {
-        for s in &p.structures {
-            crate::study::measure::structure_named(s).map_err(|e| at("structures", e.to_string()))?;
-        }
+/// Parses the `[measure.*]` tables with the parsers of [`MEASURES`], in registry order, after
+/// the always-taken accuracy. Errors name the key inside its table and that key's line.
+fn parse_measures(
+    text: &str,
+    tables: &toml::Table,
+    seeds: &[u64],
+    tasks: &[String],
+    variants: &[String],
+) -> Result<Vec<Arc<dyn Measure>>> {
+    if let Some(unknown) = tables.keys().find(|k| !MEASURES.iter().any(|m| m.name == k.as_str())) {
+        let known: Vec<&str> = MEASURES.iter().map(|m| m.name).collect();
+        return Err(anyhow!(
+            "line {}: measure.{unknown}: unknown measure `{unknown}`; use one of {}",
+            line_of(text, &format!("measure.{unknown}")),
+            known.join(", ")
+        ));
     }
-    let spaces_ok = |spaces: &[String], key: &str| -> Result<()> {
-        if spaces.is_empty() {
-            return Err(at(key, "list at least one space: factor or delta".into()));
-        }
-        for s in spaces {
-            crate::connectivity::interpolate::Space::parse(s).map_err(|e| at(key, e.to_string()))?;
-        }
-        Ok(())
+    let mut out: Vec<Arc<dyn Measure>> = vec![Arc::new(Accuracy)];
+    for info in MEASURES {
+        let Some(value) = tables.get(info.name) else { continue };
+        let table = format!("measure.{}", info.name);
+        let at = |key: &str, msg: String| {
+            let name = if key.is_empty() { table.clone() } else { key.to_string() };
+            anyhow!("line {}: {name}: {msg}", line_in(text, &table, key))
+        };
+        let ctx = ParseContext { seeds, tasks, variants, at: &at };
+        out.push(Arc::from((info.parse)(value, &ctx)?));
+    }
+    Ok(out)
+}
+
+/// The line of `key` inside the table `table` (e.g. `measure.prune`): the first `key = ` after
+/// the table's header (its sub-tables included) and before the next other header; the header's
+/// line when the key is not written there; [`line_of`] when the table has no header line.
+pub fn line_in(text: &str, table: &str, key: &str) -> usize {
+    line_in_nth(text, table, 0, key)
+}
+
+/// Like [`line_in`], in the `nth` (0-based) header of `table` (an array of tables such as
+/// `[[variant]]`).
+pub fn line_in_nth(text: &str, table: &str, nth: usize, key: &str) -> usize {
+    let is_header_of = |l: &str| {
+        let l = l.trim();
+        let name = l.trim_start_matches('[').trim_end_matches(']').trim();
+        l.starts_with('[') && (name == table || name.starts_with(&format!("{table}.")))
     };
-    if let Some(mg) = &m.merge {
-        if mg.weights.is_empty() {
-            return Err(at("weights", "list at least one weight list, e.g. weights = [[1, 1]]".into()));
-        }
-        for w in &mg.weights {
-            if w.len() < 2 || w.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
-                return Err(at("weights", format!("{w:?}: a merge needs at least two positive weights")));
+    let lines: Vec<&str> = text.lines().collect();
+    let exact = |l: &str| {
+        let l = l.trim();
+        l.starts_with('[') && l.trim_start_matches('[').trim_end_matches(']').trim() == table
+    };
+    let Some(start) = lines.iter().enumerate().filter(|(_, l)| exact(l)).map(|(i, _)| i).nth(nth) else {
+        return line_of(text, if key.is_empty() { table } else { key });
+    };
+    if !key.is_empty() {
+        for (i, l) in lines.iter().enumerate().skip(start + 1) {
+            let t = l.trim_start();
+            if t.starts_with('[') && !is_header_of(t) {
+                break;
             }
-            if w.len() > seeds {
-                return Err(at("weights", format!("{w:?} merges {} seeds but the grid has {seeds}", w.len())));
+            if t.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')) {
+                return i + 1;
             }
         }
-        spaces_ok(&mg.spaces, "spaces")?;
     }
-    if let Some(b) = &m.barrier {
-        if b.points < 3 {
-            return Err(at("points", format!("{}: a barrier needs at least 3 points on the path", b.points)));
-        }
-        if seeds < 2 {
-            return Err(at("barrier", "a barrier needs at least two seeds".into()));
-        }
-        spaces_ok(&b.spaces, "spaces")?;
-    }
-    if let Some(mt) = &m.multitask {
-        if mt.operators.is_empty() {
-            return Err(at("operators", "list at least one merge operator, e.g. [\"factor\"]".into()));
-        }
-        for o in &mt.operators {
-            crate::merge::registry::parse(o).map_err(|e| at("operators", e.to_string()))?;
-        }
-    }
-    if let Some(f) = &m.federated {
-        if f.clients == 0 || f.local_steps == 0 {
-            return Err(at("clients", "clients and local_steps must be at least 1".into()));
-        }
-        if f.splits.is_empty() || f.heterogeneity.is_empty() || f.aggregators.is_empty() {
-            return Err(at("federated", "splits, heterogeneity and aggregators each need at least one entry".into()));
-        }
-        for s in &f.splits {
-            crate::study::measure::split_named(s, f.min_size).map_err(|e| at("splits", e.to_string()))?;
-        }
-        for o in &f.aggregators {
-            crate::merge::registry::parse(o).map_err(|e| at("aggregators", e.to_string()))?;
-        }
-    }
-    if let Some(c) = &m.curves {
-        if c.every == 0 {
-            return Err(at("every", "must be at least 1".into()));
-        }
-    }
-    if let Some(t) = &m.trajectory {
-        if t.fractions.is_empty() || t.fractions.iter().any(|f| !(*f > 0.0 && *f <= 1.0)) {
-            return Err(at("fractions", "list fractions of T in (0, 1], e.g. [0.25, 0.5, 1.0]".into()));
-        }
-        if t.samples == 0 || t.budget == 0 {
-            return Err(at("trajectory", "samples and budget must be at least 1".into()));
-        }
-        crate::shapley::registry::parse(&t.estimator).map_err(|e| at("estimator", e.to_string()))?;
-    }
-    if let Some(ml) = &m.multilinear {
-        if ml.samples == 0 || ml.p.iter().any(|p| !(*p > 0.0 && *p < 1.0)) {
-            return Err(at("multilinear", "p values must be in (0, 1) and samples at least 1".into()));
-        }
-    }
-    Ok(())
+    start + 1
 }

@@ -15,8 +15,14 @@ use std::path::{Path, PathBuf};
 pub struct CellRecord {
     /// Cell id.
     pub id: String,
-    /// Wall time of the cell in seconds (training included when it trained).
+    /// Wall time of the cell in seconds, the training of its runs included: the runs of a
+    /// shard are trained as grids before its cells, and each trained run's share of its grid's
+    /// wall time counts for the first cell that reads it.
     pub wall_seconds: f64,
+    /// The part of `wall_seconds` that trained runs (0 when every run came from the cache;
+    /// `None` for cells written before it was recorded, whose wall time lacks the training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_seconds: Option<f64>,
     /// The machine it ran on (CPU model and cores, or the device).
     pub machine: String,
 }
@@ -26,9 +32,14 @@ pub fn cell_dir(dir: &Path, id: &str) -> PathBuf {
     dir.join("cells").join(id)
 }
 
-/// True when cell `id` has finished.
+/// True when cell `id` has finished: its `cell.json` reads back as this cell's record and its
+/// measurements are there. A cell with a missing or unreadable part counts as not finished, so
+/// `analyze` redoes it (replacing the folder).
 pub fn is_done(dir: &Path, id: &str) -> bool {
-    cell_dir(dir, id).join("cell.json").is_file()
+    let d = cell_dir(dir, id);
+    let record =
+        std::fs::read_to_string(d.join("cell.json")).ok().and_then(|t| serde_json::from_str::<CellRecord>(&t).ok());
+    record.is_some_and(|r| r.id == id) && d.join("measurements.parquet").is_file()
 }
 
 /// Writes a finished cell: parts into a temporary sibling, then one rename.
@@ -60,20 +71,27 @@ pub fn write_cell(dir: &Path, record: &CellRecord, out: &CellOutput) -> Result<(
     result
 }
 
-/// Reads a finished cell's record and rows.
+/// Reads a finished cell's record and rows. Errors name the cell's folder and say to delete
+/// it: `analyze` then redoes exactly that cell.
 pub fn read_cell(dir: &Path, id: &str) -> Result<(CellRecord, Vec<Measurement>, Vec<CurvePoint>)> {
     let d = cell_dir(dir, id);
-    let text = std::fs::read_to_string(d.join("cell.json")).with_context(|| format!("cell {}", d.display()))?;
-    let record: CellRecord = serde_json::from_str(&text)
-        .map_err(|e| anyhow!("cell {}: corrupt cell.json ({e}); delete the folder and rerun analyze", d.display()))?;
-    let rows = Measurement::from_frame(&Table::read_parquet(&d.join("measurements.parquet"))?)
-        .with_context(|| format!("cell {}", d.display()))?;
-    let curves = if d.join("curves.parquet").is_file() {
-        CurvePoint::from_frame(&Table::read_parquet(&d.join("curves.parquet"))?)?
-    } else {
-        Vec::new()
+    let read = || -> Result<(CellRecord, Vec<Measurement>, Vec<CurvePoint>)> {
+        let record: CellRecord = serde_json::from_str(&std::fs::read_to_string(d.join("cell.json"))?)?;
+        let rows = Measurement::from_frame(&Table::read_parquet(&d.join("measurements.parquet"))?)?;
+        let curves = if d.join("curves.parquet").is_file() {
+            CurvePoint::from_frame(&Table::read_parquet(&d.join("curves.parquet"))?)?
+        } else {
+            Vec::new()
+        };
+        Ok((record, rows, curves))
     };
-    Ok((record, rows, curves))
+    read().map_err(|e| {
+        anyhow!(
+            "cell {} is unreadable ({}); delete that folder and rerun analyze, which redoes this cell",
+            d.display(),
+            format!("{e:#}").replace('\n', " ")
+        )
+    })
 }
 
 /// A short description of this machine: CPU model and logical cores.

@@ -172,6 +172,25 @@ fn shards_partition_the_grid_and_follow_slurm() {
     .unwrap();
     assert_eq!(one_based, Some(Shard { index: 3, count: 4 }));
     assert!(Shard::from_slurm(env(&[("SLURM_ARRAY_TASK_ID", "x"), ("SLURM_ARRAY_TASK_COUNT", "4")])).is_err());
+    // A stepped array (--array=0-4:2: tasks 0, 2, 4) runs every shard once.
+    let stepped: Vec<Shard> = ["0", "2", "4"]
+        .iter()
+        .map(|id| {
+            let vars = [
+                ("SLURM_ARRAY_TASK_ID", id.to_string()),
+                ("SLURM_ARRAY_TASK_COUNT", "3".to_string()),
+                ("SLURM_ARRAY_TASK_MIN", "0".to_string()),
+                ("SLURM_ARRAY_TASK_STEP", "2".to_string()),
+            ];
+            Shard::from_slurm(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap().unwrap()
+        })
+        .collect();
+    assert_eq!(stepped, (0..3).map(|index| Shard { index, count: 3 }).collect::<Vec<_>>());
+    // Errors from the Slurm variables name them, not a --shard the user never passed.
+    let err = Shard::from_slurm(env(&[("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_COUNT", "4")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("SLURM_ARRAY_TASK_COUNT 4") && !err.contains("--shard 5/4"), "{err}");
 }
 
 #[test]
@@ -236,7 +255,7 @@ fn long_task_and_variant_names_keep_cell_ids_unique() {
     let text = TINY
         .replace(
             "tasks = [\"lighting\", \"hue\"]",
-            "tasks = [\"idx:/a/very/long/path/to/a/data/set/called/fashion-mnist\"]",
+            "tasks = [\"idx:/a/very/long/path/to/a/data/set/called/fashion-mnist\", \"idx:/a/very/long/path/to/a/data/set/called/kmnist\"]",
         )
         .replace("name = \"copra\"", "name = \"stochastic-depth-with-a-long-name-0.5\"")
         .replace("variants = [\"copra\"]", "variants = [\"stochastic-depth-with-a-long-name-0.5\"]");
@@ -260,4 +279,174 @@ fn the_committed_reports_keep_their_cell_ids() {
             assert!(dir.join(&cell.id).is_dir(), "{name}: cell {} is not in {}", cell.id, dir.display());
         }
     }
+}
+
+/// The smallest grid: one variant, one task, one seed, a few steps, no measures.
+const MINI: &str = r#"
+name = "mini"
+question = "Does one cell run?"
+baseline = "lora"
+seeds = [1]
+tasks = ["lighting"]
+
+[base]
+steps = 3
+shots = 2
+test_size = 12
+batch_size = 8
+
+[[variant]]
+name = "lora"
+method = "lora"
+"#;
+
+/// The line of `needle` in `text` (1-based).
+fn line_with(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn keys_the_grid_would_ignore_or_duplicate_are_refused_with_their_key_and_line() {
+    let sweep = |key: &str, values: &str| format!("{TINY}\n[sweep]\nkey = \"{key}\"\nvalues = {values}\n");
+    let cases: Vec<(String, &str, &str)> = vec![
+        (sweep("seed", "[1, 2]"), "key = \"seed\"", "seeds"),
+        (TINY.replace("[base]\n", "[base]\nseed = 7\n"), "seed = 7", "seeds"),
+        (TINY.replace("[base]\n", "[base]\ntask = \"hue\"\n"), "task = \"hue\"", "tasks"),
+        (TINY.replace("p0 = 0.1", "p0 = 0.1\nseed = 3"), "seed = 3", "seeds"),
+        (TINY.replace("tasks = [\"lighting\", \"hue\"]", "tasks = [\"hue\", \"hue\"]"), "tasks = [", "twice"),
+        (sweep("lr", "[1e-3, 1e-3]"), "values = [", "twice"),
+        (
+            TINY.replace("operators = [\"factor\"]", "operators = [\"factor\"]\ntasks = [\"hue\", \"hue\"]"),
+            "tasks = [\"hue\", \"hue\"]",
+            "twice",
+        ),
+        (
+            TINY.replace("operators = [\"factor\"]", "operators = [\"factor\"]\ntasks = [\"hue\"]"),
+            "tasks = [\"hue\"]",
+            "at least two",
+        ),
+        (format!("{TINY}\n[report]\nheadline = [\"acuracy//test_accuracy\"]\n"), "headline = ", "acuracy"),
+        (
+            TINY.replace("name = \"lora\"\nmethod", "name = \"α\"\nmethod")
+                .replace("name = \"copra\"", "name = \"β\"")
+                .replace("baseline = \"lora\"", "baseline = \"α\"")
+                .replace("variants = [\"copra\"]", "variants = [\"β\"]"),
+            "name = \"β\"",
+            "same in cell ids",
+        ),
+        (
+            TINY.replace(
+                "structures = [\"every-other-odd\"]",
+                "structures = [\"every-other-odd\", \"every-other-odd\"]",
+            ),
+            "structures",
+            "twice",
+        ),
+        (TINY.replace("p0 = 0.1", "p0 = 0.1\nsteps = 0"), "steps = 0", "steps"),
+        (sweep("steps", "[4, 20.5]"), "values = [", "20.5"),
+    ];
+    for (text, line_of, want) in cases {
+        let err = Spec::parse(&text).unwrap_err().to_string();
+        let line = line_with(&text, line_of);
+        assert!(err.starts_with(&format!("line {line}: ")), "want line {line} ({line_of}): {err}");
+        assert!(err.contains(want), "want '{want}' in: {err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+    // A bad value names its own key, not the variant's first one.
+    let err = Spec::parse(&TINY.replace("p0 = 0.1", "p0 = 0.1\nsteps = 0")).unwrap_err().to_string();
+    assert!(err.contains(": steps: "), "{err}");
+    let err = Spec::parse(&sweep("steps", "[4, 20.5]")).unwrap_err().to_string();
+    assert!(err.contains(": values: "), "{err}");
+    // factor+align is a multi-task operator in specs as in `copra-lab multitask`.
+    let spec = Spec::parse(&TINY.replace("operators = [\"factor\"]", "operators = [\"factor+align\"]")).unwrap();
+    assert!(format!("{:?}", spec.measures).contains("align: true"));
+}
+
+#[test]
+fn specs_far_beyond_the_defaults_need_yes_before_any_work() {
+    let seeds: Vec<String> = (1..=20_000).map(|s| s.to_string()).collect();
+    let cases = [
+        (MINI.replace("steps = 3", "steps = 100000000"), "steps"),
+        (MINI.replace("seeds = [1]", &format!("seeds = [{}]", seeds.join(", "))), "grid"),
+        (TINY.replace("points = 3", "points = 100000000"), "measure.barrier"),
+        (
+            TINY.replace("samples = 2\n\n[measure.trajectory]", "samples = 1000000000000\n\n[measure.trajectory]"),
+            "measure.multilinear",
+        ),
+        (MINI.replace("test_size = 12", "test_size = 10000000"), "test_size"),
+    ];
+    for (text, want) in cases {
+        let spec = Spec::parse(&text).unwrap();
+        let err = check_costs(&spec, false).unwrap_err().to_string();
+        assert!(err.contains(want) && err.contains("--yes"), "want '{want}': {err}");
+        check_costs(&spec, true).unwrap();
+    }
+    // The committed specs and the test grids pass without --yes.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in
+        ["claims", "clip-lora", "minilm", "oq1-multilinear", "oq1-learning-rate", "oq2-iterations", "oq3-heterogeneous"]
+    {
+        let spec = Spec::read(&root.join(format!("analyses/{name}.toml"))).unwrap();
+        check_costs(&spec, false).unwrap();
+    }
+    check_costs(&Spec::parse(TINY).unwrap(), false).unwrap();
+}
+
+#[test]
+fn damaged_cells_are_redone_and_run_cells_record_their_training_time() {
+    let root = scratch("damaged");
+    let lab = lab(&root);
+    let spec = Spec::parse(MINI).unwrap();
+    let out = root.join("out");
+    analyze(&lab, &spec, &out, Shard::default(), &Progress::hidden()).unwrap();
+    let id = cells(&spec).unwrap()[0].id.clone();
+    let dir = store::cell_dir(&out, &id);
+    // The run cell trained its run: its wall time includes that training.
+    let record: store::CellRecord =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cell.json")).unwrap()).unwrap();
+    let cfg = spec.config(&spec.variants[0], 0, 1, "lighting").unwrap();
+    let run = lab.ensure_run(&lab.task_env(&cfg).unwrap(), &cfg, false, &Progress::hidden()).unwrap();
+    let training = record.training_seconds.unwrap();
+    assert!(training >= run.manifest.wall_seconds, "{record:?} vs training {}", run.manifest.wall_seconds);
+    assert!(record.wall_seconds >= training);
+    let before = frame(&out, "measurements.parquet");
+    // A deleted part (what a Parquet error advises) or a corrupt record: the cell is redone.
+    for damage in ["measurements.parquet", "cell.json"] {
+        if damage == "cell.json" {
+            std::fs::write(dir.join(damage), "{ not json").unwrap();
+        } else {
+            std::fs::remove_file(dir.join(damage)).unwrap();
+        }
+        assert!(!store::is_done(&out, &id));
+        let s = analyze(&lab, &spec, &out, Shard::default(), &Progress::hidden()).unwrap();
+        assert_eq!((s.ran, s.missing), (1, 0), "after damaging {damage}");
+        assert!(frame(&out, "measurements.parquet").equals_missing(&before));
+    }
+    // The cached run costs nothing the second time.
+    let again: store::CellRecord =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cell.json")).unwrap()).unwrap();
+    assert_eq!(again.training_seconds, Some(0.0));
+    // A folder with cells but no backbone.txt does not adopt them.
+    std::fs::remove_file(out.join("backbone.txt")).unwrap();
+    let err = analyze(&lab, &spec, &out, Shard::default(), &Progress::hidden()).unwrap_err().to_string();
+    assert!(err.contains("no backbone.txt"), "{err}");
+    // The marker names the weights' fingerprint; the path they were loaded from may differ.
+    std::fs::write(out.join("backbone.txt"), format!("./some/other/path/ {}\n", lab.fingerprint)).unwrap();
+    analyze(&lab, &spec, &out, Shard::default(), &Progress::hidden()).unwrap();
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn federated_client_ranks_beyond_the_module_width_are_refused_before_any_work() {
+    let root = scratch("fed-rank");
+    let lab = lab(&root);
+    let text = format!(
+        "{MINI}\n[measure.federated]\nclients = 2\nlocal_steps = 2\nsplits = [\"iid\"]\naggregators = [\"factor\"]\n[[measure.federated.heterogeneity]]\nname = \"wide\"\nranks = [1, 4096]\n"
+    );
+    let spec = Spec::parse(&text).unwrap();
+    let out = root.join("out");
+    let err = analyze(&lab, &spec, &out, Shard::default(), &Progress::hidden()).unwrap_err().to_string();
+    assert!(err.contains("client rank 4096") && err.contains("wide"), "{err}");
+    assert!(!out.join("cells").exists(), "no cell may start");
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -180,11 +180,7 @@ pub fn run_federated(
     let blocks = cfg.encoders.blocks(backbone)?;
     let mut rng = rng_for(cfg.seed, "federated-global-init");
     let init = LoraVars::init(&spec, backbone, &blocks, &mut rng, backbone.device())?.to_adapter()?;
-    let mut merge_opts = opts.merge.clone();
-    merge_opts.pad_ranks = true;
-    if !opts.aggregator.keeps_low_rank() && merge_opts.refactor_rank.is_none() {
-        merge_opts.refactor_rank = Some(max_rank);
-    }
+    let merge_opts = crate::federated::aggregation_options(&opts.aggregator, &opts.merge, max_rank);
     let mut global = init.clone();
     let mut rounds = vec![RoundRecord {
         round: 0,

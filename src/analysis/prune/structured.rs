@@ -53,6 +53,27 @@ impl Structure {
         }
     }
 
+    /// The structure called `name`, as [`Structure::name`] writes it.
+    pub fn parse(name: &str) -> anyhow::Result<Structure> {
+        let fixed = [
+            Structure::All,
+            Structure::EveryOtherEven,
+            Structure::EveryOtherOdd,
+            Structure::LowerThird,
+            Structure::MiddleThird,
+            Structure::UpperThird,
+            Structure::Encoder("vision"),
+            Structure::Encoder("text"),
+            Structure::None,
+        ];
+        let modules = TargetModule::ALL.into_iter().map(Structure::Only);
+        fixed.into_iter().chain(modules).find(|s| s.name() == name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown structure '{name}'; use every-other-even, every-other-odd, lower-third, middle-third, upper-third, q-only (k-, v-, o-, fc1-, fc2-only), all, none, or vision-only or text-only (CLIP)"
+            )
+        })
+    }
+
     /// Whether module `key` of a backbone of `shapes` keeps its `ΔW` (block positions count
     /// within the key's encoder).
     pub fn keeps(&self, key: &ModuleKey, shapes: &dyn ModuleShapes) -> bool {

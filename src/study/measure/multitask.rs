@@ -1,0 +1,123 @@
+//! Multi-task merging: one adapter per task (same variant and seed) merged by each operator
+//! ([`Operator`], `factor+align` included), the result scored on every task with that task's
+//! head; rows per task and their average (`task = all`), raw and normalised by each task's own
+//! adapter.
+
+use super::base::{options, Cost, Input, Measure, MeasureInfo, OwnCell, ParseContext, Rows, Unit};
+use super::rows::Tag;
+use crate::merge::{MergeOptions, Operator};
+use crate::study::spec::Spec;
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+/// Registry entry.
+pub static INFO: MeasureInfo =
+    MeasureInfo { name: "multitask", parse: |v, ctx| Ok(Box::new(Multitask::parse(v, ctx)?)) };
+
+/// `[measure.multitask]` as written.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultitaskSpec {
+    /// Tasks merged (default: the spec's tasks).
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// Merge operators (`copra-lab multitask --help` lists them; `factor+align` included).
+    pub operators: Vec<String>,
+}
+
+/// Multi-task merging.
+#[derive(Clone, Debug)]
+pub struct Multitask {
+    /// The options as written.
+    pub written: MultitaskSpec,
+    /// The tasks merged.
+    pub tasks: Vec<String>,
+    /// The operators, in the written order.
+    pub operators: Vec<Operator>,
+}
+
+impl Multitask {
+    fn parse(v: &toml::Value, ctx: &ParseContext) -> Result<Multitask> {
+        let written: MultitaskSpec = options(v, ctx)?;
+        if written.operators.is_empty() {
+            return Err((ctx.at)("operators", "list at least one merge operator, e.g. [\"factor\"]".into()));
+        }
+        let operators = written
+            .operators
+            .iter()
+            .map(|o| Operator::parse(o).map_err(|e| (ctx.at)("operators", e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(i) = (1..operators.len()).find(|&i| operators[..i].contains(&operators[i])) {
+            return Err((ctx.at)("operators", format!("'{}' is listed twice; list each once", written.operators[i])));
+        }
+        let key = if written.tasks.is_empty() { "" } else { "tasks" };
+        let tasks = if written.tasks.is_empty() { ctx.tasks.to_vec() } else { written.tasks.clone() };
+        if let Some(i) = (1..tasks.len()).find(|&i| tasks[..i].contains(&tasks[i])) {
+            return Err((ctx.at)(key, format!("task '{}' is listed twice; merge each task once", tasks[i])));
+        }
+        if tasks.len() < 2 {
+            return Err((ctx.at)(key, "multi-task merging needs at least two tasks; list them in tasks".into()));
+        }
+        Ok(Multitask { written, tasks, operators })
+    }
+}
+
+impl Measure for Multitask {
+    fn name(&self) -> &'static str {
+        INFO.name
+    }
+    fn options_json(&self) -> Result<Option<String>> {
+        Ok(Some(serde_json::to_string(&self.written)?))
+    }
+    fn unit(&self) -> Unit {
+        Unit::Own
+    }
+    fn cells(&self, spec: &Spec) -> Result<Vec<OwnCell>> {
+        let mut out = Vec::new();
+        for point in 0..spec.sweep.len() {
+            for v in &spec.variants {
+                for &seed in &spec.seeds {
+                    let cfgs = self.tasks.iter().map(|t| spec.config(v, point, seed, t)).collect::<Result<Vec<_>>>()?;
+                    out.push(OwnCell {
+                        label: "multitask".into(),
+                        task: "all".into(),
+                        variant: v.name.clone(),
+                        x: spec.x(point),
+                        replicate: seed,
+                        what: format!("Multitask {{ cfgs: {cfgs:?} }}"),
+                        runs: cfgs,
+                        configs: Vec::new(),
+                        setting: Vec::new(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+    fn costs(&self) -> Vec<Cost> {
+        vec![Cost::new("measure.multitask operators", self.operators.len() as f64, 6.0)]
+    }
+    fn measure(&self, input: &Input<'_>) -> Result<Rows> {
+        let Input::Own { tag, cell, runs, envs, .. } = input else { bail!("internal: multitask cells are its own") };
+        let adapters: Vec<&crate::adapter::Adapter> = runs.iter().map(|r| &r.adapter).collect();
+        let mut rows = Vec::new();
+        for (name, op) in self.written.operators.iter().zip(&self.operators) {
+            let deltas = op.merge(&adapters, &MergeOptions::default())?.merged.deltas();
+            let (mut acc, mut norm) = (0.0, 0.0);
+            for (cfg, run) in cell.runs.iter().zip(*runs) {
+                let a = envs.built(cfg)?.test.evaluate(&deltas)?.accuracy;
+                let own = run.manifest.test.accuracy;
+                let t = Tag { task: cfg.task.clone(), ..(*tag).clone() };
+                rows.push(t.row(INFO.name, name, "accuracy", a));
+                rows.push(t.row(INFO.name, name, "normalized_accuracy", a / own));
+                acc += a;
+                norm += a / own;
+            }
+            let n = runs.len() as f64;
+            let t = Tag { task: "all".into(), ..(*tag).clone() };
+            rows.push(t.row(INFO.name, name, "accuracy", acc / n));
+            rows.push(t.row(INFO.name, name, "normalized_accuracy", norm / n));
+        }
+        Ok(rows.into())
+    }
+}

@@ -1,0 +1,182 @@
+//! The rows every measure writes: one measured number per row of `measurements.parquet`
+//! (long format), loss-curve points of `curves.parquet`, and the tag that copies a cell's
+//! identity into each of its rows.
+
+use crate::report::table::{Columns, Row};
+use anyhow::{anyhow, Result};
+use polars::prelude::DataFrame;
+
+/// One measured number: a row of `measurements.parquet` (long format: pivot on `metric`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measurement {
+    /// The grid cell that produced it.
+    pub cell: String,
+    /// Task (`all` for a multi-task average).
+    pub task: String,
+    /// Variant name.
+    pub variant: String,
+    /// Value of the swept key (NaN without a sweep).
+    pub x: f64,
+    /// Replicate: the run seed, or for merges and barriers the first seed of the group.
+    pub replicate: i64,
+    /// The run seeds it involves, `+`-separated.
+    pub seeds: String,
+    /// The measure's name ([`super::Measure::name`]): `accuracy`, `prune`, `merge`, ...
+    pub measure: String,
+    /// The measure's setting (`every-other-odd`, `factor 1:2`, `delta`, an operator, ...);
+    /// empty when it has none.
+    pub setting: String,
+    /// Metric name (`test_accuracy`, `share_of_endpoint`, `loss_barrier`, ...).
+    pub metric: String,
+    /// The value.
+    pub value: f64,
+}
+
+impl Row for Measurement {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("cell", |r| r.cell.clone())
+            .col("task", |r| r.task.clone())
+            .col("variant", |r| r.variant.clone())
+            .col("x", |r| r.x)
+            .col("replicate", |r| r.replicate)
+            .col("seeds", |r| r.seeds.clone())
+            .col("measure", |r| r.measure.clone())
+            .col("setting", |r| r.setting.clone())
+            .col("metric", |r| r.metric.clone())
+            .col("value", |r| r.value);
+    }
+}
+
+/// The identity of a measurement's cell, copied into each of its rows.
+#[derive(Clone, Debug)]
+pub struct Tag {
+    /// Cell id.
+    pub cell: String,
+    /// Task.
+    pub task: String,
+    /// Variant.
+    pub variant: String,
+    /// Sweep value.
+    pub x: f64,
+    /// Replicate.
+    pub replicate: i64,
+    /// Seeds.
+    pub seeds: String,
+}
+
+impl Tag {
+    /// A row of this cell.
+    pub fn row(&self, measure: &str, setting: &str, metric: &str, value: f64) -> Measurement {
+        Measurement {
+            cell: self.cell.clone(),
+            task: self.task.clone(),
+            variant: self.variant.clone(),
+            x: self.x,
+            replicate: self.replicate,
+            seeds: self.seeds.clone(),
+            measure: measure.into(),
+            setting: setting.into(),
+            metric: metric.into(),
+            value,
+        }
+    }
+}
+
+/// One point of a training-loss curve: a row of `curves.parquet`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CurvePoint {
+    /// Cell id.
+    pub cell: String,
+    /// Task.
+    pub task: String,
+    /// Variant.
+    pub variant: String,
+    /// Sweep value.
+    pub x: f64,
+    /// Run seed.
+    pub seed: i64,
+    /// Last step of the window (0-based).
+    pub step: i64,
+    /// Mean training loss over the window.
+    pub loss: f64,
+    /// Mean participation probability p(t) over the window.
+    pub p: f64,
+}
+
+impl Row for CurvePoint {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("cell", |r| r.cell.clone())
+            .col("task", |r| r.task.clone())
+            .col("variant", |r| r.variant.clone())
+            .col("x", |r| r.x)
+            .col("seed", |r| r.seed)
+            .col("step", |r| r.step)
+            .col("loss", |r| r.loss)
+            .col("p", |r| r.p);
+    }
+}
+
+fn col_str(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+    let c = df.column(name).map_err(|e| anyhow!("column {name}: {e}"))?;
+    let s = c.str().map_err(|e| anyhow!("column {name}: {e}"))?;
+    Ok(s.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+}
+
+/// A Float64 column as values (nulls as NaN); errors name the column.
+pub(crate) fn col_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    let c = df.column(name).map_err(|e| anyhow!("column {name}: {e}"))?;
+    let s = c.f64().map_err(|e| anyhow!("column {name}: {e}"))?;
+    Ok(s.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+fn col_i64(df: &DataFrame, name: &str) -> Result<Vec<i64>> {
+    let c = df.column(name).map_err(|e| anyhow!("column {name}: {e}"))?;
+    let s = c.i64().map_err(|e| anyhow!("column {name}: {e}"))?;
+    Ok(s.iter().map(|v| v.unwrap_or_default()).collect())
+}
+
+impl Measurement {
+    /// Reads rows back from a `measurements.parquet` table.
+    pub fn from_frame(df: &DataFrame) -> Result<Vec<Measurement>> {
+        let (cell, task, variant, x) =
+            (col_str(df, "cell")?, col_str(df, "task")?, col_str(df, "variant")?, col_f64(df, "x")?);
+        let (rep, seeds, measure) = (col_i64(df, "replicate")?, col_str(df, "seeds")?, col_str(df, "measure")?);
+        let (setting, metric, value) = (col_str(df, "setting")?, col_str(df, "metric")?, col_f64(df, "value")?);
+        Ok((0..df.height())
+            .map(|i| Measurement {
+                cell: cell[i].clone(),
+                task: task[i].clone(),
+                variant: variant[i].clone(),
+                x: x[i],
+                replicate: rep[i],
+                seeds: seeds[i].clone(),
+                measure: measure[i].clone(),
+                setting: setting[i].clone(),
+                metric: metric[i].clone(),
+                value: value[i],
+            })
+            .collect())
+    }
+}
+
+impl CurvePoint {
+    /// Reads rows back from a `curves.parquet` table.
+    pub fn from_frame(df: &DataFrame) -> Result<Vec<CurvePoint>> {
+        let (cell, task, variant, x) =
+            (col_str(df, "cell")?, col_str(df, "task")?, col_str(df, "variant")?, col_f64(df, "x")?);
+        let (seed, step, loss, p) =
+            (col_i64(df, "seed")?, col_i64(df, "step")?, col_f64(df, "loss")?, col_f64(df, "p")?);
+        Ok((0..df.height())
+            .map(|i| CurvePoint {
+                cell: cell[i].clone(),
+                task: task[i].clone(),
+                variant: variant[i].clone(),
+                x: x[i],
+                seed: seed[i],
+                step: step[i],
+                loss: loss[i],
+                p: p[i],
+            })
+            .collect())
+    }
+}

@@ -324,9 +324,10 @@ impl<C: Cell + Clone> Field for C {
 /// Declares a table row: a struct whose fields are the table's columns, in order, each named
 /// once (the column is called as the field). It implements [`Row`] by handing every field to
 /// [`Field::add_columns`], so a [`Cell`] field is one column and a group field (for example a
-/// [`crate::stats::MeanCi`]) its fixed columns.
+/// [`crate::stats::MeanCi`]) its fixed columns. (Crate-internal, so the example is not a doc
+/// test; `analysis/schemas.rs` pins the schemas the macro produces.)
 ///
-/// ```ignore
+/// ```text
 /// table_row! {
 ///     /// A row of `example.parquet`.
 ///     pub struct ExampleRow {

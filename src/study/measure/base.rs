@@ -153,6 +153,69 @@ pub struct MeasureInfo {
 }
 
 /// One measurement of an analysis (see the module documentation).
+///
+/// # Example: a new measurement
+///
+/// The Frobenius norm of each run's `ΔW`. A real measure goes in its own file under
+/// `src/study/measure/` with an `INFO` entry and one line in [`super::MEASURES`], which makes
+/// `[measure.norm]` parse in specs, lays out its cells and puts its rows in the report.
+///
+/// ```
+/// use anyhow::{bail, Result};
+/// use copra_lab::lab::Lab;
+/// use copra_lab::progress::Progress;
+/// use copra_lab::study::measure::{Input, Measure, MeasureInfo, ParseContext, Rows, Tag, Unit};
+/// use copra_lab::train::TrainConfig;
+///
+/// #[derive(Debug)]
+/// struct Norm;
+///
+/// impl Measure for Norm {
+///     fn name(&self) -> &'static str {
+///         "norm"
+///     }
+///     fn options_json(&self) -> Result<Option<String>> {
+///         Ok(None) // no options: nothing to hash into the cell ids
+///     }
+///     fn unit(&self) -> Unit {
+///         Unit::Run
+///     }
+///     fn measure(&self, input: &Input<'_>) -> Result<Rows> {
+///         let Input::Run { tag, run, .. } = input else { bail!("norm is measured on runs") };
+///         let squares: f64 = run.adapter.deltas().values().map(|d| d.frobenius_norm().powi(2)).sum();
+///         Ok(vec![tag.row(self.name(), "", "delta_norm", squares.sqrt())].into())
+///     }
+/// }
+///
+/// static INFO: MeasureInfo = MeasureInfo { name: "norm", parse: |_, _| Ok(Box::new(Norm) as Box<dyn Measure>) };
+///
+/// // What the spec parser does with a `[measure.norm]` table.
+/// let (tasks, variants) = (["lighting".to_string()], ["copra".to_string()]);
+/// let at = |key: &str, msg: String| anyhow::anyhow!("measure.norm {key}: {msg}");
+/// let ctx = ParseContext { seeds: &[1], tasks: &tasks, variants: &variants, at: &at };
+/// let measure = (INFO.parse)(&toml::Value::Table(Default::default()), &ctx)?;
+///
+/// // What a run cell does: a short run of the built-in default, then the measure on it.
+/// let runs = std::env::temp_dir().join(format!("copra-measure-doc-{}", std::process::id()));
+/// let lab = Lab::open("builtin", &runs)?;
+/// let cfg = TrainConfig { steps: 5, test_size: 20, ..TrainConfig::default() };
+/// let env = lab.task_env(&cfg)?;
+/// let run = lab.ensure_run(&env, &cfg, false, &Progress::hidden())?;
+/// let tag = Tag {
+///     cell: "run-lighting-copra-r1".into(),
+///     task: cfg.task.clone(),
+///     variant: "copra".into(),
+///     x: f64::NAN,
+///     replicate: 1,
+///     seeds: "1".into(),
+/// };
+/// let rows = measure.measure(&Input::Run { tag: &tag, cfg: &cfg, run: &run, env: &env })?;
+/// std::fs::remove_dir_all(&runs)?;
+/// assert_eq!(rows.measurements.len(), 1);
+/// assert_eq!(rows.measurements[0].metric, "delta_norm");
+/// assert!(rows.measurements[0].value > 0.0, "five steps move B away from zero");
+/// # Ok::<(), anyhow::Error>(())
+/// ```
 pub trait Measure: Send + Sync + fmt::Debug {
     /// The `[measure.NAME]` table and the `measure` column of its rows.
     fn name(&self) -> &'static str;

@@ -112,3 +112,18 @@ fn every_command_has_help() {
         assert!(stdout(&o).contains("Usage"), "{cmd}");
     }
 }
+
+#[test]
+#[cfg(unix)]
+fn a_closed_pipe_ends_the_command_quietly() {
+    // `copra-lab tasks | head -0`: the reader is gone before the command prints. Rust ignores
+    // SIGPIPE, so the print used to panic (exit 101, "failed printing to stdout: Broken pipe");
+    // like any Unix tool it must end quietly, killed by SIGPIPE.
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = bin().arg("tasks").stdout(writer).stderr(std::process::Stdio::piped()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(13), "status {:?}, stderr {stderr}", out.status);
+}

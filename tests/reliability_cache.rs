@@ -471,6 +471,11 @@ fn paths_of_the_wrong_kind_are_named_as_such() {
     assert_one_line_error(&o, "is a folder, not a file");
     let o = run(bin().args(["tasks", "--task", "lighting", "--preview", f]));
     assert_one_line_error(&o, f);
+    // An analysis spec that is a folder, and a report folder that is a file.
+    let o = run(bin().args(["analyze", root.to_str().unwrap()]));
+    assert_one_line_error(&o, "is a folder, not a file");
+    let o = run(bin().args(["report", f]));
+    assert_one_line_error(&o, "is a file, not a folder");
     // A broken symbolic link as the runs directory.
     #[cfg(unix)]
     {

@@ -67,9 +67,12 @@ pub fn run(g: &GlobalArgs, a: AnalyzeArgs) -> Result<()> {
 
 /// Runs `report`.
 pub fn report(a: ReportArgs) -> Result<()> {
-    if !a.dir.is_dir() {
-        bail!("report folder {} does not exist; run `copra-lab analyze SPEC` first", a.dir.display());
-    }
+    copra_lab::util::check_path_kind(
+        &a.dir,
+        copra_lab::util::PathKind::Folder,
+        "report folder",
+        "pass the --out folder of `copra-lab analyze SPEC` (run it first)",
+    )?;
     let p = write_report(&a.dir)?;
     println!("report: {}", p.display());
     Ok(())

@@ -150,6 +150,7 @@ pub fn line_of(text: &str, key: &str) -> usize {
 impl Spec {
     /// Reads and validates the spec at `path`.
     pub fn read(path: &Path) -> Result<Spec> {
+        crate::util::check_path_kind(path, crate::util::PathKind::File, "analysis spec", "pass a TOML spec file")?;
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow!("cannot read analysis spec {}: {e}; check the path", path.display()))?;
         Spec::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))

@@ -1,7 +1,7 @@
 //! `copra-lab analyze` and `copra-lab report`.
 
 use super::GlobalArgs;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use copra_lab::study::{self, report::write_report, Shard, Spec};
 use std::path::PathBuf;
 

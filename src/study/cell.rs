@@ -46,13 +46,59 @@ impl CellKind {
         }
     }
 
-    /// Everything that defines the cell's work (hashed into its id).
+    /// Everything that defines the cell's work, canonically (hashed into its id): each config
+    /// as JSON with its default-valued fields left out.
     fn what(&self) -> String {
         match self {
-            CellKind::Run { cfg } => format!("Run {{ cfg: {cfg:?} }}"),
-            CellKind::Group { cfgs } => format!("Group {{ cfgs: {cfgs:?} }}"),
+            CellKind::Run { cfg } => format!("run {}", config_json(cfg)),
+            CellKind::Group { cfgs } => format!("group {}", configs_json(cfgs)),
             CellKind::Own { cell, .. } => cell.what.clone(),
         }
+    }
+
+    /// The description ids hashed before they were canonical (the configs' `Debug` forms, with
+    /// the fields added after the first ids left out at their defaults); only to find report
+    /// folders written then ([`super::store::migrate_legacy`]).
+    fn legacy_what(&self) -> String {
+        let what = match self {
+            CellKind::Run { cfg } => format!("Run {{ cfg: {cfg:?} }}"),
+            CellKind::Group { cfgs } => format!("Group {{ cfgs: {cfgs:?} }}"),
+            CellKind::Own { cell, .. } => cell.legacy_what.clone(),
+        };
+        late_fields_at_default().iter().fold(what, |w, late| w.replace(late, ""))
+    }
+}
+
+/// A config as canonical JSON: keys sorted, fields at their default left out (recursively), so
+/// a field added to [`TrainConfig`] later leaves every existing cell id as it is.
+pub fn config_json(cfg: &TrainConfig) -> String {
+    let value = serde_json::to_value(cfg).unwrap_or_default();
+    let default = serde_json::to_value(TrainConfig::default()).unwrap_or_default();
+    without_defaults(value, &default).to_string()
+}
+
+/// [`config_json`] of each config, as a JSON list.
+pub fn configs_json(cfgs: &[TrainConfig]) -> String {
+    format!("[{}]", cfgs.iter().map(config_json).collect::<Vec<_>>().join(","))
+}
+
+/// `value` with every object field equal to the same field of `default` removed.
+fn without_defaults(value: serde_json::Value, default: &serde_json::Value) -> serde_json::Value {
+    match (value, default) {
+        (serde_json::Value::Object(fields), serde_json::Value::Object(defaults)) => serde_json::Value::Object(
+            fields
+                .into_iter()
+                .filter(|(k, v)| defaults.get(k) != Some(v))
+                .map(|(k, v)| {
+                    let v = match defaults.get(&k) {
+                        Some(d) => without_defaults(v, d),
+                        None => v,
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        (value, _) => value,
     }
 }
 
@@ -71,6 +117,8 @@ pub struct Cell {
     pub replicate: u64,
     /// The work.
     pub kind: CellKind,
+    /// The id the same cell had before ids were canonical (to adopt folders written then).
+    pub legacy_id: String,
 }
 
 impl Cell {
@@ -87,17 +135,14 @@ impl Cell {
     ) -> Cell {
         // What defines the cell: its work and the measurements taken (absent measures are
         // left out, so adding a measurement kind to copra-lab keeps existing ids).
-        // `TrainConfig` fields added after the first ids are left out at their defaults, so
-        // existing cells keep the ids of the committed reports.
-        let mut what = format!("{}|{measures}", kind.what());
-        for late in late_fields_at_default() {
-            what = what.replace(&late, "");
-        }
-        let hash = &crate::util::hash_str(&what)[..10];
-        let x_part = if x.is_nan() { String::new() } else { format!("-{}{x}", spec.sweep.key.replace('.', "_")) };
-        // The readable part may be shortened; the hash always survives, so ids stay unique.
-        let id = format!("{}-{hash}", sanitize(&format!("{label}-{task}-{variant}{x_part}-r{replicate}")));
-        Cell { id, task: task.into(), variant: variant.into(), x, replicate, kind }
+        let id_of = |what: String| {
+            let hash = &crate::util::hash_str(&format!("{what}|{measures}"))[..10];
+            let x_part = if x.is_nan() { String::new() } else { format!("-{}{x}", spec.sweep.key.replace('.', "_")) };
+            // The readable part may be shortened; the hash always survives, so ids stay unique.
+            format!("{}-{hash}", sanitize(&format!("{label}-{task}-{variant}{x_part}-r{replicate}")))
+        };
+        let (id, legacy_id) = (id_of(kind.what()), id_of(kind.legacy_what()));
+        Cell { id, task: task.into(), variant: variant.into(), x, replicate, kind, legacy_id }
     }
 
     /// The tag its rows carry.
@@ -114,7 +159,7 @@ impl Cell {
 }
 
 /// The `Debug` forms of the `TrainConfig` fields that came after the first cell ids, at
-/// their defaults (left out of the hashed description).
+/// their defaults (left out of the legacy description).
 fn late_fields_at_default() -> [String; 3] {
     let d = crate::train::TrainConfig::default();
     [

@@ -179,6 +179,8 @@ pub fn analyze(lab: &Lab, spec: &Spec, out: &Path, shard: Shard, progress: &Prog
     check_backbone(out, &lab.backbone_name, &lab.fingerprint)?;
     crate::report::atomic::write_atomic(&out.join("spec.toml"), spec.text.as_bytes())?;
     let mine: Vec<&Cell> = all.iter().enumerate().filter(|(i, _)| shard.owns(*i)).map(|(_, c)| c).collect();
+    // Cells of this shard finished under their legacy ids are adopted, not recomputed.
+    store::migrate_legacy(out, mine.iter().copied())?;
     let todo: Vec<&Cell> = mine.iter().copied().filter(|c| !store::is_done(out, &c.id)).collect();
     let bar = progress.bar(todo.len() as u64, &format!("analyze {} {}/{}", spec.name, shard.index, shard.count));
     let mut envs = cell::Envs::default();

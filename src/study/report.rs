@@ -130,6 +130,7 @@ fn gather(dir: &Path) -> Result<Gathered> {
     }
     let spec = Spec::read(&spec_path)?;
     let all = cells(&spec)?;
+    store::migrate_legacy(dir, &all)?;
     let missing: Vec<&str> = all.iter().filter(|c| !store::is_done(dir, &c.id)).map(|c| c.id.as_str()).collect();
     if !missing.is_empty() {
         bail!(

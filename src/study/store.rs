@@ -42,6 +42,30 @@ pub fn is_done(dir: &Path, id: &str) -> bool {
     record.is_some_and(|r| r.id == id) && d.join("measurements.parquet").is_file()
 }
 
+/// Adopts the finished cells of `dir` written under their legacy ids (before cell ids were
+/// canonical, see [`super::cell::Cell::legacy_id`]): each is rewritten under its new id (the id
+/// inside `cell.json` and the `cell` column of its tables), then the old folder is removed.
+/// Only a folder whose legacy id is exactly the one this spec's cell had is adopted, so cells
+/// computed under other settings are never taken for these. Returns how many were adopted.
+pub fn migrate_legacy<'a>(dir: &Path, cells: impl IntoIterator<Item = &'a super::cell::Cell>) -> Result<usize> {
+    let mut adopted = 0;
+    for cell in cells.into_iter().filter(|c| c.legacy_id != c.id) {
+        if is_done(dir, &cell.id) || !is_done(dir, &cell.legacy_id) {
+            continue;
+        }
+        let (mut record, mut rows, mut curves) = read_cell(dir, &cell.legacy_id)?;
+        record.id = cell.id.clone();
+        rows.iter_mut().for_each(|r| r.cell = cell.id.clone());
+        curves.iter_mut().for_each(|c| c.cell = cell.id.clone());
+        write_cell(dir, &record, &CellOutput { measurements: rows, curves })?;
+        let old = cell_dir(dir, &cell.legacy_id);
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("cannot remove {} after adopting it as {}", old.display(), cell.id))?;
+        adopted += 1;
+    }
+    Ok(adopted)
+}
+
 /// Writes a finished cell: parts into a temporary sibling, then one rename.
 pub fn write_cell(dir: &Path, record: &CellRecord, out: &CellOutput) -> Result<()> {
     let cells = dir.join("cells");

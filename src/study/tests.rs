@@ -450,3 +450,50 @@ fn federated_client_ranks_beyond_the_module_width_are_refused_before_any_work() 
     assert!(!out.join("cells").exists(), "no cell may start");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn cell_ids_are_canonical_and_legacy_folders_are_adopted_losslessly() {
+    // Ids hash each config as JSON with its defaults left out: a default written out changes
+    // nothing, and a setting that does change the work changes the id.
+    let spec = Spec::parse(TINY).unwrap();
+    let written = Spec::parse(&TINY.replace("[base]\n", "[base]\nmin_lr = 1e-6\n")).unwrap();
+    assert_eq!(crate::train::TrainConfig::default().min_lr, 1e-6, "the test writes out a default");
+    let ids = |s: &Spec| cells(s).unwrap().into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(ids(&written), ids(&spec));
+    let other = Spec::parse(&TINY.replace("[base]\n", "[base]\nmin_lr = 1e-5\n")).unwrap();
+    assert!(ids(&other).iter().zip(ids(&spec)).all(|(a, b)| *a != b));
+    let json = super::cell::config_json(&crate::train::TrainConfig::default());
+    assert_eq!(json, "{}", "a default config describes nothing");
+
+    // A report folder written with the legacy ids (as every report before canonical ids):
+    // report and analyze adopt its cells without computing anything, and every row is kept.
+    let root = scratch("legacy");
+    let lab = lab(&root);
+    let out = root.join("out");
+    analyze(&lab, &spec, &out, Shard::default(), &Progress::hidden()).unwrap();
+    let m = frame(&out, "measurements.parquet");
+    let all = cells(&spec).unwrap();
+    assert!(all.iter().all(|c| c.legacy_id != c.id), "the ids moved");
+    for c in &all {
+        let (mut record, mut rows, mut curves) = store::read_cell(&out, &c.id).unwrap();
+        record.id = c.legacy_id.clone();
+        rows.iter_mut().for_each(|r| r.cell = c.legacy_id.clone());
+        curves.iter_mut().for_each(|r| r.cell = c.legacy_id.clone());
+        store::write_cell(&out, &record, &super::cell::CellOutput { measurements: rows, curves }).unwrap();
+        std::fs::remove_dir_all(store::cell_dir(&out, &c.id)).unwrap();
+    }
+    report::write_report(&out).unwrap();
+    assert!(all.iter().all(|c| store::is_done(&out, &c.id) && !store::cell_dir(&out, &c.legacy_id).exists()));
+    assert!(frame(&out, "measurements.parquet").equals_missing(&m), "rows changed in the migration");
+    let again = analyze(&lab, &spec, &out, Shard::default(), &Progress::hidden()).unwrap();
+    assert_eq!((again.ran, again.skipped), (0, all.len()));
+
+    // A legacy folder computed under other settings is never adopted: its legacy id differs.
+    let stale = &all[0];
+    let (mut record, rows, _) = store::read_cell(&out, &stale.id).unwrap();
+    let other_cells = cells(&other).unwrap();
+    record.id = stale.legacy_id.clone();
+    store::write_cell(&out, &record, &super::cell::CellOutput { measurements: rows, curves: Vec::new() }).unwrap();
+    assert_eq!(store::migrate_legacy(&root.join("out"), other_cells.iter()).unwrap(), 0);
+    let _ = std::fs::remove_dir_all(&root);
+}

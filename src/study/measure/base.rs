@@ -46,8 +46,12 @@ pub struct OwnCell {
     pub configs: Vec<TrainConfig>,
     /// Indices into the measure's own settings (for example its split and heterogeneity).
     pub setting: Vec<usize>,
-    /// Everything that defines the cell's work, hashed into its id.
+    /// Everything that defines the cell's work, hashed into its id: canonical, configs as
+    /// [`crate::study::cell::config_json`].
     pub what: String,
+    /// The description ids hashed before they were canonical (configs in `Debug` form), to adopt
+    /// report folders written then.
+    pub legacy_what: String,
 }
 
 /// The work a measure is handed, by [`Unit`].

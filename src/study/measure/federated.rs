@@ -11,6 +11,7 @@ use crate::federated::aggregation_options;
 use crate::federated::split::SplitMethod;
 use crate::lab::Lab;
 use crate::merge::{merge, MergeMethod, MergeOptions};
+use crate::study::cell::config_json;
 use crate::study::spec::Spec;
 use crate::train::TrainConfig;
 use anyhow::{anyhow, bail, Result};
@@ -165,7 +166,8 @@ impl Measure for Federated {
                                     variant: v.name.clone(),
                                     x: spec.x(point),
                                     replicate: seed,
-                                    what: format!("Federated {{ split: {split:?}, hetero: {h}, cfg: {cfg:?} }}"),
+                                    what: format!("federated {split:?} {h} {}", config_json(&cfg)),
+                                    legacy_what: format!("Federated {{ split: {split:?}, hetero: {h}, cfg: {cfg:?} }}"),
                                     runs: Vec::new(),
                                     configs: vec![cfg],
                                     setting: vec![s, h],

@@ -6,6 +6,7 @@
 use super::base::{options, Cost, Input, Measure, MeasureInfo, OwnCell, ParseContext, Rows, Unit};
 use super::rows::Tag;
 use crate::merge::{MergeOptions, Operator};
+use crate::study::cell::configs_json;
 use crate::study::spec::Spec;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -84,7 +85,8 @@ impl Measure for Multitask {
                         variant: v.name.clone(),
                         x: spec.x(point),
                         replicate: seed,
-                        what: format!("Multitask {{ cfgs: {cfgs:?} }}"),
+                        what: format!("multitask {}", configs_json(&cfgs)),
+                        legacy_what: format!("Multitask {{ cfgs: {cfgs:?} }}"),
                         runs: cfgs,
                         configs: Vec::new(),
                         setting: Vec::new(),

@@ -7,6 +7,7 @@ use super::base::{options, Cost, Input, Measure, MeasureInfo, OwnCell, ParseCont
 use super::multilinear::multilinear_loss;
 use crate::analysis::layer_game::{GameValue, LayerGame};
 use crate::shapley::Estimator;
+use crate::study::cell::config_json;
 use crate::study::spec::Spec;
 use crate::train::Schedule;
 use anyhow::{bail, Result};
@@ -101,7 +102,8 @@ impl Measure for Trajectory {
                             variant: v.name.clone(),
                             x: spec.x(point),
                             replicate: seed,
-                            what: format!("Trajectory {{ cfg: {cfg:?} }}"),
+                            what: format!("trajectory {}", config_json(&cfg)),
+                            legacy_what: format!("Trajectory {{ cfg: {cfg:?} }}"),
                             runs: Vec::new(),
                             configs: vec![cfg],
                             setting: Vec::new(),

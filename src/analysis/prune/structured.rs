@@ -53,21 +53,23 @@ impl Structure {
         }
     }
 
+    /// The structures chosen by block position alone: all, both every-other variants and the
+    /// three thirds, in listing order.
+    pub const BY_POSITION: [Structure; 6] = [
+        Structure::All,
+        Structure::EveryOtherEven,
+        Structure::EveryOtherOdd,
+        Structure::LowerThird,
+        Structure::MiddleThird,
+        Structure::UpperThird,
+    ];
+
     /// The structure called `name`, as [`Structure::name`] writes it.
     pub fn parse(name: &str) -> anyhow::Result<Structure> {
-        let fixed = [
-            Structure::All,
-            Structure::EveryOtherEven,
-            Structure::EveryOtherOdd,
-            Structure::LowerThird,
-            Structure::MiddleThird,
-            Structure::UpperThird,
-            Structure::Encoder("vision"),
-            Structure::Encoder("text"),
-            Structure::None,
-        ];
+        let encoders = [Structure::Encoder("vision"), Structure::Encoder("text"), Structure::None];
         let modules = TargetModule::ALL.into_iter().map(Structure::Only);
-        fixed.into_iter().chain(modules).find(|s| s.name() == name).ok_or_else(|| {
+        let mut all = Structure::BY_POSITION.into_iter().chain(encoders).chain(modules);
+        all.find(|s| s.name() == name).ok_or_else(|| {
             anyhow::anyhow!(
                 "unknown structure '{name}'; use every-other-even, every-other-odd, lower-third, middle-third, upper-third, q-only (k-, v-, o-, fc1-, fc2-only), all, none, or vision-only or text-only (CLIP)"
             )
@@ -97,14 +99,7 @@ impl Structure {
     /// every-other variants, the three thirds, one "only" strategy per adapted module type,
     /// one per encoder when there are several, and none.
     pub fn standard(targets: &[TargetModule], shapes: &dyn ModuleShapes) -> Vec<Structure> {
-        let mut out = vec![
-            Structure::All,
-            Structure::EveryOtherEven,
-            Structure::EveryOtherOdd,
-            Structure::LowerThird,
-            Structure::MiddleThird,
-            Structure::UpperThird,
-        ];
+        let mut out = Structure::BY_POSITION.to_vec();
         let mut mods: Vec<TargetModule> = targets.to_vec();
         mods.sort();
         mods.dedup();

@@ -79,17 +79,11 @@ mod tests {
 
     #[test]
     fn structures_parse_from_the_names_they_write() {
-        for s in [
-            Structure::All,
-            Structure::EveryOtherEven,
-            Structure::EveryOtherOdd,
-            Structure::LowerThird,
-            Structure::MiddleThird,
-            Structure::UpperThird,
+        for s in Structure::BY_POSITION.into_iter().chain([
             Structure::Only(TargetModule::Value),
             Structure::Encoder("text"),
             Structure::None,
-        ] {
+        ]) {
             assert_eq!(Structure::parse(&s.name()).unwrap(), s);
         }
         assert!(Structure::parse("odd").unwrap_err().to_string().contains("every-other-even"));

@@ -2,48 +2,35 @@
 //! (long format), loss-curve points of `curves.parquet`, and the tag that copies a cell's
 //! identity into each of its rows.
 
-use crate::report::table::{Columns, Row};
+use crate::report::table::table_row;
 use anyhow::{anyhow, Result};
 use polars::prelude::DataFrame;
 
-/// One measured number: a row of `measurements.parquet` (long format: pivot on `metric`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Measurement {
-    /// The grid cell that produced it.
-    pub cell: String,
-    /// Task (`all` for a multi-task average).
-    pub task: String,
-    /// Variant name.
-    pub variant: String,
-    /// Value of the swept key (NaN without a sweep).
-    pub x: f64,
-    /// Replicate: the run seed, or for merges and barriers the first seed of the group.
-    pub replicate: i64,
-    /// The run seeds it involves, `+`-separated.
-    pub seeds: String,
-    /// The measure's name ([`super::Measure::name`]): `accuracy`, `prune`, `merge`, ...
-    pub measure: String,
-    /// The measure's setting (`every-other-odd`, `factor 1:2`, `delta`, an operator, ...);
-    /// empty when it has none.
-    pub setting: String,
-    /// Metric name (`test_accuracy`, `share_of_endpoint`, `loss_barrier`, ...).
-    pub metric: String,
-    /// The value.
-    pub value: f64,
-}
-
-impl Row for Measurement {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("cell", |r| r.cell.clone())
-            .col("task", |r| r.task.clone())
-            .col("variant", |r| r.variant.clone())
-            .col("x", |r| r.x)
-            .col("replicate", |r| r.replicate)
-            .col("seeds", |r| r.seeds.clone())
-            .col("measure", |r| r.measure.clone())
-            .col("setting", |r| r.setting.clone())
-            .col("metric", |r| r.metric.clone())
-            .col("value", |r| r.value);
+table_row! {
+    /// One measured number: a row of `measurements.parquet` (long format: pivot on `metric`).
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Measurement {
+        /// The grid cell that produced it.
+        pub cell: String,
+        /// Task (`all` for a multi-task average).
+        pub task: String,
+        /// Variant name.
+        pub variant: String,
+        /// Value of the swept key (NaN without a sweep).
+        pub x: f64,
+        /// Replicate: the run seed, or for merges and barriers the first seed of the group.
+        pub replicate: i64,
+        /// The run seeds it involves, `+`-separated.
+        pub seeds: String,
+        /// The measure's name ([`super::Measure::name`]): `accuracy`, `prune`, `merge`, ...
+        pub measure: String,
+        /// The measure's setting (`every-other-odd`, `factor 1:2`, `delta`, an operator, ...);
+        /// empty when it has none.
+        pub setting: String,
+        /// Metric name (`test_accuracy`, `share_of_endpoint`, `loss_barrier`, ...).
+        pub metric: String,
+        /// The value.
+        pub value: f64,
     }
 }
 
@@ -82,37 +69,26 @@ impl Tag {
     }
 }
 
-/// One point of a training-loss curve: a row of `curves.parquet`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CurvePoint {
-    /// Cell id.
-    pub cell: String,
-    /// Task.
-    pub task: String,
-    /// Variant.
-    pub variant: String,
-    /// Sweep value.
-    pub x: f64,
-    /// Run seed.
-    pub seed: i64,
-    /// Last step of the window (0-based).
-    pub step: i64,
-    /// Mean training loss over the window.
-    pub loss: f64,
-    /// Mean participation probability p(t) over the window.
-    pub p: f64,
-}
-
-impl Row for CurvePoint {
-    fn columns(cols: &mut Columns<'_, Self>) {
-        cols.col("cell", |r| r.cell.clone())
-            .col("task", |r| r.task.clone())
-            .col("variant", |r| r.variant.clone())
-            .col("x", |r| r.x)
-            .col("seed", |r| r.seed)
-            .col("step", |r| r.step)
-            .col("loss", |r| r.loss)
-            .col("p", |r| r.p);
+table_row! {
+    /// One point of a training-loss curve: a row of `curves.parquet`.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct CurvePoint {
+        /// Cell id.
+        pub cell: String,
+        /// Task.
+        pub task: String,
+        /// Variant.
+        pub variant: String,
+        /// Sweep value.
+        pub x: f64,
+        /// Run seed.
+        pub seed: i64,
+        /// Last step of the window (0-based).
+        pub step: i64,
+        /// Mean training loss over the window.
+        pub loss: f64,
+        /// Mean participation probability p(t) over the window.
+        pub p: f64,
     }
 }
 

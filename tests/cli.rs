@@ -128,6 +128,10 @@ fn connectivity_reports_aligned_lines_curves_and_the_decomposition() {
     use copra_lab::report::table::Table;
     let root = tmp("conn-gauge");
     let out = root.join("out");
+    let r = root.to_str().unwrap();
+    assert_one_line_error(&run(bin().args(["--runs-dir", r, "connectivity", "--curve", "spline"])), "unknown curve");
+    assert_one_line_error(&run(bin().args(["--runs-dir", r, "connectivity", "--spaces", "curve-bezier"])), "--curve");
+    assert_one_line_error(&run(bin().args(["--runs-dir", r, "connectivity", "--spaces", "factor,factor"])), "twice");
     let o = run(bin()
         .args(["--runs-dir", root.to_str().unwrap(), "connectivity", "--seeds", "1,2", "--out", out.to_str().unwrap()])
         .args(["--alphas", "3", "--layer-alphas", "2", "--curve-steps", "4"])

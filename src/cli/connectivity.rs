@@ -68,6 +68,8 @@ pub fn run(global: &GlobalArgs, a: ConnectivityArgs) -> Result<()> {
     let methods = parse_methods(&a.methods)?;
     let spaces: Vec<PathSpace> =
         a.spaces.split(',').filter(|s| !s.trim().is_empty()).map(PathSpace::parse).collect::<Result<_>>()?;
+    let names: Vec<String> = spaces.iter().map(|s| s.name().to_string()).collect();
+    super::common::check_distinct(&names, "--spaces")?;
     let kinds = parse_curves(&a.curve)?;
     for (flag, n, max) in [("--alphas", a.alphas, MAX_ALPHAS), ("--layer-alphas", a.layer_alphas, MAX_LAYER_ALPHAS)] {
         if !(2..=max).contains(&n) {
@@ -89,6 +91,9 @@ pub fn run(global: &GlobalArgs, a: ConnectivityArgs) -> Result<()> {
         a.run.yes,
     )?;
     let curve_steps = a.curve_steps.unwrap_or(base.steps);
+    if curve_steps == 0 {
+        anyhow::bail!("--curve-steps 0 trains nothing; give at least 1 step or --curve none");
+    }
     check_cost(
         "--curve, --curve-steps and --seeds (curve training steps)",
         (methods.len() * seeds.len() * (seeds.len() - 1) / 2 * kinds.len() * curve_steps) as f64,

@@ -152,3 +152,41 @@ pub(super) fn decomposition_figure(rows: &[DecompositionRow], method: &str) -> R
         2,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::TargetModule::{Query, Value};
+    use crate::analysis::test_support::{random_adapter, tiny_env};
+
+    #[test]
+    fn the_path_without_its_cross_term_is_the_shrunk_endpoints() {
+        let (bb, env) = tiny_env(2, 3, 12, 16);
+        let (a, b) = (random_adapter(&bb, &[Query, Value], 2, 1), random_adapter(&bb, &[Query, Value], 2, 2));
+        let grid = [0.0, 0.3, 0.5, 1.0];
+        let rows = decomposition_rows(&env.test, ("lora", 1, 2), &a, &b, &grid, &[]).unwrap();
+        assert_eq!(rows.len(), grid.len());
+        for r in &rows {
+            let alpha = r.alpha;
+            // (1−α)²ΔW_a + α²ΔW_b, built from the two adapters' own ΔW.
+            let (da, db) = (a.deltas(), b.deltas());
+            let ends: crate::eval::Deltas = da
+                .iter()
+                .map(|(k, m)| {
+                    (*k, m.scale(((1.0 - alpha) * (1.0 - alpha)) as f32).add(&db[k].scale((alpha * alpha) as f32)))
+                })
+                .collect();
+            let want = env.test.evaluate(&ends).unwrap();
+            assert!((r.endpoints_loss - want.loss).abs() < 1e-4, "α {alpha}: {} vs {}", r.endpoints_loss, want.loss);
+            let factor = env.test.evaluate(&interpolate(&a, &b, alpha, Space::Factor).unwrap()).unwrap();
+            assert_eq!((r.factor_loss, r.factor_accuracy), (factor.loss, factor.accuracy));
+            if alpha == 0.0 || alpha == 1.0 {
+                assert_eq!(r.cross_norm, 0.0);
+                assert_eq!(r.endpoints_accuracy, r.factor_accuracy);
+                assert_eq!(r.delta_accuracy, r.factor_accuracy);
+            } else {
+                assert!(r.cross_relative > 0.0 && r.cross_relative.is_finite(), "α {alpha}");
+            }
+        }
+    }
+}

@@ -127,3 +127,75 @@ fn a_closed_pipe_ends_the_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.signal(), Some(13), "status {:?}, stderr {stderr}", out.status);
 }
+
+/// The string column `c` of `df`.
+fn strings(df: &polars::prelude::DataFrame, c: &str) -> Vec<String> {
+    df.column(c).unwrap().str().unwrap().iter().map(|v| v.unwrap_or_default().to_string()).collect()
+}
+
+/// The float column `c` of `df`.
+fn floats(df: &polars::prelude::DataFrame, c: &str) -> Vec<f64> {
+    df.column(c).unwrap().f64().unwrap().iter().map(|v| v.unwrap_or(f64::NAN)).collect()
+}
+
+#[test]
+fn connectivity_reports_aligned_lines_curves_and_the_decomposition() {
+    use copra_lab::report::table::Table;
+    let root = tmp("conn-gauge");
+    let out = root.join("out");
+    let r = root.to_str().unwrap();
+    assert_one_line_error(&run(bin().args(["--runs-dir", r, "connectivity", "--curve", "spline"])), "unknown curve");
+    assert_one_line_error(&run(bin().args(["--runs-dir", r, "connectivity", "--spaces", "curve-bezier"])), "--curve");
+    assert_one_line_error(&run(bin().args(["--runs-dir", r, "connectivity", "--spaces", "factor,factor"])), "twice");
+    let o = run(bin()
+        .args(["--runs-dir", root.to_str().unwrap(), "connectivity", "--seeds", "1,2", "--out", out.to_str().unwrap()])
+        .args(["--alphas", "3", "--layer-alphas", "2", "--curve-steps", "4"])
+        .args(QUICK));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("factor-aligned-orth") && stdout(&o).contains("curve-bezier"), "{}", stdout(&o));
+    let dir = out.join("lighting");
+    let read = |n: &str| Table::read_parquet(&dir.join(n)).unwrap();
+    // Every path space, each with its kind, on the same α grid.
+    let paths = read("connectivity_paths.parquet");
+    let (space, kind) = (strings(&paths, "space"), strings(&paths, "path_kind"));
+    for (s, k) in [
+        ("factor", "line"),
+        ("delta", "line"),
+        ("factor-aligned-orth", "aligned"),
+        ("factor-aligned-gl", "aligned"),
+        ("factor-aligned-perm", "aligned"),
+        ("curve-bezier", "curve"),
+    ] {
+        // 2 methods × 1 pair × 2 splits × 3 α.
+        let n = space.iter().zip(&kind).filter(|(x, y)| *x == s && *y == k).count();
+        assert_eq!(n, 12, "{s} ({k})");
+    }
+    // Procrustes can only shrink the factor distance: after ≤ before for every module and total.
+    let al = read("connectivity_alignment.parquet");
+    let (before, after, al_space) =
+        (floats(&al, "distance_before"), floats(&al, "distance_after"), strings(&al, "space"));
+    let orth: Vec<usize> = (0..before.len()).filter(|&i| al_space[i] == "factor-aligned-orth").collect();
+    assert!(!orth.is_empty());
+    for i in orth {
+        assert!(after[i] <= before[i] * (1.0 + 1e-5) + 1e-6, "row {i}: {} > {}", after[i], before[i]);
+    }
+    for (name, cols) in [
+        ("connectivity_decomposition.parquet", &["endpoints_accuracy", "cross_relative"][..]),
+        ("connectivity_curves.parquet", &["control_distance", "control_relative"][..]),
+        ("connectivity_summary.parquet", &["mean", "ci95_lo"][..]),
+    ] {
+        let t = read(name);
+        for c in cols {
+            assert!(t.column(c).is_ok(), "{name} lacks {c}");
+        }
+        assert!(t.height() > 0, "{name} is empty");
+    }
+    let curves = read("connectivity_curves.parquet");
+    assert_eq!(curves.height(), 2, "one bezier curve per method");
+    for m in ["lora", "copra"] {
+        for f in [format!("connectivity_paths_{m}.svg"), format!("connectivity_decomposition_{m}.svg")] {
+            assert!(dir.join(&f).is_file(), "missing {f}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(root);
+}

@@ -6,7 +6,6 @@ use super::test_support::{random_adapter, tiny_env};
 use super::Outputs;
 use crate::adapter::TargetModule::{Query, Value};
 use crate::analysis::layer_game::GameValue;
-use crate::connectivity::interpolate::Space;
 use crate::progress::Progress;
 use crate::train::{Method, TrainConfig};
 
@@ -35,13 +34,21 @@ fn check(out: &Outputs, pinned: &[Schema]) {
 }
 
 fn connectivity_outputs() -> Outputs {
+    use super::connectivity::space::PathSpace;
     use super::connectivity::{analyze, ConnectivityOptions, SeedRun};
     let (bb, env) = tiny_env(2, 3, 12, 12);
     let adapters: Vec<_> = (1..=3).map(|s| random_adapter(&bb, &[Query, Value], 2, s)).collect();
     let runs: Vec<SeedRun> =
         adapters.iter().zip(1..).map(|(a, s)| SeedRun { method: "lora".into(), seed: s, adapter: a }).collect();
-    let opts = ConnectivityOptions { alphas: 3, layer_alphas: 2, spaces: Space::ALL.to_vec(), layerwise: true };
-    analyze(&env.test, &env.train, &runs, &opts, &Progress::hidden()).unwrap().0
+    let opts = ConnectivityOptions { alphas: 3, layer_alphas: 2, spaces: PathSpace::LINES.to_vec(), layerwise: true };
+    let curves = super::connectivity::curves::CurveTraining {
+        kinds: vec![crate::train::curve::CurveKind::Bezier],
+        head: &env.head,
+        train_inputs: &env.train_inputs,
+        labels: &env.data.train.labels,
+        configs: [("lora".to_string(), TrainConfig { steps: 2, batch_size: 4, ..TrainConfig::default() })].into(),
+    };
+    analyze(&env.test, &env.train, &runs, &opts, Some(&curves), &Progress::hidden()).unwrap().0
 }
 
 fn multitask_outputs() -> Outputs {
@@ -148,6 +155,7 @@ const CONNECTIVITY: &[Schema] = &[
             ("seed_a", "Int64"),
             ("seed_b", "Int64"),
             ("space", "String"),
+            ("path_kind", "String"),
             ("alpha", "Float64"),
             ("split", "String"),
             ("loss", "Float64"),
@@ -161,6 +169,7 @@ const CONNECTIVITY: &[Schema] = &[
             ("seed_a", "Int64"),
             ("seed_b", "Int64"),
             ("space", "String"),
+            ("path_kind", "String"),
             ("split", "String"),
             ("quantity", "String"),
             ("scope", "String"),
@@ -209,6 +218,72 @@ const CONNECTIVITY: &[Schema] = &[
             ("n_seeds", "Int64"),
             ("loss", "Float64"),
             ("accuracy", "Float64"),
+        ],
+    ),
+    (
+        "connectivity_alignment.parquet",
+        &[
+            ("method", "String"),
+            ("seed_a", "Int64"),
+            ("seed_b", "Int64"),
+            ("space", "String"),
+            ("block", "Int64"),
+            ("module", "String"),
+            ("distance_before", "Float64"),
+            ("distance_after", "Float64"),
+            ("distance_ratio", "Float64"),
+            ("midpoint_gap_before", "Float64"),
+            ("midpoint_gap_after", "Float64"),
+        ],
+    ),
+    (
+        "connectivity_decomposition.parquet",
+        &[
+            ("method", "String"),
+            ("seed_a", "Int64"),
+            ("seed_b", "Int64"),
+            ("alpha", "Float64"),
+            ("delta_loss", "Float64"),
+            ("delta_accuracy", "Float64"),
+            ("factor_loss", "Float64"),
+            ("factor_accuracy", "Float64"),
+            ("endpoints_loss", "Float64"),
+            ("endpoints_accuracy", "Float64"),
+            ("cross_norm", "Float64"),
+            ("path_norm", "Float64"),
+            ("cross_relative", "Float64"),
+        ],
+    ),
+    (
+        "connectivity_curves.parquet",
+        &[
+            ("method", "String"),
+            ("seed_a", "Int64"),
+            ("seed_b", "Int64"),
+            ("curve", "String"),
+            ("trained_with", "String"),
+            ("steps", "Int64"),
+            ("curve_seed", "Int64"),
+            ("final_train_loss", "Float64"),
+            ("control_distance", "Float64"),
+            ("endpoint_distance", "Float64"),
+            ("control_relative", "Float64"),
+            ("wall_seconds", "Float64"),
+        ],
+    ),
+    (
+        "connectivity_summary.parquet",
+        &[
+            ("method", "String"),
+            ("space", "String"),
+            ("quantity", "String"),
+            ("statistic", "String"),
+            ("n_seeds", "Int64"),
+            ("n_pairs", "Int64"),
+            ("mean", "Float64"),
+            ("ci95_lo", "Float64"),
+            ("ci95_hi", "Float64"),
+            ("p_value", "Float64"),
         ],
     ),
 ];

@@ -1,6 +1,7 @@
 //! Analyses on a tiny random ViT: the fast coalition paths agree with a plain forward,
 //! and interpolation endpoints reproduce each run's own evaluation.
 
+use super::connectivity::space::PathSpace;
 use super::connectivity::{analyze, ConnectivityOptions, SeedRun};
 use super::layer_game::{GameValue, LayerGame};
 use crate::adapter::{Adapter, Grouping, LoraFactors, LoraSpec, ModuleKey, TargetModule};
@@ -137,8 +138,8 @@ fn connectivity_analysis_writes_every_table_and_rejects_a_single_seed() {
         .enumerate()
         .map(|(i, a)| SeedRun { method: "lora".into(), seed: i as u64 + 1, adapter: a })
         .collect();
-    let opts = ConnectivityOptions { alphas: 5, layer_alphas: 3, spaces: Space::ALL.to_vec(), layerwise: true };
-    let (out, summaries) = analyze(&ev, &ev, &runs, &opts, &Progress::hidden()).unwrap();
+    let opts = ConnectivityOptions { alphas: 5, layer_alphas: 3, spaces: PathSpace::LINES.to_vec(), layerwise: true };
+    let (out, summaries, _) = analyze(&ev, &ev, &runs, &opts, None, &Progress::hidden()).unwrap();
     let names: Vec<&str> = out.tables.iter().map(|(n, _)| n.as_str()).collect();
     for t in [
         "connectivity_paths.parquet",
@@ -149,12 +150,13 @@ fn connectivity_analysis_writes_every_table_and_rejects_a_single_seed() {
     ] {
         assert!(names.contains(&t), "missing {t}");
     }
-    // 3 pairs × 2 spaces × 2 splits × 5 alphas.
+    // 3 pairs × 5 straight paths (factor, delta, three aligned) × 2 splits × 5 alphas.
     let paths = &out.tables.iter().find(|(n, _)| n == "connectivity_paths.parquet").unwrap().1;
-    assert_eq!(paths.len(), 3 * 2 * 2 * 5);
-    assert_eq!(summaries.len(), 2);
-    assert!(summaries.iter().all(|s| s.merge_all_accuracy.is_some()));
-    assert!(analyze(&ev, &ev, &runs[..1], &opts, &Progress::hidden()).is_err());
+    assert_eq!(paths.len(), 3 * 5 * 2 * 5);
+    assert_eq!(summaries.len(), 5);
+    // The merge of all seeds is a plain factor or delta average (no aligned variant).
+    assert!(summaries.iter().all(|s| s.merge_all_accuracy.is_some() == s.space.plain().is_some()));
+    assert!(analyze(&ev, &ev, &runs[..1], &opts, None, &Progress::hidden()).is_err());
 }
 
 #[test]
@@ -232,4 +234,113 @@ fn a_failed_write_leaves_the_previous_outputs_whole() {
     assert_eq!(bytes("f.svg"), b"<svg>new</svg>");
     assert_eq!(entries(), ["a.parquet", "b.parquet", "f.svg", "z.svg"]);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `adapter` re-parameterised in every module as `(B·Q, Qᵀ·A)` with the 2×2 orthogonal `q`
+/// (row-major): the same `ΔW`, other factors.
+fn gauge_transformed(adapter: &Adapter, q: [f32; 4]) -> Adapter {
+    let q = Matrix::from_vec(2, 2, q.to_vec());
+    let mut out = adapter.clone();
+    for f in out.modules.values_mut() {
+        *f = LoraFactors { a: q.transpose().matmul(&f.a), b: f.b.matmul(&q) };
+    }
+    out
+}
+
+/// The whole-adapter test barrier rows of `space` in `out`'s barrier table, as (quantity, linear).
+fn main_barriers(out: &super::Outputs, space: &str) -> Vec<(String, f64)> {
+    let t = &out.tables.iter().find(|(n, _)| n == "connectivity_barriers.parquet").unwrap().1;
+    let df = t.to_dataframe().unwrap();
+    let col = |c: &str| df.column(c).unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>();
+    let (spaces, splits, scopes, qs) = (col("space"), col("split"), col("scope"), col("quantity"));
+    let lin: Vec<f64> = df.column("barrier_linear_ref").unwrap().f64().unwrap().iter().map(|v| v.unwrap()).collect();
+    (0..lin.len())
+        .filter(|&i| spaces[i] == space && splits[i] == "test" && scopes[i] == "all")
+        .map(|i| (qs[i].clone(), lin[i]))
+        .collect()
+}
+
+#[test]
+fn an_aligned_path_to_a_gauge_transformed_copy_has_no_barrier() {
+    use crate::connectivity::gauge::Gauge;
+    let (bb, ev) = setup();
+    let a = random_adapter(&bb, 21, 0.8);
+    let (c, s) = (0.6f32, 0.8f32);
+    // A rotation (orthogonal, not a signed permutation) and a signed permutation.
+    for (q, gauges) in [
+        ([c, -s, s, c], vec![Gauge::Orthogonal]),
+        ([0.0, -1.0, 1.0, 0.0], vec![Gauge::Orthogonal, Gauge::SignedPermutation]),
+    ] {
+        let b = gauge_transformed(&a, q);
+        let runs = [
+            SeedRun { method: "lora".into(), seed: 1, adapter: &a },
+            SeedRun { method: "lora".into(), seed: 2, adapter: &b },
+        ];
+        let mut spaces = vec![PathSpace::Factor];
+        spaces.extend(gauges.iter().map(|g| PathSpace::Aligned(*g)));
+        let opts = ConnectivityOptions { alphas: 5, layer_alphas: 3, spaces, layerwise: false };
+        let (out, _, _) = analyze(&ev, &ev, &runs, &opts, None, &Progress::hidden()).unwrap();
+        // The plain factor line leaves the copy's ΔW along the way; the aligned lines do not.
+        let plain = main_barriers(&out, "factor");
+        assert!(plain.iter().any(|(_, v)| v.abs() > 1e-4), "{plain:?}");
+        for g in gauges {
+            let name = PathSpace::Aligned(g).name();
+            let rows = main_barriers(&out, name);
+            assert_eq!(rows.len(), 2, "{name}");
+            for (q, v) in rows {
+                assert!(v.abs() < 1e-4, "{name} {q} barrier {v}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_trained_curve_runs_through_both_runs() {
+    use super::connectivity::curves::CurveTraining;
+    use crate::analysis::test_support::tiny_env;
+    use crate::train::curve::CurveKind;
+    use crate::train::{train_adapter, Method, TrainConfig};
+    let (bb, env) = tiny_env(2, 3, 24, 24);
+    let cfg = TrainConfig { method: Method::Lora, steps: 8, lr: 2e-2, batch_size: 8, ..TrainConfig::default() };
+    let run = |seed| {
+        let c = TrainConfig { seed, ..cfg.clone() };
+        train_adapter(&bb, &env.head, &env.train_inputs, &env.data.train.labels, &c, None, |_| {}).unwrap().adapter
+    };
+    let (a, b) = (run(1), run(2));
+    let runs = [
+        SeedRun { method: "lora".into(), seed: 1, adapter: &a },
+        SeedRun { method: "lora".into(), seed: 2, adapter: &b },
+    ];
+    let curves = CurveTraining {
+        kinds: vec![CurveKind::Bezier, CurveKind::Polychain],
+        head: &env.head,
+        train_inputs: &env.train_inputs,
+        labels: &env.data.train.labels,
+        configs: [("lora".to_string(), TrainConfig { steps: 6, ..cfg.clone() })].into(),
+    };
+    let opts = ConnectivityOptions { alphas: 5, layer_alphas: 3, spaces: vec![PathSpace::Factor], layerwise: false };
+    let (out, summaries, _) = analyze(&env.test, &env.train, &runs, &opts, Some(&curves), &Progress::hidden()).unwrap();
+    assert_eq!(summaries.len(), 3);
+    let paths = out.tables.iter().find(|(n, _)| n == "connectivity_paths.parquet").unwrap().1.to_dataframe().unwrap();
+    let strs = |c: &str| -> Vec<String> {
+        paths.column(c).unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect()
+    };
+    let nums = |c: &str| -> Vec<f64> { paths.column(c).unwrap().f64().unwrap().iter().map(|v| v.unwrap()).collect() };
+    let (space, kind, split, alpha, acc) =
+        (strs("space"), strs("path_kind"), strs("split"), nums("alpha"), nums("accuracy"));
+    for (split_name, ev) in [("test", &env.test), ("train", &env.train)] {
+        let (acc_a, acc_b) = (ev.evaluate(&a.deltas()).unwrap().accuracy, ev.evaluate(&b.deltas()).unwrap().accuracy);
+        for curve in ["curve-bezier", "curve-polychain"] {
+            let at = |x: f64| {
+                (0..acc.len())
+                    .find(|&i| space[i] == curve && split[i] == split_name && alpha[i] == x)
+                    .map(|i| (kind[i].clone(), acc[i]))
+                    .unwrap()
+            };
+            assert_eq!(at(0.0), ("curve".to_string(), acc_a), "{curve} {split_name}");
+            assert_eq!(at(1.0), ("curve".to_string(), acc_b), "{curve} {split_name}");
+        }
+    }
+    let names: Vec<&str> = out.tables.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"connectivity_curves.parquet"), "{names:?}");
 }

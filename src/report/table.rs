@@ -176,7 +176,7 @@ impl Table {
     }
 
     /// Converts the table into a polars `DataFrame` (crate-internal).
-    fn to_dataframe(&self) -> Result<DataFrame> {
+    pub(crate) fn to_dataframe(&self) -> Result<DataFrame> {
         self.validate()?;
         let columns = self.columns.iter().map(|(n, c)| c.to_polars(n)).collect::<Vec<_>>();
         DataFrame::new(self.len(), columns)

@@ -1,8 +1,19 @@
 //! Linear mode connectivity between adapters trained from different seeds:
 //! interpolation paths in factor and delta space, barriers under every common
 //! convention, layer-wise and cumulative barriers (Adilova et al. 2024), the
-//! equal-weight merge of all seeds, and distances between runs.
+//! equal-weight merge of all seeds, and distances between runs; factor lines after gauge
+//! alignment (`space`), the factor path's decomposition (`decompose`), learned curves
+//! (`curves`) and the seed-level summary with jackknife intervals (`summary`).
 
+pub mod curves;
+pub mod decompose;
+pub mod space;
+pub mod summary;
+
+use self::curves::{trained_curve, CurveRow, CurveTraining};
+use self::decompose::{decomposition_figure, decomposition_rows, DecompositionRow};
+use self::space::{aligned_endpoints, alignment_rows, AlignedEnds, AlignmentRow, PathKind, PathSpace};
+use self::summary::{summary_rows, SummaryRow};
 use super::Outputs;
 use crate::adapter::Adapter;
 use crate::connectivity::barrier::{barriers, Barriers};
@@ -12,6 +23,7 @@ use crate::progress::Progress;
 use crate::report::plot::{Bar, BarGroup, BarPlot, Heatmap, LinePlot, Series};
 use crate::report::table::{named_cells, table_row, Columns, Field, Table};
 use crate::stats::mean_ci;
+use crate::train::curve::curve_point;
 use anyhow::{bail, Result};
 use indicatif::ProgressBar;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,8 +45,9 @@ pub struct ConnectivityOptions {
     pub alphas: usize,
     /// Points on the α grid of the layer-wise paths.
     pub layer_alphas: usize,
-    /// Interpolation spaces.
-    pub spaces: Vec<Space>,
+    /// Straight paths: plain factor and delta lines and aligned factor lines (curves come
+    /// with [`CurveTraining`]).
+    pub spaces: Vec<PathSpace>,
     /// Whether to run the layer-wise sweeps.
     pub layerwise: bool,
 }
@@ -126,8 +139,8 @@ impl Scope {
 pub struct Summary {
     /// Method.
     pub method: String,
-    /// Space.
-    pub space: Space,
+    /// Path space.
+    pub space: PathSpace,
     /// Test-loss barrier (linear convention), mean over pairs.
     pub loss_barrier: f64,
     /// Test-error barrier (linear convention), mean over pairs.
@@ -149,9 +162,11 @@ table_row! {
         pub seed_a: i64,
         /// Seed of endpoint B (α = 1).
         pub seed_b: i64,
-        /// Interpolation space.
-        pub space: Space,
-        /// Interpolation coefficient α.
+        /// Path space.
+        pub space: PathSpace,
+        /// `line`, `aligned` or `curve`.
+        pub path_kind: PathKind,
+        /// Interpolation coefficient α (the curve's position `t` on a curve).
         pub alpha: f64,
         /// Where the path is evaluated.
         pub split: Split,
@@ -185,8 +200,10 @@ pub struct BarrierRow {
     pub seed_a: i64,
     /// Seed of endpoint B.
     pub seed_b: i64,
-    /// Interpolation space.
-    pub space: Space,
+    /// Path space.
+    pub space: PathSpace,
+    /// `line`, `aligned` or `curve`.
+    pub path_kind: PathKind,
     /// Where the path is evaluated.
     pub split: Split,
     /// What the barrier is measured on.
@@ -202,7 +219,7 @@ pub struct BarrierRow {
 
 impl BarrierRow {
     /// Whether the row is on `method`'s whole-adapter test path in `space` for `quantity`.
-    fn is_main_test(&self, method: &str, space: Space, quantity: Quantity) -> bool {
+    fn is_main_test(&self, method: &str, space: PathSpace, quantity: Quantity) -> bool {
         self.method == method
             && self.space == space
             && self.split == Split::Test
@@ -270,19 +287,33 @@ struct Collected {
     dist: Vec<DistanceRow>,
     /// Per (method, space) summaries.
     summaries: Vec<Summary>,
+    /// Alignment residuals per pair, gauge and module.
+    alignment: Vec<AlignmentRow>,
+    /// The factor path's decomposition per pair and α.
+    decomposition: Vec<DecompositionRow>,
+    /// Trained curves.
+    curves: Vec<CurveRow>,
 }
 
-/// Runs the analysis on the test evaluator (paths, barriers, layer-wise) and the train
-/// evaluator (paths and barriers on the shots).
+/// Runs the analysis on the test evaluator (paths, barriers, layer-wise, the factor path's
+/// decomposition) and the train evaluator (paths and barriers on the shots); with `curves`,
+/// also trains and evaluates a curve per pair and shape. Returns the outputs, the per
+/// (method, path) summaries and the seed-level summary rows.
 pub fn analyze(
     test: &Evaluator,
     train: &Evaluator,
     runs: &[SeedRun],
     opts: &ConnectivityOptions,
+    curves: Option<&CurveTraining>,
     progress: &Progress,
-) -> Result<(Outputs, Vec<Summary>)> {
+) -> Result<(Outputs, Vec<Summary>, Vec<SummaryRow>)> {
     let grid = alpha_grid(opts.alphas)?;
     let layer_grid = alpha_grid(opts.layer_alphas)?;
+    if let Some(bad) = opts.spaces.iter().find(|s| s.kind() == PathKind::Curve) {
+        bail!("{bad} is a learned curve, not a straight path; ask for curves with their training settings");
+    }
+    let curve_kinds: Vec<PathSpace> =
+        curves.map(|c| c.kinds.iter().map(|k| PathSpace::Curve(*k)).collect()).unwrap_or_default();
     let mut methods: Vec<String> = runs.iter().map(|r| r.method.clone()).collect();
     methods.dedup();
     let splits: Splits = [(Split::Test, test), (Split::Train, train)];
@@ -295,31 +326,52 @@ pub fn analyze(
         let pairs: Vec<(usize, usize)> =
             (0..mine.len()).flat_map(|i| (i + 1..mine.len()).map(move |j| (i, j))).collect();
         let nb = test.backbone().num_blocks();
-        let per_pair =
-            opts.spaces.len() * (2 * grid.len() + if opts.layerwise { 2 * nb * layer_grid.len() } else { 0 });
+        let per_pair = (opts.spaces.len() + curve_kinds.len()) * 2 * grid.len()
+            + grid.len()
+            + if opts.layerwise { opts.spaces.len() * 2 * nb * layer_grid.len() } else { 0 };
         let bar = progress.bar((pairs.len() * per_pair) as u64, &format!("connectivity {method}"));
         for &(i, j) in &pairs {
-            let pair = Pair { method, a: mine[i], b: mine[j] };
+            let (a, b) = (mine[i].adapter, mine[j].adapter);
+            let aligned = aligned_endpoints(a, b, &opts.spaces)?;
+            let pair = Pair { method, a: mine[i], b: mine[j], aligned: &aligned };
             c.dist.extend(pair.distance_rows()?);
+            for (gauge, (_, reports)) in &aligned {
+                c.alignment.extend(alignment_rows(method, pair.seeds(), *gauge, reports));
+            }
             for &space in &opts.spaces {
-                pair.paths(space, &splits, &grid, &bar, &mut c)?;
+                let (end, s) = pair.line_end(space)?;
+                pair.path(space, &splits, &grid, &bar, &mut c, |alpha| interpolate(a, end, alpha, s))?;
                 if opts.layerwise {
                     c.bars.extend(pair.layerwise_barriers(test, space, &layer_grid, &bar)?);
+                }
+            }
+            let key = (method.as_str(), mine[i].seed, mine[j].seed);
+            c.decomposition.extend(decomposition_rows(test, key, a, b, &grid, &c.paths)?);
+            bar.inc(grid.len() as u64);
+            if let Some(t) = curves {
+                for &kind in &t.kinds {
+                    let (control, row) = trained_curve(test.backbone(), t, method, pair.seeds(), kind, a, b)?;
+                    c.curves.push(row);
+                    let point =
+                        |alpha: f64| -> Result<Deltas> { Ok(curve_point(kind, a, &control, b, alpha)?.deltas()) };
+                    pair.path(PathSpace::Curve(kind), &splits, &grid, &bar, &mut c, point)?;
                 }
             }
         }
         bar.finish_and_clear();
         let merge_acc = merge_all(method, &mine, &opts.spaces, &splits, &mut c.merges)?;
-        for &space in &opts.spaces {
+        for &space in opts.spaces.iter().chain(&curve_kinds) {
             let summary = method_summary(method, space, &grid, &c, merge_acc.get(&space).copied());
             c.summaries.push(summary);
         }
     }
-    let out = outputs(&c, &methods, opts)?;
-    Ok((out, c.summaries))
+    let seed_level = summary_rows(&c.bars)?;
+    let out = outputs(&c, &methods, opts, &curve_kinds, &seed_level)?;
+    Ok((out, c.summaries, seed_level))
 }
 
-/// Two seeds of one method: endpoint A (α = 0) and endpoint B (α = 1).
+/// Two seeds of one method: endpoint A (α = 0) and endpoint B (α = 1), with B re-parameterised
+/// towards A in every gauge asked for.
 struct Pair<'r, 'a> {
     /// Method name.
     method: &'r str,
@@ -327,9 +379,28 @@ struct Pair<'r, 'a> {
     a: &'r SeedRun<'a>,
     /// Endpoint B.
     b: &'r SeedRun<'a>,
+    /// Endpoint B aligned towards A, per gauge (with the alignment's residuals).
+    aligned: &'r AlignedEnds,
 }
 
 impl Pair<'_, '_> {
+    /// `(seed A, seed B)`.
+    fn seeds(&self) -> (u64, u64) {
+        (self.a.seed, self.b.seed)
+    }
+
+    /// The end of the straight path `space` (B, or B aligned in the path's gauge) and the
+    /// space the line is drawn in.
+    fn line_end(&self, space: PathSpace) -> Result<(&Adapter, Space)> {
+        if let Some(s) = space.plain() {
+            return Ok((self.b.adapter, s));
+        }
+        match space.gauge().and_then(|g| self.aligned.get(&g)) {
+            Some((b, _)) => Ok((b, Space::Factor)),
+            None => bail!("internal: path {space} has no aligned endpoint; align before drawing lines"),
+        }
+    }
+
     /// Euclidean distances and cosines between the two runs, whole adapter and per block.
     fn distance_rows(&self) -> Result<Vec<DistanceRow>> {
         Ok(distances(self.a.adapter, self.b.adapter)?
@@ -349,7 +420,7 @@ impl Pair<'_, '_> {
     /// The barrier row of this pair for one (space, split, quantity, scope, block).
     fn barrier(
         &self,
-        space: Space,
+        space: PathSpace,
         split: Split,
         quantity: Quantity,
         scope: Scope,
@@ -361,6 +432,7 @@ impl Pair<'_, '_> {
             seed_a: self.a.seed as i64,
             seed_b: self.b.seed as i64,
             space,
+            path_kind: space.kind(),
             split,
             quantity,
             scope,
@@ -369,18 +441,28 @@ impl Pair<'_, '_> {
         }
     }
 
-    /// The whole-adapter path in `space` on both splits, with its loss and error barriers.
-    fn paths(&self, space: Space, splits: &Splits, grid: &[f64], bar: &ProgressBar, c: &mut Collected) -> Result<()> {
+    /// The whole-adapter path `space` on both splits, with its loss and error barriers;
+    /// `point(α)` gives the path's `ΔW` at `α`.
+    fn path(
+        &self,
+        space: PathSpace,
+        splits: &Splits,
+        grid: &[f64],
+        bar: &ProgressBar,
+        c: &mut Collected,
+        point: impl Fn(f64) -> Result<Deltas>,
+    ) -> Result<()> {
         for &(split, ev) in splits {
             let mut pts = Vec::new();
             for &alpha in grid {
-                let m = ev.evaluate(&interpolate(self.a.adapter, self.b.adapter, alpha, space)?)?;
+                let m = ev.evaluate(&point(alpha)?)?;
                 bar.inc(1);
                 c.paths.push(PathRow {
                     method: self.method.to_string(),
                     seed_a: self.a.seed as i64,
                     seed_b: self.b.seed as i64,
                     space,
+                    path_kind: space.kind(),
                     alpha,
                     split,
                     loss: m.loss,
@@ -400,11 +482,12 @@ impl Pair<'_, '_> {
     fn layerwise_barriers(
         &self,
         test: &Evaluator,
-        space: Space,
+        space: PathSpace,
         layer_grid: &[f64],
         bar: &ProgressBar,
     ) -> Result<Vec<BarrierRow>> {
-        let (a, b) = (self.a.adapter, self.b.adapter);
+        let a = self.a.adapter;
+        let (b, space_of_line) = self.line_end(space)?;
         let nb = test.backbone().num_blocks();
         let base = a.deltas();
         let based = test.with_base(&base)?;
@@ -412,13 +495,13 @@ impl Pair<'_, '_> {
         let mut curves: [Vec<Vec<(f64, Metrics)>>; 2] = [vec![Vec::new(); nb], vec![Vec::new(); nb]];
         for &alpha in layer_grid {
             for (block, pts) in curves[0].iter_mut().enumerate() {
-                let d = interpolate_blocks(a, b, alpha, space, &BTreeSet::from([block]))?;
+                let d = interpolate_blocks(a, b, alpha, space_of_line, &BTreeSet::from([block]))?;
                 pts.push((alpha, based.evaluate(&d)?));
                 bar.inc(1);
             }
             // Cumulative scope: blocks 0..=ℓ interpolated, the rest at seed A, for
             // every ℓ in one pass that shares the interpolated prefix.
-            let all = interpolate(a, b, alpha, space)?;
+            let all = interpolate(a, b, alpha, space_of_line)?;
             for (pts, m) in curves[1].iter_mut().zip(based.prefix_sweep(&all, &base)?) {
                 pts.push((alpha, m));
                 bar.inc(1);
@@ -436,18 +519,19 @@ impl Pair<'_, '_> {
     }
 }
 
-/// The equal-weight merge of all seeds of `method` (CoTo's 1:1:1) in every space, on both
-/// splits, when there are 3 or more seeds; returns the test accuracy per space.
+/// The equal-weight merge of all seeds of `method` (CoTo's 1:1:1) in the plain factor and
+/// delta spaces among `spaces`, on both splits, when there are 3 or more seeds; returns the
+/// test accuracy per space.
 fn merge_all(
     method: &str,
     mine: &[&SeedRun],
-    spaces: &[Space],
+    spaces: &[PathSpace],
     splits: &Splits,
     merges: &mut Vec<MergeAllRow>,
-) -> Result<BTreeMap<Space, f64>> {
+) -> Result<BTreeMap<PathSpace, f64>> {
     let mut merge_acc = BTreeMap::new();
     if mine.len() >= 3 {
-        for &space in spaces {
+        for space in spaces.iter().filter_map(|s| s.plain()) {
             let d = equal_merge(mine, space)?;
             for &(split, ev) in splits {
                 let m = ev.evaluate(&d)?;
@@ -460,7 +544,7 @@ fn merge_all(
                     accuracy: m.accuracy,
                 });
                 if split == Split::Test {
-                    merge_acc.insert(space, m.accuracy);
+                    merge_acc.insert(PathSpace::from(space), m.accuracy);
                 }
             }
         }
@@ -469,7 +553,7 @@ fn merge_all(
 }
 
 /// The summary of `method` in `space`: mean barriers over pairs and path accuracies.
-fn method_summary(method: &str, space: Space, grid: &[f64], c: &Collected, merge_all: Option<f64>) -> Summary {
+fn method_summary(method: &str, space: PathSpace, grid: &[f64], c: &Collected, merge_all: Option<f64>) -> Summary {
     let sel = |q: Quantity| -> Vec<f64> {
         c.bars.iter().filter(|r| r.is_main_test(method, space, q)).map(|r| r.barriers.linear).collect()
     };
@@ -497,10 +581,21 @@ fn method_summary(method: &str, space: Space, grid: &[f64], c: &Collected, merge
 }
 
 /// The figures and tables of the collected rows.
-fn outputs(c: &Collected, methods: &[String], opts: &ConnectivityOptions) -> Result<Outputs> {
+fn outputs(
+    c: &Collected,
+    methods: &[String],
+    opts: &ConnectivityOptions,
+    curves: &[PathSpace],
+    seed_level: &[SummaryRow],
+) -> Result<Outputs> {
     let mut out = Outputs::default();
-    out.figures.push(("connectivity_paths.svg".into(), paths_figure(&c.paths, &opts.spaces)?));
-    out.figures.push(("connectivity_barriers.svg".into(), barrier_figure(&c.bars, methods, &opts.spaces)?));
+    let all: Vec<PathSpace> = opts.spaces.iter().chain(curves).copied().collect();
+    out.figures.push(("connectivity_paths.svg".into(), paths_figure(&c.paths, &all)?));
+    for m in methods {
+        out.figures.push((format!("connectivity_paths_{m}.svg"), method_paths_figure(&c.paths, m, &all)?));
+        out.figures.push((format!("connectivity_decomposition_{m}.svg"), decomposition_figure(&c.decomposition, m)?));
+    }
+    out.figures.push(("connectivity_barriers.svg".into(), barrier_figure(&c.bars, methods, &all)?));
     if opts.layerwise {
         for scope in Scope::LAYERWISE {
             out.figures.push((
@@ -516,7 +611,53 @@ fn outputs(c: &Collected, methods: &[String], opts: &ConnectivityOptions) -> Res
     if !c.merges.is_empty() {
         out.tables.push(("connectivity_merge_all.parquet".into(), Table::from_rows(&c.merges)));
     }
+    if !c.alignment.is_empty() {
+        out.tables.push(("connectivity_alignment.parquet".into(), Table::from_rows(&c.alignment)));
+    }
+    out.tables.push(("connectivity_decomposition.parquet".into(), Table::from_rows(&c.decomposition)));
+    if !c.curves.is_empty() {
+        out.tables.push(("connectivity_curves.parquet".into(), Table::from_rows(&c.curves)));
+    }
+    out.tables.push(("connectivity_summary.parquet".into(), Table::from_rows(seed_level)));
     Ok(out)
+}
+
+/// The mean over pairs of `value` on `method`'s test paths in `space`, per α.
+fn mean_path(p: &[PathRow], method: &str, space: PathSpace, value: fn(&PathRow) -> f64) -> Vec<(f64, f64)> {
+    let mut by_alpha: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    for r in p.iter().filter(|r| r.method == method && r.space == space && r.split == Split::Test) {
+        by_alpha.entry((r.alpha * 1e6).round() as i64).or_default().push(value(r));
+    }
+    by_alpha.into_iter().map(|(a, v)| (a as f64 / 1e6, v.iter().sum::<f64>() / v.len() as f64)).collect()
+}
+
+/// One figure for `method`: straight lines, aligned lines (dashed) and curves on one plot,
+/// test accuracy and test loss along α, mean over pairs.
+fn method_paths_figure(p: &[PathRow], method: &str, spaces: &[PathSpace]) -> Result<String> {
+    let metrics: [PathMetric; 2] = [("test accuracy", |r| r.accuracy), ("test loss", |r| r.loss)];
+    let panels: Vec<LinePlot> = metrics
+        .iter()
+        .map(|(label, value)| LinePlot {
+            title: (*label).into(),
+            x_label: "α (0 = seed A, 1 = seed B; t on a curve)".into(),
+            y_label: (*label).into(),
+            series: spaces
+                .iter()
+                .map(|&s| Series {
+                    label: s.name().into(),
+                    points: mean_path(p, method, s, *value),
+                    dashed: s.kind() == PathKind::Aligned,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    crate::report::plot::panels_svg(
+        &format!("{method}: lines, gauge-aligned lines and learned curves between seeds (mean over pairs)"),
+        &panels,
+        2,
+    )
 }
 
 /// Equal-weight merge of every run of one method: factor averages of A and B, or ΔW average
@@ -546,8 +687,8 @@ table_row! {
     pub struct BarrierCiRow {
         /// Method name.
         pub method: String,
-        /// Interpolation space.
-        pub space: Space,
+        /// Path space.
+        pub space: PathSpace,
         /// Where the paths are evaluated.
         pub split: Split,
         /// What the barriers are measured on.
@@ -604,7 +745,7 @@ fn barrier_ci_rows(bars: &[BarrierRow]) -> Result<Vec<BarrierCiRow>> {
 type PathMetric = (&'static str, fn(&PathRow) -> f64);
 
 /// Test accuracy, then test loss, along the paths: one panel per (metric, space).
-fn paths_figure(p: &[PathRow], spaces: &[Space]) -> Result<String> {
+fn paths_figure(p: &[PathRow], spaces: &[PathSpace]) -> Result<String> {
     let mut panels = Vec::new();
     let metrics: [PathMetric; 2] = [("test accuracy", |r| r.accuracy), ("test loss", |r| r.loss)];
     for (label, value) in metrics {
@@ -658,7 +799,7 @@ fn paths_figure(p: &[PathRow], spaces: &[Space]) -> Result<String> {
 }
 
 /// The whole-adapter test-error barrier under every convention, per method and space.
-fn barrier_figure(b: &[BarrierRow], methods: &[String], spaces: &[Space]) -> Result<String> {
+fn barrier_figure(b: &[BarrierRow], methods: &[String], spaces: &[PathSpace]) -> Result<String> {
     let mut groups = Vec::new();
     for (_, name, f) in BARRIER_FIELDS {
         let mut bars_v = Vec::new();
@@ -683,7 +824,7 @@ fn barrier_figure(b: &[BarrierRow], methods: &[String], spaces: &[Space]) -> Res
 }
 
 /// The layer-wise test-error barriers of `scope`: one heatmap row per (method, space).
-fn layer_figure(b: &[BarrierRow], methods: &[String], spaces: &[Space], scope: Scope) -> Result<String> {
+fn layer_figure(b: &[BarrierRow], methods: &[String], spaces: &[PathSpace], scope: Scope) -> Result<String> {
     let nb = b.iter().map(|r| r.block).max().unwrap_or(-1) + 1;
     let mut rows = Vec::new();
     let mut labels = Vec::new();

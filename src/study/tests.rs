@@ -497,3 +497,28 @@ fn cell_ids_are_canonical_and_legacy_folders_are_adopted_losslessly() {
     assert_eq!(store::migrate_legacy(&root.join("out"), other_cells.iter()).unwrap(), 0);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn barriers_in_specs_walk_gauge_aligned_factor_lines_too() {
+    // `[measure.barrier] spaces` takes the connectivity command's aligned lines; the aligned
+    // orthogonal line to a rotated copy of a run would be flat, and on two seeds it gives
+    // finite barriers of its own setting. A misspelt path is refused by key.
+    let text = MINI.replace("seeds = [1]", "seeds = [1, 2]")
+        + "\n[measure.barrier]\npoints = 3\nspaces = [\"factor\", \"factor-aligned-orth\", \"delta\"]\n";
+    let spec = Spec::parse(&text).unwrap();
+    let root = scratch("aligned");
+    let lab = lab(&root);
+    let out = root.join("out");
+    analyze(&lab, &spec, &out, Shard::default(), &Progress::hidden()).unwrap();
+    let m = frame(&out, "measurements.parquet");
+    let settings: Vec<String> =
+        m.column("setting").unwrap().str().unwrap().iter().map(|v| v.unwrap_or_default().to_string()).collect();
+    for want in ["factor", "factor-aligned-orth", "delta"] {
+        assert_eq!(settings.iter().filter(|s| *s == want).count(), 2 * 3, "{want}: 2 groups × 3 metrics");
+    }
+    let bad =
+        MINI.replace("seeds = [1]", "seeds = [1, 2]") + "\n[measure.barrier]\nspaces = [\"factor-aligned-rot\"]\n";
+    let err = Spec::parse(&bad).unwrap_err().to_string();
+    assert!(err.contains("spaces") && err.contains("factor-aligned-orth"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -1,12 +1,16 @@
 //! Linear barriers (Entezari et al.: height above the chord) of the test loss and error on the
-//! path between the first two seeds of each group, with evenly spaced α, in each space; and
-//! the accuracy at the midpoint.
+//! path between the first two seeds of each group, with evenly spaced α, on each path: straight
+//! lines in factor or delta space, or factor lines after aligning the second seed's gauge
+//! (`factor-aligned-orth`, `-gl`, `-perm`, as the `connectivity` command); and the accuracy at
+//! the midpoint.
 
 use super::base::{options, Cost, Input, Measure, MeasureInfo, ParseContext, Rows, Unit};
 use super::rows::Tag;
-use super::spaces;
+use crate::analysis::connectivity::space::PathSpace;
 use crate::connectivity::barrier::barriers;
+use crate::connectivity::gauge::align_gauge;
 use crate::connectivity::interpolate::{interpolate, Space};
+use crate::merge::MergeOptions;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +24,7 @@ pub struct BarrierSpec {
     /// Points on the path, endpoints included (at least 3).
     #[serde(default = "default_points")]
     pub points: usize,
-    /// `factor` and / or `delta`.
+    /// Paths: `factor`, `delta`, `factor-aligned-orth`, `factor-aligned-gl`, `factor-aligned-perm`.
     #[serde(default = "super::both_spaces")]
     pub spaces: Vec<String>,
 }
@@ -34,8 +38,8 @@ fn default_points() -> usize {
 pub struct Barrier {
     /// The options as written.
     pub written: BarrierSpec,
-    /// The spaces, in the written order.
-    pub spaces: Vec<Space>,
+    /// The paths, in the written order.
+    pub spaces: Vec<PathSpace>,
 }
 
 impl Barrier {
@@ -50,7 +54,17 @@ impl Barrier {
         if ctx.seeds.len() < 2 {
             return Err((ctx.at)("", "a barrier needs at least two seeds".into()));
         }
-        let spaces = spaces(&written.spaces, ctx)?;
+        if written.spaces.is_empty() {
+            return Err((ctx.at)("spaces", "list at least one path: factor, delta or factor-aligned-orth".into()));
+        }
+        let spaces = written
+            .spaces
+            .iter()
+            .map(|s| PathSpace::parse(s).map_err(|e| (ctx.at)("spaces", e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(i) = (1..spaces.len()).find(|&i| spaces[..i].contains(&spaces[i])) {
+            return Err((ctx.at)("spaces", format!("'{}' is listed twice; list each path once", written.spaces[i])));
+        }
         Ok(Barrier { written, spaces })
     }
 }
@@ -75,7 +89,14 @@ impl Measure for Barrier {
         let (a, b) = (&runs[0].adapter, &runs[1].adapter);
         let points = self.written.points;
         let mut rows = Vec::new();
-        for (name, &sp) in self.written.spaces.iter().zip(&self.spaces) {
+        for (name, &path) in self.written.spaces.iter().zip(&self.spaces) {
+            // A straight line in its space, or the factor line to B re-parameterised in a gauge.
+            let (b, sp) = match (path.plain(), path.gauge()) {
+                (Some(sp), _) => (b.clone(), sp),
+                (None, Some(gauge)) => (align_gauge(a, b, gauge, &MergeOptions::default())?.0, Space::Factor),
+                (None, None) => bail!("internal: {path} is not a straight path"),
+            };
+            let b = &b;
             let mut loss = Vec::with_capacity(points);
             let mut err = Vec::with_capacity(points);
             for i in 0..points {

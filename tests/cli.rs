@@ -114,6 +114,16 @@ fn every_command_has_help() {
 }
 
 #[test]
+fn tasks_lists_every_source_of_the_registry() {
+    let o = run(bin().arg("tasks"));
+    assert!(o.status.success());
+    let out = stdout(&o);
+    for usage in ["idx:DIR", "folder:DIR", "tab:FILE", "text:FILE"] {
+        assert!(out.lines().any(|l| l.trim_start().starts_with(usage)), "{usage} not listed:\n{out}");
+    }
+}
+
+#[test]
 #[cfg(unix)]
 fn a_closed_pipe_ends_the_command_quietly() {
     // `copra-lab tasks | head -0`: the reader is gone before the command prints. Rust ignores

@@ -13,7 +13,7 @@ pub struct RunArgs {
     /// TOML file with training settings (keys as in `TrainConfig`; flags override it).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Task: a built-in name (see `copra-lab tasks`), `idx:DIR` or `folder:DIR`.
+    /// Task: a built-in name, or `idx:DIR`, `folder:DIR`, `tab:FILE`, `text:FILE` (see `copra-lab tasks`).
     #[arg(long)]
     pub task: Option<String>,
     /// Optimizer steps.

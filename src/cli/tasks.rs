@@ -68,8 +68,17 @@ pub fn run(global: &GlobalArgs, a: TasksArgs) -> Result<()> {
     }
     if a.run.task.is_none() {
         list_text_tasks(text_backbone);
+        list_sources();
     }
     Ok(())
+}
+
+/// Lists the kinds of task read from a path (the task-source registry).
+fn list_sources() {
+    println!("\ntasks read from a path (--task PREFIX:PATH):");
+    for kind in data::registry::SOURCES {
+        println!("  {:<14} {}", kind.usage(), kind.help);
+    }
 }
 
 /// Lists the text data files fetched by `analyses/fetch-assets.sh`, if present.

@@ -79,9 +79,10 @@ pub struct GroupEstimate {
 }
 
 /// The mean over every group of seeds with its delete-one-seed jackknife standard error, at
-/// confidence `level`. `values` holds one `(group, value)` per group: the groups must be every
-/// `k`-subset of `0..n` exactly once (as [`all_groups`] lists them, in any order), and
-/// `n ≥ k + 1` so that a group survives the deletion of any one seed.
+/// confidence `level`. `values` holds one `(group, value)` per group: the groups must form a
+/// balanced design, each seed in equally many groups — every `k`-subset of `0..n` once (as
+/// [`all_groups`] lists them, in any order; the default) or the `n` cyclic groups of older
+/// grids — and `n ≥ k + 1` so that a group survives the deletion of any one seed.
 pub fn group_jackknife(n: usize, values: &[(Vec<usize>, f64)], level: f64) -> Result<GroupEstimate> {
     let Some((first, _)) = values.first() else {
         bail!("no group values to summarise; evaluate every group of seeds first");
@@ -132,9 +133,12 @@ pub fn group_jackknife(n: usize, values: &[(Vec<usize>, f64)], level: f64) -> Re
     })
 }
 
-/// Errors unless `values` holds every `k`-subset of `0..n` exactly once, with finite values.
+/// Errors unless `values` is a balanced design of distinct `k`-subsets of `0..n` with finite
+/// values: every seed in equally many groups (every `k`-subset, as [`all_groups`] lists them,
+/// or the cyclic groups `(i, i+1, …)` of older grids), and every seed left out of some group.
 fn check_complete(n: usize, k: usize, values: &[(Vec<usize>, f64)]) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
+    let mut per_seed = vec![0usize; n];
     for (g, v) in values {
         let mut sorted = g.clone();
         sorted.sort_unstable();
@@ -145,15 +149,19 @@ fn check_complete(n: usize, k: usize, values: &[(Vec<usize>, f64)]) -> Result<()
         if !v.is_finite() {
             bail!("group {g:?} has the value {v}; drop diverged runs before summarising");
         }
+        for &s in &sorted {
+            per_seed[s] += 1;
+        }
         if !seen.insert(sorted) {
             bail!("group {g:?} appears twice; pass each group of seeds once");
         }
     }
-    let want = binomial(n, k);
-    if seen.len() as f64 != want {
+    let (lo, hi) = (per_seed.iter().min().copied().unwrap_or(0), per_seed.iter().max().copied().unwrap_or(0));
+    if lo == 0 || lo != hi || hi == values.len() {
         bail!(
-            "{} of the {want} groups of {k} seeds out of {n} were given; the jackknife needs every group (all_groups lists them)",
-            seen.len()
+            "{} of the {} groups of {k} seeds out of {n} were given, with each seed in {lo} to {hi} of them; the jackknife needs a balanced design (every group as all_groups lists them, or the cyclic groups)",
+            seen.len(),
+            binomial(n, k)
         );
     }
     Ok(())
@@ -238,9 +246,13 @@ mod tests {
     /// values `Σ_{i∈g} a_i + e_g` (run effects `a_i ~ N(0, 1)`, a group's own term
     /// `e_g ~ N(0, σ_e²)`).
     fn coverage(n: usize, k: usize, sigma_e: f64, grids: usize, seed: u64) -> f64 {
+        coverage_of(&all_groups(n, k).unwrap(), n, sigma_e, grids, seed)
+    }
+
+    /// [`coverage`] over a given list of groups.
+    fn coverage_of(groups: &[Vec<usize>], n: usize, sigma_e: f64, grids: usize, seed: u64) -> f64 {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let unit = Normal::new(0.0, 1.0).unwrap();
-        let groups = all_groups(n, k).unwrap();
         let mut covered = 0;
         for _ in 0..grids {
             let a: Vec<f64> = (0..n).map(|_| unit.sample(&mut rng)).collect();
@@ -266,6 +278,23 @@ mod tests {
                 assert!((0.93..=0.97).contains(&c), "n {n}, k {k}, σ_e {sigma_e}: coverage {c}");
             }
         }
+    }
+
+    #[test]
+    fn the_jackknife_over_cyclic_groups_covers_too() {
+        // Older grids took the n cyclic groups (i, i+1, …): a balanced design in which every
+        // seed is in k groups. The delete-one-seed jackknife over them covers as well.
+        for (n, k) in [(5, 2), (10, 2), (10, 3)] {
+            let cyclic: Vec<Vec<usize>> = (0..n).map(|i| (0..k).map(|j| (i + j) % n).collect()).collect();
+            for sigma_e in [0.0, 1.0] {
+                let c = coverage_of(&cyclic, n, sigma_e, 2000, 11 + n as u64 + k as u64);
+                eprintln!("cyclic: n {n}, k {k}, σ_e {sigma_e}: coverage {c}");
+                assert!((0.93..=0.97).contains(&c), "cyclic n {n}, k {k}, σ_e {sigma_e}: coverage {c}");
+            }
+        }
+        // An unbalanced set (seed 0 in every group) is refused.
+        let star = vec![(vec![0, 1], 1.0), (vec![0, 2], 2.0), (vec![0, 3], 3.0)];
+        assert!(group_jackknife(4, &star, 0.95).unwrap_err().to_string().contains("balanced"));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! group cells are shared by every measure of that [`Unit`]; measures of [`Unit::Own`] lay out
 //! cells of their own.
 
-use super::measure::{Input, OwnCell, Rows, Tag, Unit};
-use super::spec::Spec;
+use super::measure::{Input, Measure, OwnCell, Rows, Tag, Unit};
+use super::spec::{GroupLayout, Spec};
 use crate::lab::{Lab, Run, TaskEnv, TaskEnvKey};
 use crate::progress::Progress;
 use crate::runs::sanitize;
@@ -22,7 +22,8 @@ pub enum CellKind {
         /// The run.
         cfg: TrainConfig,
     },
-    /// Take every [`Unit::Group`] measure on a group of seeds (replicate = the first seed).
+    /// Take every [`Unit::Group`] measure of this size on a group of seeds (replicate = the first
+    /// seed; the rows' `seeds` column names the group).
     Group {
         /// The runs, in merge order.
         cfgs: Vec<TrainConfig>,
@@ -173,31 +174,37 @@ fn late_fields_at_default() -> [String; 3] {
 /// measure's cells in the order of [`Spec::measures`].
 pub fn cells(spec: &Spec) -> Result<Vec<Cell>> {
     let json = spec.measures_json()?;
-    let group_size = spec
-        .measures
-        .iter()
-        .filter_map(|m| match m.unit() {
-            Unit::Group { size } => Some(size),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0);
+    // Every size of group any measure asks for: all groups of each size, or (older grids) the
+    // cyclic groups of the largest size.
+    let mut group_sizes: Vec<usize> = spec.measures.iter().flat_map(|m| m.group_sizes()).collect();
+    group_sizes.sort_unstable();
+    group_sizes.dedup();
+    let n = spec.seeds.len();
+    let groups_of: Vec<Vec<usize>> = match (spec.groups, group_sizes.last()) {
+        (_, None) => Vec::new(),
+        (GroupLayout::All, _) => {
+            group_sizes.iter().map(|&k| crate::stats::all_groups(n, k)).collect::<Result<Vec<_>>>()?.concat()
+        }
+        (GroupLayout::Cyclic, Some(&k)) => (0..n).map(|i| (0..k).map(|j| (i + j) % n).collect()).collect(),
+    };
     let single_runs = !spec.measures.iter().any(|m| m.replaces_runs());
     let (mut runs, mut groups) = (Vec::new(), Vec::new());
     for point in 0..spec.sweep.len() {
         let x = spec.x(point);
         for v in spec.variants.iter().filter(|_| single_runs) {
-            for (i, &seed) in spec.seeds.iter().enumerate() {
+            for &seed in &spec.seeds {
                 for task in &spec.tasks {
                     let cfg = spec.config(v, point, seed, task)?;
                     runs.push(Cell::new(spec, &json, task, &v.name, x, seed, CellKind::Run { cfg }, "run"));
-                    if group_size >= 2 {
-                        let cfgs = (0..group_size)
-                            .map(|j| spec.config(v, point, spec.seeds[(i + j) % spec.seeds.len()], task))
-                            .collect::<Result<Vec<_>>>()?;
-                        let kind = CellKind::Group { cfgs };
-                        groups.push(Cell::new(spec, &json, task, &v.name, x, seed, kind, "group"));
-                    }
+                }
+            }
+            for task in &spec.tasks {
+                for g in &groups_of {
+                    let cfgs =
+                        g.iter().map(|&i| spec.config(v, point, spec.seeds[i], task)).collect::<Result<Vec<_>>>()?;
+                    // The replicate of a group is its first seed; its `seeds` column names them all.
+                    let first = spec.seeds[g[0]];
+                    groups.push(Cell::new(spec, &json, task, &v.name, x, first, CellKind::Group { cfgs }, "group"));
                 }
             }
         }
@@ -317,8 +324,8 @@ fn ensure(lab: &Lab, envs: &mut Envs, cfg: &TrainConfig, progress: &Progress) ->
 pub fn run_cell(lab: &Lab, spec: &Spec, cell: &Cell, envs: &mut Envs, progress: &Progress) -> Result<CellOutput> {
     let runs = cell.kind.runs().iter().map(|c| ensure(lab, envs, c, progress)).collect::<Result<Vec<_>>>()?;
     let mut out = Rows::default();
-    let mut take = |input: &Input<'_>, unit: fn(Unit) -> bool| -> Result<()> {
-        for m in spec.measures.iter().filter(|m| unit(m.unit())) {
+    let mut take = |input: &Input<'_>, wanted: &dyn Fn(&dyn Measure) -> bool| -> Result<()> {
+        for m in spec.measures.iter().filter(|m| wanted(m.as_ref())) {
             let rows = m.measure(input).with_context(|| format!("measure {}", m.name()))?;
             out.measurements.extend(rows.measurements);
             out.curves.extend(rows.curves);
@@ -329,13 +336,18 @@ pub fn run_cell(lab: &Lab, spec: &Spec, cell: &Cell, envs: &mut Envs, progress: 
         CellKind::Run { cfg } => {
             let tag = cell.tag(&[cfg.seed]);
             let input = Input::Run { tag: &tag, cfg, run: &runs[0], env: envs.built(cfg)? };
-            take(&input, |u| u == Unit::Run)?;
+            take(&input, &|m| m.unit() == Unit::Run)?;
         }
         CellKind::Group { cfgs } => {
             let seeds: Vec<u64> = cfgs.iter().map(|c| c.seed).collect();
             let tag = cell.tag(&seeds);
-            let input = Input::Group { tag: &tag, cfgs, runs: &runs, env: envs.built(&cfgs[0])? };
-            take(&input, |u| matches!(u, Unit::Group { .. }))?;
+            // A cell of all groups serves its own size; a cyclic cell, every size up to its own.
+            let sizes: Vec<usize> = match spec.groups {
+                GroupLayout::All => vec![cfgs.len()],
+                GroupLayout::Cyclic => (2..=cfgs.len()).collect(),
+            };
+            let input = Input::Group { tag: &tag, cfgs, runs: &runs, env: envs.built(&cfgs[0])?, sizes: &sizes };
+            take(&input, &|m| m.unit() == Unit::Group && m.group_sizes().iter().any(|k| sizes.contains(k)))?;
         }
         CellKind::Own { measure, cell: own } => {
             for cfg in &own.configs {

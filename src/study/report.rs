@@ -1,16 +1,19 @@
 //! The report of a finished analysis, built from its cells alone: merged Parquet tables, a
-//! summary over seeds (mean, std, Student-t 95% interval), paired comparisons of every variant
-//! against the baseline (Holm-adjusted over the headline family), SVG figures and a README.
+//! summary over replicates (mean and 95% interval, [`super::inference`]), paired comparisons of
+//! every variant against the baseline (exploratory, raw p), the spec's primary tests (pooled
+//! over tasks, Holm-adjusted together), SVG figures and a README whose Answer states only what
+//! the primary tests show.
 
 use super::cell::cells;
+use super::inference::{differences, estimate, pooled, seeds_of, ByGroup, Estimate};
 use super::measure::{CurvePoint, Measurement};
-use super::spec::{HolmFamily, Spec};
+use super::spec::{Direction, PrimaryTest, Spec};
 use super::store::{self, CellRecord};
 use crate::analysis::summary::{ci_columns, ci_series, err_of, ordered_unique};
 use crate::report::atomic::write_atomic;
 use crate::report::plot::{bar_plot_svg, panels_svg, write_svg, Bar, BarGroup, BarPlot, LinePlot};
 use crate::report::table::{Columns, Row, Table};
-use crate::stats::{holm, mean_ci, paired_t, MeanCi};
+use crate::stats::{holm, mean_ci, MeanCi};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -57,6 +60,7 @@ fn same_x(a: f64, b: f64) -> bool {
 struct SummaryRow {
     key: Key,
     variant: String,
+    est: Estimate,
     ci: MeanCi,
 }
 
@@ -70,38 +74,91 @@ fn key_columns<R>(cols: &mut Columns<'_, R>, key: fn(&R) -> &Key, variant: fn(&R
         .col("variant", move |r| variant(r).clone());
 }
 
+/// The design columns of an estimate: seeds per group, groups, the method, SE and df.
+fn design_columns<R>(cols: &mut Columns<'_, R>, est: fn(&R) -> &Estimate) {
+    cols.col("k", move |r| est(r).k as i64)
+        .col("groups", move |r| est(r).groups as i64)
+        .col("method", move |r| est(r).method().to_string())
+        .col("se", move |r| est(r).se)
+        .col("df", move |r| est(r).df);
+}
+
 impl Row for SummaryRow {
     fn columns(cols: &mut Columns<'_, Self>) {
         key_columns(cols, |r| &r.key, |r| &r.variant);
         ci_columns(cols, |r| &r.ci);
+        design_columns(cols, |r| &r.est);
     }
 }
 
-/// A variant against the baseline on the same replicates: a row of `paired.parquet`.
+/// The test columns of a paired estimate.
+fn test_columns<R>(cols: &mut Columns<'_, R>, est: fn(&R) -> &Estimate) {
+    cols.col("n", move |r| est(r).n_seeds as i64)
+        .col("mean_diff", move |r| est(r).mean)
+        .col("ci95_lo", move |r| est(r).lo)
+        .col("ci95_hi", move |r| est(r).hi)
+        .col("p_value", move |r| est(r).p)
+        .col("p_sign_flip", move |r| est(r).p_sign_flip)
+        .col("p_floor", move |r| est(r).p_floor)
+        .col("not_testable", move |r| est(r).not_testable.clone().unwrap_or_default());
+    design_columns(cols, est);
+}
+
+/// A variant against the baseline on the same replicates: a row of `paired.parquet`
+/// (exploratory: raw p-values, no adjustment).
 struct PairedRow {
     key: Key,
     variant: String,
     baseline: String,
-    n: usize,
-    diff: MeanCi,
-    t: f64,
-    p: f64,
-    headline: bool,
-    p_holm: f64,
+    est: Estimate,
 }
 
 impl Row for PairedRow {
     fn columns(cols: &mut Columns<'_, Self>) {
         key_columns(cols, |r| &r.key, |r| &r.variant);
-        cols.col("baseline", |r| r.baseline.clone())
-            .col("n", |r| r.n as i64)
-            .col("mean_diff", |r| r.diff.mean)
-            .col("ci95_lo", |r| r.diff.lo)
-            .col("ci95_hi", |r| r.diff.hi)
-            .col("t", |r| r.t)
-            .col("p_value", |r| r.p)
-            .col("headline", |r| r.headline)
-            .col("p_holm", |r| r.p_holm);
+        cols.col("baseline", |r| r.baseline.clone());
+        test_columns(cols, |r| &r.est);
+    }
+}
+
+/// One primary test of the spec: a row of `primary.parquet`.
+struct PrimaryRow {
+    test: PrimaryTest,
+    baseline: String,
+    /// The tasks pooled.
+    tasks: Vec<String>,
+    est: Estimate,
+    p_holm: f64,
+}
+
+impl PrimaryRow {
+    /// What the test says about its claim.
+    fn verdict(&self) -> &'static str {
+        if self.est.not_testable.is_some() || self.p_holm.is_nan() {
+            return "not testable";
+        }
+        if self.p_holm >= 0.05 {
+            return "not shown";
+        }
+        let up = self.est.mean > 0.0;
+        match (self.test.expect, up) {
+            (Direction::Higher, true) | (Direction::Lower, false) => "holds",
+            _ => "goes against the claim",
+        }
+    }
+}
+
+impl Row for PrimaryRow {
+    fn columns(cols: &mut Columns<'_, Self>) {
+        cols.col("claim", |r| r.test.claim.clone())
+            .col("quantity", |r| r.test.quantity.clone())
+            .col("variant", |r| r.test.variant.clone())
+            .col("baseline", |r| r.baseline.clone())
+            .col("expect", |r| format!("{:?}", r.test.expect).to_lowercase())
+            .col("tasks", |r| r.tasks.join(","))
+            .col("x", |r| r.test.x.unwrap_or(f64::NAN));
+        test_columns(cols, |r| &r.est);
+        cols.col("p_holm", |r| r.p_holm).col("verdict", |r| r.verdict().to_string());
     }
 }
 
@@ -161,10 +218,10 @@ fn gather(dir: &Path) -> Result<Gathered> {
     Ok(Gathered { spec, backbone, records, rows, curves })
 }
 
-/// Values of each (key, variant) by replicate, keys in first-seen order.
-type Grouped = Vec<(Key, BTreeMap<String, BTreeMap<i64, f64>>)>;
+/// Values of each (key, variant) by replicate (its group of seeds), keys in first-seen order.
+type Grouped = Vec<(Key, BTreeMap<String, ByGroup>)>;
 
-fn group(rows: &[Measurement]) -> Grouped {
+fn group(rows: &[Measurement]) -> Result<Grouped> {
     let mut out: Grouped = Vec::new();
     for m in rows {
         let k = Key::of(m);
@@ -175,9 +232,9 @@ fn group(rows: &[Measurement]) -> Grouped {
                 out.len() - 1
             }
         };
-        out[pos].1.entry(m.variant.clone()).or_default().insert(m.replicate, m.value);
+        out[pos].1.entry(m.variant.clone()).or_default().insert(seeds_of(&m.seeds)?, m.value);
     }
-    out
+    Ok(out)
 }
 
 fn is_headline(spec: &Spec, key: &Key, first_measure: &str) -> bool {
@@ -242,7 +299,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
             measured.join(", ")
         );
     }
-    let grouped = group(&g.rows);
+    let grouped = group(&g.rows)?;
     let variants: Vec<String> = spec.variants.iter().map(|v| v.name.clone()).collect();
     let first_measure = g.rows.first().map(|m| m.measure.clone()).unwrap_or_default();
     let mut summary = Vec::new();
@@ -250,49 +307,31 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     for (key, by_variant) in &grouped {
         for v in &variants {
             if let Some(vals) = by_variant.get(v) {
-                let xs: Vec<f64> = vals.values().copied().filter(|x| x.is_finite()).collect();
-                if !xs.is_empty() {
-                    summary.push(SummaryRow { key: key.clone(), variant: v.clone(), ci: mean_ci(&xs)? });
+                if vals.values().any(|x| x.is_finite()) {
+                    let est = estimate(vals)?;
+                    summary.push(SummaryRow { key: key.clone(), variant: v.clone(), ci: est.mean_ci(), est });
                 }
             }
         }
         let Some(base) = by_variant.get(&spec.baseline) else { continue };
         for v in variants.iter().filter(|v| **v != spec.baseline) {
             let Some(vals) = by_variant.get(v) else { continue };
-            let pairs: Vec<(f64, f64)> = base
-                .iter()
-                .filter_map(|(r, b)| vals.get(r).map(|x| (*b, *x)))
-                .filter(|(b, x)| b.is_finite() && x.is_finite())
-                .collect();
-            if pairs.is_empty() {
+            let d = differences(base, vals);
+            if d.is_empty() {
                 continue;
             }
-            let (a, b): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
-            let t = paired_t(&a, &b)?;
             paired.push(PairedRow {
                 key: key.clone(),
                 variant: v.clone(),
                 baseline: spec.baseline.clone(),
-                n: t.n,
-                diff: t.diff,
-                t: t.t,
-                p: t.p_value,
-                headline: is_headline(spec, key, &first_measure),
-                p_holm: f64::NAN,
+                est: estimate(&d)?,
             });
         }
     }
-    // Holm families (see `holm_family`).
-    for q in ordered_unique(paired.iter().filter(|p| p.headline).map(|p| holm_family(spec, &p.key))) {
-        let idx: Vec<usize> =
-            (0..paired.len()).filter(|&i| paired[i].headline && holm_family(spec, &paired[i].key) == q).collect();
-        let adjusted = holm(&idx.iter().map(|&i| paired[i].p).collect::<Vec<_>>());
-        for (&i, p) in idx.iter().zip(adjusted) {
-            paired[i].p_holm = p;
-        }
-    }
+    let primary = primary_tests(spec, &grouped)?;
     Table::from_rows(&summary).write_parquet(&dir.join("summary.parquet"))?;
     Table::from_rows(&paired).write_parquet(&dir.join("paired.parquet"))?;
+    Table::from_rows(&primary).write_parquet(&dir.join("primary.parquet"))?;
     // Figures of an earlier report (another spec version) must not linger.
     for entry in std::fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
@@ -301,19 +340,58 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         }
     }
     let figures = write_figures(dir, spec, &summary, &g.curves)?;
-    let readme = readme(spec, &g, &summary, &paired, &figures, &first_measure);
+    let readme = readme(spec, &g, &summary, &paired, &primary, &figures, &first_measure);
     let path = dir.join("README.md");
     write_atomic(&path, readme.as_bytes())?;
     Ok(path)
 }
 
-/// The Holm family of a headline comparison: its quantity (`measure/setting/metric`), or its
-/// `measure/metric` when the spec pools the settings (`[report] holm = "metric"`).
-fn holm_family(spec: &Spec, k: &Key) -> String {
-    match spec.report.holm {
-        HolmFamily::Quantity => k.quantity(),
-        HolmFamily::Metric => format!("{}/{}", k.measure, k.metric),
+/// The spec's primary tests: each pools its quantity's per-replicate differences (variant −
+/// baseline) over its tasks (and sweep points, unless it names one), and Holm adjusts over all
+/// of them together. Errors name a test whose quantity has no paired values.
+fn primary_tests(spec: &Spec, grouped: &Grouped) -> Result<Vec<PrimaryRow>> {
+    let mut out = Vec::new();
+    for t in &spec.report.primary {
+        let mut sets = Vec::new();
+        let mut tasks = Vec::new();
+        for (key, by_variant) in grouped {
+            let in_tasks = t.tasks.is_empty() || t.tasks.contains(&key.task);
+            let at_x = t.x.is_none_or(|x| same_x(x, key.x));
+            if key.quantity() != t.quantity || !in_tasks || !at_x {
+                continue;
+            }
+            let (Some(base), Some(vals)) = (by_variant.get(&spec.baseline), by_variant.get(&t.variant)) else {
+                continue;
+            };
+            sets.push(differences(base, vals));
+            if !tasks.contains(&key.task) {
+                tasks.push(key.task.clone());
+            }
+        }
+        let d = pooled(&sets);
+        if d.is_empty() {
+            bail!(
+                "[[report.primary]] '{}': no replicate has values of `{}` for both `{}` and `{}` on every pooled task; check the quantity, variant and tasks",
+                t.claim,
+                t.quantity,
+                t.variant,
+                spec.baseline
+            );
+        }
+        out.push(PrimaryRow {
+            test: t.clone(),
+            baseline: spec.baseline.clone(),
+            tasks,
+            est: estimate(&d)?,
+            p_holm: f64::NAN,
+        });
     }
+    let adjusted =
+        holm(&out.iter().map(|r| if r.est.not_testable.is_some() { f64::NAN } else { r.est.p }).collect::<Vec<_>>());
+    for (r, p) in out.iter_mut().zip(adjusted) {
+        r.p_holm = p;
+    }
+    Ok(out)
 }
 
 /// Headline quantities in first-seen order.
@@ -451,6 +529,7 @@ fn readme(
     g: &Gathered,
     summary: &[SummaryRow],
     paired: &[PairedRow],
+    primary: &[PrimaryRow],
     figures: &[(String, String)],
     first_measure: &str,
 ) -> String {
@@ -504,104 +583,83 @@ fn readme(
         let _ = writeln!(s, "\n**Scaling up.** {}", spec.scale_up);
     }
     let _ = writeln!(s, "\n## Answer\n");
-    let _ = writeln!(
-        s,
-        "Each line compares a variant with `{}` on the same seeds (paired t-test, two-sided), with the mean difference and its 95% interval. A difference counts as significant when its Holm-adjusted p-value is below 0.05. {} ({} tests in {} families). Other comparisons are in `paired.parquet` with raw p-values only (exploratory). With few seeds the test has little power, so \"no significant difference\" means the data cannot tell, not that the methods are equal.\n",
-        spec.baseline,
-        match spec.report.holm {
-            HolmFamily::Quantity => "Each headline quantity is one Holm family: its comparisons over every task, sweep point and variant",
-            HolmFamily::Metric => "Each headline measure and metric is one Holm family: its comparisons over every setting, task, sweep point and variant",
-        },
-        paired.iter().filter(|p| p.headline).count(),
-        ordered_unique(paired.iter().filter(|p| p.headline).map(|p| holm_family(spec, &p.key))).len()
-    );
+    s.push_str(&answer(spec, primary));
     let quantities = headline_quantities(spec, summary, first_measure);
-    for q in &quantities {
-        for v in spec.variants.iter().map(|v| &v.name).filter(|v| **v != spec.baseline) {
-            let rows: Vec<&PairedRow> =
-                paired.iter().filter(|p| p.headline && p.key.quantity() == *q && p.variant == *v).collect();
-            if rows.is_empty() {
-                continue;
-            }
-            let label = |p: &PairedRow| {
-                let x = x_label(spec, p.key.x);
-                let where_ = if x.is_empty() { p.key.task.clone() } else { format!("{} ({x})", p.key.task) };
-                format!("{where_} {:+.4} [{}, {}]", p.diff.mean, num(p.diff.lo), num(p.diff.hi))
-            };
-            let up: Vec<String> =
-                rows.iter().filter(|p| p.p_holm < 0.05 && p.diff.mean > 0.0).map(|p| label(p)).collect();
-            let down: Vec<String> =
-                rows.iter().filter(|p| p.p_holm < 0.05 && p.diff.mean < 0.0).map(|p| label(p)).collect();
-            let ns = rows.len() - up.len() - down.len();
-            let mut line = format!("- `{q}`, `{v}` − `{}`:", spec.baseline);
-            if !up.is_empty() {
-                let _ = write!(line, " higher on {};", up.join("; "));
-            }
-            if !down.is_empty() {
-                let _ = write!(line, " lower on {};", down.join("; "));
-            }
-            let _ = write!(line, " no significant difference on {ns} of {}.", rows.len());
-            let _ = writeln!(s, "{line}");
-        }
-    }
     if !figures.is_empty() {
         let _ = writeln!(s, "\n## Figures\n");
         for (q, f) in figures {
             let _ = writeln!(s, "![{q}]({f})\n");
         }
     }
-    let _ = writeln!(s, "## Results: mean, std and Student-t 95% interval over seeds\n");
+    let _ = writeln!(s, "## Results: mean and 95% interval over replicates\n");
+    let _ = writeln!(s, "{INTERVALS}\n");
     let _ = writeln!(
         s,
-        "| quantity | task | {} variant | n | mean | std | 95% CI |",
+        "| quantity | task | {} variant | seeds | groups | mean | std | 95% CI |",
         if spec.sweep.is_empty() { "" } else { "x |" }
     );
-    let _ = writeln!(s, "|---|---|{}---|---|---|---|---|", if spec.sweep.is_empty() { "" } else { "---|" });
+    let _ = writeln!(s, "|---|---|{}---|---|---|---|---|---|", if spec.sweep.is_empty() { "" } else { "---|" });
     for r in summary.iter().filter(|r| quantities.contains(&r.key.quantity())) {
         let x = if spec.sweep.is_empty() { String::new() } else { format!("{} |", r.key.x) };
         let _ = writeln!(
             s,
-            "| {} | {} | {x} {} | {} | {} | {} | [{}, {}] |",
+            "| {} | {} | {x} {} | {} | {} | {} | {} | [{}, {}] |",
             r.key.quantity(),
             r.key.task,
             r.variant,
-            r.ci.n,
-            num(r.ci.mean),
-            num(r.ci.std),
-            num(r.ci.lo),
-            num(r.ci.hi)
+            r.est.n_seeds,
+            r.est.groups,
+            num(r.est.mean),
+            num(r.est.std),
+            num(r.est.lo),
+            num(r.est.hi)
         );
     }
-    let _ = writeln!(s, "\n## Paired comparisons against `{}` (same seeds)\n", spec.baseline);
+    let _ = writeln!(s, "\n## Exploratory: every variant against `{}` per task (same replicates)\n", spec.baseline);
     let _ = writeln!(
         s,
-        "| quantity | task | {} variant | n | mean difference | 95% CI | p | Holm p |",
+        "Raw p-values, not adjusted for the many comparisons: a pattern here is a lead for a new primary test, not a finding. `sign-flip p` is the exact test over single runs (10 seeds or fewer); `floor` is the smallest p an exact sign-flip test on that many seeds can give.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| quantity | task | {} variant | seeds | mean difference | 95% CI | p | sign-flip p | floor |",
         if spec.sweep.is_empty() { "" } else { "x |" }
     );
-    let _ = writeln!(s, "|---|---|{}---|---|---|---|---|---|", if spec.sweep.is_empty() { "" } else { "---|" });
-    for p in paired.iter().filter(|p| p.headline) {
+    let _ = writeln!(s, "|---|---|{}---|---|---|---|---|---|---|", if spec.sweep.is_empty() { "" } else { "---|" });
+    for p in paired.iter().filter(|p| quantities.contains(&p.key.quantity())) {
         let x = if spec.sweep.is_empty() { String::new() } else { format!("{} |", p.key.x) };
+        let p_text = match &p.est.not_testable {
+            Some(why) => format!("not testable ({why})"),
+            None => num(p.est.p),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {x} {} | {} | {} | [{}, {}] | {} | {} |",
+            "| {} | {} | {x} {} | {} | {} | [{}, {}] | {p_text} | {} | {} |",
             p.key.quantity(),
             p.key.task,
             p.variant,
-            p.n,
-            num(p.diff.mean),
-            num(p.diff.lo),
-            num(p.diff.hi),
-            num(p.p),
-            num(p.p_holm)
+            p.est.n_seeds,
+            num(p.est.mean),
+            num(p.est.lo),
+            num(p.est.hi),
+            num(p.est.p_sign_flip),
+            num(p.est.p_floor)
         );
     }
     let _ = writeln!(s, "\n## Files\n");
     let _ = writeln!(s, "- `measurements.parquet`: every measured number (long format: cell, task, variant, x, replicate, seeds, measure, setting, metric, value).");
-    let _ = writeln!(s, "- `summary.parquet`: mean, std and 95% interval per quantity, task, x and variant.");
     let _ = writeln!(
         s,
-        "- `paired.parquet`: every variant against `{}`, with raw and (headline) Holm-adjusted p-values.",
+        "- `summary.parquet`: mean, std, 95% interval, SE, df and method per quantity, task, x and variant."
+    );
+    let _ = writeln!(
+        s,
+        "- `paired.parquet`: every variant against `{}` per quantity, task and x (exploratory: raw, sign-flip and floor p-values).",
         spec.baseline
+    );
+    let _ = writeln!(
+        s,
+        "- `primary.parquet`: the primary tests (pooled over tasks), with Holm-adjusted p-values and verdicts."
     );
     let _ = writeln!(
         s,
@@ -610,6 +668,74 @@ fn readme(
     if !g.curves.is_empty() {
         let _ = writeln!(s, "- `curves.parquet`: training-loss curves (window means) of every run.");
     }
-    let _ = writeln!(s, "\nReplicates of merges and barriers are groups of consecutive seeds taken cyclically (seeds i, i+1, …), so neighbouring groups share runs; their intervals treat the groups as independent and are somewhat optimistic.");
+    s
+}
+
+/// How the intervals of every table are made, in words.
+const INTERVALS: &str = "A replicate is a group of seeds: one seed for a single run, k seeds for a merge or a barrier of k runs. Every group of k of the n seeds is evaluated and the groups are averaged; the 95% interval is Student-t on n − 1 degrees of freedom with the delete-one-seed jackknife standard error (for single runs this is the ordinary t interval over seeds). Groups that share a seed are not independent, and the jackknife accounts for that; see docs/statistics.md.";
+
+/// The Answer: one line per primary test, with its estimate, interval, p-values and verdict.
+fn answer(spec: &Spec, primary: &[PrimaryRow]) -> String {
+    let mut s = String::new();
+    if primary.is_empty() {
+        let _ = writeln!(
+            s,
+            "This spec names no primary test (`[[report.primary]]`), so this report answers no claim: every comparison below is exploratory.\n"
+        );
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "Each line is one primary test: the variant minus `{}` on the same replicates, pooled over the tasks listed (the per-replicate mean difference over tasks), with its 95% interval and two-sided p-value; Holm adjusts over the {} primary tests together. A claim **holds** when its Holm-adjusted p is below 0.05 in the predicted direction, **goes against the claim** when it is below 0.05 in the other direction, and is **not shown** otherwise (the data cannot tell; it does not mean the methods are equal). Everything else in this report is exploratory.\n",
+        spec.baseline,
+        primary.len()
+    );
+    for r in primary {
+        let x = r.test.x.map(|x| format!(" at {}", x_label(spec, x))).unwrap_or_default();
+        let stats = match &r.est.not_testable {
+            Some(why) => format!(
+                "mean difference {} ({why}; an exact sign-flip test on {} seeds cannot go below p = {})",
+                num(r.est.mean),
+                r.est.n_seeds,
+                num(r.est.p_floor)
+            ),
+            None => {
+                format!(
+                    "mean difference {} [{}, {}], p = {}, Holm p = {}{}",
+                    num(r.est.mean),
+                    num(r.est.lo),
+                    num(r.est.hi),
+                    num(r.est.p),
+                    num(r.p_holm),
+                    if r.est.p_sign_flip.is_nan() {
+                        String::new()
+                    } else {
+                        format!(", exact sign-flip p = {}", num(r.est.p_sign_flip))
+                    }
+                ) + &if r.est.p_floor > 0.05 {
+                    format!(" (with {} seeds no exact sign-flip test can reach p < 0.05: its floor is {}; the t-test's p leans on normality)", r.est.n_seeds, num(r.est.p_floor))
+                } else {
+                    String::new()
+                }
+            }
+        };
+        let _ = writeln!(
+            s,
+            "- **{}** {}: {}. `{}`, `{}` − `{}`{x}, pooled over {} ({} seeds, {} replicates): {stats}.",
+            r.verdict(),
+            match r.test.expect {
+                Direction::Higher => "(predicted higher)",
+                Direction::Lower => "(predicted lower)",
+            },
+            r.test.claim,
+            r.test.quantity,
+            r.test.variant,
+            r.baseline,
+            r.tasks.join(", "),
+            r.est.n_seeds,
+            r.est.groups,
+        );
+    }
+    s.push('\n');
     s
 }

@@ -23,6 +23,8 @@ pub struct Spec {
     pub baseline: String,
     /// Run seeds.
     pub seeds: Vec<u64>,
+    /// The groups of seeds merges and barriers are taken on.
+    pub groups: GroupLayout,
     /// Task names.
     pub tasks: Vec<String>,
     /// Variants, in spec order.
@@ -83,21 +85,55 @@ pub struct ReportOptions {
     /// key of the first measure).
     #[serde(default)]
     pub headline: Vec<String>,
-    /// Holm families: `quantity` (default; one per `measure/setting/metric`) or `metric` (one per
-    /// `measure/metric`, pooling the settings, for specs whose settings are the question).
+    /// The primary comparisons, one per claim (`[[report.primary]]`): Holm adjusts over them
+    /// together, and the README's Answer states only what they show. Every other comparison is
+    /// exploratory.
     #[serde(default)]
-    pub holm: HolmFamily,
+    pub primary: Vec<PrimaryTest>,
 }
 
-/// How headline comparisons are grouped for the Holm adjustment.
+/// Which way a claim predicts the variant to differ from the baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// The variant's value is predicted above the baseline's.
+    Higher,
+    /// The variant's value is predicted below the baseline's.
+    Lower,
+}
+
+/// One primary comparison: a variant against the baseline on one quantity, pooled over tasks
+/// (the per-replicate mean over the tasks, so that one test answers one claim).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrimaryTest {
+    /// The claim in words, as the Answer states it.
+    pub claim: String,
+    /// The `measure/setting/metric` compared.
+    pub quantity: String,
+    /// The variant compared with the baseline.
+    pub variant: String,
+    /// The direction the claim predicts.
+    pub expect: Direction,
+    /// The tasks pooled (default: every task the quantity is measured on).
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// The sweep point compared (default: the mean over every point).
+    #[serde(default)]
+    pub x: Option<f64>,
+}
+
+/// Which groups of seeds the merges and barriers of a grid are taken on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum HolmFamily {
-    /// One family per `measure/setting/metric`.
+pub enum GroupLayout {
+    /// Every group of `k` of the `n` seeds (the default): `C(n, k)` evaluations of cached runs.
     #[default]
-    Quantity,
-    /// One family per `measure/metric`.
-    Metric,
+    All,
+    /// The `n` cyclic groups `(i, i+1, …)` of the largest size, each measure reading its first
+    /// runs: the layout of grids written before all groups were taken, kept so that their
+    /// committed cells can be reported with the seed jackknife. Not for new grids.
+    Cyclic,
 }
 
 /// The file as written.
@@ -110,6 +146,8 @@ struct SpecFile {
     scale_up: String,
     baseline: String,
     seeds: Vec<u64>,
+    #[serde(default)]
+    groups: GroupLayout,
     tasks: Vec<String>,
     #[serde(default)]
     base: toml::Table,
@@ -296,12 +334,46 @@ impl Spec {
                 ));
             }
         }
+        for (i, p) in file.report.primary.iter().enumerate() {
+            let at =
+                |key: &str, msg: String| anyhow!("line {}: {key}: {msg}", line_in_nth(text, "report.primary", i, key));
+            let parts: Vec<&str> = p.quantity.splitn(3, '/').collect();
+            if parts.len() != 3 || !known.contains(&parts[0]) {
+                let msg = format!(
+                    "'{}' is not a measure/setting/metric of this spec; its measures are {}",
+                    p.quantity,
+                    known.join(", ")
+                );
+                return Err(at("quantity", msg));
+            }
+            if p.variant == file.baseline || !names.contains(&p.variant) {
+                let msg = format!(
+                    "'{}' is not a variant other than the baseline '{}'; use one of {}",
+                    p.variant,
+                    file.baseline,
+                    names.join(", ")
+                );
+                return Err(at("variant", msg));
+            }
+            if let Some(t) = p.tasks.iter().find(|t| !file.tasks.contains(t) && t.as_str() != "all") {
+                return Err(at("tasks", format!("'{t}' is not a task of this spec (or `all` for multi-task rows)")));
+            }
+            if let Some(x) = p.x {
+                if !sweep.values.contains(&x) {
+                    return Err(at("x", format!("{x} is not a value of the sweep {:?}", sweep.values)));
+                }
+            }
+            if p.claim.trim().is_empty() {
+                return Err(at("claim", "state the claim the test answers, in words".into()));
+            }
+        }
         Ok(Spec {
             name: file.name,
             question: file.question.trim().to_string(),
             scale_up: file.scale_up.trim().to_string(),
             baseline: file.baseline,
             seeds: file.seeds,
+            groups: file.groups,
             tasks: file.tasks,
             variants,
             sweep,

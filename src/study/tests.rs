@@ -48,6 +48,19 @@ variants = ["copra"]
 fractions = [0.5, 1.0]
 samples = 2
 budget = 24
+
+[[report.primary]]
+claim = "two CopRA seeds merge better than two LoRA seeds"
+quantity = "merge/factor 1:1/accuracy"
+variant = "copra"
+expect = "higher"
+
+[[report.primary]]
+claim = "CopRA is as accurate on hue"
+quantity = "accuracy//test_accuracy"
+variant = "copra"
+expect = "lower"
+tasks = ["hue"]
 "#;
 
 fn scratch(name: &str) -> std::path::PathBuf {
@@ -64,14 +77,65 @@ fn frame(dir: &std::path::Path, name: &str) -> polars::prelude::DataFrame {
     Table::read_parquet(&dir.join(name)).unwrap()
 }
 
+/// The primary tests of the tiny grid recomputed by hand from `measurements.parquet`: pooled
+/// over tasks per group of seeds, averaged over every pair, the delete-one-seed jackknife.
+fn check_primary_by_hand(dir: &std::path::Path) {
+    let m = frame(dir, "measurements.parquet");
+    let col = |n: &str| -> Vec<String> {
+        m.column(n).unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect()
+    };
+    let (measure, setting, metric, variant, seeds) =
+        (col("measure"), col("setting"), col("metric"), col("variant"), col("seeds"));
+    let value: Vec<f64> = m.column("value").unwrap().f64().unwrap().iter().map(|v| v.unwrap()).collect();
+    // Per pair of seeds: the copra − lora difference, mean over the two tasks.
+    let mut by_pair: std::collections::BTreeMap<String, f64> = Default::default();
+    for i in 0..value.len() {
+        if measure[i] == "merge" && setting[i] == "factor 1:1" && metric[i] == "accuracy" {
+            let sign = if variant[i] == "copra" { 1.0 } else { -1.0 };
+            *by_pair.entry(seeds[i].clone()).or_default() += sign * value[i] / 2.0;
+        }
+    }
+    assert_eq!(by_pair.keys().cloned().collect::<Vec<_>>(), ["1+2", "1+3", "2+3"]);
+    let d: Vec<f64> = by_pair.values().copied().collect();
+    let mean = d.iter().sum::<f64>() / 3.0;
+    // Deleting seed 1 leaves pair (2,3), seed 2 leaves (1,3), seed 3 leaves (1,2).
+    let left = [d[2], d[1], d[0]];
+    let centre = left.iter().sum::<f64>() / 3.0;
+    let se = (2.0 / 3.0 * left.iter().map(|t| (t - centre).powi(2)).sum::<f64>()).sqrt();
+    let p = frame(dir, "primary.parquet");
+    let get = |n: &str| p.column(n).unwrap().f64().unwrap().get(0).unwrap();
+    assert!((get("mean_diff") - mean).abs() < 1e-12, "{} vs {mean}", get("mean_diff"));
+    assert!((get("se") - se).abs() < 1e-12 || (se == 0.0 && get("se") == 0.0), "{} vs {se}", get("se"));
+    assert_eq!(p.column("tasks").unwrap().str().unwrap().get(0), Some("lighting,hue"));
+    assert_eq!(p.column("tasks").unwrap().str().unwrap().get(1), Some("hue"));
+    assert_eq!(p.column("k").unwrap().i64().unwrap().get(0), Some(2));
+    assert_eq!(p.column("groups").unwrap().i64().unwrap().get(0), Some(3));
+    // Holm over the two primary tests: the larger of 2·min(p) and max(p) for the larger one.
+    let (raw, adj) = (p.column("p_value").unwrap().f64().unwrap(), p.column("p_holm").unwrap().f64().unwrap());
+    let (r0, r1) = (raw.get(0).unwrap(), raw.get(1).unwrap());
+    if r0.is_finite() && r1.is_finite() {
+        let lo = (2.0 * r0.min(r1)).min(1.0);
+        let want = if r0 <= r1 { (lo, lo.max(r1)) } else { (lo.max(r0), lo) };
+        assert!((adj.get(0).unwrap() - want.0).abs() < 1e-12 && (adj.get(1).unwrap() - want.1).abs() < 1e-12);
+    }
+    // The summary of a merge uses every pair; a single run's accuracy, the t over seeds.
+    let s = frame(dir, "summary.parquet");
+    let methods: Vec<String> =
+        s.column("method").unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect();
+    assert!(
+        methods.iter().any(|x| x == "seed jackknife over all groups") && methods.iter().any(|x| x == "t over seeds")
+    );
+}
+
 #[test]
 fn tiny_grid_end_to_end_shards_resume_and_report_reproduce() {
     let root = scratch("e2e");
     let lab = lab(&root);
     let spec = Spec::parse(TINY).unwrap();
     let all = cells(&spec).unwrap();
-    // 2 variants × 3 seeds × (2 tasks × (run + group) + 1 multitask), + copra's 3 × 2 trajectories.
-    assert_eq!(all.len(), 2 * 3 * (2 * 2 + 1) + 3 * 2);
+    // 2 variants × (3 seeds × 2 tasks runs + 2 tasks × (3 pairs + 1 triple) + 3 multitask), +
+    // copra's 3 × 2 trajectories.
+    assert_eq!(all.len(), 2 * (3 * 2 + 2 * 4 + 3) + 3 * 2);
     // Cell ids are unique and stable.
     let mut ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
     ids.sort_unstable();
@@ -84,7 +148,9 @@ fn tiny_grid_end_to_end_shards_resume_and_report_reproduce() {
     let s = analyze(&lab, &spec, &whole, Shard::default(), &Progress::hidden()).unwrap();
     assert_eq!((s.ran, s.skipped, s.missing), (all.len(), 0, 0));
     let readme = std::fs::read_to_string(s.report.unwrap()).unwrap();
-    assert!(readme.contains("## Paired comparisons against `lora`"), "{readme}");
+    assert!(readme.contains("## Exploratory: every variant against `lora` per task"), "{readme}");
+    assert!(readme.contains("two CopRA seeds merge better than two LoRA seeds"), "{readme}");
+    check_primary_by_hand(&whole);
     assert!(readme.contains("fig-curves.svg"));
     let m = frame(&whole, "measurements.parquet");
     let metrics: Vec<String> =
@@ -204,20 +270,18 @@ fn variants_sweeps_and_seeds_build_the_expected_configs() {
         (crate::train::Method::Copra, 0.1, 3, 4, 4, "hue")
     );
     assert_eq!(spec.x(1), 4.0);
-    let pooled = Spec::parse(&format!("{TINY}\n[report]\nholm = \"metric\"\n")).unwrap();
-    assert_eq!(pooled.report.holm, super::spec::HolmFamily::Metric);
-    assert_eq!(spec.report.holm, super::spec::HolmFamily::Quantity);
-    assert!(Spec::parse(&format!("{TINY}\n[report]\nholm = \"all\"\n")).unwrap_err().to_string().contains("quantity"));
-    // Group cells merge consecutive seeds cyclically.
+    // Group cells: every group of each size a measure asks for (pairs for the barrier and the
+    // 1:1 merge, the triple for 1:1:1), each sorted, once per task, variant and point.
     let all = cells(&spec).unwrap();
-    let g = all
+    let groups: Vec<Vec<u64>> = all
         .iter()
-        .find_map(|c| match &c.kind {
-            CellKind::Group { cfgs } if c.replicate == 3 => Some(cfgs.iter().map(|c| c.seed).collect::<Vec<_>>()),
+        .filter(|c| c.task == "hue" && c.variant == "copra" && c.x == 4.0)
+        .filter_map(|c| match &c.kind {
+            CellKind::Group { cfgs } => Some(cfgs.iter().map(|c| c.seed).collect()),
             _ => None,
         })
-        .unwrap();
-    assert_eq!(g, vec![3, 1, 2]);
+        .collect();
+    assert_eq!(groups, vec![vec![1, 2], vec![1, 3], vec![2, 3], vec![1, 2, 3]]);
 }
 
 #[test]
@@ -258,7 +322,9 @@ fn long_task_and_variant_names_keep_cell_ids_unique() {
             "tasks = [\"idx:/a/very/long/path/to/a/data/set/called/fashion-mnist\", \"idx:/a/very/long/path/to/a/data/set/called/kmnist\"]",
         )
         .replace("name = \"copra\"", "name = \"stochastic-depth-with-a-long-name-0.5\"")
-        .replace("variants = [\"copra\"]", "variants = [\"stochastic-depth-with-a-long-name-0.5\"]");
+        .replace("variants = [\"copra\"]", "variants = [\"stochastic-depth-with-a-long-name-0.5\"]")
+        .replace("variant = \"copra\"", "variant = \"stochastic-depth-with-a-long-name-0.5\"")
+        .replace("tasks = [\"hue\"]", "tasks = []");
     let spec = Spec::parse(&text).unwrap();
     let all = cells(&spec).unwrap();
     let mut ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
@@ -330,7 +396,8 @@ fn keys_the_grid_would_ignore_or_duplicate_are_refused_with_their_key_and_line()
             TINY.replace("name = \"lora\"\nmethod", "name = \"α\"\nmethod")
                 .replace("name = \"copra\"", "name = \"β\"")
                 .replace("baseline = \"lora\"", "baseline = \"α\"")
-                .replace("variants = [\"copra\"]", "variants = [\"β\"]"),
+                .replace("variants = [\"copra\"]", "variants = [\"β\"]")
+                .replace("variant = \"copra\"", "variant = \"β\""),
             "name = \"β\"",
             "same in cell ids",
         ),
@@ -343,6 +410,9 @@ fn keys_the_grid_would_ignore_or_duplicate_are_refused_with_their_key_and_line()
             "twice",
         ),
         (TINY.replace("p0 = 0.1", "p0 = 0.1\nsteps = 0"), "steps = 0", "steps"),
+        (TINY.replace("quantity = \"merge/", "quantity = \"merj/"), "quantity = \"merj/", "merj"),
+        (TINY.replace("expect = \"lower\"", "expect = \"lower\"\nx = 3.0"), "x = 3.0", "sweep"),
+        (TINY.replace("tasks = [\"hue\"]", "tasks = [\"hew\"]"), "tasks = [\"hew\"]", "hew"),
         (sweep("steps", "[4, 20.5]"), "values = [", "20.5"),
     ];
     for (text, line_of, want) in cases {
@@ -514,7 +584,7 @@ fn barriers_in_specs_walk_gauge_aligned_factor_lines_too() {
     let settings: Vec<String> =
         m.column("setting").unwrap().str().unwrap().iter().map(|v| v.unwrap_or_default().to_string()).collect();
     for want in ["factor", "factor-aligned-orth", "delta"] {
-        assert_eq!(settings.iter().filter(|s| *s == want).count(), 2 * 3, "{want}: 2 groups × 3 metrics");
+        assert_eq!(settings.iter().filter(|s| *s == want).count(), 3, "{want}: the one pair × 3 metrics");
     }
     let bad =
         MINI.replace("seeds = [1]", "seeds = [1, 2]") + "\n[measure.barrier]\nspaces = [\"factor-aligned-rot\"]\n";

@@ -77,14 +77,19 @@ impl Measure for Barrier {
         Ok(Some(serde_json::to_string(&self.written)?))
     }
     fn unit(&self) -> Unit {
-        Unit::Group { size: 2 }
+        Unit::Group
+    }
+    fn group_sizes(&self) -> Vec<usize> {
+        vec![2]
     }
     fn costs(&self) -> Vec<Cost> {
         let n = self.written.points as f64 * self.spaces.len() as f64;
         vec![Cost::new("measure.barrier points × spaces (evaluations per group)", n, 11.0 * 2.0)]
     }
     fn measure(&self, input: &Input<'_>) -> Result<Rows> {
-        let Input::Group { tag, cfgs, runs, env } = input else { bail!("internal: barriers are measured on groups") };
+        let Input::Group { tag, cfgs, runs, env, .. } = input else {
+            bail!("internal: barriers are measured on groups")
+        };
         let tag = Tag { seeds: format!("{}+{}", cfgs[0].seed, cfgs[1].seed), ..(*tag).clone() };
         let (a, b) = (&runs[0].adapter, &runs[1].adapter);
         let points = self.written.points;

@@ -16,12 +16,10 @@ pub enum Unit {
     /// Every trained run of the grid (one per task, variant, sweep point and seed); the run
     /// cells are shared by every measure of this unit.
     Run,
-    /// Groups of `size` consecutive seeds (cyclically) of every task, variant and point; the
-    /// group cells (of the largest size asked for) are shared by every measure of this unit.
-    Group {
-        /// Runs the measure reads from each group (the first `size`).
-        size: usize,
-    },
+    /// Every group of `k` seeds (all `C(n, k)` of them, each sorted) of every task, variant and
+    /// point, for each size `k` in [`Measure::group_sizes`]; the group cells of one size are
+    /// shared by every measure of this unit that asks for that size.
+    Group,
     /// Cells of its own, laid out by [`Measure::cells`].
     Own,
 }
@@ -67,9 +65,10 @@ pub enum Input<'a> {
         /// Its task environment.
         env: &'a TaskEnv,
     },
-    /// Runs of consecutive seeds (same task, variant and point) and their task environment.
+    /// The runs of one group of seeds (same task, variant and point) and their task environment.
     Group {
-        /// The identity its rows carry (seeds of the whole group).
+        /// The identity its rows carry (seeds of the whole group; a measure that reads fewer
+        /// runs names just those in its rows' `seeds`).
         tag: &'a Tag,
         /// The runs' configs, in merge order.
         cfgs: &'a [TrainConfig],
@@ -77,6 +76,9 @@ pub enum Input<'a> {
         runs: &'a [Run],
         /// Their task environment.
         env: &'a TaskEnv,
+        /// The group sizes to take on this cell, each on its first runs (the cell's own size;
+        /// every size up to it in a cyclic grid).
+        sizes: &'a [usize],
     },
     /// One of the measure's own cells.
     Own {
@@ -230,6 +232,12 @@ pub trait Measure: Send + Sync + fmt::Debug {
 
     /// What it is measured on.
     fn unit(&self) -> Unit;
+
+    /// The group sizes a [`Unit::Group`] measure is taken on (2 for a barrier, the lengths of
+    /// the weight lists for merges); empty for the other units.
+    fn group_sizes(&self) -> Vec<usize> {
+        Vec::new()
+    }
 
     /// The `measure` column values of its rows (its name, unless it writes several kinds).
     fn row_measures(&self) -> Vec<&'static str> {

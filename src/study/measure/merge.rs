@@ -3,6 +3,7 @@
 //! and of their gain over the frozen backbone.
 
 use super::base::{options, Cost, Input, Measure, MeasureInfo, ParseContext, Rows, Unit};
+use super::rows::Tag;
 use super::{shares, spaces};
 use crate::connectivity::interpolate::Space;
 use crate::merge::merge_in_space;
@@ -17,14 +18,15 @@ pub static INFO: MeasureInfo = MeasureInfo { name: "merge", parse: |v, ctx| Ok(B
 #[serde(deny_unknown_fields)]
 pub struct MergeSpec {
     /// Weight lists: `[1, 1]` is the 1:1 merge of two seeds, `[1, 2]` the 1:2 merge,
-    /// `[1, 1, 1]` the 1:1:1 merge of three. Replicate i merges seeds i, i+1, … (cyclically).
+    /// `[1, 1, 1]` the 1:1:1 merge of three. Every group of that many seeds is merged (each
+    /// sorted, so `1:2` weighs the later seed twice).
     pub weights: Vec<Vec<f64>>,
     /// `factor` (average A and B) and / or `delta` (average ΔW).
     #[serde(default = "super::both_spaces")]
     pub spaces: Vec<String>,
 }
 
-/// Merges of consecutive seeds.
+/// Merges of every group of seeds.
 #[derive(Clone, Debug)]
 pub struct SeedMerge {
     /// The options as written.
@@ -69,19 +71,30 @@ impl Measure for SeedMerge {
         Ok(Some(serde_json::to_string(&self.written)?))
     }
     fn unit(&self) -> Unit {
-        Unit::Group { size: self.written.weights.iter().map(Vec::len).max().unwrap_or(2) }
+        Unit::Group
+    }
+    fn group_sizes(&self) -> Vec<usize> {
+        let mut sizes: Vec<usize> = self.written.weights.iter().map(Vec::len).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
     }
     fn costs(&self) -> Vec<Cost> {
         let n = self.written.weights.len() as f64 * self.spaces.len() as f64;
         vec![Cost::new("measure.merge weights × spaces (evaluations per group)", n, 3.0 * 2.0)]
     }
     fn measure(&self, input: &Input<'_>) -> Result<Rows> {
-        let Input::Group { tag, runs, env, .. } = input else { bail!("internal: merges are measured on groups") };
+        let Input::Group { tag, cfgs, runs, env, sizes } = input else {
+            bail!("internal: merges are measured on groups")
+        };
         let adapters: Vec<&crate::adapter::Adapter> = runs.iter().map(|r| &r.adapter).collect();
         let frozen = runs[0].manifest.frozen_test.accuracy;
         let mut rows = Vec::new();
-        for w in &self.written.weights {
+        for w in self.written.weights.iter().filter(|w| sizes.contains(&w.len())) {
             let k = w.len();
+            // The rows name the seeds merged.
+            let seeds = cfgs[..k].iter().map(|c| c.seed.to_string()).collect::<Vec<_>>().join("+");
+            let tag = Tag { seeds, ..(*tag).clone() };
             let endpoint = runs[..k].iter().map(|r| r.manifest.test.accuracy).sum::<f64>() / k as f64;
             for (name, &space) in self.written.spaces.iter().zip(&self.spaces) {
                 let m = env.test.evaluate(&merge_in_space(&adapters[..k], w, space)?)?;

@@ -223,17 +223,20 @@ fn slurm_job_arrays_contiguous_and_stepped_give_the_unsharded_tables() {
         Ok(c) => c,
         Err(e) if required => panic!("COPRA_LAB_REQUIRE_SLURM=1 but the Slurm test cluster did not start: {e}"),
         Err(e) => {
+            let _ = std::fs::remove_dir_all(&root);
             eprintln!("skipping: the Slurm test cluster did not start ({e}); as root, apt-get install slurmctld slurmd slurm-client munge");
             return;
         }
     };
     eprintln!("slurm test cluster up in {:.1} s", started.elapsed().as_secs_f64());
 
-    // Three arrays at once: contiguous from 1 (4 shards), stepped (tasks 0, 2, 4: 3 shards),
-    // and one over a spec that does not exist, whose tasks must fail.
+    // Four arrays at once: contiguous from 1 (4 shards), stepped (tasks 0, 2, 4: 3 shards), and
+    // two whose tasks must all fail: one over a spec that does not exist, and a list with gaps
+    // (0,2,4), whose tasks cannot tell their rank from Slurm's variables.
     let contiguous = Array::submit(&cluster, "1-4", SPEC, &root.join("contiguous"));
     let stepped = Array::submit(&cluster, "0-4:2", SPEC, &root.join("stepped"));
-    let failing = Array::submit(&cluster, "0-1", "nowhere.toml", &root.join("failing"));
+    let missing = Array::submit(&cluster, "0-1", "nowhere.toml", &root.join("missing"));
+    let list = Array::submit(&cluster, "0,2,4", SPEC, &root.join("list"));
 
     // Meanwhile the reference: the whole grid in one process, outside any array.
     let whole = root.join("whole");
@@ -246,17 +249,26 @@ fn slurm_job_arrays_contiguous_and_stepped_give_the_unsharded_tables() {
         .arg(&whole));
     assert!(o.status.success(), "{}", stderr(&o));
 
-    let (contiguous_tasks, stepped_tasks, failed_tasks) =
-        (contiguous.wait(&cluster), stepped.wait(&cluster), failing.wait(&cluster));
+    let (contiguous_tasks, stepped_tasks) = (contiguous.wait(&cluster), stepped.wait(&cluster));
+    let failing = [
+        (&missing, missing.wait(&cluster), vec![0, 1], "nowhere.toml"),
+        (&list, list.wait(&cluster), vec![0, 2, 4], "a range such as --array=0-2"),
+    ];
     eprintln!("arrays ended {:.1} s after the cluster started", started.elapsed().as_secs_f64());
 
-    // Each task of the failing array fails with copra-lab's exit code and its one-line error.
-    let failed = |code: &str| (String::from("FAILED"), code.to_string());
-    assert_eq!(failed_tasks, BTreeMap::from([(0, failed("1:0")), (1, failed("1:0"))]));
-    let logs = task_logs(&failing.logs);
-    assert_eq!(logs.keys().collect::<Vec<_>>(), ["0", "1"], "{logs:?}");
-    for text in logs.values() {
-        assert!(text.contains("nowhere.toml") && !text.contains("panicked"), "{text}");
+    // Every task of the failing arrays fails with copra-lab's exit code and its one-line error.
+    for (array, tasks, ids, error) in failing {
+        let failed = (String::from("FAILED"), String::from("1:0"));
+        let logs = task_logs(&array.logs);
+        assert_eq!(tasks, ids.iter().map(|&id| (id, failed.clone())).collect(), "{}: {logs:?}", array.what);
+        assert_eq!(logs.len(), ids.len(), "{}: {logs:?}", array.what);
+        for text in logs.values() {
+            assert!(
+                text.starts_with("error: ") && text.lines().count() == 1 && text.contains(error),
+                "{}: {text}",
+                array.what
+            );
+        }
     }
 
     // Each good array ran every shard exactly once, one per task, and together every cell; then

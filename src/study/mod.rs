@@ -51,7 +51,9 @@ impl Shard {
     /// The shard Slurm's job-array variables name, if they are set: task `SLURM_ARRAY_TASK_ID`
     /// counted from `SLURM_ARRAY_TASK_MIN` in steps of `SLURM_ARRAY_TASK_STEP` (so
     /// `--array=1-4` and `--array=0-6:2` both give shards 0, 1, 2, 3), out of
-    /// `SLURM_ARRAY_TASK_COUNT`. Errors name the variables, not `--shard`.
+    /// `SLURM_ARRAY_TASK_COUNT`. A list with gaps (`--array=0,2,4`) tells no task its rank:
+    /// Slurm gives it step 1, so `SLURM_ARRAY_TASK_MAX` lies past `MIN + (COUNT − 1) × STEP`,
+    /// and every task refuses it. Errors name the variables, not `--shard`.
     pub fn from_slurm(var: impl Fn(&str) -> Option<String>) -> Result<Option<Shard>> {
         let (Some(id), Some(count)) = (var("SLURM_ARRAY_TASK_ID"), var("SLURM_ARRAY_TASK_COUNT")) else {
             return Ok(None);
@@ -70,6 +72,15 @@ impl Shard {
         }
         if id < min || (id - min) % step != 0 {
             bail!("SLURM_ARRAY_TASK_ID {id} is not SLURM_ARRAY_TASK_MIN {min} plus a multiple of SLURM_ARRAY_TASK_STEP {step}; {fix}");
+        }
+        if let Some(max) = var("SLURM_ARRAY_TASK_MAX").map(|v| num("SLURM_ARRAY_TASK_MAX", &v)).transpose()? {
+            let last = min + count.saturating_sub(1) * step;
+            if max != last {
+                bail!(
+                    "SLURM_ARRAY_TASK_MAX {max} is not the last task ({last}) of SLURM_ARRAY_TASK_COUNT {count} tasks from SLURM_ARRAY_TASK_MIN {min} in steps of SLURM_ARRAY_TASK_STEP {step}: --array was a list with gaps, which tells no task its shard; use a range such as --array={min}-{} (stepped ranges such as 0-30:2 work too), or {fix}",
+                    min + count.saturating_sub(1)
+                );
+            }
         }
         let index = (id - min) / step;
         if count == 0 || index >= count {

@@ -259,6 +259,39 @@ fn shards_partition_the_grid_and_follow_slurm() {
     assert!(err.contains("SLURM_ARRAY_TASK_COUNT 4") && !err.contains("--shard 5/4"), "{err}");
 }
 
+/// Shards from Slurm's array variables `(name, value)`.
+fn slurm_shard(vars: &[(&str, String)]) -> Result<Option<Shard>> {
+    Shard::from_slurm(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+}
+
+#[test]
+fn a_slurm_list_array_is_refused_by_every_task() {
+    let vars = |id: usize, min: usize, max: usize, step: usize, count: usize| {
+        [
+            ("SLURM_ARRAY_TASK_ID", id.to_string()),
+            ("SLURM_ARRAY_TASK_MIN", min.to_string()),
+            ("SLURM_ARRAY_TASK_MAX", max.to_string()),
+            ("SLURM_ARRAY_TASK_STEP", step.to_string()),
+            ("SLURM_ARRAY_TASK_COUNT", count.to_string()),
+        ]
+    };
+    // Ranges, as real Slurm 22.05 sets them: --array=0-5:2 (tasks 0, 2, 4: MAX is the last
+    // task, 4), --array=1-7:3, and a lone task --array=3 (an array of one: the whole grid).
+    for (ids, min, max, step) in [(vec![0, 2, 4], 0, 4, 2), (vec![1, 4, 7], 1, 7, 3)] {
+        let got: Vec<Shard> =
+            ids.iter().map(|&id| slurm_shard(&vars(id, min, max, step, 3)).unwrap().unwrap()).collect();
+        assert_eq!(got, (0..3).map(|index| Shard { index, count: 3 }).collect::<Vec<_>>());
+    }
+    assert_eq!(slurm_shard(&vars(3, 3, 3, 1, 1)).unwrap(), Some(Shard { index: 0, count: 1 }));
+    // A list with gaps, --array=0,2,4: Slurm sets MIN 0, MAX 4, STEP 1, COUNT 3, which tells no
+    // task its rank. Tasks 0 and 2 used to run shards 0 and 2 of 3 and succeed while shard 1
+    // never ran (only task 4 failed, called "task 5"); now every task refuses, naming the fix.
+    for id in [0, 2, 4] {
+        let err = slurm_shard(&vars(id, 0, 4, 1, 3)).unwrap_err().to_string();
+        assert!(err.contains("SLURM_ARRAY_TASK_MAX 4") && err.contains("a range such as --array=0-2"), "{err}");
+    }
+}
+
 #[test]
 fn variants_sweeps_and_seeds_build_the_expected_configs() {
     let text = TINY.replace("[measure.prune]", "[sweep]\nkey = \"lora.rank\"\nvalues = [1, 4]\n\n[measure.prune]");

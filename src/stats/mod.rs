@@ -6,6 +6,7 @@
 
 pub mod crossed;
 pub mod groups;
+pub mod ols;
 pub mod sign_flip;
 
 pub use crossed::{crossed_mean, CrossedMean};

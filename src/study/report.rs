@@ -332,6 +332,10 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     Table::from_rows(&summary).write_parquet(&dir.join("summary.parquet"))?;
     Table::from_rows(&paired).write_parquet(&dir.join("paired.parquet"))?;
     Table::from_rows(&primary).write_parquet(&dir.join("primary.parquet"))?;
+    let matched = super::matched_fit::matched_fits(spec, &g.rows)?;
+    if !matched.is_empty() {
+        Table::from_rows(&matched).write_parquet(&dir.join("matched_fit.parquet"))?;
+    }
     // Figures of an earlier report (another spec version) must not linger.
     for entry in std::fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
@@ -340,7 +344,8 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         }
     }
     let figures = write_figures(dir, spec, &summary, &g.curves)?;
-    let readme = readme(spec, &g, &summary, &paired, &primary, &figures, &first_measure);
+    let mut readme = readme(spec, &g, &summary, &paired, &primary, &figures, &first_measure);
+    readme.push_str(&matched_fit_section(&matched));
     let path = dir.join("README.md");
     write_atomic(&path, readme.as_bytes())?;
     Ok(path)
@@ -667,6 +672,40 @@ fn readme(
     );
     if !g.curves.is_empty() {
         let _ = writeln!(s, "- `curves.parquet`: training-loss curves (window means) of every run.");
+    }
+    s
+}
+
+/// The README section of the matched-fit regressions (empty without any).
+fn matched_fit_section(rows: &[super::matched_fit::MatchedFit]) -> String {
+    let mut s = String::new();
+    if rows.is_empty() {
+        return s;
+    }
+    let _ = writeln!(s, "\n## At matched fit (secondary, exploratory)\n");
+    let _ = writeln!(
+        s,
+        "Each quantity regressed on the method, the mean endpoint accuracy of the runs it was made from (`{}`), and one intercept per task, over every task and sweep point; the method's coefficient is the difference at equal endpoint accuracy. Its interval is the delete-one-seed jackknife over the whole regression (t on seeds − 1 df). Absolute differences lead; this asks whether a difference is the method or its fit. `matched_fit.parquet` holds these rows.\n",
+        super::matched_fit::ENDPOINT
+    );
+    let _ = writeln!(s, "| quantity | variant − baseline | rows | seeds | plain difference | at matched fit | 95% CI | p | endpoint slope |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | `{}` − `{}` | {} | {} | {} | {} | [{}, {}] | {} | {} |",
+            r.quantity,
+            r.variant,
+            r.baseline,
+            r.rows,
+            r.seeds,
+            num(r.raw_difference),
+            num(r.method.estimate),
+            num(r.method.lo),
+            num(r.method.hi),
+            if r.not_estimable.is_empty() { num(r.method.p) } else { format!("not estimable: {}", r.not_estimable) },
+            num(r.slope.estimate)
+        );
     }
     s
 }

@@ -90,6 +90,10 @@ pub struct ReportOptions {
     /// exploratory.
     #[serde(default)]
     pub primary: Vec<PrimaryTest>,
+    /// `measure/setting/metric` keys also compared at matched fit: regressed on the method and
+    /// the endpoint accuracy across tasks and sweep points ([`super::matched_fit`]).
+    #[serde(default)]
+    pub matched_fit: Vec<String>,
 }
 
 /// Which way a claim predicts the variant to differ from the baseline.
@@ -330,6 +334,16 @@ impl Spec {
                 let line = line_in(text, "report", "headline");
                 return Err(anyhow!(
                     "line {line}: headline: '{h}' is not a measure/setting/metric of this spec; its measures are {} (e.g. \"accuracy//test_accuracy\")",
+                    known.join(", ")
+                ));
+            }
+        }
+        for q in &file.report.matched_fit {
+            let parts: Vec<&str> = q.splitn(3, '/').collect();
+            if parts.len() != 3 || !known.contains(&parts[0]) || parts[0] == "accuracy" {
+                let line = line_in(text, "report", "matched_fit");
+                return Err(anyhow!(
+                    "line {line}: matched_fit: '{q}' is not a merge, prune or multitask measure/setting/metric of this spec; its measures are {}",
                     known.join(", ")
                 ));
             }

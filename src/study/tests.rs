@@ -49,6 +49,9 @@ fractions = [0.5, 1.0]
 samples = 2
 budget = 24
 
+[report]
+matched_fit = ["prune/every-other-odd/accuracy"]
+
 [[report.primary]]
 claim = "two CopRA seeds merge better than two LoRA seeds"
 quantity = "merge/factor 1:1/accuracy"
@@ -151,6 +154,10 @@ fn tiny_grid_end_to_end_shards_resume_and_report_reproduce() {
     assert!(readme.contains("## Exploratory: every variant against `lora` per task"), "{readme}");
     assert!(readme.contains("two CopRA seeds merge better than two LoRA seeds"), "{readme}");
     check_primary_by_hand(&whole);
+    // Matched fit: one regression (copra against lora) over 2 variants × 3 seeds × 2 tasks.
+    let mf = frame(&whole, "matched_fit.parquet");
+    assert_eq!((mf.height(), mf.column("rows").unwrap().i64().unwrap().get(0)), (1, Some(12)));
+    assert!(readme.contains("## At matched fit"), "{readme}");
     assert!(readme.contains("fig-curves.svg"));
     let m = frame(&whole, "measurements.parquet");
     let metrics: Vec<String> =
@@ -424,7 +431,8 @@ fn keys_the_grid_would_ignore_or_duplicate_are_refused_with_their_key_and_line()
             "tasks = [\"hue\"]",
             "at least two",
         ),
-        (format!("{TINY}\n[report]\nheadline = [\"acuracy//test_accuracy\"]\n"), "headline = ", "acuracy"),
+        (TINY.replace("[report]\n", "[report]\nheadline = [\"acuracy//test_accuracy\"]\n"), "headline = ", "acuracy"),
+        (TINY.replace("matched_fit = [\"prune/", "matched_fit = [\"prun/"), "matched_fit = ", "prun/"),
         (
             TINY.replace("name = \"lora\"\nmethod", "name = \"α\"\nmethod")
                 .replace("name = \"copra\"", "name = \"β\"")

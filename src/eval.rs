@@ -28,6 +28,49 @@ pub struct Metrics {
     pub accuracy: f64,
 }
 
+/// What one evaluation gave on each example, in the order of the evaluator's set.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Examples {
+    /// True class of each example.
+    pub labels: Vec<u32>,
+    /// Predicted class (the first largest logit).
+    pub predictions: Vec<u32>,
+    /// Cross-entropy of each example, `logsumexp(z) − z_label`.
+    pub losses: Vec<f64>,
+}
+
+impl Examples {
+    /// Per-example outcomes of logits `[N, K]` against `labels` (N of them). Errors when the
+    /// shapes disagree or a label is not a class.
+    pub fn of(logits: &Tensor, labels: &[u32]) -> Result<Examples> {
+        let rows: Vec<Vec<f32>> = logits.to_dtype(candle_core::DType::F32)?.to_vec2()?;
+        if rows.len() != labels.len() {
+            anyhow::bail!("internal: {} logit rows for {} labels", rows.len(), labels.len());
+        }
+        let mut out = Examples { labels: labels.to_vec(), ..Examples::default() };
+        for (z, &y) in rows.iter().zip(labels) {
+            let Some(&zy) = z.get(y as usize) else {
+                anyhow::bail!("label {y} is not one of the {} classes; check the task's labels", z.len())
+            };
+            let (mut best, mut max) = (0, f32::NEG_INFINITY);
+            for (c, &v) in z.iter().enumerate() {
+                if v > max {
+                    (best, max) = (c, v);
+                }
+            }
+            let lse = f64::from(max) + z.iter().map(|&v| (f64::from(v) - f64::from(max)).exp()).sum::<f64>().ln();
+            out.predictions.push(best as u32);
+            out.losses.push(lse - f64::from(zy));
+        }
+        Ok(out)
+    }
+
+    /// True where the prediction is the label.
+    pub fn correct(&self) -> Vec<bool> {
+        self.labels.iter().zip(&self.predictions).map(|(y, p)| y == p).collect()
+    }
+}
+
 /// A frozen backbone, a head and an image set with cached frozen block inputs.
 pub struct Evaluator {
     backbone: Backbone,
@@ -88,6 +131,16 @@ impl Evaluator {
         let start = self.first_differing_block(deltas);
         let merged = self.backbone.with_deltas(deltas)?;
         self.run_from(&merged, start)
+    }
+
+    /// [`Evaluator::evaluate`] plus what the model gave on each example (for per-example
+    /// predictions and item-level intervals). The metrics are the same bits as `evaluate`'s.
+    pub fn evaluate_examples(&self, deltas: &Deltas) -> Result<(Metrics, Examples)> {
+        let start = self.first_differing_block(deltas);
+        let merged = self.backbone.with_deltas(deltas)?;
+        let logits = self.logits_from(&merged, start)?;
+        let labels: Vec<u32> = self.labels.to_vec1()?;
+        Ok((self.metrics(&logits)?, Examples::of(&logits, &labels)?))
     }
 
     /// The lowest block on the input's path where `deltas` differ from this evaluator's base

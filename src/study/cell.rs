@@ -193,7 +193,7 @@ pub fn cells(spec: &Spec) -> Result<Vec<Cell>> {
                     runs.push(Cell::new(spec, &json, task, &v.name, x, seed, CellKind::Run { cfg }, "run"));
                     if group_size >= 2 {
                         let cfgs = (0..group_size)
-                            .map(|j| spec.config(v, point, spec.seeds[(i + j) % spec.seeds.len()], task))
+                            .map(|j| spec.group_config(v, point, spec.seeds[(i + j) % spec.seeds.len()], task))
                             .collect::<Result<Vec<_>>>()?;
                         let kind = CellKind::Group { cfgs };
                         groups.push(Cell::new(spec, &json, task, &v.name, x, seed, kind, "group"));
@@ -322,6 +322,7 @@ pub fn run_cell(lab: &Lab, spec: &Spec, cell: &Cell, envs: &mut Envs, progress: 
             let rows = m.measure(input).with_context(|| format!("measure {}", m.name()))?;
             out.measurements.extend(rows.measurements);
             out.curves.extend(rows.curves);
+            out.predictions.extend(rows.predictions);
         }
         Ok(())
     };
@@ -348,6 +349,7 @@ pub fn run_cell(lab: &Lab, spec: &Spec, cell: &Cell, envs: &mut Envs, progress: 
             let rows = m.measure(&input).with_context(|| format!("measure {}", m.name()))?;
             out.measurements.extend(rows.measurements);
             out.curves.extend(rows.curves);
+            out.predictions.extend(rows.predictions);
         }
     }
     Ok(out)

@@ -4,6 +4,7 @@
 //! README with intervals over seeds and paired comparisons. Nothing here knows the CLI.
 
 pub mod cell;
+pub mod items;
 pub mod measure;
 pub mod report;
 pub mod spec;

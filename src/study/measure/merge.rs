@@ -3,6 +3,7 @@
 //! and of their gain over the frozen backbone.
 
 use super::base::{options, Cost, Input, Measure, MeasureInfo, ParseContext, Rows, Unit};
+use super::rows::Tag;
 use super::{shares, spaces};
 use crate::connectivity::interpolate::Space;
 use crate::merge::merge_in_space;
@@ -76,16 +77,19 @@ impl Measure for SeedMerge {
         vec![Cost::new("measure.merge weights × spaces (evaluations per group)", n, 3.0 * 2.0)]
     }
     fn measure(&self, input: &Input<'_>) -> Result<Rows> {
-        let Input::Group { tag, runs, env, .. } = input else { bail!("internal: merges are measured on groups") };
+        let Input::Group { tag, cfgs, runs, env } = input else { bail!("internal: merges are measured on groups") };
         let adapters: Vec<&crate::adapter::Adapter> = runs.iter().map(|r| &r.adapter).collect();
         let frozen = runs[0].manifest.frozen_test.accuracy;
-        let mut rows = Vec::new();
+        let (mut rows, mut predictions) = (Vec::new(), Vec::new());
         for w in &self.written.weights {
             let k = w.len();
             let endpoint = runs[..k].iter().map(|r| r.manifest.test.accuracy).sum::<f64>() / k as f64;
             for (name, &space) in self.written.spaces.iter().zip(&self.spaces) {
-                let m = env.test.evaluate(&merge_in_space(&adapters[..k], w, space)?)?;
+                let (m, examples) = env.test.evaluate_examples(&merge_in_space(&adapters[..k], w, space)?)?;
                 let setting = format!("{name} {}", weights_label(w));
+                let seeds = cfgs[..k].iter().map(|c| c.seed.to_string()).collect::<Vec<_>>().join("+");
+                let t = Tag { seeds, ..(*tag).clone() };
+                predictions.extend(t.predictions(&format!("merge {setting}"), cfgs[0].data_seed, &examples));
                 let (se, sg) = shares(m.accuracy, endpoint, frozen);
                 rows.push(tag.row(INFO.name, &setting, "accuracy", m.accuracy));
                 rows.push(tag.row(INFO.name, &setting, "loss", m.loss));
@@ -93,6 +97,6 @@ impl Measure for SeedMerge {
                 rows.push(tag.row(INFO.name, &setting, "share_of_gain", sg));
             }
         }
-        Ok(rows.into())
+        Ok(Rows::with_predictions(rows, predictions))
     }
 }

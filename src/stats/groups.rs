@@ -137,8 +137,7 @@ pub(crate) fn leave_one_out(n: usize, groups: &[&[usize]]) -> Vec<Vec<usize>> {
 pub(crate) fn jackknife_variance(kept: &[Vec<usize>], values: &[f64]) -> f64 {
     let n = kept.len();
     // θ₋ₛ: the mean over the groups without seed s.
-    let leave_out: Vec<f64> =
-        kept.iter().map(|k| k.iter().map(|&g| values[g]).sum::<f64>() / k.len() as f64).collect();
+    let leave_out: Vec<f64> = kept.iter().map(|k| k.iter().map(|&g| values[g]).sum::<f64>() / k.len() as f64).collect();
     let centre = leave_out.iter().sum::<f64>() / n as f64;
     let ss: f64 = leave_out.iter().map(|t| (t - centre) * (t - centre)).sum();
     (n - 1) as f64 / n as f64 * ss

@@ -248,7 +248,10 @@ mod tests {
         assert!(seeds_items_mean(3, &missing, 0.95).unwrap_err().to_string().contains("2 of the 3"));
         let nan = pairs(vec![vec![1.0, f64::NAN], vec![1.0, 1.0], vec![0.0, 0.0]]);
         assert!(seeds_items_mean(3, &nan, 0.95).is_err());
-        assert!(seeds_items_mean(2, &[(vec![0, 1], vec![1.0, 0.0])], 0.95).unwrap_err().to_string().contains("at least 3"));
+        assert!(seeds_items_mean(2, &[(vec![0, 1], vec![1.0, 0.0])], 0.95)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 3"));
     }
 
     /// The simulated world: seed skill `a_s ~ N(0, 0.03²)`, a seed × item effect

@@ -169,7 +169,9 @@ fn items_rows(index: &Index, baseline: &str) -> Vec<ItemsRow> {
             let Some(units) = index.by.get(&(q.clone(), v.clone())) else { continue };
             let level: BTreeMap<String, (i64, BTreeMap<i64, f64>)> = units
                 .iter()
-                .map(|(s, u)| (s.clone(), (u.draw, u.correct.iter().map(|(i, c)| (*i, f64::from(u8::from(*c)))).collect())))
+                .map(|(s, u)| {
+                    (s.clone(), (u.draw, u.correct.iter().map(|(i, c)| (*i, f64::from(u8::from(*c)))).collect()))
+                })
                 .collect();
             rows.push(row(q, v, "", interval(&level)));
             if v == baseline {
@@ -184,7 +186,9 @@ fn items_rows(index: &Index, baseline: &str) -> Vec<ItemsRow> {
                     let d = u
                         .correct
                         .iter()
-                        .filter_map(|(i, c)| b.correct.get(i).map(|bc| (*i, f64::from(u8::from(*c)) - f64::from(u8::from(*bc)))))
+                        .filter_map(|(i, c)| {
+                            b.correct.get(i).map(|bc| (*i, f64::from(u8::from(*c)) - f64::from(u8::from(*bc))))
+                        })
                         .collect();
                     Some((s.clone(), (u.draw, d)))
                 })
@@ -301,7 +305,8 @@ mod tests {
         let rows = items_table(&p, "lora");
         let names: Vec<(&str, &str)> = rows.iter().map(|r| (r.variant.as_str(), r.baseline.as_str())).collect();
         assert_eq!(names, vec![("lora", ""), ("copra", ""), ("copra", "lora")]);
-        let f = |t: &[[i32; 4]; 3]| t.iter().map(|r| r.iter().map(|&v| f64::from(v)).collect()).collect::<Vec<Vec<f64>>>();
+        let f =
+            |t: &[[i32; 4]; 3]| t.iter().map(|r| r.iter().map(|&v| f64::from(v)).collect()).collect::<Vec<Vec<f64>>>();
         let want = crate::stats::crossed_mean(&f(&base), 0.95).unwrap();
         let r = &rows[0];
         assert_eq!((r.procedure.as_str(), r.n_seeds, r.k, r.groups, r.items), ("seeds × items", 3, 1, 3, 4));
@@ -340,7 +345,10 @@ mod tests {
         for (g, sc) in all_groups(3, 2).unwrap().iter().zip(scores) {
             let seeds = format!("{}+{}", g[0] + 1, g[1] + 1);
             for (i, c) in sc.iter().enumerate() {
-                p.push(Prediction { evaluated: "merge factor 1:1".into(), ..pred("copra", &seeds, 0, i as i64, *c == 1) });
+                p.push(Prediction {
+                    evaluated: "merge factor 1:1".into(),
+                    ..pred("copra", &seeds, 0, i as i64, *c == 1)
+                });
             }
         }
         let r = &items_table(&p, "lora")[0];

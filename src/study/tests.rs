@@ -138,16 +138,27 @@ fn check_predictions(dir: &std::path::Path, m: &polars::prelude::DataFrame) {
     use super::measure::{Measurement, Prediction};
     let preds = Prediction::from_frame(&frame(dir, "predictions.parquet")).unwrap();
     let kinds: std::collections::BTreeSet<&str> = preds.iter().map(|p| p.evaluated.as_str()).collect();
-    for want in ["endpoint", "prune every-other-odd", "merge factor 1:1", "merge delta 1:1:1", "barrier factor alpha=0.5", "multitask factor"] {
+    for want in [
+        "endpoint",
+        "prune every-other-odd",
+        "merge factor 1:1",
+        "merge delta 1:1:1",
+        "barrier factor alpha=0.5",
+        "multitask factor",
+    ] {
         assert!(kinds.contains(want), "no predictions of {want}: {kinds:?}");
     }
     for row in Measurement::from_frame(m).unwrap().iter().filter(|r| r.metric == "test_accuracy") {
-        let mine: Vec<&Prediction> =
-            preds.iter().filter(|p| p.cell == row.cell && p.evaluated == "endpoint").collect();
+        let mine: Vec<&Prediction> = preds.iter().filter(|p| p.cell == row.cell && p.evaluated == "endpoint").collect();
         assert_eq!(mine.len(), 24, "{}", row.cell);
         assert!(mine.iter().all(|p| p.draw == row.replicate && p.correct == (p.label == p.prediction)));
         let acc = mine.iter().filter(|p| p.correct).count() as f64 / 24.0;
-        assert!((acc - row.value).abs() < 1e-6, "{}: endpoint predictions give {acc}, test_accuracy {}", row.cell, row.value);
+        assert!(
+            (acc - row.value).abs() < 1e-6,
+            "{}: endpoint predictions give {acc}, test_accuracy {}",
+            row.cell,
+            row.value
+        );
         assert!(mine.iter().all(|p| p.loss.is_finite() && p.loss >= 0.0));
     }
     assert!(preds.iter().filter(|p| p.evaluated.starts_with("merge")).all(|p| p.draw == 0), "groups on the fixed draw");

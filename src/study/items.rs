@@ -110,11 +110,14 @@ impl Index {
 /// item share)`.
 type Interval = (&'static str, usize, usize, usize, usize, f64, f64, f64, f64, f64, f64, f64);
 
+/// The per-item scores of one model, by example id, with the draw of its test set.
+type Unit = (i64, BTreeMap<i64, f64>);
+
 /// The interval of the models `units` (seeds string → per-item scores, `−1..=1` for a
 /// difference, with their draw): seeds × items when every model saw the same items, else the
 /// seed-level jackknife of the per-model means.
-fn interval(units: &BTreeMap<String, (i64, BTreeMap<i64, f64>)>) -> Result<Interval> {
-    let parsed: Vec<(Vec<u64>, &(i64, BTreeMap<i64, f64>))> = units
+fn interval(units: &BTreeMap<String, Unit>) -> Result<Interval> {
+    let parsed: Vec<(Vec<u64>, &Unit)> = units
         .iter()
         .map(|(s, u)| Ok((s.split('+').map(|v| v.parse::<u64>()).collect::<Result<Vec<_>, _>>()?, u)))
         .collect::<Result<_, std::num::ParseIntError>>()
@@ -167,7 +170,7 @@ fn items_rows(index: &Index, baseline: &str) -> Vec<ItemsRow> {
         let base = index.by.get(&(q.clone(), baseline.to_string()));
         for v in &index.variants {
             let Some(units) = index.by.get(&(q.clone(), v.clone())) else { continue };
-            let level: BTreeMap<String, (i64, BTreeMap<i64, f64>)> = units
+            let level: BTreeMap<String, Unit> = units
                 .iter()
                 .map(|(s, u)| {
                     (s.clone(), (u.draw, u.correct.iter().map(|(i, c)| (*i, f64::from(u8::from(*c)))).collect()))
@@ -179,7 +182,7 @@ fn items_rows(index: &Index, baseline: &str) -> Vec<ItemsRow> {
             }
             let Some(base) = base else { continue };
             // Paired within a seed group and its draw; on a shared test set, item by item.
-            let diff: BTreeMap<String, (i64, BTreeMap<i64, f64>)> = units
+            let diff: BTreeMap<String, Unit> = units
                 .iter()
                 .filter_map(|(s, u)| {
                     let b = base.get(s).filter(|b| b.draw == u.draw)?;
@@ -325,9 +328,9 @@ mod tests {
         // Each seed its own draw (data seed = seed): per-seed accuracies 0.5, 0.25, 1 → the t.
         let right = [[1, 0, 1, 0], [0, 0, 1, 0], [1, 1, 1, 1]];
         let mut p = Vec::new();
-        for s in 0..3 {
-            for i in 0..4 {
-                p.push(pred("lora", &(s + 1).to_string(), s as i64 + 1, i as i64, right[s][i] == 1));
+        for (s, answers) in right.iter().enumerate() {
+            for (i, a) in answers.iter().enumerate() {
+                p.push(pred("lora", &(s + 1).to_string(), s as i64 + 1, i as i64, *a == 1));
             }
         }
         let r = &items_table(&p, "lora")[0];

@@ -435,7 +435,7 @@ fn write_figures(
                 }
                 let pts: Vec<(f64, MeanCi)> =
                     by_step.into_iter().filter_map(|(s, l)| mean_ci(&l).ok().map(|c| (s as f64, c))).collect();
-                positive &= pts.iter().all(|(_, c)| !(c.lo <= 0.0));
+                positive &= pts.iter().all(|(_, c)| c.lo > 0.0 || c.lo.is_nan());
                 if !pts.is_empty() {
                     p.series.push(ci_series(&v, &pts, false, None));
                 }

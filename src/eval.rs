@@ -234,3 +234,41 @@ impl Evaluator {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::TargetModule::{Query, Value};
+    use crate::analysis::test_support::{random_adapter, tiny_env};
+
+    #[test]
+    fn examples_by_hand() {
+        // Logits [2, 1, 0] (label 0) and [0, 0, 5] (label 1): predictions 0 and 2; losses
+        // ln(e² + e + 1) − 2 and ln(2 + e⁵) − 0.
+        let logits = Tensor::from_slice(&[2f32, 1.0, 0.0, 0.0, 0.0, 5.0], (2, 3), &candle_core::Device::Cpu).unwrap();
+        let ex = Examples::of(&logits, &[0, 1]).unwrap();
+        assert_eq!(ex.predictions, vec![0, 2]);
+        assert_eq!(ex.correct(), vec![true, false]);
+        let e = std::f64::consts::E;
+        assert!((ex.losses[0] - ((e * e + e + 1.0).ln() - 2.0)).abs() < 1e-6, "{:?}", ex.losses);
+        assert!((ex.losses[1] - (2.0 + e.powi(5)).ln()).abs() < 1e-5, "{:?}", ex.losses);
+        assert!(Examples::of(&logits, &[0, 3]).unwrap_err().to_string().contains("not one of the 3 classes"));
+        assert!(Examples::of(&logits, &[0]).is_err());
+    }
+
+    #[test]
+    fn per_example_outcomes_agree_with_the_metrics() {
+        // On a random backbone and adapter: the same metrics bits as `evaluate`, the share of
+        // correct examples is the accuracy and the mean loss is the loss.
+        let (bb, env) = tiny_env(2, 4, 16, 40);
+        let deltas = random_adapter(&bb, &[Query, Value], 2, 5).deltas();
+        let m = env.test.evaluate(&deltas).unwrap();
+        let (m2, ex) = env.test.evaluate_examples(&deltas).unwrap();
+        assert_eq!(m, m2);
+        assert_eq!(ex.labels.len(), 40);
+        let acc = ex.correct().iter().filter(|c| **c).count() as f64 / 40.0;
+        assert!((acc - m.accuracy).abs() < 1e-12, "{acc} vs {}", m.accuracy);
+        let loss = ex.losses.iter().sum::<f64>() / 40.0;
+        assert!((loss - m.loss).abs() < 1e-4 * m.loss.max(1.0), "{loss} vs {}", m.loss);
+    }
+}

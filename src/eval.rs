@@ -28,6 +28,49 @@ pub struct Metrics {
     pub accuracy: f64,
 }
 
+/// What one evaluation gave on each example, in the order of the evaluator's set.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Examples {
+    /// True class of each example.
+    pub labels: Vec<u32>,
+    /// Predicted class (the first largest logit).
+    pub predictions: Vec<u32>,
+    /// Cross-entropy of each example, `logsumexp(z) − z_label`.
+    pub losses: Vec<f64>,
+}
+
+impl Examples {
+    /// Per-example outcomes of logits `[N, K]` against `labels` (N of them). Errors when the
+    /// shapes disagree or a label is not a class.
+    pub fn of(logits: &Tensor, labels: &[u32]) -> Result<Examples> {
+        let rows: Vec<Vec<f32>> = logits.to_dtype(candle_core::DType::F32)?.to_vec2()?;
+        if rows.len() != labels.len() {
+            anyhow::bail!("internal: {} logit rows for {} labels", rows.len(), labels.len());
+        }
+        let mut out = Examples { labels: labels.to_vec(), ..Examples::default() };
+        for (z, &y) in rows.iter().zip(labels) {
+            let Some(&zy) = z.get(y as usize) else {
+                anyhow::bail!("label {y} is not one of the {} classes; check the task's labels", z.len())
+            };
+            let (mut best, mut max) = (0, f32::NEG_INFINITY);
+            for (c, &v) in z.iter().enumerate() {
+                if v > max {
+                    (best, max) = (c, v);
+                }
+            }
+            let lse = f64::from(max) + z.iter().map(|&v| (f64::from(v) - f64::from(max)).exp()).sum::<f64>().ln();
+            out.predictions.push(best as u32);
+            out.losses.push(lse - f64::from(zy));
+        }
+        Ok(out)
+    }
+
+    /// True where the prediction is the label.
+    pub fn correct(&self) -> Vec<bool> {
+        self.labels.iter().zip(&self.predictions).map(|(y, p)| y == p).collect()
+    }
+}
+
 /// A frozen backbone, a head and an image set with cached frozen block inputs.
 pub struct Evaluator {
     backbone: Backbone,
@@ -88,6 +131,16 @@ impl Evaluator {
         let start = self.first_differing_block(deltas);
         let merged = self.backbone.with_deltas(deltas)?;
         self.run_from(&merged, start)
+    }
+
+    /// [`Evaluator::evaluate`] plus what the model gave on each example (for per-example
+    /// predictions and item-level intervals). The metrics are the same bits as `evaluate`'s.
+    pub fn evaluate_examples(&self, deltas: &Deltas) -> Result<(Metrics, Examples)> {
+        let start = self.first_differing_block(deltas);
+        let merged = self.backbone.with_deltas(deltas)?;
+        let logits = self.logits_from(&merged, start)?;
+        let labels: Vec<u32> = self.labels.to_vec1()?;
+        Ok((self.metrics(&logits)?, Examples::of(&logits, &labels)?))
     }
 
     /// The lowest block on the input's path where `deltas` differ from this evaluator's base
@@ -179,5 +232,43 @@ impl Evaluator {
             labels: self.labels.clone(),
             batch: self.batch,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::TargetModule::{Query, Value};
+    use crate::analysis::test_support::{random_adapter, tiny_env};
+
+    #[test]
+    fn examples_by_hand() {
+        // Logits [2, 1, 0] (label 0) and [0, 0, 5] (label 1): predictions 0 and 2; losses
+        // ln(e² + e + 1) − 2 and ln(2 + e⁵) − 0.
+        let logits = Tensor::from_slice(&[2f32, 1.0, 0.0, 0.0, 0.0, 5.0], (2, 3), &candle_core::Device::Cpu).unwrap();
+        let ex = Examples::of(&logits, &[0, 1]).unwrap();
+        assert_eq!(ex.predictions, vec![0, 2]);
+        assert_eq!(ex.correct(), vec![true, false]);
+        let e = std::f64::consts::E;
+        assert!((ex.losses[0] - ((e * e + e + 1.0).ln() - 2.0)).abs() < 1e-6, "{:?}", ex.losses);
+        assert!((ex.losses[1] - (2.0 + e.powi(5)).ln()).abs() < 1e-5, "{:?}", ex.losses);
+        assert!(Examples::of(&logits, &[0, 3]).unwrap_err().to_string().contains("not one of the 3 classes"));
+        assert!(Examples::of(&logits, &[0]).is_err());
+    }
+
+    #[test]
+    fn per_example_outcomes_agree_with_the_metrics() {
+        // On a random backbone and adapter: the same metrics bits as `evaluate`, the share of
+        // correct examples is the accuracy and the mean loss is the loss.
+        let (bb, env) = tiny_env(2, 4, 16, 40);
+        let deltas = random_adapter(&bb, &[Query, Value], 2, 5).deltas();
+        let m = env.test.evaluate(&deltas).unwrap();
+        let (m2, ex) = env.test.evaluate_examples(&deltas).unwrap();
+        assert_eq!(m, m2);
+        assert_eq!(ex.labels.len(), 40);
+        let acc = ex.correct().iter().filter(|c| **c).count() as f64 / 40.0;
+        assert!((acc - m.accuracy).abs() < 1e-12, "{acc} vs {}", m.accuracy);
+        let loss = ex.losses.iter().sum::<f64>() / 40.0;
+        assert!((loss - m.loss).abs() < 1e-4 * m.loss.max(1.0), "{loss} vs {}", m.loss);
     }
 }

@@ -561,3 +561,65 @@ const SHAPLEY_BENCH: &[Schema] = &[
         ],
     ),
 ];
+
+/// The per-example predictions of an analysis (`predictions.parquet`, also what
+/// `copra-lab eval --predictions` writes) and the intervals with the test items computed from
+/// them (`items.parquet`).
+const STUDY_ITEMS: &[Schema] = &[
+    (
+        "predictions.parquet",
+        &[
+            ("cell", "String"),
+            ("task", "String"),
+            ("variant", "String"),
+            ("x", "Float64"),
+            ("replicate", "Int64"),
+            ("seeds", "String"),
+            ("evaluated", "String"),
+            ("draw", "Int64"),
+            ("example", "Int64"),
+            ("label", "Int64"),
+            ("prediction", "Int64"),
+            ("correct", "Boolean"),
+            ("loss", "Float64"),
+        ],
+    ),
+    (
+        "items.parquet",
+        &[
+            ("evaluated", "String"),
+            ("task", "String"),
+            ("variant", "String"),
+            ("baseline", "String"),
+            ("x", "Float64"),
+            ("procedure", "String"),
+            ("n_seeds", "Int64"),
+            ("k", "Int64"),
+            ("groups", "Int64"),
+            ("items", "Int64"),
+            ("mean", "Float64"),
+            ("se", "Float64"),
+            ("df", "Float64"),
+            ("lo", "Float64"),
+            ("hi", "Float64"),
+            ("seed_share", "Float64"),
+            ("item_share", "Float64"),
+            ("note", "String"),
+        ],
+    ),
+];
+
+#[test]
+fn study_prediction_tables_keep_their_schema() {
+    use crate::report::table::Table;
+    use crate::study::items::ItemsRow;
+    use crate::study::measure::Prediction;
+    let out = Outputs {
+        tables: vec![
+            ("predictions.parquet".into(), Table::from_rows::<Prediction>(&[])),
+            ("items.parquet".into(), Table::from_rows::<ItemsRow>(&[])),
+        ],
+        figures: Vec::new(),
+    };
+    check(&out, STUDY_ITEMS);
+}

@@ -54,6 +54,10 @@ pub struct EvalArgs {
     /// omit to evaluate the frozen backbone.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// Also write the per-example test predictions (example, label, prediction, correct, loss)
+    /// of the adapter, or of the frozen backbone without --adapter, to this Parquet file.
+    #[arg(long, value_name = "FILE.parquet")]
+    pub predictions: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -78,6 +82,23 @@ pub fn eval(global: &GlobalArgs, a: EvalArgs) -> Result<()> {
             test.loss,
             100.0 * train.accuracy
         );
+    }
+    if let Some(path) = &a.predictions {
+        let (evaluated, deltas) = match &a.adapter {
+            Some(dir) => ("adapter", peft::load_as(dir, lab.backbone.peft_layout())?.deltas()),
+            None => ("frozen", Default::default()),
+        };
+        let (_, examples) = env.test.evaluate_examples(&deltas)?;
+        let tag = copra_lab::study::measure::Tag {
+            cell: String::new(),
+            task: cfg.task.clone(),
+            variant: String::new(),
+            x: f64::NAN,
+            replicate: cfg.seed as i64,
+            seeds: String::new(),
+        };
+        copra_lab::study::items::write_predictions(path, &tag.predictions(evaluated, cfg.data_seed, &examples))?;
+        println!("wrote the {} test predictions of the {evaluated} to {}", examples.labels.len(), path.display());
     }
     Ok(())
 }

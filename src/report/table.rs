@@ -227,6 +227,12 @@ impl<W: Write> Write for IoErrorTap<W> {
 
 /// Encodes `df` as zstd Parquet into `out` (destined for `path`). A failed write is reported
 /// as the disk's error, naming the path; only an encoder error of its own blames the values.
+/// Writes a polars `DataFrame` (for example parts read back and stacked) to `path` as
+/// [`Table::write_parquet`] does: temp file then rename.
+pub(crate) fn write_frame(df: &mut DataFrame, path: &Path) -> Result<()> {
+    write_atomic_with(path, |file| encode_parquet(df, file, path))
+}
+
 fn encode_parquet(df: &mut DataFrame, out: impl Write, path: &Path) -> Result<()> {
     let mut tap = IoErrorTap { inner: out, error: None };
     let result = ParquetWriter::new(&mut tap).with_compression(ParquetCompression::Zstd(None)).finish(df).map(|_| ());

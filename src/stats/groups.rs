@@ -96,16 +96,9 @@ pub fn group_jackknife(n: usize, values: &[(Vec<usize>, f64)], level: f64) -> Re
     }
     check_complete(n, k, values)?;
     let mean = values.iter().map(|(_, v)| v).sum::<f64>() / values.len() as f64;
-    // θ₋ₛ: the mean over the groups without seed s.
-    let leave_out: Vec<f64> = (0..n)
-        .map(|s| {
-            let kept: Vec<f64> = values.iter().filter(|(g, _)| !g.contains(&s)).map(|(_, v)| *v).collect();
-            kept.iter().sum::<f64>() / kept.len() as f64
-        })
-        .collect();
-    let centre = leave_out.iter().sum::<f64>() / n as f64;
-    let ss: f64 = leave_out.iter().map(|t| (t - centre) * (t - centre)).sum();
-    let se = ((n - 1) as f64 / n as f64 * ss).sqrt();
+    let groups: Vec<&[usize]> = values.iter().map(|(g, _)| g.as_slice()).collect();
+    let group_values: Vec<f64> = values.iter().map(|(_, v)| *v).collect();
+    let se = jackknife_variance(&leave_one_out(n, &groups), &group_values).sqrt();
     let df = (n - 1) as f64;
     let half_width = t_quantile(df, 0.5 + level / 2.0)? * se;
     let (t, p_value) = if se > 0.0 {
@@ -133,10 +126,28 @@ pub fn group_jackknife(n: usize, values: &[(Vec<usize>, f64)], level: f64) -> Re
     })
 }
 
+/// For each seed `s` of `0..n`, the indices of the groups that do not contain it (the groups
+/// the delete-one-seed jackknife keeps when it drops `s`).
+pub(crate) fn leave_one_out(n: usize, groups: &[&[usize]]) -> Vec<Vec<usize>> {
+    (0..n).map(|s| (0..groups.len()).filter(|&g| !groups[g].contains(&s)).collect()).collect()
+}
+
+/// The delete-one-seed jackknife variance of the mean of `values` (one per group):
+/// `(n−1)/n · Σₛ (θ₋ₛ − θ̄₍.₎)²`, with `θ₋ₛ` the mean over the groups `kept[s]` and `n` the
+/// number of seeds (`kept.len()`). Every `kept[s]` must be non-empty.
+pub(crate) fn jackknife_variance(kept: &[Vec<usize>], values: &[f64]) -> f64 {
+    let n = kept.len();
+    // θ₋ₛ: the mean over the groups without seed s.
+    let leave_out: Vec<f64> = kept.iter().map(|k| k.iter().map(|&g| values[g]).sum::<f64>() / k.len() as f64).collect();
+    let centre = leave_out.iter().sum::<f64>() / n as f64;
+    let ss: f64 = leave_out.iter().map(|t| (t - centre) * (t - centre)).sum();
+    (n - 1) as f64 / n as f64 * ss
+}
+
 /// Errors unless `values` is a balanced design of distinct `k`-subsets of `0..n` with finite
 /// values: every seed in equally many groups (every `k`-subset, as [`all_groups`] lists them,
 /// or the cyclic groups `(i, i+1, …)` of older grids), and every seed left out of some group.
-fn check_complete(n: usize, k: usize, values: &[(Vec<usize>, f64)]) -> Result<()> {
+pub(crate) fn check_complete(n: usize, k: usize, values: &[(Vec<usize>, f64)]) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     let mut per_seed = vec![0usize; n];
     for (g, v) in values {

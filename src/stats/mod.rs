@@ -1,16 +1,19 @@
 //! Summary statistics over seeds: mean with a Student-t confidence interval, the paired t-test
 //! and Holm's adjustment (this file); measures over groups of runs with the delete-one-seed
 //! jackknife ([`groups`]); the exact sign-flip test for few replicates ([`sign_flip`]); the
-//! crossed seeds × test-items variance of a mean accuracy on a shared test set ([`crossed`]).
+//! crossed seeds × test-items variance of a mean accuracy on a shared test set ([`crossed`]),
+//! and its generalisation to measures over groups of runs ([`items`]).
 //! The design behind them (what varies, what is a replicate) is in `docs/statistics.md`.
 
 pub mod crossed;
 pub mod groups;
+pub mod items;
 pub mod ols;
 pub mod sign_flip;
 
 pub use crossed::{crossed_mean, CrossedMean};
 pub use groups::{all_groups, group_jackknife, GroupEstimate};
+pub use items::{paired_item_se, seeds_items_mean, SeedsItemsMean};
 pub use sign_flip::sign_flip_p;
 
 use anyhow::{bail, Result};

@@ -200,8 +200,10 @@ pub fn cells(spec: &Spec) -> Result<Vec<Cell>> {
             }
             for task in &spec.tasks {
                 for g in &groups_of {
-                    let cfgs =
-                        g.iter().map(|&i| spec.config(v, point, spec.seeds[i], task)).collect::<Result<Vec<_>>>()?;
+                    let cfgs = g
+                        .iter()
+                        .map(|&i| spec.group_config(v, point, spec.seeds[i], task))
+                        .collect::<Result<Vec<_>>>()?;
                     // The replicate of a group is its first seed; its `seeds` column names them all.
                     let first = spec.seeds[g[0]];
                     groups.push(Cell::new(spec, &json, task, &v.name, x, first, CellKind::Group { cfgs }, "group"));
@@ -329,6 +331,7 @@ pub fn run_cell(lab: &Lab, spec: &Spec, cell: &Cell, envs: &mut Envs, progress: 
             let rows = m.measure(input).with_context(|| format!("measure {}", m.name()))?;
             out.measurements.extend(rows.measurements);
             out.curves.extend(rows.curves);
+            out.predictions.extend(rows.predictions);
         }
         Ok(())
     };
@@ -360,6 +363,7 @@ pub fn run_cell(lab: &Lab, spec: &Spec, cell: &Cell, envs: &mut Envs, progress: 
             let rows = m.measure(&input).with_context(|| format!("measure {}", m.name()))?;
             out.measurements.extend(rows.measurements);
             out.curves.extend(rows.curves);
+            out.predictions.extend(rows.predictions);
         }
     }
     Ok(out)

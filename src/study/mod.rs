@@ -5,6 +5,7 @@
 
 pub mod cell;
 pub mod inference;
+pub mod items;
 pub mod matched_fit;
 pub mod measure;
 pub mod report;

@@ -291,6 +291,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     if !g.curves.is_empty() {
         Table::from_rows(&g.curves).write_parquet(&dir.join("curves.parquet"))?;
     }
+    super::items::write_tables(dir, g.records.iter().map(|r| r.id.as_str()), &spec.baseline)?;
     // A headline that names no measured quantity would silently drop out of the Answer.
     let measured = ordered_unique(g.rows.iter().map(|m| Key::of(m).quantity()));
     if let Some(h) = spec.report.headline.iter().find(|h| !measured.contains(h)) {
@@ -508,6 +509,8 @@ fn write_figures(
             let x: f64 = x.parse().unwrap_or(f64::NAN);
             let xl = x_label(spec, x);
             let mut p = LinePlot::new(format!("{task} {xl}"), "step", "training loss (window mean)");
+            // A band reaching 0 or below (few seeds, each on its own data draw) has no log axis.
+            let mut positive = true;
             for v in ordered_unique(curves.iter().map(|c| c.variant.clone())) {
                 let mut by_step: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
                 for c in curves.iter().filter(|c| c.task == task && c.variant == v && same_x(c.x, x)) {
@@ -515,11 +518,12 @@ fn write_figures(
                 }
                 let pts: Vec<(f64, MeanCi)> =
                     by_step.into_iter().filter_map(|(s, l)| mean_ci(&l).ok().map(|c| (s as f64, c))).collect();
+                positive &= pts.iter().all(|(_, c)| c.lo > 0.0 || c.lo.is_nan());
                 if !pts.is_empty() {
                     p.series.push(ci_series(&v, &pts, false, None));
                 }
             }
-            p.log_y = true;
+            p.log_y = positive;
             panels.push(p);
         }
         let svg = panels_svg("training loss: mean and 95% band over seeds", &panels, panels.len().min(2))?;

@@ -25,6 +25,8 @@ pub struct Spec {
     pub seeds: Vec<u64>,
     /// The groups of seeds merges and barriers are taken on.
     pub groups: GroupLayout,
+    /// Which data draw (shots and test items) each run gets.
+    pub data_draw: DataDraw,
     /// Task names.
     pub tasks: Vec<String>,
     /// Variants, in spec order.
@@ -75,6 +77,20 @@ impl Sweep {
     pub fn is_empty(&self) -> bool {
         self.key.is_empty()
     }
+}
+
+/// Which data draw (training shots and test items) the runs of a grid get.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataDraw {
+    /// Each run seed `s` trains and tests on data seed `s`, so a replicate varies the shots and
+    /// the test items too (methods stay paired within a draw). The runs of group cells (merges,
+    /// barriers) share the fixed draw `data_seed`: they compare runs that differ only in their
+    /// training seed, and the test items enter their intervals by the seeds × items procedure.
+    #[default]
+    Replicate,
+    /// Every run uses the one draw `data_seed`.
+    Fixed,
 }
 
 /// Report options.
@@ -152,6 +168,8 @@ struct SpecFile {
     seeds: Vec<u64>,
     #[serde(default)]
     groups: GroupLayout,
+    #[serde(default)]
+    data_draw: DataDraw,
     tasks: Vec<String>,
     #[serde(default)]
     base: toml::Table,
@@ -388,6 +406,7 @@ impl Spec {
             baseline: file.baseline,
             seeds: file.seeds,
             groups: file.groups,
+            data_draw: file.data_draw,
             tasks: file.tasks,
             variants,
             sweep,
@@ -397,8 +416,17 @@ impl Spec {
         })
     }
 
-    /// The config of `variant` at sweep point `point` with run seed `seed` on `task`.
+    /// The config of `variant` at sweep point `point` with run seed `seed` on `task`; with
+    /// [`DataDraw::Replicate`] its data seed is `seed`.
     pub fn config(&self, variant: &Variant, point: usize, seed: u64, task: &str) -> Result<TrainConfig> {
+        let cfg = self.group_config(variant, point, seed, task)?;
+        let data_seed = if self.data_draw == DataDraw::Replicate { seed } else { cfg.data_seed };
+        Ok(TrainConfig { data_seed, ..cfg })
+    }
+
+    /// The config of a run of a group cell (merges, barriers): as [`Spec::config`] but always
+    /// on the fixed draw `data_seed`, so that a group's runs share their shots and test set.
+    pub fn group_config(&self, variant: &Variant, point: usize, seed: u64, task: &str) -> Result<TrainConfig> {
         let base = variant.points.get(point).ok_or_else(|| anyhow!("internal: no sweep point {point}"))?;
         Ok(TrainConfig { seed, task: task.to_string(), ..base.clone() })
     }

@@ -1,9 +1,10 @@
 //! Where an analysis keeps its cells: `DIR/cells/<cell id>/` holds the cell's Parquet parts
-//! and `cell.json`. A cell directory appears in one rename, so it either exists complete or
+//! (`measurements.parquet`, and when it has them `curves.parquet` and the per-example
+//! `predictions.parquet`) and `cell.json`. A cell directory appears in one rename, so it either exists complete or
 //! not at all; a crash leaves at most a `.tmp-*` directory, which is ignored and replaced.
 
 use super::cell::CellOutput;
-use super::measure::{CurvePoint, Measurement};
+use super::measure::{CurvePoint, Measurement, Prediction};
 use crate::report::atomic::write_atomic;
 use crate::report::table::Table;
 use anyhow::{anyhow, Context, Result};
@@ -54,10 +55,12 @@ pub fn migrate_legacy<'a>(dir: &Path, cells: impl IntoIterator<Item = &'a super:
             continue;
         }
         let (mut record, mut rows, mut curves) = read_cell(dir, &cell.legacy_id)?;
+        let mut predictions = read_predictions(dir, &cell.legacy_id)?;
         record.id = cell.id.clone();
         rows.iter_mut().for_each(|r| r.cell = cell.id.clone());
         curves.iter_mut().for_each(|c| c.cell = cell.id.clone());
-        write_cell(dir, &record, &CellOutput { measurements: rows, curves })?;
+        predictions.iter_mut().for_each(|p| p.cell = cell.id.clone());
+        write_cell(dir, &record, &CellOutput { measurements: rows, curves, predictions })?;
         let old = cell_dir(dir, &cell.legacy_id);
         std::fs::remove_dir_all(&old)
             .with_context(|| format!("cannot remove {} after adopting it as {}", old.display(), cell.id))?;
@@ -80,6 +83,9 @@ pub fn write_cell(dir: &Path, record: &CellRecord, out: &CellOutput) -> Result<(
         if !out.curves.is_empty() {
             Table::from_rows(&out.curves).write_parquet(&tmp.join("curves.parquet"))?;
         }
+        if !out.predictions.is_empty() {
+            Table::from_rows(&out.predictions).write_parquet(&tmp.join("predictions.parquet"))?;
+        }
         write_atomic(&tmp.join("cell.json"), serde_json::to_string_pretty(record)?.as_bytes())
     };
     let target = cell_dir(dir, &record.id);
@@ -93,6 +99,19 @@ pub fn write_cell(dir: &Path, record: &CellRecord, out: &CellOutput) -> Result<(
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// Reads a finished cell's per-example predictions (none for a cell that evaluated no model on
+/// a test set, or that was written before they were saved). Errors name the file and say to
+/// delete the cell's folder: `analyze` then redoes exactly that cell.
+pub fn read_predictions(dir: &Path, id: &str) -> Result<Vec<Prediction>> {
+    let path = cell_dir(dir, id).join("predictions.parquet");
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    Table::read_parquet(&path).and_then(|df| Prediction::from_frame(&df)).map_err(|e| {
+        anyhow!("{}: {e:#}; delete {} and rerun analyze to redo that cell", path.display(), cell_dir(dir, id).display())
+    })
 }
 
 /// Reads a finished cell's record and rows. Errors name the cell's folder and say to delete

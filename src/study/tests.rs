@@ -165,6 +165,7 @@ fn tiny_grid_end_to_end_shards_resume_and_report_reproduce() {
     for want in ["test_accuracy", "share_of_gain", "loss_barrier", "normalized_accuracy", "gap", "block03_se"] {
         assert!(metrics.iter().any(|x| x == want), "missing metric {want}");
     }
+    check_predictions(&whole, &m);
     // report on the tables alone gives the same README, byte for byte, and the same tables.
     let before = std::fs::read(whole.join("README.md")).unwrap();
     let summary_before = frame(&whole, "summary.parquet");
@@ -183,6 +184,8 @@ fn tiny_grid_end_to_end_shards_resume_and_report_reproduce() {
     assert!(s1.report.is_some());
     assert!(frame(&sharded, "measurements.parquet").equals_missing(&m));
     assert!(frame(&sharded, "paired.parquet").equals_missing(&frame(&whole, "paired.parquet")));
+    assert!(frame(&sharded, "predictions.parquet").equals_missing(&frame(&whole, "predictions.parquet")));
+    assert!(frame(&sharded, "items.parquet").equals_missing(&frame(&whole, "items.parquet")));
 
     // A crash: some cells lost, a half-written temporary left behind. Rerunning redoes exactly
     // the lost cells and gives the same tables.
@@ -198,6 +201,50 @@ fn tiny_grid_end_to_end_shards_resume_and_report_reproduce() {
     let err = analyze(&lab, &spec, &whole, Shard::default(), &Progress::hidden()).unwrap_err().to_string();
     assert!(err.contains("pass another --out"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The per-example predictions of the TINY grid (data drawn per replicate): every evaluated
+/// model kind is there with 24 rows per model, each run's endpoint rows agree with its test
+/// accuracy and lie on its own draw, group cells lie on the fixed draw, and `items.parquet`
+/// has seeds-level intervals for the runs and seeds × items ones for the pairs.
+fn check_predictions(dir: &std::path::Path, m: &polars::prelude::DataFrame) {
+    use super::measure::{Measurement, Prediction};
+    let preds = Prediction::from_frame(&frame(dir, "predictions.parquet")).unwrap();
+    let kinds: std::collections::BTreeSet<&str> = preds.iter().map(|p| p.evaluated.as_str()).collect();
+    for want in [
+        "endpoint",
+        "prune every-other-odd",
+        "merge factor 1:1",
+        "merge delta 1:1:1",
+        "barrier factor alpha=0.5",
+        "multitask factor",
+    ] {
+        assert!(kinds.contains(want), "no predictions of {want}: {kinds:?}");
+    }
+    for row in Measurement::from_frame(m).unwrap().iter().filter(|r| r.metric == "test_accuracy") {
+        let mine: Vec<&Prediction> = preds.iter().filter(|p| p.cell == row.cell && p.evaluated == "endpoint").collect();
+        assert_eq!(mine.len(), 24, "{}", row.cell);
+        assert!(mine.iter().all(|p| p.draw == row.replicate && p.correct == (p.label == p.prediction)));
+        let acc = mine.iter().filter(|p| p.correct).count() as f64 / 24.0;
+        assert!(
+            (acc - row.value).abs() < 1e-6,
+            "{}: endpoint predictions give {acc}, test_accuracy {}",
+            row.cell,
+            row.value
+        );
+        assert!(mine.iter().all(|p| p.loss.is_finite() && p.loss >= 0.0));
+    }
+    assert!(preds.iter().filter(|p| p.evaluated.starts_with("merge")).all(|p| p.draw == 0), "groups on the fixed draw");
+    let items = Table::read_parquet(&dir.join("items.parquet")).unwrap();
+    let col = |name: &str| -> Vec<String> {
+        items.column(name).unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect()
+    };
+    let (evaluated, procedure, baseline, note) = (col("evaluated"), col("procedure"), col("baseline"), col("note"));
+    let at = |e: &str, b: &str| (0..evaluated.len()).find(|&i| evaluated[i] == e && baseline[i] == b).unwrap();
+    assert_eq!(procedure[at("endpoint", "")], "seeds");
+    assert_eq!(procedure[at("endpoint", "lora")], "seeds");
+    assert_eq!(procedure[at("merge factor 1:1", "lora")], "seeds × items");
+    assert!(note[at("merge factor 1:1:1", "")].contains("at least 4 seeds"), "{}", note[at("merge factor 1:1:1", "")]);
 }
 
 #[test]
@@ -583,19 +630,24 @@ fn cell_ids_are_canonical_and_legacy_folders_are_adopted_losslessly() {
     let out = root.join("out");
     analyze(&lab, &spec, &out, Shard::default(), &Progress::hidden()).unwrap();
     let m = frame(&out, "measurements.parquet");
+    let p = frame(&out, "predictions.parquet");
     let all = cells(&spec).unwrap();
     assert!(all.iter().all(|c| c.legacy_id != c.id), "the ids moved");
     for c in &all {
         let (mut record, mut rows, mut curves) = store::read_cell(&out, &c.id).unwrap();
+        let mut predictions = store::read_predictions(&out, &c.id).unwrap();
         record.id = c.legacy_id.clone();
         rows.iter_mut().for_each(|r| r.cell = c.legacy_id.clone());
         curves.iter_mut().for_each(|r| r.cell = c.legacy_id.clone());
-        store::write_cell(&out, &record, &super::cell::CellOutput { measurements: rows, curves }).unwrap();
+        predictions.iter_mut().for_each(|r| r.cell = c.legacy_id.clone());
+        let output = super::cell::CellOutput { measurements: rows, curves, predictions };
+        store::write_cell(&out, &record, &output).unwrap();
         std::fs::remove_dir_all(store::cell_dir(&out, &c.id)).unwrap();
     }
     report::write_report(&out).unwrap();
     assert!(all.iter().all(|c| store::is_done(&out, &c.id) && !store::cell_dir(&out, &c.legacy_id).exists()));
     assert!(frame(&out, "measurements.parquet").equals_missing(&m), "rows changed in the migration");
+    assert!(frame(&out, "predictions.parquet").equals_missing(&p), "predictions changed in the migration");
     let again = analyze(&lab, &spec, &out, Shard::default(), &Progress::hidden()).unwrap();
     assert_eq!((again.ran, again.skipped), (0, all.len()));
 
@@ -604,7 +656,7 @@ fn cell_ids_are_canonical_and_legacy_folders_are_adopted_losslessly() {
     let (mut record, rows, _) = store::read_cell(&out, &stale.id).unwrap();
     let other_cells = cells(&other).unwrap();
     record.id = stale.legacy_id.clone();
-    store::write_cell(&out, &record, &super::cell::CellOutput { measurements: rows, curves: Vec::new() }).unwrap();
+    store::write_cell(&out, &record, &super::cell::CellOutput { measurements: rows, ..Default::default() }).unwrap();
     assert_eq!(store::migrate_legacy(&root.join("out"), other_cells.iter()).unwrap(), 0);
     let _ = std::fs::remove_dir_all(&root);
 }

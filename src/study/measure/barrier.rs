@@ -93,7 +93,8 @@ impl Measure for Barrier {
         let tag = Tag { seeds: format!("{}+{}", cfgs[0].seed, cfgs[1].seed), ..(*tag).clone() };
         let (a, b) = (&runs[0].adapter, &runs[1].adapter);
         let points = self.written.points;
-        let mut rows = Vec::new();
+        let (mut rows, mut predictions) = (Vec::new(), Vec::new());
+        let draw = cfgs[0].data_seed;
         for (name, &path) in self.written.spaces.iter().zip(&self.spaces) {
             // A straight line in its space, or the factor line to B re-parameterised in a gauge.
             let (b, sp) = match (path.plain(), path.gauge()) {
@@ -106,18 +107,23 @@ impl Measure for Barrier {
             let mut err = Vec::with_capacity(points);
             for i in 0..points {
                 let alpha = i as f64 / (points - 1) as f64;
-                let m = env.test.evaluate(&interpolate(a, b, alpha, sp)?)?;
+                let (m, examples) = env.test.evaluate_examples(&interpolate(a, b, alpha, sp)?)?;
+                predictions.extend(tag.predictions(&format!("barrier {name} alpha={alpha}"), draw, &examples));
                 loss.push((alpha, m.loss));
                 err.push((alpha, 1.0 - m.accuracy));
             }
             let mid = match err.iter().find(|(a, _)| (a - 0.5).abs() < 1e-12) {
                 Some((_, e)) => 1.0 - e,
-                None => env.test.evaluate(&interpolate(a, b, 0.5, sp)?)?.accuracy,
+                None => {
+                    let (m, examples) = env.test.evaluate_examples(&interpolate(a, b, 0.5, sp)?)?;
+                    predictions.extend(tag.predictions(&format!("barrier {name} alpha=0.5"), draw, &examples));
+                    m.accuracy
+                }
             };
             rows.push(tag.row(INFO.name, name, "loss_barrier", barriers(&loss)?.linear));
             rows.push(tag.row(INFO.name, name, "error_barrier", barriers(&err)?.linear));
             rows.push(tag.row(INFO.name, name, "midpoint_accuracy", mid));
         }
-        Ok(rows.into())
+        Ok(Rows::with_predictions(rows, predictions))
     }
 }

@@ -2,7 +2,7 @@
 //! this folder and one line in [`super::MEASURES`]; the spec parser, the cell layout and the
 //! cell runner loop over that list (the pattern of burn-train's metrics).
 
-use super::rows::{CurvePoint, Measurement, Tag};
+use super::rows::{CurvePoint, Measurement, Prediction, Tag};
 use crate::lab::{Lab, Run, TaskEnv};
 use crate::study::cell::Envs;
 use crate::study::spec::Spec;
@@ -111,11 +111,20 @@ pub struct Rows {
     pub measurements: Vec<Measurement>,
     /// Loss-curve points.
     pub curves: Vec<CurvePoint>,
+    /// Per-example predictions of every model it evaluated on a test set.
+    pub predictions: Vec<Prediction>,
 }
 
 impl From<Vec<Measurement>> for Rows {
     fn from(measurements: Vec<Measurement>) -> Rows {
-        Rows { measurements, curves: Vec::new() }
+        Rows { measurements, ..Rows::default() }
+    }
+}
+
+impl Rows {
+    /// Measurement rows with the per-example predictions behind them.
+    pub fn with_predictions(measurements: Vec<Measurement>, predictions: Vec<Prediction>) -> Rows {
+        Rows { measurements, curves: Vec::new(), predictions }
     }
 }
 

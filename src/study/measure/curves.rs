@@ -58,6 +58,6 @@ impl Measure for Curves {
                 p: pw.iter().sum::<f64>() / pw.len() as f64,
             });
         }
-        Ok(Rows { measurements: Vec::new(), curves })
+        Ok(Rows { curves, ..Rows::default() })
     }
 }

@@ -212,12 +212,14 @@ impl Measure for Federated {
         let uploads: Vec<&Adapter> = run.last_uploads.iter().map(|(_, a)| a).collect();
         let max_rank = uploads.iter().flat_map(|a| a.modules.values().map(|f| f.rank())).max().unwrap_or(1);
         let label = format!("{} {}", self.written.splits[s], self.written.heterogeneity[h].name);
-        let mut rows = Vec::new();
+        let (mut rows, mut predictions) = (Vec::new(), Vec::new());
         for (name, agg) in self.written.aggregators.iter().zip(&self.aggregators) {
             let merged = merge(&uploads, &weights, agg, &aggregation_options(agg, &MergeOptions::default(), max_rank))?;
-            let m = env.test.evaluate(&merged.deltas())?;
-            rows.push(tag.row(INFO.name, &format!("{label} {name}"), "accuracy", m.accuracy));
+            let (m, examples) = env.test.evaluate_examples(&merged.deltas())?;
+            let setting = format!("{label} {name}");
+            predictions.extend(tag.predictions(&format!("federated {setting}"), cfg.data_seed, &examples));
+            rows.push(tag.row(INFO.name, &setting, "accuracy", m.accuracy));
         }
-        Ok(rows.into())
+        Ok(Rows::with_predictions(rows, predictions))
     }
 }

@@ -89,7 +89,7 @@ impl Measure for SeedMerge {
         };
         let adapters: Vec<&crate::adapter::Adapter> = runs.iter().map(|r| &r.adapter).collect();
         let frozen = runs[0].manifest.frozen_test.accuracy;
-        let mut rows = Vec::new();
+        let (mut rows, mut predictions) = (Vec::new(), Vec::new());
         for w in self.written.weights.iter().filter(|w| sizes.contains(&w.len())) {
             let k = w.len();
             // The rows name the seeds merged.
@@ -97,8 +97,9 @@ impl Measure for SeedMerge {
             let tag = Tag { seeds, ..(*tag).clone() };
             let endpoint = runs[..k].iter().map(|r| r.manifest.test.accuracy).sum::<f64>() / k as f64;
             for (name, &space) in self.written.spaces.iter().zip(&self.spaces) {
-                let m = env.test.evaluate(&merge_in_space(&adapters[..k], w, space)?)?;
+                let (m, examples) = env.test.evaluate_examples(&merge_in_space(&adapters[..k], w, space)?)?;
                 let setting = format!("{name} {}", weights_label(w));
+                predictions.extend(tag.predictions(&format!("merge {setting}"), cfgs[0].data_seed, &examples));
                 let (se, sg) = shares(m.accuracy, endpoint, frozen);
                 rows.push(tag.row(INFO.name, &setting, "accuracy", m.accuracy));
                 rows.push(tag.row(INFO.name, &setting, "loss", m.loss));
@@ -106,6 +107,6 @@ impl Measure for SeedMerge {
                 rows.push(tag.row(INFO.name, &setting, "share_of_gain", sg));
             }
         }
-        Ok(rows.into())
+        Ok(Rows::with_predictions(rows, predictions))
     }
 }

@@ -34,7 +34,7 @@ pub static MEASURES: &[&MeasureInfo] = &[
 ];
 
 pub use base::{Cost, Input, Measure, MeasureInfo, OwnCell, ParseContext, Rows, Unit};
-pub use rows::{CurvePoint, Measurement, Tag};
+pub use rows::{CurvePoint, Measurement, Prediction, Tag};
 
 use crate::connectivity::interpolate::Space;
 use anyhow::Result;

@@ -102,14 +102,15 @@ impl Measure for Multitask {
     fn measure(&self, input: &Input<'_>) -> Result<Rows> {
         let Input::Own { tag, cell, runs, envs, .. } = input else { bail!("internal: multitask cells are its own") };
         let adapters: Vec<&crate::adapter::Adapter> = runs.iter().map(|r| &r.adapter).collect();
-        let mut rows = Vec::new();
+        let (mut rows, mut predictions) = (Vec::new(), Vec::new());
         for (name, op) in self.written.operators.iter().zip(&self.operators) {
             let deltas = op.merge(&adapters, &MergeOptions::default())?.merged.deltas();
             let (mut acc, mut norm) = (0.0, 0.0);
             for (cfg, run) in cell.runs.iter().zip(*runs) {
-                let a = envs.built(cfg)?.test.evaluate(&deltas)?.accuracy;
-                let own = run.manifest.test.accuracy;
+                let (m, examples) = envs.built(cfg)?.test.evaluate_examples(&deltas)?;
+                let (a, own) = (m.accuracy, run.manifest.test.accuracy);
                 let t = Tag { task: cfg.task.clone(), ..(*tag).clone() };
+                predictions.extend(t.predictions(&format!("multitask {name}"), cfg.data_seed, &examples));
                 rows.push(t.row(INFO.name, name, "accuracy", a));
                 rows.push(t.row(INFO.name, name, "normalized_accuracy", a / own));
                 acc += a;
@@ -120,6 +121,6 @@ impl Measure for Multitask {
             rows.push(t.row(INFO.name, name, "accuracy", acc / n));
             rows.push(t.row(INFO.name, name, "normalized_accuracy", norm / n));
         }
-        Ok(rows.into())
+        Ok(Rows::with_predictions(rows, predictions))
     }
 }

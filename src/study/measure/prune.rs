@@ -57,18 +57,19 @@ impl Measure for Prune {
         Unit::Run
     }
     fn measure(&self, input: &Input<'_>) -> Result<Rows> {
-        let Input::Run { tag, run, env, .. } = input else { bail!("internal: pruning is measured on runs") };
+        let Input::Run { tag, run, env, cfg } = input else { bail!("internal: pruning is measured on runs") };
         let (endpoint, frozen) = (run.manifest.test.accuracy, run.manifest.frozen_test.accuracy);
         let deltas = run.adapter.deltas();
-        let mut rows = Vec::new();
+        let (mut rows, mut predictions) = (Vec::new(), Vec::new());
         for (name, s) in self.written.structures.iter().zip(&self.structures) {
-            let m = env.test.evaluate(&select(&deltas, s, env.test.backbone()))?;
+            let (m, examples) = env.test.evaluate_examples(&select(&deltas, s, env.test.backbone()))?;
+            predictions.extend(tag.predictions(&format!("prune {name}"), cfg.data_seed, &examples));
             let (se, sg) = shares(m.accuracy, endpoint, frozen);
             rows.push(tag.row(INFO.name, name, "accuracy", m.accuracy));
             rows.push(tag.row(INFO.name, name, "share_of_endpoint", se));
             rows.push(tag.row(INFO.name, name, "share_of_gain", sg));
         }
-        Ok(rows.into())
+        Ok(Rows::with_predictions(rows, predictions))
     }
 }
 

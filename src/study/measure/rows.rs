@@ -1,5 +1,6 @@
 //! The rows every measure writes: one measured number per row of `measurements.parquet`
-//! (long format), loss-curve points of `curves.parquet`, and the tag that copies a cell's
+//! (long format), loss-curve points of `curves.parquet`, per-example predictions of
+//! `predictions.parquet`, and the tag that copies a cell's
 //! identity into each of its rows.
 
 use crate::report::table::table_row;
@@ -52,6 +53,29 @@ pub struct Tag {
 }
 
 impl Tag {
+    /// The per-example rows of one evaluation of this cell on the test set of data seed
+    /// `draw`.
+    pub fn predictions(&self, evaluated: &str, draw: u64, examples: &crate::eval::Examples) -> Vec<Prediction> {
+        let n = examples.labels.len().min(examples.predictions.len()).min(examples.losses.len());
+        (0..n)
+            .map(|i| Prediction {
+                cell: self.cell.clone(),
+                task: self.task.clone(),
+                variant: self.variant.clone(),
+                x: self.x,
+                replicate: self.replicate,
+                seeds: self.seeds.clone(),
+                evaluated: evaluated.into(),
+                draw: draw as i64,
+                example: i as i64,
+                label: i64::from(examples.labels[i]),
+                prediction: i64::from(examples.predictions[i]),
+                correct: examples.labels[i] == examples.predictions[i],
+                loss: examples.losses[i],
+            })
+            .collect()
+    }
+
     /// A row of this cell.
     pub fn row(&self, measure: &str, setting: &str, metric: &str, value: f64) -> Measurement {
         Measurement {
@@ -66,6 +90,40 @@ impl Tag {
             metric: metric.into(),
             value,
         }
+    }
+}
+
+table_row! {
+    /// One test example scored by one evaluated model: a row of `predictions.parquet`.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Prediction {
+        /// The grid cell that evaluated it.
+        pub cell: String,
+        /// Task of the test set.
+        pub task: String,
+        /// Variant name.
+        pub variant: String,
+        /// Value of the swept key (NaN without a sweep).
+        pub x: f64,
+        /// Replicate (as in `measurements.parquet`).
+        pub replicate: i64,
+        /// The run seeds of the evaluated model, `+`-separated.
+        pub seeds: String,
+        /// What was evaluated: `endpoint`, `merge factor 1:2`, `barrier delta alpha=0.5`,
+        /// `prune every-other-odd`, `multitask ties`, `federated iid equal fedavg`, ...
+        pub evaluated: String,
+        /// The data seed of the test set (its draw): equal draws mean the same test items.
+        pub draw: i64,
+        /// Index of the example in the test set.
+        pub example: i64,
+        /// Its true class.
+        pub label: i64,
+        /// The predicted class.
+        pub prediction: i64,
+        /// `prediction == label`.
+        pub correct: bool,
+        /// Its cross-entropy.
+        pub loss: f64,
     }
 }
 
@@ -130,6 +188,41 @@ impl Measurement {
                 setting: setting[i].clone(),
                 metric: metric[i].clone(),
                 value: value[i],
+            })
+            .collect())
+    }
+}
+
+fn col_bool(df: &DataFrame, name: &str) -> Result<Vec<bool>> {
+    let c = df.column(name).map_err(|e| anyhow!("column {name}: {e}"))?;
+    let s = c.bool().map_err(|e| anyhow!("column {name}: {e}"))?;
+    Ok(s.iter().map(|v| v.unwrap_or_default()).collect())
+}
+
+impl Prediction {
+    /// Reads rows back from a `predictions.parquet` table.
+    pub fn from_frame(df: &DataFrame) -> Result<Vec<Prediction>> {
+        let (cell, task, variant, x) =
+            (col_str(df, "cell")?, col_str(df, "task")?, col_str(df, "variant")?, col_f64(df, "x")?);
+        let (rep, seeds, evaluated, draw) =
+            (col_i64(df, "replicate")?, col_str(df, "seeds")?, col_str(df, "evaluated")?, col_i64(df, "draw")?);
+        let (example, label, prediction) = (col_i64(df, "example")?, col_i64(df, "label")?, col_i64(df, "prediction")?);
+        let (correct, loss) = (col_bool(df, "correct")?, col_f64(df, "loss")?);
+        Ok((0..df.height())
+            .map(|i| Prediction {
+                cell: cell[i].clone(),
+                task: task[i].clone(),
+                variant: variant[i].clone(),
+                x: x[i],
+                replicate: rep[i],
+                seeds: seeds[i].clone(),
+                evaluated: evaluated[i].clone(),
+                draw: draw[i],
+                example: example[i],
+                label: label[i],
+                prediction: prediction[i],
+                correct: correct[i],
+                loss: loss[i],
             })
             .collect())
     }

@@ -88,14 +88,19 @@ pub enum Split {
     Train,
 }
 
+impl crate::choice::Choice for Split {
+    const WHAT: &'static str = "split";
+    const VARIANTS: &'static [(&'static str, &'static str, Self)] = &[
+        ("test", "the test split (final numbers only)", Split::Test),
+        ("validation", "the validation split (disjoint from shots and test; what tuning reads)", Split::Validation),
+        ("train", "the training shots", Split::Train),
+    ];
+}
+
 impl Split {
     /// Name in commands and tables.
     pub fn name(self) -> &'static str {
-        match self {
-            Split::Test => "test",
-            Split::Validation => "validation",
-            Split::Train => "train",
-        }
+        crate::choice::Choice::choice_name(self)
     }
 }
 

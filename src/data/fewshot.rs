@@ -159,7 +159,8 @@ pub fn split_train_valid_test(
         groups.iter().map(|g| g.iter().rev().take((g.len() - shots) / 2).copied().collect()).collect();
     let valid = round_robin(&tails, 0, valid_size);
     let held: std::collections::HashSet<usize> = valid.iter().copied().collect();
-    let rest: Vec<Vec<usize>> = groups.iter().map(|g| g.iter().copied().filter(|i| !held.contains(i)).collect()).collect();
+    let rest: Vec<Vec<usize>> =
+        groups.iter().map(|g| g.iter().copied().filter(|i| !held.contains(i)).collect()).collect();
     let train = groups.iter().flat_map(|g| g[..shots].iter().copied()).collect();
     let test = round_robin(&rest, shots, test_size);
     Ok((train, valid, test))

@@ -8,6 +8,7 @@ pub mod measure;
 pub mod report;
 pub mod spec;
 pub mod store;
+pub mod tune;
 
 pub use cell::{cells, Cell, CellKind};
 pub use spec::Spec;
@@ -172,12 +173,17 @@ pub struct AnalyzeSummary {
 }
 
 /// Runs the missing cells of `shard` into `out`, then writes the report when every cell of
-/// the grid is finished. Each cell is written atomically as soon as it finishes.
+/// the grid is finished. Each cell is written atomically as soon as it finishes. A spec with
+/// `[tune]` runs its tuning cells first and lays the grid out at the chosen values
+/// ([`tune::run_tuning`]).
 pub fn analyze(lab: &Lab, spec: &Spec, out: &Path, shard: Shard, progress: &Progress) -> Result<AnalyzeSummary> {
-    let all = cells(spec)?;
+    cells(spec)?;
     std::fs::create_dir_all(out).map_err(|e| anyhow!("cannot create {}: {e}; pick a writable --out", out.display()))?;
     check_backbone(out, &lab.backbone_name, &lab.fingerprint)?;
     crate::report::atomic::write_atomic(&out.join("spec.toml"), spec.text.as_bytes())?;
+    tune::run_tuning(lab, spec, out, shard, progress)?;
+    let spec = &tune::resolve(out, spec.clone())?;
+    let all = cells(spec)?;
     let mine: Vec<&Cell> = all.iter().enumerate().filter(|(i, _)| shard.owns(*i)).map(|(_, c)| c).collect();
     // Cells of this shard finished under their legacy ids are adopted, not recomputed.
     store::migrate_legacy(out, mine.iter().copied())?;

@@ -36,6 +36,11 @@ pub struct Spec {
     pub report: ReportOptions,
     /// The spec's text, copied into the report folder.
     pub text: String,
+    /// The `[tune]` section: training keys chosen on validation ([`super::tune`]).
+    pub tune: Option<super::tune::Tune>,
+    /// The tuned choices, once the tuning cells have run ([`super::tune::resolve`]); every
+    /// config of the grid takes them ([`Spec::config`]).
+    pub chosen: Option<Arc<super::tune::Chosen>>,
 }
 
 /// A named training variant: the base config with some keys overridden.
@@ -119,6 +124,7 @@ struct SpecFile {
     measure: toml::Table,
     #[serde(default)]
     report: ReportOptions,
+    tune: Option<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -296,6 +302,7 @@ impl Spec {
                 ));
             }
         }
+        let tune = super::tune::parse_section(text, file.tune.as_ref(), &file.seeds, &sweep.key, &variants)?;
         Ok(Spec {
             name: file.name,
             question: file.question.trim().to_string(),
@@ -308,13 +315,20 @@ impl Spec {
             measures,
             report: file.report,
             text: text.to_string(),
+            tune,
+            chosen: None,
         })
     }
 
-    /// The config of `variant` at sweep point `point` with run seed `seed` on `task`.
+    /// The config of `variant` at sweep point `point` with run seed `seed` on `task` (with the
+    /// tuned choices, once resolved).
     pub fn config(&self, variant: &Variant, point: usize, seed: u64, task: &str) -> Result<TrainConfig> {
         let base = variant.points.get(point).ok_or_else(|| anyhow!("internal: no sweep point {point}"))?;
-        Ok(TrainConfig { seed, task: task.to_string(), ..base.clone() })
+        let cfg = TrainConfig { seed, task: task.to_string(), ..base.clone() };
+        match &self.chosen {
+            Some(chosen) => chosen.apply(&variant.name, point, cfg),
+            None => Ok(cfg),
+        }
     }
 
     /// The options of the `[measure.*]` tables as written, as one JSON object in registry

@@ -98,6 +98,7 @@ pub fn check_costs(spec: &Spec, yes: bool) -> Result<()> {
     // The claims grid (5 variants × 5 tasks × 5 seeds of 500 steps, its groups and multi-task
     // cells) is the default.
     check_cost("the grid (tasks × variants × sweep values × seeds)", all.len() as f64, 275.0, yes)?;
+    let tuning = tune::tuning_cells(spec)?;
     let trainings: Vec<&crate::train::TrainConfig> = all
         .iter()
         .flat_map(|c| match &c.kind {
@@ -105,6 +106,7 @@ pub fn check_costs(spec: &Spec, yes: bool) -> Result<()> {
             CellKind::Group { .. } => Vec::new(),
             CellKind::Own { cell, .. } => cell.runs.iter().chain(&cell.configs).collect(),
         })
+        .chain(tuning.iter().map(|c| &c.cfg))
         .collect();
     let max = |f: fn(&crate::train::TrainConfig) -> usize| trainings.iter().map(|c| f(c)).max().unwrap_or(0) as f64;
     let d = crate::train::TrainConfig::default();

@@ -597,6 +597,17 @@ lambda_grid = [0.3, 1.0]
     }
 
     #[test]
+    fn the_cost_guard_counts_the_tuning_runs() {
+        let cheap = spec_on("lighting", SPEC);
+        crate::study::check_costs(&cheap, false).unwrap();
+        // Only a tuning candidate is long: the guard still sees it before any work.
+        let long = spec_on("lighting", &SPEC.replace("steps = [2, 4]", "steps = [2, 20000]"));
+        let err = crate::study::check_costs(&long, false).unwrap_err().to_string();
+        assert!(err.contains("steps"), "{err}");
+        crate::study::check_costs(&long, true).unwrap();
+    }
+
+    #[test]
     fn bad_tune_sections_get_one_line_errors_with_key_and_line() {
         for (replace, with, needle) in [
             ("seeds = [7]", "seeds = [7, 7]", "repeat"),

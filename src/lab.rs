@@ -15,6 +15,7 @@ use crate::train::{train_grid, Method, TrainConfig, TrainOutput};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Batch size of frozen-activation and evaluation passes.
 pub const EVAL_BATCH: usize = 500;
@@ -45,9 +46,62 @@ pub struct TaskEnv {
     pub test: Evaluator,
     /// Evaluator on the training shots.
     pub train: Evaluator,
+    /// Evaluator on the validation split, built on first use ([`TaskEnv::valid`]).
+    pub(crate) valid_eval: OnceLock<Evaluator>,
     /// Fingerprint of the decoded data of an `idx:` or `folder:` task (part of its runs'
     /// cache key); `None` for built-in tasks, whose data the config and code pin.
     pub data_fingerprint: Option<String>,
+}
+
+impl TaskEnv {
+    /// The evaluator on the validation split (built from the frozen backbone and the head on
+    /// first use, so commands that never validate never pay for it).
+    pub fn valid(&self) -> Result<&Evaluator> {
+        if let Some(ev) = self.valid_eval.get() {
+            return Ok(ev);
+        }
+        let backbone = self.test.backbone();
+        let images = images_tensor(&self.data.valid, backbone.device())?;
+        let ev = Evaluator::new(backbone, &self.head, &images, &self.data.valid.labels, EVAL_BATCH)?;
+        let _ = self.valid_eval.set(ev);
+        self.valid_eval.get().ok_or_else(|| anyhow::anyhow!("internal: the validation evaluator was not kept"))
+    }
+
+    /// The evaluator of `split`.
+    pub fn evaluator(&self, split: Split) -> Result<&Evaluator> {
+        match split {
+            Split::Test => Ok(&self.test),
+            Split::Validation => self.valid(),
+            Split::Train => Ok(&self.train),
+        }
+    }
+}
+
+/// A split of a task that can be evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Split {
+    /// The test split: final numbers only.
+    Test,
+    /// The validation split: what tuning reads.
+    Validation,
+    /// The training shots.
+    Train,
+}
+
+impl crate::choice::Choice for Split {
+    const WHAT: &'static str = "split";
+    const VARIANTS: &'static [(&'static str, &'static str, Self)] = &[
+        ("test", "the test split (final numbers only)", Split::Test),
+        ("validation", "the validation split (disjoint from shots and test; what tuning reads)", Split::Validation),
+        ("train", "the training shots", Split::Train),
+    ];
+}
+
+impl Split {
+    /// Name in commands and tables.
+    pub fn name(self) -> &'static str {
+        crate::choice::Choice::choice_name(self)
+    }
 }
 
 /// The settings of a [`TrainConfig`] that its task environment is built from, and nothing
@@ -62,6 +116,8 @@ pub struct TaskEnvKey {
     pub shots: usize,
     /// Test examples.
     pub test_size: usize,
+    /// Validation examples (resolved: the test size when the config leaves it unset).
+    pub valid_size: usize,
     /// Data seed.
     pub data_seed: u64,
     /// Longest token sequence of a text example (text backbones).
@@ -79,6 +135,7 @@ impl TaskEnvKey {
             task: cfg.task.clone(),
             shots: cfg.shots,
             test_size: cfg.test_size,
+            valid_size: cfg.valid_size.unwrap_or(cfg.test_size),
             data_seed: cfg.data_seed,
             max_length: cfg.max_length,
             prompt_template: cfg.prompt_template.clone(),
@@ -139,6 +196,7 @@ impl Lab {
         let base = TaskOptions {
             shots: key.shots,
             test_size: key.test_size,
+            valid_size: Some(key.valid_size),
             seed: key.data_seed,
             max_length: key.max_length,
             ..TaskOptions::default()
@@ -225,7 +283,7 @@ impl Lab {
         };
         let test = Evaluator::new(&self.backbone, &head, &test_images, &data.test.labels, EVAL_BATCH)?;
         let train = Evaluator::new(&self.backbone, &head, &train_images, &data.train.labels, EVAL_BATCH)?;
-        Ok(TaskEnv { data, head, train_inputs, test, train, data_fingerprint })
+        Ok(TaskEnv { data, head, train_inputs, test, train, valid_eval: OnceLock::new(), data_fingerprint })
     }
 
     /// The run directory `cfg` maps to on the task `env`: keyed on the config, the backbone's
@@ -242,10 +300,12 @@ impl Lab {
     /// not change a run's cache key: the prompt template without a text tower, `logit_scale`
     /// with one (CLIP's head uses the checkpoint's scale), `max_length` on an image backbone,
     /// the `layer` grouping (the same as `block`) on a single-encoder one, and `p0` and
-    /// `stage1_ratio` for LoRA and stochastic depth (constant p).
+    /// `stage1_ratio` for LoRA and stochastic depth (constant p), and `valid_size` always
+    /// (training never reads the validation split, and adding it leaves the shots as they are).
     pub fn normalized(&self, cfg: &TrainConfig) -> TrainConfig {
         let defaults = TrainConfig::default();
         let mut cfg = cfg.clone();
+        cfg.valid_size = None;
         match self.backbone.logit_scale() {
             None => cfg.prompt_template = defaults.prompt_template.clone(),
             // The prompt head takes the checkpoint's scale; `logit_scale` is the prototype head's.
@@ -450,6 +510,7 @@ mod tests {
             TrainConfig { task: "hue".into(), ..base.clone() },
             TrainConfig { shots: 2, ..base.clone() },
             TrainConfig { test_size: 7, ..base.clone() },
+            TrainConfig { valid_size: Some(7), ..base.clone() },
             TrainConfig { data_seed: 5, ..base.clone() },
             TrainConfig { max_length: 16, ..base.clone() },
             TrainConfig { prompt_template: "{} here".into(), ..base.clone() },
@@ -458,6 +519,22 @@ mod tests {
             assert_ne!(TaskEnvKey::of(&other), key, "{other:?}");
         }
         assert_eq!(key.logit_scale(), base.logit_scale);
+    }
+
+    #[test]
+    fn the_validation_size_never_changes_a_run_key_and_validation_is_evaluated() {
+        let lab = lab();
+        let base = TrainConfig { test_size: 40, steps: 3, ..TrainConfig::default() };
+        let with = TrainConfig { valid_size: Some(24), ..base.clone() };
+        assert_eq!(lab.normalized(&with), lab.normalized(&base));
+        let (env, env_with) = (lab.task_env(&base).unwrap(), lab.task_env(&with).unwrap());
+        assert_eq!(lab.run_dir(&env, &base), lab.run_dir(&env_with, &with));
+        assert_eq!((env.data.valid.len(), env_with.data.valid.len()), (40, 24));
+        assert_eq!(env.data.train, env_with.data.train);
+        let valid = env_with.evaluator(Split::Validation).unwrap();
+        assert_eq!(valid.len(), 24);
+        let acc = valid.evaluate(&Default::default()).unwrap().accuracy;
+        assert!((0.0..=1.0).contains(&acc));
     }
 
     #[test]

@@ -45,6 +45,24 @@ fn train_writes_artifacts_reuses_the_cache_and_is_bit_identical() {
     let o = run(bin().args(["eval", "--adapter", da.to_str().unwrap()]).args(QUICK));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains(&format!("test accuracy {:.2}%", 100.0 * acc)), "{} vs {acc}", stdout(&o));
+    // `--split validation` scores the held-out validation split instead; train prints it too.
+    let o = run(bin()
+        .args(["eval", "--adapter", da.to_str().unwrap(), "--split", "validation", "--valid-size", "30"])
+        .args(QUICK));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("(30 validation examples)") && stdout(&o).contains("validation accuracy"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(bin()
+        .args(["--runs-dir", a.to_str().unwrap(), "train", "--method", "copra", "--seed", "3", "--valid-size", "30"])
+        .args(QUICK));
+    assert!(
+        stdout(&o).contains("reused") && stdout(&o).contains("(30 images)"),
+        "the validation size keeps the run: {}",
+        stdout(&o)
+    );
     for d in [a, b, c] {
         let _ = std::fs::remove_dir_all(d);
     }

@@ -59,9 +59,19 @@ pub fn tiny_env(blocks: usize, classes: usize, train: usize, test: usize) -> (Ba
         name: "tiny".into(),
         class_names: (0..classes).map(|c| format!("c{c}")).collect(),
         train: train_set,
+        valid: image_set(test, classes, &cfg, 4),
         test: test_set,
     };
-    (bb.clone(), TaskEnv { data, head, train_inputs, test: test_ev, train: train_ev, data_fingerprint: None })
+    let env = TaskEnv {
+        data,
+        head,
+        train_inputs,
+        test: test_ev,
+        train: train_ev,
+        valid_eval: Default::default(),
+        data_fingerprint: None,
+    };
+    (bb.clone(), env)
 }
 
 /// A random adapter with large factors on every block of `cfg` and the `targets`.

@@ -25,6 +25,9 @@ pub struct RunArgs {
     /// Test images.
     #[arg(long)]
     pub test_size: Option<usize>,
+    /// Validation images, held out disjoint from the shots and the test set (default: the test size).
+    #[arg(long)]
+    pub valid_size: Option<usize>,
     /// Data seed (which images; shared by every run being compared).
     #[arg(long)]
     pub data_seed: Option<u64>,
@@ -95,6 +98,9 @@ impl RunArgs {
         set!(steps);
         set!(shots);
         set!(test_size);
+        if let Some(v) = self.valid_size {
+            cfg.valid_size = Some(v);
+        }
         set!(data_seed);
         set!(batch_size);
         set!(lr);

@@ -1,9 +1,10 @@
 //! `copra-lab train` and `copra-lab eval`.
 
-use super::common::RunArgs;
+use super::common::{choice, RunArgs};
 use super::GlobalArgs;
 use anyhow::Result;
 use copra_lab::adapter::peft;
+use copra_lab::lab::Split;
 use copra_lab::train::Method;
 use std::path::PathBuf;
 
@@ -30,8 +31,9 @@ pub fn run(global: &GlobalArgs, a: TrainArgs) -> Result<()> {
     let env = lab.task_env(&cfg)?;
     let run = lab.ensure_run(&env, &cfg, a.force, &global.progress())?;
     let m = &run.manifest;
+    let valid = env.valid()?.evaluate(&run.adapter.deltas())?;
     println!(
-        "{} {} seed {} on {}: test accuracy {:.2}% (frozen backbone {:.2}%), test loss {:.4}; {} ({:.1} s, {:.0} img/s)\n  run: {}",
+        "{} {} seed {} on {}: test accuracy {:.2}% (frozen backbone {:.2}%), test loss {:.4}; validation accuracy {:.2}% ({} images); {} ({:.1} s, {:.0} img/s)\n  run: {}",
         cfg.method.name(),
         if run.reused { "reused" } else { "trained" },
         cfg.seed,
@@ -39,6 +41,8 @@ pub fn run(global: &GlobalArgs, a: TrainArgs) -> Result<()> {
         100.0 * m.test.accuracy,
         100.0 * m.frozen_test.accuracy,
         m.test.loss,
+        100.0 * valid.accuracy,
+        env.data.valid.len(),
         if run.reused { "from cache" } else { "trained now" },
         m.wall_seconds,
         m.images_per_second,
@@ -58,6 +62,9 @@ pub struct EvalArgs {
     /// of the adapter, or of the frozen backbone without --adapter, to this Parquet file.
     #[arg(long, value_name = "FILE.parquet")]
     pub predictions: Option<PathBuf>,
+    /// Which split to score: test, validation (what tuning reads) or train.
+    #[arg(long, value_parser = choice::<Split>(), default_value = "test")]
+    pub split: Split,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -67,19 +74,27 @@ pub fn eval(global: &GlobalArgs, a: EvalArgs) -> Result<()> {
     let cfg = a.run.base_config()?;
     let lab = global.lab()?;
     let env = lab.task_env(&cfg)?;
-    let frozen = copra_lab::lab::frozen_metrics(&env)?;
-    println!("frozen backbone on {}: test accuracy {:.2}%, loss {:.4}", cfg.task, 100.0 * frozen.accuracy, frozen.loss);
+    let split = a.split.name();
+    let scored = env.evaluator(a.split)?;
+    let frozen = scored.evaluate(&Default::default())?;
+    println!(
+        "frozen backbone on {} ({} {split} examples): {split} accuracy {:.2}%, loss {:.4}",
+        cfg.task,
+        scored.len(),
+        100.0 * frozen.accuracy,
+        frozen.loss
+    );
     if let Some(dir) = &a.adapter {
         let adapter = peft::load_as(dir, lab.backbone.peft_layout())?;
         lab.check_adapter(&adapter, dir)?;
         let deltas = adapter.deltas();
-        let test = env.test.evaluate(&deltas)?;
+        let m = scored.evaluate(&deltas)?;
         let train = env.train.evaluate(&deltas)?;
         println!(
-            "adapter {}: test accuracy {:.2}%, loss {:.4}; train accuracy {:.2}%",
+            "adapter {}: {split} accuracy {:.2}%, loss {:.4}; train accuracy {:.2}%",
             dir.display(),
-            100.0 * test.accuracy,
-            test.loss,
+            100.0 * m.accuracy,
+            m.loss,
             100.0 * train.accuracy
         );
     }

@@ -101,6 +101,71 @@ pub fn split_train_test(
     Ok((train, test))
 }
 
+/// Split a training pool into `shots` per class (exactly those [`sample_per_class`] picks
+/// with the same seed) and a disjoint, class-balanced validation set of up to `valid_size`
+/// indices drawn round-robin from the rest of each class's shuffled order. Adding or resizing
+/// the validation set never changes the shots.
+///
+/// Fails when a class has fewer than `shots + 1` examples (no room for a validation example).
+pub fn split_train_valid(
+    labels: &[u32],
+    num_classes: usize,
+    shots: usize,
+    valid_size: usize,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    let groups = shuffled_groups(labels, num_classes, seed)?;
+    for (c, g) in groups.iter().enumerate() {
+        if g.len() < shots + 1 {
+            bail!(
+                "class {c} has only {} training examples but needs at least shots+1 = {} (shots plus one validation example); lower the shot count or add training examples",
+                g.len(),
+                shots + 1
+            );
+        }
+    }
+    let train = groups.iter().flat_map(|g| g[..shots].iter().copied()).collect();
+    Ok((train, round_robin(&groups, shots, valid_size)))
+}
+
+/// Split one pool (a task without separate test files) into `shots` per class, a validation
+/// set and a test set, pairwise disjoint. The shots are exactly those of [`split_train_test`]
+/// with the same seed. Validation is held out from the end of each class's shuffled order
+/// (round-robin, up to `valid_size`, at most half of what a class has beyond its shots); the
+/// test set is then drawn as [`split_train_test`] draws it from what is left, so on a pool
+/// large enough for both it is the same test set.
+///
+/// Fails when a class has fewer than `shots + 2` examples (one validation and one test example).
+pub fn split_train_valid_test(
+    labels: &[u32],
+    num_classes: usize,
+    shots: usize,
+    valid_size: usize,
+    test_size: usize,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+    let groups = shuffled_groups(labels, num_classes, seed)?;
+    for (c, g) in groups.iter().enumerate() {
+        if g.len() < shots + 2 {
+            bail!(
+                "class {c} has only {} examples but needs at least shots+2 = {} (shots for training, one for validation, one for testing); lower the shot count or add examples",
+                g.len(),
+                shots + 2
+            );
+        }
+    }
+    // Each class's tail, reversed, capped at half of its examples beyond the shots.
+    let tails: Vec<Vec<usize>> =
+        groups.iter().map(|g| g.iter().rev().take((g.len() - shots) / 2).copied().collect()).collect();
+    let valid = round_robin(&tails, 0, valid_size);
+    let held: std::collections::HashSet<usize> = valid.iter().copied().collect();
+    let rest: Vec<Vec<usize>> =
+        groups.iter().map(|g| g.iter().copied().filter(|i| !held.contains(i)).collect()).collect();
+    let train = groups.iter().flat_map(|g| g[..shots].iter().copied()).collect();
+    let test = round_robin(&rest, shots, test_size);
+    Ok((train, valid, test))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +238,41 @@ mod tests {
         assert_eq!(counts, vec![4, 4, 1]);
         let err = split_train_test(&l, 3, 5, 9, 3).unwrap_err().to_string();
         assert!(err.contains("shots+1"), "{err}");
+    }
+
+    #[test]
+    fn validation_is_disjoint_and_leaves_the_shots_alone() {
+        let l = labels();
+        let (tr, va) = split_train_valid(&l, 3, 4, 6, 3).unwrap();
+        assert_eq!(tr, sample_per_class(&l, 3, 4, 3).unwrap());
+        assert_eq!(va.len(), 6);
+        assert!(va.iter().all(|i| !tr.contains(i)));
+        let counts: Vec<usize> = (0..3).map(|c| va.iter().filter(|&&i| l[i] == c).count()).collect();
+        // Class 2 has one example left after its 4 shots; the others fill the rest.
+        assert_eq!(counts, vec![3, 2, 1]);
+        assert_eq!((tr.clone(), va.clone()), split_train_valid(&l, 3, 4, 6, 3).unwrap());
+        let err = split_train_valid(&l, 3, 5, 6, 3).unwrap_err().to_string();
+        assert!(err.contains("class 2") && err.contains("shots+1"), "{err}");
+    }
+
+    #[test]
+    fn pool_split_is_three_way_disjoint_and_keeps_shots_and_large_test_sets() {
+        let l = labels();
+        let (tr, va, te) = split_train_valid_test(&l, 3, 2, 6, 100, 3).unwrap();
+        let (tr0, te0) = split_train_test(&l, 3, 2, 100, 3).unwrap();
+        assert_eq!(tr, tr0);
+        assert!(va.iter().all(|i| !tr.contains(i) && !te.contains(i)));
+        assert!(te.iter().all(|i| !tr.contains(i)));
+        // Class 2 has 5: 2 shots, at most (5-2)/2 = 1 validation, the other 2 test.
+        let vc: Vec<usize> = (0..3).map(|c| va.iter().filter(|&&i| l[i] == c).count()).collect();
+        assert_eq!(vc, vec![3, 2, 1]);
+        assert_eq!(tr.len() + va.len() + te.len(), l.len());
+        assert!(te0.len() > te.len());
+        // On a pool large enough for both, the test set is the one without validation.
+        let (_, va, te) = split_train_valid_test(&l, 3, 2, 3, 3, 3).unwrap();
+        assert_eq!(te, split_train_test(&l, 3, 2, 3, 3).unwrap().1);
+        assert!(va.iter().all(|i| !te.contains(i)));
+        let err = split_train_valid_test(&l, 3, 4, 3, 3, 3).unwrap_err().to_string();
+        assert!(err.contains("class 2") && err.contains("shots+2"), "{err}");
     }
 }

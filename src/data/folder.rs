@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 use super::convert::rgb_into;
-use super::fewshot::split_train_test;
+use super::fewshot::split_train_valid_test;
 use super::{mix_seed, ImageSet, TaskData, TaskOptions};
 
 /// Whether `path` has a PNG or JPEG extension.
@@ -112,8 +112,10 @@ pub static SOURCE: super::registry::SourceKind = super::registry::SourceKind {
     load: load_folder_task,
 };
 
-/// Load an image folder as a few-shot task: `shots` random images per class for
-/// training and up to `test_size` class-balanced images from the rest for testing.
+/// Load an image folder as a few-shot task: `shots` random images per class for training,
+/// a class-balanced validation set held out of the rest (see
+/// [`split_train_valid_test`]) and up to `test_size` class-balanced images from what is left
+/// for testing.
 pub fn load_folder_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
     crate::util::check_path_kind(
         dir,
@@ -133,13 +135,13 @@ pub fn load_folder_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
     for (c, cdir) in classes.iter().enumerate() {
         let name = cdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let imgs = sorted_entries(cdir, |p| p.is_file() && is_image(p))?;
-        if imgs.len() < opts.shots + 1 {
+        if imgs.len() < opts.shots + 2 {
             bail!(
-                "class '{name}' in {} has {} PNG/JPEG images but shots={} needs at least {}; add images or lower the shot count",
+                "class '{name}' in {} has {} PNG/JPEG images but shots={} plus one validation and one test image need at least {}; add images or lower the shot count",
                 dir.display(),
                 imgs.len(),
                 opts.shots,
-                opts.shots + 1
+                opts.shots + 2
             );
         }
         files.extend(imgs.into_iter().map(|p| (p, c as u32)));
@@ -148,9 +150,16 @@ pub fn load_folder_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
     check_headers(&files, dir)?;
     let labels: Vec<u32> = files.iter().map(|f| f.1).collect();
     let seed = mix_seed(&[opts.seed, 0xF01D]);
-    let (train_idx, test_idx) = split_train_test(&labels, classes.len(), opts.shots, opts.test_size, seed)?;
+    let (train_idx, valid_idx, test_idx) =
+        split_train_valid_test(&labels, classes.len(), opts.shots, opts.valid_len(), opts.test_size, seed)?;
     let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "folder".to_string());
-    Ok(TaskData { name, class_names, train: to_set(&files, &train_idx, opts)?, test: to_set(&files, &test_idx, opts)? })
+    Ok(TaskData {
+        name,
+        class_names,
+        train: to_set(&files, &train_idx, opts)?,
+        test: to_set(&files, &test_idx, opts)?,
+        valid: to_set(&files, &valid_idx, opts)?,
+    })
 }
 
 #[cfg(test)]
@@ -193,11 +202,14 @@ mod tests {
         let task = load_task(&src, &opts).unwrap();
         assert_eq!(task.class_names, vec!["a_green", "b_red", "c_blue"]);
         assert_eq!(task.train.class_counts(3), vec![2, 2, 2]);
-        // All remaining images go to the test split: 2 + 3 + 4.
-        assert_eq!(task.test.class_counts(3), vec![2, 3, 4]);
+        // Validation takes at most half of what each class has beyond its shots (1, 1, 2 of
+        // 2, 3, 4); all remaining images go to the test split: 1 + 2 + 2.
+        assert_eq!(task.valid.class_counts(3), vec![1, 1, 2]);
+        assert_eq!(task.test.class_counts(3), vec![1, 2, 2]);
+        assert_eq!(task.train.len() + task.valid.len() + task.test.len(), 15, "every file in one split");
         assert_eq!(task.train.len() * 3 * 16 * 16, task.train.images.len());
         // Colours survive: the dominant channel matches the class.
-        for set in [&task.train, &task.test] {
+        for set in [&task.train, &task.valid, &task.test] {
             for i in 0..set.len() {
                 let img = set.image(i);
                 let mean = |c: usize| img[c * 256..(c + 1) * 256].iter().sum::<f32>() / 256.0;
@@ -210,8 +222,9 @@ mod tests {
         assert_eq!(small.train.images, task.train.images);
         let again = load_task(&src, &opts).unwrap();
         assert_eq!(again.test.images, task.test.images);
+        assert_eq!(again.valid.images, task.valid.images);
 
-        let err = load_task(&src, &TaskOptions { shots: 4, ..opts.clone() }).unwrap_err().to_string();
+        let err = load_task(&src, &TaskOptions { shots: 3, ..opts.clone() }).unwrap_err().to_string();
         assert!(err.contains("class 'a_green'") && err.contains("at least 5"), "{err}");
 
         // An unreadable image is reported by path.

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::convert::gray_into;
-use super::fewshot::{balanced_sample, sample_per_class};
+use super::fewshot::{balanced_sample, split_train_valid};
 use super::{mix_seed, ImageSet, TaskData, TaskOptions};
 
 /// Magic number of an IDX file of unsigned bytes with three dimensions (images).
@@ -244,7 +244,8 @@ pub static SOURCE: super::registry::SourceKind = super::registry::SourceKind {
 };
 
 /// Load an MNIST-format directory as a few-shot task: `shots` per class from the
-/// training files and `test_size` class-balanced images from the t10k files.
+/// training files, up to `valid_len()` class-balanced validation images from the rest of the
+/// training files, and `test_size` class-balanced images from the t10k files.
 pub fn load_idx_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
     crate::util::check_path_kind(
         dir,
@@ -276,18 +277,20 @@ pub fn load_idx_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
         counts[l as usize] += 1;
     }
     for (c, &n) in counts.iter().enumerate() {
-        if n < opts.shots {
+        if n < opts.shots + 1 {
             bail!(
-                "IDX directory {}: class {c} ('{}') has {n} training images, fewer than shots={}; lower the shot count",
+                "IDX directory {}: class {c} ('{}') has {n} training images, but shots={} plus one validation image need {}; lower the shot count",
                 dir.display(),
                 class_names[c],
-                opts.shots
+                opts.shots,
+                opts.shots + 1
             );
         }
     }
     let base = mix_seed(&[opts.seed, 0x1D8]);
     let labels32: Vec<u32> = train_labels.iter().map(|&l| l as u32).collect();
-    let train_idx = sample_per_class(&labels32, num_classes, opts.shots, mix_seed(&[base, 1]))?;
+    let (train_idx, valid_idx) =
+        split_train_valid(&labels32, num_classes, opts.shots, opts.valid_len(), mix_seed(&[base, 1]))?;
     let test32: Vec<u32> = test_labels.iter().map(|&l| l as u32).collect();
     let test_idx = balanced_sample(&test32, num_classes, opts.test_size, mix_seed(&[base, 2]))?;
     let name = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "idx".to_string());
@@ -296,6 +299,7 @@ pub fn load_idx_task(dir: &Path, opts: &TaskOptions) -> Result<TaskData> {
         class_names,
         train: to_set(&train_images, &train_labels, &train_idx, opts),
         test: to_set(&test_images, &test_labels, &test_idx, opts),
+        valid: to_set(&train_images, &train_labels, &valid_idx, opts),
     })
 }
 
@@ -353,11 +357,24 @@ mod tests {
             let again = load_task(&TaskSource::File { kind: &SOURCE, path: dir.clone() }, &opts).unwrap();
             assert_eq!(again.train.images, task.train.images);
             assert_eq!(again.test.images, task.test.images);
+            assert_eq!(again.valid.images, task.valid.images);
+            // Validation comes from the training file (source value 10*i, i < 12), two per
+            // class after the shots, never one of the shots.
+            let source = |set: &ImageSet, i: usize| ((set.image(i)[0] * 0.5 + 0.5) * 255.0).round() as usize / 10;
+            assert_eq!(task.valid.class_counts(3), vec![2, 2, 2]);
+            let shots: Vec<usize> = (0..task.train.len()).map(|i| source(&task.train, i)).collect();
+            for i in 0..task.valid.len() {
+                assert!(!shots.contains(&source(&task.valid, i)), "validation image {i} is a shot");
+            }
+            // Its size never changes the shots or the test set.
+            let one = TaskOptions { valid_size: Some(3), ..opts.clone() };
+            let small = load_task(&TaskSource::File { kind: &SOURCE, path: dir.clone() }, &one).unwrap();
+            assert_eq!((&small.train, &small.test, small.valid.len()), (&task.train, &task.test, 3));
             let err =
-                load_task(&TaskSource::File { kind: &SOURCE, path: dir.clone() }, &TaskOptions { shots: 5, ..opts })
+                load_task(&TaskSource::File { kind: &SOURCE, path: dir.clone() }, &TaskOptions { shots: 4, ..opts })
                     .unwrap_err()
                     .to_string();
-            assert!(err.contains("fewer than shots=5"), "{err}");
+            assert!(err.contains("shots=4 plus one validation image need 5"), "{err}");
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }

@@ -36,7 +36,7 @@ mod textures;
 #[cfg(test)]
 mod tests;
 
-pub use fewshot::{balanced_sample, sample_per_class, split_train_test};
+pub use fewshot::{balanced_sample, sample_per_class, split_train_test, split_train_valid, split_train_valid_test};
 pub use folder::load_folder_task;
 pub use idx::{
     load_idx_task, read_idx_images, read_idx_labels, write_idx_images, write_idx_labels, IdxImages,
@@ -152,6 +152,10 @@ pub struct TaskData {
     pub train: ImageSet,
     /// Test split, disjoint from the training split.
     pub test: ImageSet,
+    /// Validation split, disjoint from the shots and the test split: generated for built-in
+    /// tasks, held out of the training files (or, for a single pool, out of what the shots
+    /// leave) for file tasks. Tuning reads it; the test split stays for the final numbers.
+    pub valid: ImageSet,
 }
 
 impl TaskData {
@@ -160,9 +164,10 @@ impl TaskData {
         self.class_names.len()
     }
 
-    /// A fingerprint of the decoded data (class names, labels, shapes and pixel values of both
-    /// splits): equal data give equal fingerprints, so a run cache keyed on it notices when
-    /// the files behind an `idx:` or `folder:` task are replaced.
+    /// A fingerprint of the decoded data (class names, labels, shapes and pixel values of the
+    /// training and test splits): equal data give equal fingerprints, so a run cache keyed on
+    /// it notices when the files behind an `idx:` or `folder:` task are replaced. The
+    /// validation split is left out: runs never read it, so it does not change their keys.
     pub fn fingerprint(&self) -> String {
         let mut h = crate::util::Fnv64::new();
         for name in &self.class_names {
@@ -227,6 +232,10 @@ pub struct TaskOptions {
     pub shots: usize,
     /// Number of test images, class-balanced (default 1000).
     pub test_size: usize,
+    /// Number of validation images, class-balanced (default: `test_size`; see
+    /// [`TaskOptions::valid_len`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_size: Option<usize>,
     /// Data seed (default 0).
     pub seed: u64,
     /// The `tokenizer.json` of the text backbone (text tasks only).
@@ -243,6 +252,7 @@ impl Default for TaskOptions {
             channels: 3,
             shots: 16,
             test_size: 1000,
+            valid_size: None,
             seed: 0,
             tokenizer: None,
             max_length: crate::train::config::DEFAULT_MAX_LENGTH,
@@ -251,6 +261,11 @@ impl Default for TaskOptions {
 }
 
 impl TaskOptions {
+    /// The number of validation examples asked for: `valid_size`, or `test_size` when unset.
+    pub fn valid_len(&self) -> usize {
+        self.valid_size.unwrap_or(self.test_size)
+    }
+
     /// Check that the options are usable.
     pub fn validate(&self) -> Result<()> {
         check_geometry(self.image_size, self.channels)?;
@@ -259,6 +274,9 @@ impl TaskOptions {
         }
         if self.test_size == 0 {
             bail!("test_size must be at least 1; pass a positive test size");
+        }
+        if self.valid_size == Some(0) {
+            bail!("valid_size must be at least 1; pass a positive validation size or leave it out (default: the test size)");
         }
         Ok(())
     }
@@ -369,7 +387,11 @@ pub fn load_task(source: &TaskSource, opts: &TaskOptions) -> Result<TaskData> {
     match source {
         TaskSource::Builtin(name) => match Builtin::from_name(name) {
             Some(b) => {
-                let images = b.num_classes().saturating_mul(opts.shots).saturating_add(opts.test_size);
+                let images = b
+                    .num_classes()
+                    .saturating_mul(opts.shots)
+                    .saturating_add(opts.test_size)
+                    .saturating_add(opts.valid_len());
                 check_volume(images, opts.image_size, opts.channels)?;
                 procedural::load_builtin(b, opts)
             }

@@ -17,6 +17,8 @@ use super::{ImageSet, TaskData, TaskOptions};
 const SPLIT_TRAIN: u64 = 0x7241_494E;
 /// Split tag mixed into the seeds of test images.
 const SPLIT_TEST: u64 = 0x7445_5354;
+/// Split tag mixed into the seeds of validation images.
+const SPLIT_VALID: u64 = 0x5641_4C49;
 
 /// A built-in procedural task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,12 +201,14 @@ pub(crate) fn render_set(task: Builtin, labels: Vec<u32>, seeds: &[u64], size: u
     ImageSet { images, labels, channels, height: size, width: size, tokens: false }
 }
 
-/// Generate a built-in task: `shots` training images per class (class-major) and
-/// `test_size` class-balanced test images (labels cycle through the classes).
+/// Generate a built-in task: `shots` training images per class (class-major), and
+/// `test_size` test and `valid_len()` validation images, class-balanced (labels cycle
+/// through the classes).
 ///
-/// Training image `j` of class `c` is seeded by `(seed, task, train, c, j)` and test
-/// image `i` by `(seed, task, test, i)`, so the splits never share a seed, and a
-/// smaller `shots` or `test_size` yields a subset of a larger one's images.
+/// Training image `j` of class `c` is seeded by `(seed, task, train, c, j)`, test image `i`
+/// by `(seed, task, test, i)` and validation image `i` by `(seed, task, valid, i)`, so the
+/// splits never share a seed, the validation split changes neither other split, and a
+/// smaller size yields a subset of a larger one's images.
 pub(crate) fn load_builtin(task: Builtin, opts: &TaskOptions) -> Result<TaskData> {
     let k = task.num_classes();
     let base = mix_seed(&[opts.seed, name_hash(task.name())]);
@@ -219,11 +223,15 @@ pub(crate) fn load_builtin(task: Builtin, opts: &TaskOptions) -> Result<TaskData
     }
     let test_labels: Vec<u32> = (0..opts.test_size).map(|i| (i % k) as u32).collect();
     let test_seeds: Vec<u64> = (0..opts.test_size).map(|i| mix_seed(&[test_base, i as u64])).collect();
+    let valid_base = mix_seed(&[base, SPLIT_VALID]);
+    let valid_labels: Vec<u32> = (0..opts.valid_len()).map(|i| (i % k) as u32).collect();
+    let valid_seeds: Vec<u64> = (0..opts.valid_len()).map(|i| mix_seed(&[valid_base, i as u64])).collect();
     let size = opts.image_size;
     Ok(TaskData {
         name: task.name().to_string(),
         class_names: task.class_names(),
         train: render_set(task, train_labels, &train_seeds, size, opts.channels),
         test: render_set(task, test_labels, &test_seeds, size, opts.channels),
+        valid: render_set(task, valid_labels, &valid_seeds, size, opts.channels),
     })
 }

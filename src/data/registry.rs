@@ -12,7 +12,7 @@
 //! ```
 //! use anyhow::{bail, Result};
 //! use copra_lab::data::registry::{Modality, SourceKind};
-//! use copra_lab::data::{split_train_test, ImageSet, TaskData, TaskOptions};
+//! use copra_lab::data::{split_train_valid_test, ImageSet, TaskData, TaskOptions};
 //! use std::path::Path;
 //!
 //! fn load_pixels(path: &Path, opts: &TaskOptions) -> Result<TaskData> {
@@ -27,9 +27,11 @@
 //!         images.extend(values[1..].iter().map(|p| (p / 255.0 - 0.5) / 0.5));
 //!     }
 //!     let all = ImageSet { images, labels, channels: 1, height: 8, width: 8, tokens: false };
-//!     let (train, test) = split_train_test(&all.labels, 2, opts.shots, opts.test_size, opts.seed)?;
-//!     let (train, test) = (all.subset(&train), all.subset(&test));
-//!     Ok(TaskData { name: "pixels".into(), class_names: vec!["dark".into(), "light".into()], train, test })
+//!     let (train, valid, test) =
+//!         split_train_valid_test(&all.labels, 2, opts.shots, opts.valid_len(), opts.test_size, opts.seed)?;
+//!     let (train, valid, test) = (all.subset(&train), all.subset(&valid), all.subset(&test));
+//!     let class_names = vec!["dark".into(), "light".into()];
+//!     Ok(TaskData { name: "pixels".into(), class_names, train, test, valid })
 //! }
 //!
 //! static PIXELS: SourceKind = SourceKind {
@@ -46,10 +48,10 @@
 //!     format!("{label},{}", vec![grey.to_string(); 64].join(","))
 //! }).collect();
 //! std::fs::write(&file, lines.join("\n"))?;
-//! let opts = TaskOptions { shots: 3, test_size: 4, ..TaskOptions::default() };
+//! let opts = TaskOptions { shots: 3, test_size: 4, valid_size: Some(2), ..TaskOptions::default() };
 //! let task = (PIXELS.load)(&file, &opts)?;
 //! std::fs::remove_file(&file)?;
-//! assert_eq!((task.train.len(), task.test.len()), (6, 4));
+//! assert_eq!((task.train.len(), task.valid.len(), task.test.len()), (6, 2, 4));
 //! assert_eq!(task.train.class_counts(2), vec![3, 3]);
 //! # Ok::<(), anyhow::Error>(())
 //! ```

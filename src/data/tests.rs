@@ -507,3 +507,30 @@ fn fingerprint_follows_every_decoded_value() {
     let other = load_task(&parse_task("lighting").unwrap(), &TaskOptions { seed: 1, ..opts }).unwrap();
     assert_ne!(other.fingerprint(), fp);
 }
+
+#[test]
+fn builtin_validation_is_disjoint_balanced_and_leaves_other_splits_alone() {
+    for info in builtin_tasks() {
+        let o = TaskOptions { valid_size: Some(24), ..opts(3, 40, 5) };
+        let t = builtin(info.name, &o);
+        assert_eq!(t.valid.len(), 24, "{}", info.name);
+        let counts = t.valid.class_counts(info.num_classes);
+        assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1, "{}: {counts:?}", info.name);
+        for i in 0..t.valid.len() {
+            for other in [&t.train, &t.test] {
+                assert!((0..other.len()).all(|j| other.image(j) != t.valid.image(i)), "{}: valid {i}", info.name);
+            }
+        }
+        // The validation size changes neither the shots nor the test set; same seed, same bits.
+        let other = builtin(info.name, &TaskOptions { valid_size: Some(7), ..o.clone() });
+        assert_eq!((&other.train, &other.test), (&t.train, &t.test));
+        assert_eq!(other.valid.images[..], t.valid.images[..other.valid.images.len()]);
+        assert_eq!(builtin(info.name, &o), t);
+        // Unset, it defaults to the test size.
+        assert_eq!(builtin(info.name, &opts(3, 40, 5)).valid.len(), 40);
+    }
+    let err = load_task(&parse_task("hue").unwrap(), &TaskOptions { valid_size: Some(0), ..opts(2, 10, 0) })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("valid_size"), "{err}");
+}

@@ -4,12 +4,13 @@
 //! the backbone's `tokenizer.json` (Hugging Face `tokenizers`).
 //!
 //! A file named `…-train.…` (or `…train.…`) whose `-test` sibling exists gives the
-//! training shots and the sibling gives the test split; any other file is split into
-//! disjoint shots and test examples. Only the sampled examples are tokenized. Each
+//! training shots and the validation split (held out of the training file) and the sibling
+//! gives the test split; any other file is split into disjoint shots, validation and test
+//! examples ([`super::split_train_valid_test`]). Only the sampled examples are tokenized. Each
 //! example is one row of token ids padded with 0 to the longest sampled text of its
 //! split (the encoder cuts each batch to its own longest text).
 
-use super::{balanced_sample, mix_seed, sample_per_class, split_train_test, ImageSet, TaskData, TaskOptions};
+use super::{balanced_sample, mix_seed, split_train_valid, split_train_valid_test, ImageSet, TaskData, TaskOptions};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -410,28 +411,32 @@ pub fn load_text_task(path: &Path, format: TextFormat, opts: &TaskOptions) -> Re
         .file_stem()
         .map(|s| s.to_string_lossy().trim_end_matches("-train").trim_end_matches("_train").to_string())
         .unwrap_or_else(|| "text".into());
-    let (train_set, test_set) = match test_sibling(path) {
+    let (train_set, valid_set, test_set) = match test_sibling(path) {
         Some(test_path) => {
             let test = read_corpus(&test_path, format)?;
             let test_labels = label_ids(&test.labels, &names, &test_path)?;
-            let train_idx = sample_per_class(&train_labels, k, opts.shots, mix_seed(&[base, 1]))
-                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            let (train_idx, valid_idx) =
+                split_train_valid(&train_labels, k, opts.shots, opts.valid_len(), mix_seed(&[base, 1]))
+                    .map_err(|e| anyhow!("{}: {e}", path.display()))?;
             let test_idx = balanced_sample(&test_labels, k, opts.test_size, mix_seed(&[base, 2]))?;
             (
                 token_set(&train, &train_labels, &train_idx, tokenizer, opts.max_length)?,
+                token_set(&train, &train_labels, &valid_idx, tokenizer, opts.max_length)?,
                 token_set(&test, &test_labels, &test_idx, tokenizer, opts.max_length)?,
             )
         }
         None => {
-            let (train_idx, test_idx) = split_train_test(&train_labels, k, opts.shots, opts.test_size, base)
-                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            let (train_idx, valid_idx, test_idx) =
+                split_train_valid_test(&train_labels, k, opts.shots, opts.valid_len(), opts.test_size, base)
+                    .map_err(|e| anyhow!("{}: {e}", path.display()))?;
             (
                 token_set(&train, &train_labels, &train_idx, tokenizer, opts.max_length)?,
+                token_set(&train, &train_labels, &valid_idx, tokenizer, opts.max_length)?,
                 token_set(&train, &train_labels, &test_idx, tokenizer, opts.max_length)?,
             )
         }
     };
-    Ok(TaskData { name, class_names: names, train: train_set, test: test_set })
+    Ok(TaskData { name, class_names: names, train: train_set, test: test_set, valid: valid_set })
 }
 
 /// A text data file found in a folder, for `copra-lab tasks`.
@@ -636,6 +641,10 @@ mod tests {
         };
         let train = rows_of(&task.train);
         assert!(rows_of(&task.test).iter().all(|r| !train.contains(r)), "test texts are not training texts");
+        // The validation split is held out of the same file, disjoint from shots and test.
+        assert_eq!(task.valid.class_counts(3), vec![3, 3, 3]);
+        let test = rows_of(&task.test);
+        assert!(rows_of(&task.valid).iter().all(|r| !train.contains(r) && !test.contains(r)));
         assert_eq!(load_text_task(&p, TextFormat::Tab, &opts).unwrap(), task, "same seed, same task");
         let other = load_text_task(&p, TextFormat::Tab, &TaskOptions { seed: 5, ..opts.clone() }).unwrap();
         assert_ne!(other.train, task.train);

@@ -65,9 +65,41 @@ impl Operator {
 }
 
 impl Operator {
+    /// The operator with its parameter `name` set to `value` (its other parameters kept), or
+    /// `None` when the operator has no such parameter (e.g. `lambda` of `factor`).
+    pub fn with_param(&self, name: &str, value: f64) -> Result<Option<Operator>> {
+        let op = self.method.operator();
+        let info = op.info();
+        if !info.params.iter().any(|p| p.name == name) {
+            return Ok(None);
+        }
+        let mut params = super::operator::Params::defaults(info.params);
+        for (p, v) in info.params.iter().zip(op.params()) {
+            params.set(info.name, p.name, v)?;
+        }
+        params.set(info.name, name, value)?;
+        Ok(Some(Operator { method: (info.build)(&params)?, align: self.align }))
+    }
+
     /// Merges `adapters` at equal (default) weights with `base` options and this operator's
     /// LoRA Align setting.
     pub fn merge(&self, adapters: &[&Adapter], base: &MergeOptions) -> Result<MergeOutcome> {
         merge_with_report(adapters, &[], &self.method, &MergeOptions { align: self.align, ..base.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setting_lambda_keeps_the_other_parameters_and_skips_operators_without_it() {
+        let ties = Operator::parse("ties:density=0.3,lambda=1").unwrap();
+        let half = ties.with_param("lambda", 0.5).unwrap().unwrap();
+        assert_eq!(half, Operator::parse("ties:density=0.3,lambda=0.5").unwrap());
+        let ta = Operator::parse("ta").unwrap().with_param("lambda", 0.2).unwrap().unwrap();
+        assert_eq!(ta.to_string(), "task-arithmetic:lambda=0.2");
+        assert!(Operator::parse("factor+align").unwrap().with_param("lambda", 0.5).unwrap().is_none());
+        assert!(ties.with_param("lambda", f64::NAN).is_err());
     }
 }

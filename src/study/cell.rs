@@ -161,9 +161,10 @@ impl Cell {
 
 /// The `Debug` forms of the `TrainConfig` fields that came after the first cell ids, at
 /// their defaults (left out of the legacy description).
-fn late_fields_at_default() -> [String; 3] {
+fn late_fields_at_default() -> [String; 4] {
     let d = crate::train::TrainConfig::default();
     [
+        format!(", valid_size: {:?}", d.valid_size),
         format!(", max_length: {:?}", d.max_length),
         format!(", encoders: {:?}", d.encoders),
         format!(", prompt_template: {:?}", d.prompt_template),

@@ -365,10 +365,8 @@ mod tests {
             .collect();
         let r = &items_table(&cyclic, "lora")[0];
         assert!(r.se.is_finite() && r.note.is_empty(), "{r:?}");
-        let star: Vec<Prediction> = ["1+2", "1+3", "1+4"]
-            .iter()
-            .flat_map(|s| (0..2).map(move |i| pred("copra", s, 0, i, i == 0)))
-            .collect();
+        let star: Vec<Prediction> =
+            ["1+2", "1+3", "1+4"].iter().flat_map(|s| (0..2).map(move |i| pred("copra", s, 0, i, i == 0))).collect();
         let r = &items_table(&star, "lora")[0];
         assert!(r.mean.is_nan() && r.note.contains("balanced"), "{r:?}");
     }

@@ -11,6 +11,7 @@ pub mod measure;
 pub mod report;
 pub mod spec;
 pub mod store;
+pub mod tune;
 
 pub use cell::{cells, Cell, CellKind};
 pub use spec::Spec;
@@ -111,6 +112,7 @@ pub fn check_costs(spec: &Spec, yes: bool) -> Result<()> {
     // The claims grid (5 variants × 5 tasks × 5 seeds of 500 steps, its groups and multi-task
     // cells) is the default.
     check_cost("the grid (tasks × variants × sweep values × seeds)", all.len() as f64, 275.0, yes)?;
+    let tuning = tune::tuning_cells(spec)?;
     let trainings: Vec<&crate::train::TrainConfig> = all
         .iter()
         .flat_map(|c| match &c.kind {
@@ -118,6 +120,7 @@ pub fn check_costs(spec: &Spec, yes: bool) -> Result<()> {
             CellKind::Group { .. } => Vec::new(),
             CellKind::Own { cell, .. } => cell.runs.iter().chain(&cell.configs).collect(),
         })
+        .chain(tuning.iter().map(|c| &c.cfg))
         .collect();
     let max = |f: fn(&crate::train::TrainConfig) -> usize| trainings.iter().map(|c| f(c)).max().unwrap_or(0) as f64;
     let d = crate::train::TrainConfig::default();
@@ -186,12 +189,17 @@ pub struct AnalyzeSummary {
 }
 
 /// Runs the missing cells of `shard` into `out`, then writes the report when every cell of
-/// the grid is finished. Each cell is written atomically as soon as it finishes.
+/// the grid is finished. Each cell is written atomically as soon as it finishes. A spec with
+/// `[tune]` runs its tuning cells first and lays the grid out at the chosen values
+/// ([`tune::run_tuning`]).
 pub fn analyze(lab: &Lab, spec: &Spec, out: &Path, shard: Shard, progress: &Progress) -> Result<AnalyzeSummary> {
-    let all = cells(spec)?;
+    cells(spec)?;
     std::fs::create_dir_all(out).map_err(|e| anyhow!("cannot create {}: {e}; pick a writable --out", out.display()))?;
     check_backbone(out, &lab.backbone_name, &lab.fingerprint)?;
     crate::report::atomic::write_atomic(&out.join("spec.toml"), spec.text.as_bytes())?;
+    tune::run_tuning(lab, spec, out, shard, progress)?;
+    let spec = &tune::resolve(out, spec.clone())?;
+    let all = cells(spec)?;
     let mine: Vec<&Cell> = all.iter().enumerate().filter(|(i, _)| shard.owns(*i)).map(|(_, c)| c).collect();
     // Cells of this shard finished under their legacy ids are adopted, not recomputed.
     store::migrate_legacy(out, mine.iter().copied())?;

@@ -185,7 +185,7 @@ fn gather(dir: &Path) -> Result<Gathered> {
     if !spec_path.is_file() {
         bail!("{} has no spec.toml; run `copra-lab analyze SPEC` first (it writes the report folder)", dir.display());
     }
-    let spec = Spec::read(&spec_path)?;
+    let spec = super::tune::resolve(dir, Spec::read(&spec_path)?)?;
     let all = cells(&spec)?;
     store::migrate_legacy(dir, &all)?;
     let missing: Vec<&str> = all.iter().filter(|c| !store::is_done(dir, &c.id)).map(|c| c.id.as_str()).collect();
@@ -346,6 +346,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     }
     let figures = write_figures(dir, spec, &summary, &g.curves)?;
     let mut readme = readme(spec, &g, &summary, &paired, &primary, &figures, &first_measure);
+    super::tune::insert_section(&mut readme, &super::tune::write_tables(dir, spec)?);
     readme.push_str(&matched_fit_section(&matched));
     let path = dir.join("README.md");
     write_atomic(&path, readme.as_bytes())?;

@@ -40,6 +40,11 @@ pub struct Spec {
     pub report: ReportOptions,
     /// The spec's text, copied into the report folder.
     pub text: String,
+    /// The `[tune]` section: training keys chosen on validation ([`super::tune`]).
+    pub tune: Option<super::tune::Tune>,
+    /// The tuned choices, once the tuning cells have run ([`super::tune::resolve`]); every
+    /// config of the grid takes them ([`Spec::config`]).
+    pub chosen: Option<Arc<super::tune::Chosen>>,
 }
 
 /// A named training variant: the base config with some keys overridden.
@@ -179,6 +184,7 @@ struct SpecFile {
     measure: toml::Table,
     #[serde(default)]
     report: ReportOptions,
+    tune: Option<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -399,6 +405,7 @@ impl Spec {
                 return Err(at("claim", "state the claim the test answers, in words".into()));
             }
         }
+        let tune = super::tune::parse_section(text, file.tune.as_ref(), &file.seeds, &sweep.key, &variants)?;
         Ok(Spec {
             name: file.name,
             question: file.question.trim().to_string(),
@@ -413,11 +420,13 @@ impl Spec {
             measures,
             report: file.report,
             text: text.to_string(),
+            tune,
+            chosen: None,
         })
     }
 
-    /// The config of `variant` at sweep point `point` with run seed `seed` on `task`; with
-    /// [`DataDraw::Replicate`] its data seed is `seed`.
+    /// The config of `variant` at sweep point `point` with run seed `seed` on `task` (with the
+    /// tuned choices, once resolved); with [`DataDraw::Replicate`] its data seed is `seed`.
     pub fn config(&self, variant: &Variant, point: usize, seed: u64, task: &str) -> Result<TrainConfig> {
         let cfg = self.group_config(variant, point, seed, task)?;
         let data_seed = if self.data_draw == DataDraw::Replicate { seed } else { cfg.data_seed };
@@ -428,7 +437,11 @@ impl Spec {
     /// on the fixed draw `data_seed`, so that a group's runs share their shots and test set.
     pub fn group_config(&self, variant: &Variant, point: usize, seed: u64, task: &str) -> Result<TrainConfig> {
         let base = variant.points.get(point).ok_or_else(|| anyhow!("internal: no sweep point {point}"))?;
-        Ok(TrainConfig { seed, task: task.to_string(), ..base.clone() })
+        let cfg = TrainConfig { seed, task: task.to_string(), ..base.clone() };
+        match &self.chosen {
+            Some(chosen) => chosen.apply(&variant.name, point, cfg),
+            None => Ok(cfg),
+        }
     }
 
     /// The options of the `[measure.*]` tables as written, as one JSON object in registry

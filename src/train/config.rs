@@ -73,6 +73,11 @@ pub struct TrainConfig {
     pub shots: usize,
     /// Test images.
     pub test_size: usize,
+    /// Validation images (default: `test_size`). Runs never read the validation split, so it is
+    /// left out of their cache keys ([`crate::lab::Lab::normalized`]) and of the serialised
+    /// config when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_size: Option<usize>,
     /// Optimizer steps T.
     pub steps: usize,
     /// Batch size.
@@ -137,6 +142,7 @@ impl Default for TrainConfig {
             data_seed: 0,
             shots: 16,
             test_size: 1000,
+            valid_size: None,
             steps: 500,
             batch_size: 32,
             lr: 2e-3,
@@ -169,6 +175,9 @@ impl TrainConfig {
         }
         if self.shots == 0 {
             bail!("shots must be at least 1");
+        }
+        if self.valid_size == Some(0) {
+            bail!("valid_size must be at least 1; leave it out for the default (the test size)");
         }
         if self.max_length < 2 {
             bail!("max_length must be at least 2 tokens ([CLS] and [SEP]); the default is {DEFAULT_MAX_LENGTH}");

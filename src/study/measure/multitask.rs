@@ -1,7 +1,9 @@
 //! Multi-task merging: one adapter per task (same variant and seed) merged by each operator
 //! ([`Operator`], `factor+align` included), the result scored on every task with that task's
 //! head; rows per task and their average (`task = all`), raw and normalised by each task's own
-//! adapter.
+//! adapter. With `lambda_grid`, every operator with a `lambda` (task arithmetic, TIES) takes
+//! the λ of the grid with the highest mean VALIDATION accuracy over the merged tasks (ties: the
+//! first), the test split is scored at that λ only, and the choice is a `chosen_lambda` row.
 
 use super::base::{options, Cost, Input, Measure, MeasureInfo, OwnCell, ParseContext, Rows, Unit};
 use super::rows::Tag;
@@ -24,6 +26,10 @@ pub struct MultitaskSpec {
     pub tasks: Vec<String>,
     /// Merge operators (`copra-lab multitask --help` lists them; `factor+align` included).
     pub operators: Vec<String>,
+    /// Candidate λ for the operators that have one, chosen per cell on validation (empty: the
+    /// written λ). Left out of the cell ids when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lambda_grid: Vec<f64>,
 }
 
 /// Multi-task merging.
@@ -58,6 +64,13 @@ impl Multitask {
         }
         if tasks.len() < 2 {
             return Err((ctx.at)(key, "multi-task merging needs at least two tasks; list them in tasks".into()));
+        }
+        let grid = &written.lambda_grid;
+        if grid.iter().any(|l| !l.is_finite()) || (1..grid.len()).any(|i| grid[..i].contains(&grid[i])) {
+            return Err((ctx.at)(
+                "lambda_grid",
+                "list distinct finite λ candidates, e.g. lambda_grid = [0.1, 0.3, 0.5, 1.0]".into(),
+            ));
         }
         Ok(Multitask { written, tasks, operators })
     }
@@ -104,7 +117,28 @@ impl Measure for Multitask {
         let adapters: Vec<&crate::adapter::Adapter> = runs.iter().map(|r| &r.adapter).collect();
         let (mut rows, mut predictions) = (Vec::new(), Vec::new());
         for (name, op) in self.written.operators.iter().zip(&self.operators) {
-            let deltas = op.merge(&adapters, &MergeOptions::default())?.merged.deltas();
+            // λ from the grid on validation (never the test split), when the operator has one.
+            let mut best: Option<(f64, f64, crate::eval::Deltas)> = None;
+            for &lambda in &self.written.lambda_grid {
+                let Some(candidate) = op.with_param("lambda", lambda)? else { break };
+                let deltas = candidate.merge(&adapters, &MergeOptions::default())?.merged.deltas();
+                let mut valid = 0.0;
+                for cfg in &cell.runs {
+                    valid += envs.built(cfg)?.valid()?.evaluate(&deltas)?.accuracy;
+                }
+                if best.as_ref().is_none_or(|(_, b, _)| valid > *b) {
+                    best = Some((lambda, valid, deltas));
+                }
+            }
+            let deltas = match best {
+                Some((lambda, valid, deltas)) => {
+                    let t = Tag { task: "all".into(), ..(*tag).clone() };
+                    rows.push(t.row(INFO.name, name, "chosen_lambda", lambda));
+                    rows.push(t.row(INFO.name, name, "validation_accuracy", valid / cell.runs.len() as f64));
+                    deltas
+                }
+                None => op.merge(&adapters, &MergeOptions::default())?.merged.deltas(),
+            };
             let (mut acc, mut norm) = (0.0, 0.0);
             for (cfg, run) in cell.runs.iter().zip(*runs) {
                 let (m, examples) = envs.built(cfg)?.test.evaluate_examples(&deltas)?;

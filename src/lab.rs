@@ -180,7 +180,7 @@ impl Lab {
                 bail!(
                     "--rank {} is larger than the {} layer's smaller dimension {limit} on this backbone; use a rank from 1 to {limit}",
                     cfg.lora.rank,
-                    m.peft_path()
+                    self.backbone.peft_layout().module_path(m)
                 );
             }
         }

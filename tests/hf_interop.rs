@@ -97,7 +97,8 @@ fn write_bert_interop_fixture() {
         }
     }
     let adapter = copra_lab::adapter::Adapter { spec, modules };
-    peft::save_as(&adapter, &dir.join("adapter"), "backbone", PeftLayout::Bert).unwrap();
+    peft::save_as(&adapter, &dir.join("adapter"), "backbone", PeftLayout::single(&copra_lab::model::bert::NAMES))
+        .unwrap();
     let texts = ["the cat chases a mouse", "rockets launch into orbit from earth", "disk", "the team wins the match"];
     let (ids, width) = copra_lab::data::text::tokenize(&texts, &source.join("tokenizer.json"), 64).unwrap();
     let ids = Tensor::from_vec(ids, (texts.len(), width), &Device::Cpu).unwrap();

@@ -9,8 +9,9 @@
 //! encoder carries its padding mask inside its hidden state for this reason).
 //!
 //! [`Backbone`] is the shared, cheaply cloned handle every command holds. A new
-//! architecture is one file implementing [`Encoder`] plus one arm in
-//! `checkpoint::load_dir`.
+//! architecture is one file implementing [`Encoder`] with its name table
+//! (`adapter::names::EncoderNames`) and `checkpoint::Architecture`, plus one line in
+//! `checkpoint::ARCHITECTURES`.
 
 use super::branch::{Branch, NoBranch};
 use super::head::Prompts;
@@ -54,8 +55,8 @@ pub enum InputKind {
 ///
 /// An encoder that mean-pools the tokens of another encoder's output instead of reading
 /// its class token: everything else is delegated. A new architecture implements the same
-/// methods on its own weights in one file under `src/model/`, plus its `model_type` arm in
-/// `checkpoint::load_dir` (see `docs/architecture.md`).
+/// methods on its own weights in one file under `src/model/`, with its names and
+/// `Architecture`, plus one line in `checkpoint::ARCHITECTURES` (see `docs/architecture.md`).
 ///
 /// ```
 /// use anyhow::Result;

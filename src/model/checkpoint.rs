@@ -50,7 +50,7 @@ pub struct Architecture {
 /// Every architecture copra-lab reads (the first is the default when `model_type` is absent).
 /// A new encoder is its own file (with its `Architecture` and names) and one line here.
 pub static ARCHITECTURES: &[&Architecture] =
-    &[&super::vit::ARCHITECTURE, &super::bert::ARCHITECTURE, &super::clip::ARCHITECTURE];
+    &[&super::vit::ARCHITECTURE, &super::bert::ARCHITECTURE, &super::clip::ARCHITECTURE, &super::dinov2::ARCHITECTURE];
 
 /// The name tables of every architecture, in [`ARCHITECTURES`] order.
 pub fn encoder_names() -> Vec<&'static EncoderNames> {
@@ -124,6 +124,11 @@ impl HfTensors {
             self.tensors =
                 all.into_iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v))).collect();
         }
+    }
+
+    /// Whether tensor `name` is (still) there.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
     }
 
     /// Removes tensor `name`, checking its shape, as `f32`.

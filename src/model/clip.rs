@@ -183,6 +183,7 @@ impl Clip {
             heads: cfg.num_attention_heads,
             bias,
             activation: &activation,
+            layer_scale: None,
         };
         layer.forward(x, branch, numerics, rows)
     }

@@ -9,6 +9,8 @@ pub mod checkpoint;
 pub mod clip;
 pub mod clip_config;
 pub mod config;
+pub mod dinov2;
+pub mod dinov2_config;
 pub mod encoder;
 pub mod head;
 pub mod lora;

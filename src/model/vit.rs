@@ -219,6 +219,7 @@ impl Vit {
             heads: self.config.num_attention_heads,
             bias: None,
             activation: &super::ops::gelu_erf,
+            layer_scale: None,
         }
     }
 

@@ -141,3 +141,28 @@ fn safetensors_names(path: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+#[test]
+fn the_processor_config_gives_the_normalisation_and_the_input_size() {
+    use copra_lab::model::dinov2_config::{processor, IMAGENET_MEAN, IMAGENET_STD};
+    use copra_lab::model::InputKind;
+    let dir = std::env::temp_dir().join(format!("copra-dinov2-processor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // No file: ImageNet's mean and std, no size.
+    let p = processor(&dir, 3).unwrap();
+    assert_eq!((p.mean, p.std, p.size), (IMAGENET_MEAN.to_vec(), IMAGENET_STD.to_vec(), None));
+    let write = |text: &str| std::fs::write(dir.join("preprocessor_config.json"), text).unwrap();
+    write(
+        r#"{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.5, 1.0], "crop_size": {"height": 224, "width": 224}}"#,
+    );
+    let p = processor(&dir, 3).unwrap();
+    assert_eq!((p.mean, p.std, p.size), (vec![0.5; 3], vec![0.25, 0.5, 1.0], Some(224)));
+    write(r#"{"crop_size": {"height": 224, "width": 200}}"#);
+    assert!(processor(&dir, 3).unwrap_err().to_string().contains("not a square"));
+    write(r#"{"image_mean": [0.5], "image_std": [0.5]}"#);
+    assert!(processor(&dir, 3).unwrap_err().to_string().contains("3 values"));
+    // The fixture's processor crops to its image_size: tasks are made at 30 px.
+    let backbone = checkpoint::load_dir(&fixture().join("model"), &Device::Cpu).unwrap();
+    assert_eq!(backbone.input_kind(), InputKind::Image { size: 30, channels: 3 });
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -11,7 +11,7 @@
 
 use super::branch::Branch;
 use super::checkpoint::{Architecture, HfTensors};
-use super::dinov2_config::{normalisation, Dinov2Config};
+use super::dinov2_config::{processor, Dinov2Config};
 use super::encoder::{
     add_deltas, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder, InputKind, LinearWeights,
     Numerics,
@@ -112,7 +112,8 @@ pub struct Dinov2 {
     pub final_ln: (Tensor, Tensor),
     /// `(scale, shift)` `[1, C, 1, 1]`: `((x + 1)/2 − mean)/std = x·scale + shift`.
     normalise: (Tensor, Tensor),
-    /// The image side tasks are made at (`image_size` of config.json).
+    /// The image side tasks are made at (`crop_size` of `preprocessor_config.json`, else
+    /// `image_size` of `config.json`).
     input_size: usize,
     /// The folder the weights came from (its `preprocessor_config.json` is saved along).
     source: Option<PathBuf>,
@@ -123,10 +124,24 @@ impl Dinov2 {
     /// `config_text` is its `config.json`, `tensors` its weights.
     pub fn load(dir: &Path, config_text: &str, tensors: HashMap<String, Tensor>, origin: &str) -> Result<Dinov2> {
         let config = Dinov2Config::parse(config_text, &dir.join("config.json"))?;
-        let (mean, std) = normalisation(dir, config.num_channels)?;
-        let mut model = Dinov2::from_hf_tensors(&config, config_text, tensors, origin, &mean, &std)?;
+        let processor = processor(dir, config.num_channels)?;
+        let mut model =
+            Dinov2::from_hf_tensors(&config, config_text, tensors, origin, &processor.mean, &processor.std)?;
         model.source = Some(dir.to_path_buf());
+        if let Some(size) = processor.size {
+            model.set_input_size(size)?;
+        }
         Ok(model)
+    }
+
+    /// Sets the image side tasks are made at (the position embeddings are interpolated to
+    /// its patch grid); errors when no patch fits.
+    pub fn set_input_size(&mut self, size: usize) -> Result<()> {
+        if size < self.config.patch_size {
+            bail!("image size {size} holds no {p}x{p} patch of the DINOv2 backbone", p = self.config.patch_size);
+        }
+        self.input_size = size;
+        Ok(())
     }
 
     /// Builds the encoder from `Dinov2Model` weights, normalising images with `mean`, `std`.

@@ -130,10 +130,23 @@ impl Dinov2Config {
     }
 }
 
-/// Per-channel `(mean, std)` of the folder's `preprocessor_config.json` (`image_mean`,
-/// `image_std`), or ImageNet's when the file is absent (DINOv2's image processor default).
-pub fn normalisation(dir: &Path, channels: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+/// What the folder's `preprocessor_config.json` says about the images the model reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Processor {
+    /// Per-channel mean subtracted from `[0, 1]` pixels (`image_mean`).
+    pub mean: Vec<f64>,
+    /// Per-channel standard deviation divided by (`image_std`).
+    pub std: Vec<f64>,
+    /// The square side images are cropped to (`crop_size`), if the file gives one.
+    pub size: Option<usize>,
+}
+
+/// Reads the folder's `preprocessor_config.json`: `image_mean` and `image_std` (ImageNet's,
+/// DINOv2's image processor default, when the file or a key is absent) and a square
+/// `crop_size` (the input resolution; `facebook/dinov2-small` crops to 224).
+pub fn processor(dir: &Path, channels: usize) -> Result<Processor> {
     let path = dir.join("preprocessor_config.json");
+    let mut size = None;
     let (mean, std) = match std::fs::read_to_string(&path) {
         Err(_) => (IMAGENET_MEAN.to_vec(), IMAGENET_STD.to_vec()),
         Ok(text) => {
@@ -151,6 +164,17 @@ pub fn normalisation(dir: &Path, channels: usize) -> Result<(Vec<f64>, Vec<f64>)
                     Some(v) => bail!("{}: {key} is {v}; expected a list of numbers", path.display()),
                 }
             };
+            let side = |key: &str| json.get("crop_size").and_then(|c| c.get(key)).and_then(|v| v.as_u64());
+            if json.get("do_center_crop").and_then(|v| v.as_bool()) != Some(false) {
+                size = match (side("height"), side("width")) {
+                    (Some(h), Some(w)) if h == w && h > 0 => Some(h as usize),
+                    (None, None) => None,
+                    (h, w) => bail!(
+                        "{}: crop_size {h:?} x {w:?} is not a square; copra-lab reads square images",
+                        path.display()
+                    ),
+                };
+            }
             (list("image_mean", IMAGENET_MEAN)?, list("image_std", IMAGENET_STD)?)
         }
     };
@@ -160,5 +184,5 @@ pub fn normalisation(dir: &Path, channels: usize) -> Result<(Vec<f64>, Vec<f64>)
             path.display()
         );
     }
-    Ok((mean, std))
+    Ok(Processor { mean, std, size })
 }

@@ -397,11 +397,11 @@ pub fn load_as(dir: &Path, layout: PeftLayout) -> Result<Adapter> {
     }
     let family = match (&declared, &by_names) {
         (Some((f, class)), _) => {
-            peft_config::check_family(*f, &format!("base_model_class {class}"), layout, dir)?;
+            peft_config::check_family(f, &format!("base_model_class {class}"), layout, dir)?;
             *f
         }
         (None, Some((f, evidence))) => {
-            peft_config::check_family(*f, evidence, layout, dir)?;
+            peft_config::check_family(f, evidence, layout, dir)?;
             *f
         }
         (None, None) => layout.names,
@@ -508,7 +508,8 @@ mod tests {
         let k = ModuleKey { block: 0, module: TargetModule::Fc2 };
         assert_eq!(peft_key(&k, "B"), "base_model.model.layers.0.mlp.fc2.lora_B.weight");
         // (class, layers_pattern, tower, layer, module) of every reading
-        let read = |name: &str| -> (Vec<(&str, &str, usize, usize, TargetModule)>, char) {
+        type Reading = (&'static str, &'static str, usize, usize, TargetModule);
+        let read = |name: &str| -> (Vec<Reading>, char) {
             let p = parse_key(name).unwrap();
             let r = p.readings.iter().map(|r| (r.names.class, r.spelling.layers_pattern(), r.tower, r.layer, r.module));
             (r.collect(), p.factor)

@@ -1,5 +1,5 @@
 //! Frozen backbones behind one interface ([`Encoder`], held as [`Backbone`]): the
-//! Hugging Face ViT, BERT and CLIP architectures, their checkpoint format, LoRA branches
+//! Hugging Face ViT, BERT, CLIP and DINOv2 architectures, their checkpoint format, LoRA branches
 //! and the classifier heads.
 
 pub mod bert;

@@ -166,3 +166,38 @@ fn the_processor_config_gives_the_normalisation_and_the_input_size() {
     assert_eq!(backbone.input_kind(), InputKind::Image { size: 30, channels: 3 });
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn image_size_resizes_the_task_and_only_interpolating_backbones_accept_it() {
+    use copra_lab::lab::{images_tensor, Lab};
+    use copra_lab::progress::Progress;
+    use copra_lab::train::{Method, TrainConfig};
+    let runs = std::env::temp_dir().join(format!("copra-dinov2-size-{}", std::process::id()));
+    let lab = Lab::open(fixture().join("model").to_str().unwrap(), &runs).unwrap();
+    let cfg = TrainConfig {
+        method: Method::Lora,
+        steps: 4,
+        shots: 2,
+        test_size: 8,
+        image_size: Some(22),
+        ..TrainConfig::default()
+    };
+    lab.check_config(&cfg).unwrap();
+    let env = lab.task_env(&cfg).unwrap();
+    let images = images_tensor(&env.data.test, &Device::Cpu).unwrap();
+    assert_eq!(images.dims(), [8, 3, 22, 22]);
+    let run = lab.ensure_run(&env, &cfg, false, &Progress::hidden()).unwrap();
+    assert!(run.manifest.test.accuracy.is_finite());
+    // The backbone's own size is the same run as no size; another is a different run.
+    let own = TrainConfig { image_size: Some(30), ..cfg.clone() };
+    assert_eq!(lab.normalized(&own), TrainConfig { image_size: None, ..cfg.clone() });
+    assert_ne!(lab.normalized(&cfg), lab.normalized(&own));
+    let err = lab.check_config(&TrainConfig { image_size: Some(3), ..cfg.clone() }).unwrap_err().to_string();
+    assert!(err.contains("--image-size 3") && err.contains("no 4x4 patch"), "{err}");
+    // The built-in ViT does not interpolate its positions.
+    let vit = Lab::open("builtin", &runs).unwrap();
+    let err =
+        vit.check_config(&TrainConfig { image_size: Some(16), ..TrainConfig::default() }).unwrap_err().to_string();
+    assert!(err.contains("--image-size 16") && err.contains("32-pixel images only"), "{err}");
+    std::fs::remove_dir_all(&runs).ok();
+}

@@ -295,6 +295,17 @@ impl Encoder for Dinov2 {
         InputKind::Image { size: self.input_size, channels: self.config.num_channels }
     }
 
+    /// Any size holding one patch: the position embeddings are interpolated to its grid.
+    fn check_image_size(&self, size: usize) -> Result<()> {
+        if size < self.config.patch_size {
+            bail!(
+                "--image-size {size} holds no {p}x{p} patch of the DINOv2 backbone; use at least {p}",
+                p = self.config.patch_size
+            );
+        }
+        Ok(())
+    }
+
     /// Images `[B, C, H, W]` in `[−1, 1]` → the processor's normalisation → [`Dinov2::embed_pixels`].
     fn embed(&self, images: &Tensor) -> Result<Tensor> {
         let x = images.broadcast_mul(&self.normalise.0)?.broadcast_add(&self.normalise.1)?;

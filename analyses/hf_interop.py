@@ -31,6 +31,15 @@ unexpected weights), the adapter with PEFT (failing on missing or unexpected ada
 the same tolerance. OUT_DIR then gets clip-tiny/, the tiny CLIP tokenizer, random CLIPModel, PEFT
 adapters and PyTorch outputs that analyses/clip_fixture.py writes (committed in
 tests/fixtures/clip-tiny).
+
+DINOv2: when model_type is "dinov2", backbone/ is a Dinov2Model folder (with
+preprocessor_config.json), adapter/ a PEFT adapter on it, and fixture.safetensors holds `images`
+[N, 3, H, W] in [-1, 1] and our pooled features (`pooler_output`: the class token after the final
+layer norm) frozen and adapted [N, D]; images are normalised with the folder's image_mean and
+image_std as [0, 1] images. The backbone is read with Dinov2Model (failing on missing or
+unexpected weights), the adapter with PEFT (failing on missing or unexpected adapter keys).
+OUT_DIR then gets dinov2-tiny/, which analyses/dinov2_fixture.py writes (committed in
+tests/fixtures/dinov2-tiny).
 """
 
 import json
@@ -44,7 +53,7 @@ import transformers
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import BertModel, CLIPModel, ViTConfig, ViTModel
+from transformers import BertModel, CLIPModel, Dinov2Model, ViTConfig, ViTModel
 
 TOLERANCE = 1e-4
 # CLIP's image normalisation (the processor's image_mean and image_std).
@@ -195,6 +204,65 @@ def check_clip(fixture, out):
     return 0 if ok else 1
 
 
+# DINOv2's image normalisation (ImageNet mean and std, its image processor's default).
+DINOV2_MEAN = (0.485, 0.456, 0.406)
+DINOV2_STD = (0.229, 0.224, 0.225)
+
+
+def load_adapter_strictly(model, path):
+    """PeftModel.from_pretrained, failing on missing or unexpected adapter keys (PEFT only warns
+    about missing ones and drops unexpected ones silently, so the names are compared too)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuned = PeftModel.from_pretrained(model, path).eval()
+    key_warnings = [str(w.message) for w in caught if "missing" in str(w.message).lower()
+                    or "unexpected" in str(w.message).lower()]
+    if key_warnings:
+        sys.exit("PEFT warned while loading the adapter:\n" + "\n".join(key_warnings))
+    with safe_open(f"{path}/adapter_model.safetensors", "pt") as f:
+        in_file = set(f.keys())
+    in_model = set(get_peft_model_state_dict(tuned).keys())
+    if in_file != in_model:
+        sys.exit(f"adapter keys: missing {sorted(in_model - in_file)}, unexpected {sorted(in_file - in_model)}")
+    return tuned, len(in_file)
+
+
+def check_dinov2(fixture, out):
+    """Our DINOv2 backbone and adapter, read by transformers and PEFT; then the dinov2-tiny files for our reader."""
+    ours = load_file(f"{fixture}/fixture.safetensors")
+    images = ours["images"].float()
+    model, info = Dinov2Model.from_pretrained(f"{fixture}/backbone", output_loading_info=True)
+    model.eval()
+    bad = {k: v for k, v in info.items() if v}
+    if bad:
+        sys.exit(f"{fixture}/backbone/model.safetensors does not match Dinov2Model: {bad}")
+    mean, std = DINOV2_MEAN, DINOV2_STD
+    if os.path.exists(f"{fixture}/backbone/preprocessor_config.json"):
+        with open(f"{fixture}/backbone/preprocessor_config.json") as f:
+            processor = json.load(f)
+        mean, std = processor.get("image_mean", mean), processor.get("image_std", std)
+    pixel_values = ((images + 1) / 2 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+    def pooled(m):
+        with torch.no_grad():
+            return m(pixel_values=pixel_values).pooler_output
+
+    frozen = (pooled(model) - ours["frozen"]).abs().max().item()
+    tuned, n_keys = load_adapter_strictly(model, f"{fixture}/adapter")
+    adapted = (pooled(tuned) - ours["adapted"]).abs().max().item()
+    effect = (ours["adapted"] - ours["frozen"]).abs().max().item()
+    print(f"ours -> python (pooler_output, {images.shape[0]} images {list(images.shape[1:])}, {n_keys} adapter "
+          f"tensors): max |diff| frozen {frozen:.2e}, adapted {adapted:.2e} (adapter effect {effect:.2e})")
+    ok = frozen < TOLERANCE and adapted < TOLERANCE and effect > 100 * TOLERANCE
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import dinov2_fixture
+
+    dinov2_fixture.main(f"{out}/dinov2-tiny")
+    print("python -> ours: wrote dinov2-tiny/ (model/, adapter/, adapter-qv-layer1/, expected.safetensors)")
+    return 0 if ok else 1
+
+
 def main(fixture, out):
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")
     torch.manual_seed(0)
@@ -204,6 +272,8 @@ def main(fixture, out):
         return check_bert(fixture, out)
     if model_type == "clip":
         return check_clip(fixture, out)
+    if model_type == "dinov2":
+        return check_dinov2(fixture, out)
     ours = load_file(f"{fixture}/fixture.safetensors")
     images = ours["images"]
 

@@ -124,6 +124,8 @@ pub struct TaskEnvKey {
     pub max_length: usize,
     /// Class prompt template (CLIP backbones' prompt head).
     pub prompt_template: String,
+    /// Image side the task is made at, when not the backbone's own.
+    pub image_size: Option<usize>,
     /// Bits of the prototype head's fixed logit scale (bits, so that the key is `Eq` and `Hash`).
     logit_scale_bits: u64,
 }
@@ -139,6 +141,7 @@ impl TaskEnvKey {
             data_seed: cfg.data_seed,
             max_length: cfg.max_length,
             prompt_template: cfg.prompt_template.clone(),
+            image_size: cfg.image_size,
             logit_scale_bits: cfg.logit_scale.to_bits(),
         }
     }
@@ -202,7 +205,9 @@ impl Lab {
             ..TaskOptions::default()
         };
         match self.backbone.input_kind() {
-            InputKind::Image { size, channels } => TaskOptions { image_size: size, channels, ..base },
+            InputKind::Image { size, channels } => {
+                TaskOptions { image_size: key.image_size.unwrap_or(size), channels, ..base }
+            }
             InputKind::Text { .. } => TaskOptions { tokenizer: self.backbone.tokenizer(), ..base },
         }
     }
@@ -232,13 +237,16 @@ impl Lab {
     pub fn check_config(&self, cfg: &TrainConfig) -> Result<()> {
         cfg.validate()?;
         cfg.encoders.blocks(&self.backbone)?;
+        if let Some(size) = cfg.image_size {
+            self.backbone.check_image_size(size)?;
+        }
         for &m in &cfg.lora.targets {
             let limit = fit::max_rank(&self.backbone, m);
             if cfg.lora.rank > limit {
                 bail!(
                     "--rank {} is larger than the {} layer's smaller dimension {limit} on this backbone; use a rank from 1 to {limit}",
                     cfg.lora.rank,
-                    m.peft_path()
+                    self.backbone.peft_layout().module_path(m)
                 );
             }
         }
@@ -299,6 +307,7 @@ impl Lab {
     /// `cfg` with the settings this backbone and method ignore set to their defaults, so they do
     /// not change a run's cache key: the prompt template without a text tower, `logit_scale`
     /// with one (CLIP's head uses the checkpoint's scale), `max_length` on an image backbone,
+    /// `image_size` equal to the backbone's own,
     /// the `layer` grouping (the same as `block`) on a single-encoder one, and `p0` and
     /// `stage1_ratio` for LoRA and stochastic depth (constant p), and `valid_size` always
     /// (training never reads the validation split, and adding it leaves the shots as they are).
@@ -316,8 +325,12 @@ impl Lab {
             cfg.p0 = defaults.p0;
             cfg.stage1_ratio = defaults.stage1_ratio;
         }
-        if matches!(self.backbone.input_kind(), InputKind::Image { .. }) {
+        if let InputKind::Image { size, .. } = self.backbone.input_kind() {
             cfg.max_length = defaults.max_length;
+            // The backbone's own size, named, is the same run as leaving it out.
+            if cfg.image_size == Some(size) {
+                cfg.image_size = None;
+            }
         }
         let bb = &self.backbone;
         let single_encoder = (0..ModuleShapes::num_blocks(bb))
@@ -515,6 +528,7 @@ mod tests {
             TrainConfig { max_length: 16, ..base.clone() },
             TrainConfig { prompt_template: "{} here".into(), ..base.clone() },
             TrainConfig { logit_scale: 10.0, ..base.clone() },
+            TrainConfig { image_size: Some(16), ..base.clone() },
         ] {
             assert_ne!(TaskEnvKey::of(&other), key, "{other:?}");
         }

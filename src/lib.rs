@@ -1,6 +1,6 @@
 //! copra-lab: a research toolkit for CopRA (progressive LoRA training, arXiv 2410.22911;
 //! CoTo, ICML 2025). It trains LoRA and CopRA adapters side by side on a frozen encoder (the
-//! built-in ViT, or a Hugging Face ViT, BERT or CLIP folder) and measures what the method
+//! built-in ViT, or a Hugging Face ViT, BERT, CLIP or DINOv2 folder) and measures what the method
 //! claims: linear mode connectivity, per-layer Shapley values, merging and pruning.
 //!
 //! Flow: [`train::TrainConfig`] → [`data`] → [`model`] backbone + [`adapter`] →

@@ -292,7 +292,7 @@ mod tests {
                     .map(|_| {
                         s.spawn(|| {
                             barrier.wait();
-                            write_run(&dir, &adapter, &[], &manifest(0.3), peft::PeftLayout::Vit, replace).unwrap()
+                            write_run(&dir, &adapter, &[], &manifest(0.3), peft::PeftLayout::VIT, replace).unwrap()
                         })
                     })
                     .collect();
@@ -319,14 +319,14 @@ mod tests {
         // A NaN in the manifest is refused before anything is written.
         let dir = root.join("run-nan");
         let err =
-            write_run(&dir, &adapter, &[], &manifest(f64::NAN), peft::PeftLayout::Vit, false).unwrap_err().to_string();
+            write_run(&dir, &adapter, &[], &manifest(f64::NAN), peft::PeftLayout::VIT, false).unwrap_err().to_string();
         assert!(err.contains("test loss is NaN") && err.contains("lower the learning rate"), "{err}");
         assert!(!dir.exists());
         // A file where the run directory goes: the write fails and its temporary folder is removed.
         let blocked = root.join("run-blocked");
         std::fs::write(&blocked, b"x").unwrap();
         let err =
-            write_run(&blocked, &adapter, &[], &manifest(0.3), peft::PeftLayout::Vit, false).unwrap_err().to_string();
+            write_run(&blocked, &adapter, &[], &manifest(0.3), peft::PeftLayout::VIT, false).unwrap_err().to_string();
         assert!(err.contains("run-blocked"), "{err}");
         assert!(tmp_entries(&root).is_empty(), "{:?}", tmp_entries(&root));
         std::fs::remove_dir_all(&root).unwrap();

@@ -12,6 +12,9 @@
 //!    (both towers, or the encoders `$COPRA_CLIP_ENCODER` names) and writes its adapter as
 //!    the run folder holds it. The other direction for those two is checked on every test run
 //!    (`src/model/tests_bert.rs`, `src/model/tests_clip.rs`).
+//! 4. `write_dinov2_interop_fixture` (ignored) trains a CopRA run on the tiny random DINOv2
+//!    and writes its backbone, adapter and pooled features; the other direction is
+//!    `tests/dinov2_backbone.rs`.
 
 mod common;
 
@@ -97,7 +100,8 @@ fn write_bert_interop_fixture() {
         }
     }
     let adapter = copra_lab::adapter::Adapter { spec, modules };
-    peft::save_as(&adapter, &dir.join("adapter"), "backbone", PeftLayout::Bert).unwrap();
+    peft::save_as(&adapter, &dir.join("adapter"), "backbone", PeftLayout::single(&copra_lab::model::bert::NAMES))
+        .unwrap();
     let texts = ["the cat chases a mouse", "rockets launch into orbit from earth", "disk", "the team wins the match"];
     let (ids, width) = copra_lab::data::text::tokenize(&texts, &source.join("tokenizer.json"), 64).unwrap();
     let ids = Tensor::from_vec(ids, (texts.len(), width), &Device::Cpu).unwrap();
@@ -168,6 +172,52 @@ fn write_clip_interop_fixture() {
         ("adapted_image_embeds".to_string(), image(&tuned)),
         ("frozen_text_embeds".to_string(), text(&lab.backbone)),
         ("adapted_text_embeds".to_string(), text(&tuned)),
+    ]
+    .into();
+    candle_core::safetensors::save(&tensors, dir.join("fixture.safetensors")).unwrap();
+    eprintln!("run {}: test accuracy {:.3}", run.dir.display(), run.manifest.test.accuracy);
+}
+
+/// The DINOv2 exchange: our copy of the tiny random `Dinov2Model` (HF layout, with its
+/// processor config), the adapter of a short CopRA run on every module of a folder task of
+/// shapes (as the run folder holds it), and our pooled features (`pooler_output`) of the test
+/// images. The other direction is `tests/dinov2_backbone.rs`.
+#[test]
+#[ignore]
+fn write_dinov2_interop_fixture() {
+    let dir = interop_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let task = format!("folder:{}", common::write_shape_folder(&dir, 10).display());
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dinov2-tiny/model");
+    let lab = Lab::open(model.to_str().unwrap(), &dir.join("runs")).unwrap();
+    let cfg = TrainConfig {
+        task,
+        method: Method::Copra,
+        steps: 40,
+        shots: 4,
+        test_size: 12,
+        batch_size: 6,
+        lr: 2e-2,
+        lora: copra_lab::adapter::LoraSpec {
+            targets: copra_lab::adapter::TargetModule::ALL.to_vec(),
+            ..Default::default()
+        },
+        ..TrainConfig::default()
+    };
+    let env = lab.task_env(&cfg).unwrap();
+    let run = lab.ensure_run(&env, &cfg, false, &Progress::hidden()).unwrap();
+    checkpoint::save_dir(&lab.backbone, &dir.join("backbone")).unwrap();
+    let adapter_dir = dir.join("adapter");
+    std::fs::create_dir_all(&adapter_dir).unwrap();
+    for name in [peft::WEIGHTS_FILE, peft::CONFIG_FILE] {
+        std::fs::copy(run.dir.join(name), adapter_dir.join(name)).unwrap();
+    }
+    let images = images_tensor(&env.data.test, &Device::Cpu).unwrap();
+    let tuned = lab.backbone.with_deltas(&run.adapter.deltas()).unwrap();
+    let tensors: HashMap<String, Tensor> = [
+        ("images".to_string(), images.clone()),
+        ("frozen".to_string(), cls_features(&lab.backbone, &images)),
+        ("adapted".to_string(), cls_features(&tuned, &images)),
     ]
     .into();
     candle_core::safetensors::save(&tensors, dir.join("fixture.safetensors")).unwrap();

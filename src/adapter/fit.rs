@@ -19,7 +19,7 @@ pub trait ModuleShapes {
     }
     /// How adapter files name this backbone's modules (errors quote tensor keys in it).
     fn key_layout(&self) -> PeftLayout {
-        PeftLayout::Vit
+        PeftLayout::VIT
     }
 }
 

@@ -4,6 +4,7 @@
 //! this module depends on the tensor backend.
 
 pub mod fit;
+pub mod names;
 pub mod pattern;
 pub mod peft;
 pub mod peft_config;
@@ -44,69 +45,9 @@ impl TargetModule {
         TargetModule::Fc2,
     ];
 
-    /// The module name PEFT uses in `target_modules` for a transformers-5 `ViTModel`.
-    pub fn peft_name(self) -> &'static str {
-        match self {
-            TargetModule::Query => "q_proj",
-            TargetModule::Key => "k_proj",
-            TargetModule::Value => "v_proj",
-            TargetModule::Output => "o_proj",
-            TargetModule::Fc1 => "fc1",
-            TargetModule::Fc2 => "fc2",
-        }
-    }
-
-    /// The module path inside `layers.{i}` of a transformers-5 `ViTModel`.
-    pub fn peft_path(self) -> &'static str {
-        match self {
-            TargetModule::Query => "attention.q_proj",
-            TargetModule::Key => "attention.k_proj",
-            TargetModule::Value => "attention.v_proj",
-            TargetModule::Output => "attention.o_proj",
-            TargetModule::Fc1 => "mlp.fc1",
-            TargetModule::Fc2 => "mlp.fc2",
-        }
-    }
-
-    /// The module path inside `encoder.layer.{i}` of a Hugging Face `BertModel`.
-    pub fn bert_path(self) -> &'static str {
-        match self {
-            TargetModule::Query => "attention.self.query",
-            TargetModule::Key => "attention.self.key",
-            TargetModule::Value => "attention.self.value",
-            TargetModule::Output => "attention.output.dense",
-            TargetModule::Fc1 => "intermediate.dense",
-            TargetModule::Fc2 => "output.dense",
-        }
-    }
-
-    /// The module path inside `encoder.layers.{i}` of either tower of a Hugging Face `CLIPModel`.
-    pub fn clip_path(self) -> &'static str {
-        match self {
-            TargetModule::Query => "self_attn.q_proj",
-            TargetModule::Key => "self_attn.k_proj",
-            TargetModule::Value => "self_attn.v_proj",
-            TargetModule::Output => "self_attn.out_proj",
-            TargetModule::Fc1 => "mlp.fc1",
-            TargetModule::Fc2 => "mlp.fc2",
-        }
-    }
-
-    /// The weight prefix inside `encoder.layer.{i}` of a Hugging Face `ViTModel` checkpoint.
-    pub fn hf_prefix(self) -> &'static str {
-        match self {
-            TargetModule::Query => "attention.attention.query",
-            TargetModule::Key => "attention.attention.key",
-            TargetModule::Value => "attention.attention.value",
-            TargetModule::Output => "attention.output.dense",
-            TargetModule::Fc1 => "intermediate.dense",
-            TargetModule::Fc2 => "output.dense",
-        }
-    }
-
-    /// The module's last name component in a `CLIPModel` (`q_proj`, `out_proj`, `fc1`, …).
-    pub fn clip_name(self) -> &'static str {
-        self.clip_path().rsplit('.').next().expect("non-empty path")
+    /// Position in [`TargetModule::ALL`] (the order of every per-module table).
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     /// Short name used on the command line and in tables: `q`, `k`, `v`, `o`, `fc1`, `fc2`.
@@ -128,12 +69,15 @@ impl TargetModule {
             "query" => Some(TargetModule::Query),
             "key" => Some(TargetModule::Key),
             "value" => Some(TargetModule::Value),
-            "out" | "output" | "out_proj" => Some(TargetModule::Output),
+            "q_proj" => Some(TargetModule::Query),
+            "k_proj" => Some(TargetModule::Key),
+            "v_proj" => Some(TargetModule::Value),
+            "out" | "output" | "out_proj" | "o_proj" => Some(TargetModule::Output),
             "intermediate" | "mlp1" => Some(TargetModule::Fc1),
             "mlp2" => Some(TargetModule::Fc2),
             _ => None,
         };
-        hf_alias.or_else(|| TargetModule::ALL.into_iter().find(|m| s == m.short() || s == m.peft_name()))
+        hf_alias.or_else(|| TargetModule::ALL.into_iter().find(|m| s == m.short()))
     }
 }
 

@@ -8,13 +8,17 @@
 //! - `CLIPModel`: `base_model.model.{vision,text}_model.encoder.layers.{i}.self_attn.{q,k,v,out}_proj`,
 //!   `mlp.fc1`, `mlp.fc2` (copra-lab numbers the text tower's blocks after the vision tower's).
 //!
+//! The names come from each architecture's table ([`super::names::EncoderNames`], in the
+//! encoder's own file), so this file knows no architecture by name.
+//!
 //! Reading accepts all of these and the transformers-4 ViT names
 //! (`encoder.layer.{i}.attention.attention.query`), in the layout of the backbone it is read
 //! for: an adapter made for another architecture (by `auto_mapping.base_model_class`, which
 //! copra-lab also writes, or by its tensor names) and PEFT settings copra-lab does not
 //! implement are refused ([`super::peft_config`]).
 
-use super::peft_config::{self, Family, FileModule, NameStyle};
+use super::names::{readings, EncoderNames, NameMatch};
+use super::peft_config::{self, FileModule};
 use super::{Adapter, LoraFactors, LoraSpec, ModuleKey, Scaling, TargetModule};
 use crate::linalg::Matrix;
 use crate::report::atomic::write_atomic;
@@ -28,58 +32,73 @@ pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 /// File name of the adapter config.
 pub const CONFIG_FILE: &str = "adapter_config.json";
 
-/// How PEFT names the adapted modules of a base-model architecture.
+/// The most towers an encoder has (CLIP: vision and text).
+const MAX_TOWERS: usize = 2;
+
+/// How PEFT names the adapted modules of a backbone: its architecture's name table and, for
+/// a backbone of several towers, the blocks of each (blocks are numbered globally, tower
+/// after tower).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PeftLayout {
-    /// transformers-5 `ViTModel`: `layers.{i}.attention.q_proj`, `mlp.fc1`, ….
-    Vit,
-    /// `BertModel`: `encoder.layer.{i}.attention.self.query`, `intermediate.dense`, ….
-    Bert,
-    /// `CLIPModel`: `vision_model.encoder.layers.{i}.self_attn.q_proj`, then the text tower's
-    /// blocks (`text_model.…`), numbered after the vision tower's.
-    Clip {
-        /// Blocks of the vision tower.
-        vision_blocks: usize,
-        /// Blocks of the text tower.
-        text_blocks: usize,
-    },
+pub struct PeftLayout {
+    /// The architecture's names.
+    pub names: &'static EncoderNames,
+    /// Blocks per tower (only read when `names.towers` has more than one).
+    pub tower_blocks: [usize; MAX_TOWERS],
 }
 
-/// The two towers of a `CLIPModel` under their module prefixes.
-const CLIP_TOWERS: [&str; 2] = ["vision_model", "text_model"];
-
 impl PeftLayout {
+    /// The built-in backbone's layout (a transformers-5 `ViTModel`).
+    pub const VIT: PeftLayout = PeftLayout::single(&crate::model::vit::NAMES);
+
+    /// The layout of a one-tower architecture.
+    pub const fn single(names: &'static EncoderNames) -> PeftLayout {
+        PeftLayout { names, tower_blocks: [0; MAX_TOWERS] }
+    }
+
+    /// The layout of a two-tower architecture with `first` and `second` blocks.
+    pub const fn two_towers(names: &'static EncoderNames, first: usize, second: usize) -> PeftLayout {
+        PeftLayout { names, tower_blocks: [first, second] }
+    }
+
     /// The module's path inside its block.
     pub fn module_path(self, module: TargetModule) -> &'static str {
-        match self {
-            PeftLayout::Vit => module.peft_path(),
-            PeftLayout::Bert => module.bert_path(),
-            PeftLayout::Clip { .. } => module.clip_path(),
-        }
+        self.names.written().module(module)
     }
 
     /// The block-list name PEFT's `layers_pattern` expects.
     fn layers_pattern(self) -> &'static str {
-        match self {
-            PeftLayout::Vit | PeftLayout::Clip { .. } => "layers",
-            PeftLayout::Bert => "layer",
+        self.names.written().layers_pattern()
+    }
+
+    /// Whether the architecture has several towers.
+    fn multi_tower(self) -> bool {
+        self.names.towers.len() > 1
+    }
+
+    /// The tower of global block `block` and the block's index there.
+    fn place(self, block: usize) -> (usize, usize) {
+        if !self.multi_tower() {
+            return (0, block);
         }
+        let mut offset = 0;
+        for (t, &n) in self.tower_blocks.iter().enumerate().take(self.names.towers.len()) {
+            if block < offset + n || t + 1 == self.names.towers.len() {
+                return (t, block - offset);
+            }
+            offset += n;
+        }
+        (0, block)
+    }
+
+    /// The first global block of tower `tower`.
+    fn tower_offset(self, tower: usize) -> usize {
+        self.tower_blocks[..tower].iter().sum()
     }
 
     /// The module's full name inside the base model.
     pub fn module_name(self, key: &ModuleKey) -> String {
-        match self {
-            PeftLayout::Vit => format!("layers.{}.{}", key.block, key.module.peft_path()),
-            PeftLayout::Bert => format!("encoder.layer.{}.{}", key.block, key.module.bert_path()),
-            PeftLayout::Clip { vision_blocks, .. } => {
-                let (tower, layer) = if key.block < vision_blocks {
-                    (CLIP_TOWERS[0], key.block)
-                } else {
-                    (CLIP_TOWERS[1], key.block - vision_blocks)
-                };
-                format!("{tower}.encoder.layers.{layer}.{}", key.module.clip_path())
-            }
-        }
+        let (tower, layer) = self.place(key.block);
+        self.names.module_name(self.names.written(), tower, layer, key.module)
     }
 
     /// The PEFT key of one factor (`"A"` or `"B"`).
@@ -87,64 +106,74 @@ impl PeftLayout {
         format!("base_model.model.{}.lora_{factor}.weight", self.module_name(key))
     }
 
-    /// `target_modules` for adapting `targets` (PEFT matches list entries as name suffixes).
-    /// BERT's `output.dense` is also a suffix of `attention.output.dense`, so an adapter of
-    /// the MLP output without the attention output is written as an exact regular
-    /// expression over the adapted blocks instead.
-    /// On CLIP, a list names both towers' modules; an adapter on some blocks only (one
-    /// tower, say) is written as an exact regular expression over its blocks.
+    /// `target_modules` for adapting `targets` in `blocks`: the architecture's list entries
+    /// (PEFT matches them as name suffixes), with `layers_to_transform` naming the blocks.
+    /// An exact regular expression over the adapted blocks is written instead when an entry
+    /// would also match a module that is not adapted (BERT's `output.dense` is a suffix of
+    /// `attention.output.dense`), or when a backbone of several towers is adapted on some
+    /// blocks only (`layers_to_transform` could not tell the towers' layer numbers apart).
     fn target_modules(self, targets: &[TargetModule], blocks: &[usize]) -> serde_json::Value {
-        if let PeftLayout::Clip { vision_blocks, text_blocks } = self {
-            if blocks.len() == vision_blocks + text_blocks {
-                return targets.iter().map(|m| m.clip_name()).collect::<Vec<_>>().into();
-            }
-            let alternatives = |items: Vec<String>| items.join("|");
-            let towers: Vec<String> = CLIP_TOWERS
-                .iter()
-                .enumerate()
-                .filter_map(|(t, tower)| {
-                    let (lo, hi) =
-                        if t == 0 { (0, vision_blocks) } else { (vision_blocks, vision_blocks + text_blocks) };
-                    let layers: Vec<String> =
-                        blocks.iter().filter(|b| (lo..hi).contains(*b)).map(|b| (b - lo).to_string()).collect();
-                    (!layers.is_empty()).then(|| format!("{tower}\\.encoder\\.layers\\.({})", alternatives(layers)))
-                })
-                .collect();
-            let paths = targets.iter().map(|m| m.clip_path().replace('.', "\\.")).collect();
-            return format!("({})\\.({})", alternatives(towers), alternatives(paths)).into();
+        let spelling = self.names.written();
+        let entry = |m: TargetModule| self.names.target_modules[m.index()];
+        let ambiguous = targets.iter().any(|&m| {
+            TargetModule::ALL.into_iter().filter(|o| !targets.contains(o)).any(|o| {
+                let (e, path) = (entry(m), spelling.module(o));
+                path == e || path.ends_with(&format!(".{e}"))
+            })
+        });
+        let total: usize = self.tower_blocks.iter().take(self.names.towers.len()).sum();
+        let partial = self.multi_tower() && blocks.len() != total;
+        if !ambiguous && !partial {
+            return targets.iter().map(|&m| entry(m)).collect::<Vec<_>>().into();
         }
-        let names: Vec<&str> =
-            targets.iter().map(|&m| if self == PeftLayout::Vit { m.peft_name() } else { m.bert_path() }).collect();
-        let ambiguous = self == PeftLayout::Bert
-            && targets.contains(&TargetModule::Fc2)
-            && !targets.contains(&TargetModule::Output);
-        if !ambiguous {
-            return names.into();
-        }
-        let blocks: Vec<String> = blocks.iter().map(|b| b.to_string()).collect();
-        let escaped: Vec<String> = names.iter().map(|n| n.replace('.', "\\.")).collect();
-        format!("encoder\\.layer\\.({})\\.({})", blocks.join("|"), escaped.join("|")).into()
+        let escape = |s: &str| s.replace('.', "\\.");
+        let places: Vec<String> = (0..self.names.towers.len())
+            .filter_map(|t| {
+                let layers: Vec<String> = blocks
+                    .iter()
+                    .map(|&b| self.place(b))
+                    .filter(|(tower, _)| *tower == t)
+                    .map(|(_, layer)| layer.to_string())
+                    .collect();
+                let list = self.names.module_name(spelling, t, 0, TargetModule::Query);
+                let list = list.split_once(".0.").map(|(l, _)| l.to_string()).unwrap_or_default();
+                (!layers.is_empty()).then(|| format!("{}\\.({})", escape(&list), layers.join("|")))
+            })
+            .collect();
+        let paths: Vec<String> = targets.iter().map(|&m| escape(spelling.module(m))).collect();
+        let places = if self.multi_tower() { format!("({})", places.join("|")) } else { places.join("|") };
+        format!("{places}\\.({})", paths.join("|")).into()
     }
 }
 
 /// The PEFT key of one factor (`"A"` or `"B"`) in the ViT layout.
 pub fn peft_key(key: &ModuleKey, factor: &str) -> String {
-    PeftLayout::Vit.key(key, factor)
+    PeftLayout::VIT.key(key, factor)
 }
 
 /// A LoRA factor's name taken apart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct ParsedKey {
-    /// The module, with its block index inside its tower.
-    key: ModuleKey,
-    /// The CLIP tower it sits in (`None` for ViT and BERT names).
-    tower: Option<usize>,
+    /// Every architecture and spelling that names the module so (several when the name is
+    /// shared, such as `encoder.layer.0.intermediate.dense` of ViT and BERT).
+    readings: Vec<NameMatch>,
     /// `'A'` or `'B'`.
     factor: char,
-    /// How the module is named.
-    style: NameStyle,
     /// The module's full name in the base model, as the file writes it.
     module_name: String,
+}
+
+impl ParsedKey {
+    /// The architecture the name belongs to, when only one names it so.
+    fn family(&self) -> Option<&'static EncoderNames> {
+        let first = self.readings.first()?.names;
+        self.readings.iter().all(|r| r.names == first).then_some(first)
+    }
+
+    /// The reading under `names`, if the name has one.
+    fn reading(&self, names: &EncoderNames) -> Option<&NameMatch> {
+        self.readings.iter().find(|r| r.names == names)
+    }
 }
 
 /// Takes a LoRA factor's name apart; `None` when it is not a factor of a module copra-lab adapts.
@@ -155,88 +184,50 @@ fn parse_key(name: &str) -> Option<ParsedKey> {
     } else {
         (rest.strip_suffix(".lora_B.weight")?, 'B')
     };
-    let parsed = |block: usize, module, tower, style| ParsedKey {
-        key: ModuleKey { block, module },
-        tower,
-        factor,
-        style,
-        module_name: body.to_string(),
-    };
-    for (t, tower) in CLIP_TOWERS.iter().enumerate() {
-        if let Some(b) = body.strip_prefix(tower).and_then(|b| b.strip_prefix(".encoder.layers.")) {
-            let (idx, path) = b.split_once('.')?;
-            let module = TargetModule::ALL.into_iter().find(|m| m.clip_path() == path)?;
-            return Some(parsed(idx.parse().ok()?, module, Some(t), NameStyle::Clip));
-        }
-    }
-    // transformers 5: layers.{i}.attention.q_proj ; transformers 4: (vit.)encoder.layer.{i}.attention.attention.query ;
-    // BERT: (bert.)encoder.layer.{i}.attention.self.query
-    let body_tail = body.strip_prefix("vit.").or_else(|| body.strip_prefix("bert.")).unwrap_or(body);
-    if let Some(b) = body_tail.strip_prefix("layers.") {
-        let (idx, path) = b.split_once('.')?;
-        let module = TargetModule::ALL.into_iter().find(|m| m.peft_path() == path)?;
-        return Some(parsed(idx.parse().ok()?, module, None, NameStyle::Vit5));
-    }
-    let (idx, path) = body_tail.strip_prefix("encoder.layer.")?.split_once('.')?;
-    let block: usize = idx.parse().ok()?;
-    let (vit4, bert) = (
-        TargetModule::ALL.into_iter().find(|m| m.hf_prefix() == path),
-        TargetModule::ALL.into_iter().find(|m| m.bert_path() == path),
-    );
-    let style = match (vit4, bert) {
-        (Some(_), Some(_)) => NameStyle::Vit4OrBert,
-        (Some(_), None) => NameStyle::Vit4,
-        (None, Some(_)) => NameStyle::Bert,
-        (None, None) => return None,
-    };
-    if (style == NameStyle::Vit4 && body.starts_with("bert.")) || (style == NameStyle::Bert && body.starts_with("vit."))
-    {
-        return None;
-    }
-    Some(parsed(block, vit4.or(bert)?, None, style))
+    let found = readings(body, &crate::model::checkpoint::encoder_names());
+    (!found.is_empty()).then(|| ParsedKey { readings: found, factor, module_name: body.to_string() })
 }
 
 /// The global key of a parsed module under `layout`, or an error naming the mismatch.
 fn place_key(parsed: &ParsedKey, layout: PeftLayout, name: &str, origin: &Path) -> Result<ModuleKey> {
-    let key = parsed.key;
-    match (layout, parsed.tower) {
-        (PeftLayout::Clip { vision_blocks, text_blocks }, Some(t)) => {
-            let (offset, depth) = if t == 0 { (0, vision_blocks) } else { (vision_blocks, text_blocks) };
-            if key.block >= depth {
-                bail!(
-                    "{}: tensor '{name}' is for layer {} but the backbone's {} has {depth} layers; use the adapter with the backbone it was trained on",
-                    origin.display(),
-                    key.block,
-                    CLIP_TOWERS[t]
-                );
-            }
-            Ok(ModuleKey { block: offset + key.block, module: key.module })
-        }
-        (PeftLayout::Clip { .. }, None) => bail!(
-            "{}: tensor '{name}' is not a CLIPModel module: the adapter was made for a ViT or BERT backbone",
-            origin.display()
-        ),
-        (_, Some(_)) => bail!(
-            "{}: tensor '{name}' belongs to a CLIPModel adapter; use it with a CLIP backbone (--backbone DIR with model_type clip)",
-            origin.display()
-        ),
-        (_, None) => Ok(key),
+    let names = layout.names;
+    let Some(reading) = parsed.reading(names) else {
+        let others: Vec<&str> = parsed.readings.iter().map(|r| r.names.class).collect();
+        bail!(
+            "{}: tensor '{name}' is not a {} module: it is named like a {} module; use the adapter with the backbone it was made for",
+            origin.display(),
+            names.class,
+            others.join(" or ")
+        );
+    };
+    if !layout.multi_tower() {
+        return Ok(ModuleKey { block: reading.layer, module: reading.module });
     }
+    let depth = layout.tower_blocks[reading.tower];
+    if reading.layer >= depth {
+        bail!(
+            "{}: tensor '{name}' is for layer {} but the backbone's {} has {depth} layers; use the adapter with the backbone it was trained on",
+            origin.display(),
+            reading.layer,
+            names.towers[reading.tower]
+        );
+    }
+    Ok(ModuleKey { block: layout.tower_offset(reading.tower) + reading.layer, module: reading.module })
 }
 
 /// The family of an adapter file's tensors: the one their names share, or an error when they
-/// mix families. `None` when every name is used by both ViT (transformers 4) and BERT.
-fn family_of_names(keys: &[(String, ParsedKey)], origin: &Path) -> Result<Option<(Family, String)>> {
-    let mut found: Option<(Family, &str)> = None;
+/// mix families. `None` when every name is shared by several architectures.
+fn family_of_names(keys: &[(String, ParsedKey)], origin: &Path) -> Result<Option<(&'static EncoderNames, String)>> {
+    let mut found: Option<(&'static EncoderNames, &str)> = None;
     for (name, parsed) in keys {
-        let Some(family) = parsed.style.family() else { continue };
+        let Some(family) = parsed.family() else { continue };
         match found {
             None => found = Some((family, name)),
             Some((f, first)) if f != family => bail!(
                 "{}: tensors '{first}' ({}) and '{name}' ({}) belong to different architectures; the file is not one adapter",
                 origin.display(),
-                f.class_name(),
-                family.class_name()
+                f.class,
+                family.class
             ),
             Some(_) => {}
         }
@@ -259,10 +250,10 @@ pub fn config_json(adapter: &Adapter, base_model: &str, layout: PeftLayout) -> S
     let target_modules = layout.target_modules(&targets, &blocks);
     // A regular expression names the blocks itself; on CLIP a list means every block of both
     // towers, whose layer numbers `layers_to_transform` could not tell apart.
-    let regex = target_modules.is_string() || matches!(layout, PeftLayout::Clip { .. });
+    let regex = target_modules.is_string() || layout.multi_tower();
     let v = serde_json::json!({
         "peft_type": "LORA",
-        "auto_mapping": {"base_model_class": Family::of_layout(layout).class_name()},
+        "auto_mapping": {"base_model_class": layout.names.class},
         "task_type": null,
         "base_model_name_or_path": base_model,
         "r": spec.rank,
@@ -304,7 +295,7 @@ pub fn weights_bytes(adapter: &Adapter, layout: PeftLayout) -> Result<Vec<u8>> {
 
 /// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir` for a ViT base model.
 pub fn save(adapter: &Adapter, dir: &Path, base_model: &str) -> Result<()> {
-    save_as(adapter, dir, base_model, PeftLayout::Vit)
+    save_as(adapter, dir, base_model, PeftLayout::VIT)
 }
 
 /// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir` under `layout`'s names.
@@ -320,12 +311,9 @@ pub fn save_as(adapter: &Adapter, dir: &Path, base_model: &str, layout: PeftLayo
 /// (transformers-5 `layers.{i}.attention.q_proj` or transformers-4 names).
 fn configured_rank(cfg: &serde_json::Value, key: &ModuleKey, layout: PeftLayout) -> Option<usize> {
     let pattern = cfg.get("rank_pattern")?.as_object()?;
-    let names = [
-        layout.module_name(key),
-        PeftLayout::Vit.module_name(key),
-        PeftLayout::Bert.module_name(key),
-        format!("encoder.layer.{}.{}", key.block, key.module.hf_prefix()),
-    ];
+    let (tower, layer) = layout.place(key.block);
+    let names: Vec<String> =
+        layout.names.adapter.iter().map(|s| layout.names.module_name(s, tower, layer, key.module)).collect();
     pattern.iter().find_map(|(k, v)| {
         let hit = names.iter().any(|n| n == k || n.ends_with(&format!(".{k}")));
         hit.then(|| v.as_u64().map(|r| r as usize)).flatten()
@@ -334,7 +322,7 @@ fn configured_rank(cfg: &serde_json::Value, key: &ModuleKey, layout: PeftLayout)
 
 /// Reads a PEFT adapter directory of a ViT base model.
 pub fn load(dir: &Path) -> Result<Adapter> {
-    load_as(dir, PeftLayout::Vit)
+    load_as(dir, PeftLayout::VIT)
 }
 
 /// Reads a PEFT adapter directory for a base model of `layout`. The adapter must have been
@@ -390,8 +378,9 @@ pub fn load_as(dir: &Path, layout: PeftLayout) -> Result<Adapter> {
         .map(|name| match parse_key(name) {
             Some(parsed) => Ok((name.to_string(), parsed)),
             None => Err(anyhow!(
-                "{}: unexpected tensor '{name}': not a LoRA factor of a ViT, BERT or CLIP layer",
-                w_path.display()
+                "{}: unexpected tensor '{name}': not a LoRA factor of a {} layer",
+                w_path.display(),
+                crate::model::checkpoint::encoder_names().iter().map(|n| n.class).collect::<Vec<_>>().join(", ")
             )),
         })
         .collect::<Result<_>>()?;
@@ -402,27 +391,33 @@ pub fn load_as(dir: &Path, layout: PeftLayout) -> Result<Adapter> {
             bail!(
                 "{}: base_model_class is {class} but {evidence} is named like a {} module; the config and the weights do not belong together",
                 cfg_path.display(),
-                named.class_name()
+                named.class
             );
         }
     }
     let family = match (&declared, &by_names) {
         (Some((f, class)), _) => {
-            peft_config::check_family(*f, &format!("base_model_class {class}"), layout, dir)?;
+            peft_config::check_family(f, &format!("base_model_class {class}"), layout, dir)?;
             *f
         }
         (None, Some((f, evidence))) => {
-            peft_config::check_family(*f, evidence, layout, dir)?;
+            peft_config::check_family(f, evidence, layout, dir)?;
             *f
         }
-        (None, None) => Family::of_layout(layout),
+        (None, None) => layout.names,
     };
     let targets = peft_config::Targets::read(&cfg, family, &cfg_path)?;
     let mut parts: BTreeMap<ModuleKey, (Option<Matrix>, Option<Matrix>, String)> = BTreeMap::new();
     for (name, parsed) in &keys {
-        let file_module =
-            FileModule { name: &parsed.module_name, tensor: name, style: parsed.style, layer: parsed.key.block };
-        targets.check(&file_module, &cfg_path)?;
+        if let Some(reading) = parsed.reading(layout.names) {
+            let file_module = FileModule {
+                name: &parsed.module_name,
+                tensor: name,
+                spelling: reading.spelling,
+                layer: reading.layer,
+            };
+            targets.check(&file_module, &cfg_path)?;
+        }
         let key = place_key(parsed, layout, name, &w_path)?;
         let view = st.tensor(name).map_err(|e| anyhow!("{}: tensor '{name}': {e}", w_path.display()))?;
         if view.dtype() != Dtype::F32 || view.shape().len() != 2 {
@@ -489,6 +484,10 @@ pub fn load_as(dir: &Path, layout: PeftLayout) -> Result<Adapter> {
 mod tests {
     use super::*;
 
+    fn bert_layout() -> PeftLayout {
+        PeftLayout::single(&crate::model::bert::NAMES)
+    }
+
     fn sample() -> Adapter {
         let mut modules = BTreeMap::new();
         for block in 0..2 {
@@ -508,46 +507,52 @@ mod tests {
         assert_eq!(peft_key(&k, "A"), "base_model.model.layers.3.attention.v_proj.lora_A.weight");
         let k = ModuleKey { block: 0, module: TargetModule::Fc2 };
         assert_eq!(peft_key(&k, "B"), "base_model.model.layers.0.mlp.fc2.lora_B.weight");
-        let p = parse_key("base_model.model.layers.3.attention.v_proj.lora_A.weight").unwrap();
+        // (class, layers_pattern, tower, layer, module) of every reading
+        type Reading = (&'static str, &'static str, usize, usize, TargetModule);
+        let read = |name: &str| -> (Vec<Reading>, char) {
+            let p = parse_key(name).unwrap();
+            let r = p.readings.iter().map(|r| (r.names.class, r.spelling.layers_pattern(), r.tower, r.layer, r.module));
+            (r.collect(), p.factor)
+        };
+        let p = read("base_model.model.layers.3.attention.v_proj.lora_A.weight");
+        assert_eq!(p, (vec![("ViTModel", "layers", 0, 3, TargetModule::Value)], 'A'));
+        let p = read("base_model.model.encoder.layer.11.attention.attention.query.lora_B.weight");
+        assert_eq!(p.0[0], ("ViTModel", "layer", 0, 11, TargetModule::Query));
+        assert_eq!(p.1, 'B');
+        let name = "base_model.model.encoder.layer.11.attention.attention.query.lora_B.weight";
+        assert_eq!(parse_key(name).unwrap().module_name, "encoder.layer.11.attention.attention.query");
+        let p = read("base_model.model.encoder.layer.1.attention.self.key.lora_A.weight");
+        assert_eq!(p.0, [("BertModel", "layer", 0, 1, TargetModule::Key)]);
+        let p = read("base_model.model.encoder.layer.1.intermediate.dense.lora_A.weight");
         assert_eq!(
-            (p.key, p.tower, p.factor, p.style),
-            (ModuleKey { block: 3, module: TargetModule::Value }, None, 'A', NameStyle::Vit5)
+            p.0,
+            [("ViTModel", "layer", 0, 1, TargetModule::Fc1), ("BertModel", "layer", 0, 1, TargetModule::Fc1)]
         );
-        let p = parse_key("base_model.model.encoder.layer.11.attention.attention.query.lora_B.weight").unwrap();
-        assert_eq!(
-            (p.key, p.factor, p.style),
-            (ModuleKey { block: 11, module: TargetModule::Query }, 'B', NameStyle::Vit4)
-        );
-        assert_eq!(p.module_name, "encoder.layer.11.attention.attention.query");
-        let p = parse_key("base_model.model.encoder.layer.1.attention.self.key.lora_A.weight").unwrap();
-        assert_eq!((p.key.module, p.style), (TargetModule::Key, NameStyle::Bert));
-        let p = parse_key("base_model.model.encoder.layer.1.intermediate.dense.lora_A.weight").unwrap();
-        assert_eq!((p.key.module, p.style), (TargetModule::Fc1, NameStyle::Vit4OrBert));
-        let p = parse_key("base_model.model.text_model.encoder.layers.0.self_attn.out_proj.lora_B.weight").unwrap();
-        assert_eq!((p.key.module, p.tower, p.style), (TargetModule::Output, Some(1), NameStyle::Clip));
+        let p = read("base_model.model.text_model.encoder.layers.0.self_attn.out_proj.lora_B.weight");
+        assert_eq!(p.0, [("CLIPModel", "layers", 1, 0, TargetModule::Output)]);
     }
 
     #[test]
     fn adapters_of_another_architecture_are_refused_even_when_shapes_fit() {
         // Issue 25: a BertModel adapter loaded on a ViT (and a ViT adapter on BERT) with exit 0.
         let dir = std::env::temp_dir().join(format!("copra-peft-arch-{}", std::process::id()));
-        save_as(&sample(), &dir, "bert", PeftLayout::Bert).unwrap();
-        let err = load_as(&dir, PeftLayout::Vit).unwrap_err().to_string();
+        save_as(&sample(), &dir, "bert", bert_layout()).unwrap();
+        let err = load_as(&dir, PeftLayout::VIT).unwrap_err().to_string();
         assert!(err.contains("made for a BertModel") && err.contains("backbone is a ViTModel"), "{err}");
-        assert!(load_as(&dir, PeftLayout::Bert).is_ok());
+        assert!(load_as(&dir, bert_layout()).is_ok());
         // Without base_model_class the tensor names decide.
         let cfg = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&cfg).unwrap().replace("\"auto_mapping\"", "\"unused\"");
         std::fs::write(&cfg, text).unwrap();
-        let err = load_as(&dir, PeftLayout::Vit).unwrap_err().to_string();
+        let err = load_as(&dir, PeftLayout::VIT).unwrap_err().to_string();
         assert!(err.contains("made for a BertModel") && err.contains("attention.self.query"), "{err}");
-        save_as(&sample(), &dir, "vit", PeftLayout::Vit).unwrap();
-        let err = load_as(&dir, PeftLayout::Bert).unwrap_err().to_string();
+        save_as(&sample(), &dir, "vit", PeftLayout::VIT).unwrap();
+        let err = load_as(&dir, bert_layout()).unwrap_err().to_string();
         assert!(err.contains("made for a ViTModel"), "{err}");
         // A config that names one architecture over weights of another.
         let text = std::fs::read_to_string(&cfg).unwrap().replace("ViTModel", "BertModel");
         std::fs::write(&cfg, text).unwrap();
-        let err = load_as(&dir, PeftLayout::Vit).unwrap_err().to_string();
+        let err = load_as(&dir, PeftLayout::VIT).unwrap_err().to_string();
         assert!(err.contains("do not belong together"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -614,14 +619,14 @@ mod tests {
     fn rank_pattern_matches_peft_style_suffixes() {
         let cfg = serde_json::json!({"rank_pattern": {"layers.1.attention.v_proj": 4, "fc1": 3}});
         let key = |block, module| ModuleKey { block, module };
-        assert_eq!(configured_rank(&cfg, &key(1, TargetModule::Value), PeftLayout::Vit), Some(4));
+        assert_eq!(configured_rank(&cfg, &key(1, TargetModule::Value), PeftLayout::VIT), Some(4));
         assert_eq!(
-            configured_rank(&cfg, &key(11, TargetModule::Value), PeftLayout::Vit),
+            configured_rank(&cfg, &key(11, TargetModule::Value), PeftLayout::VIT),
             None,
             "layers.11 is not layers.1"
         );
-        assert_eq!(configured_rank(&cfg, &key(7, TargetModule::Fc1), PeftLayout::Vit), Some(3));
-        assert_eq!(configured_rank(&serde_json::json!({}), &key(0, TargetModule::Query), PeftLayout::Vit), None);
+        assert_eq!(configured_rank(&cfg, &key(7, TargetModule::Fc1), PeftLayout::VIT), Some(3));
+        assert_eq!(configured_rank(&serde_json::json!({}), &key(0, TargetModule::Query), PeftLayout::VIT), None);
     }
 
     #[test]

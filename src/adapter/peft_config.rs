@@ -5,99 +5,19 @@
 //! (`target_modules`, `exclude_modules`, `layers_to_transform`, `layers_pattern`), matched as
 //! PEFT matches them. A mismatch is one line naming the key, never a silently different model.
 
+use super::names::{EncoderNames, Spelling};
 use super::pattern::Pattern;
 use super::peft::PeftLayout;
-use super::TargetModule;
 use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 use std::path::Path;
 
-/// The model family an adapter was made for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    /// Hugging Face `ViTModel` (or a `ViTFor…` head model).
-    Vit,
-    /// Hugging Face `BertModel` (or a `BertFor…` head model).
-    Bert,
-    /// Hugging Face `CLIPModel`.
-    Clip,
-}
+/// The model family an adapter was made for: its architecture's name table.
+pub type Family = &'static EncoderNames;
 
-impl Family {
-    /// The family of a backbone's PEFT layout.
-    pub fn of_layout(layout: PeftLayout) -> Family {
-        match layout {
-            PeftLayout::Vit => Family::Vit,
-            PeftLayout::Bert => Family::Bert,
-            PeftLayout::Clip { .. } => Family::Clip,
-        }
-    }
-
-    /// The transformers class copra-lab writes as `base_model_class`.
-    pub fn class_name(self) -> &'static str {
-        match self {
-            Family::Vit => "ViTModel",
-            Family::Bert => "BertModel",
-            Family::Clip => "CLIPModel",
-        }
-    }
-
-    /// The family of a transformers class name (`ViTModel`, `BertForSequenceClassification`, …).
-    pub fn of_class(name: &str) -> Option<Family> {
-        if name.starts_with("CLIP") {
-            Some(Family::Clip)
-        } else if name.starts_with("ViT") {
-            Some(Family::Vit)
-        } else if name.starts_with("Bert") {
-            Some(Family::Bert)
-        } else {
-            None
-        }
-    }
-
-    /// How to get a backbone of this family.
-    fn backbone_hint(self) -> &'static str {
-        match self {
-            Family::Vit => "the built-in backbone or a ViT folder",
-            Family::Bert => "a BERT folder (--backbone DIR with model_type bert)",
-            Family::Clip => "a CLIP folder (--backbone DIR with model_type clip)",
-        }
-    }
-}
-
-/// How one tensor's module is named in an adapter file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NameStyle {
-    /// transformers-5 `ViTModel`: `layers.{i}.attention.q_proj`.
-    Vit5,
-    /// transformers-4 `ViTModel`: `encoder.layer.{i}.attention.attention.query`.
-    Vit4,
-    /// `BertModel`: `encoder.layer.{i}.attention.self.query`.
-    Bert,
-    /// A name both transformers-4 ViT and BERT use (`encoder.layer.{i}.intermediate.dense`).
-    Vit4OrBert,
-    /// `CLIPModel`: `vision_model.encoder.layers.{i}.self_attn.q_proj`.
-    Clip,
-}
-
-impl NameStyle {
-    /// The family the name belongs to (`None` when both ViT and BERT use it).
-    pub fn family(self) -> Option<Family> {
-        match self {
-            NameStyle::Vit5 | NameStyle::Vit4 => Some(Family::Vit),
-            NameStyle::Bert => Some(Family::Bert),
-            NameStyle::Vit4OrBert => None,
-            NameStyle::Clip => Some(Family::Clip),
-        }
-    }
-
-    /// The name of the block list in module names (what `layers_pattern` must say).
-    fn layers_pattern(self) -> &'static str {
-        match self {
-            NameStyle::Vit5 | NameStyle::Clip => "layers",
-            NameStyle::Vit4 | NameStyle::Bert | NameStyle::Vit4OrBert => "layer",
-        }
-    }
+/// The family of a transformers class name (`ViTModel`, `BertForSequenceClassification`, …).
+pub fn family_of_class(name: &str) -> Option<Family> {
+    crate::model::checkpoint::encoder_names().into_iter().find(|n| n.owns_class(name))
 }
 
 /// Settings that change what the weights mean, with the value copra-lab implements and why
@@ -151,11 +71,9 @@ pub fn check_supported(cfg: &Value, path: &Path) -> Result<()> {
 pub fn declared_family(cfg: &Value, path: &Path) -> Result<Option<(Family, String)>> {
     let class = cfg.get("auto_mapping").and_then(|m| m.get("base_model_class")).and_then(Value::as_str);
     let Some(class) = class else { return Ok(None) };
-    let family = Family::of_class(class).ok_or_else(|| {
-        anyhow!(
-            "{}: the adapter was made for a {class}; copra-lab runs ViTModel, BertModel and CLIPModel adapters",
-            path.display()
-        )
+    let family = family_of_class(class).ok_or_else(|| {
+        let known: Vec<&str> = crate::model::checkpoint::encoder_names().iter().map(|n| n.class).collect();
+        anyhow!("{}: the adapter was made for a {class}; copra-lab runs {} adapters", path.display(), known.join(", "))
     })?;
     Ok(Some((family, class.to_string())))
 }
@@ -163,35 +81,29 @@ pub fn declared_family(cfg: &Value, path: &Path) -> Result<Option<(Family, Strin
 /// Errors when an adapter of `family` (as `evidence` shows) does not belong on a backbone
 /// of layout `layout`.
 pub fn check_family(family: Family, evidence: &str, layout: PeftLayout, path: &Path) -> Result<()> {
-    let backbone = Family::of_layout(layout);
+    let backbone = layout.names;
     if family != backbone {
         bail!(
             "{}: the adapter was made for a {} ({evidence}) but the backbone is a {}; use it with {}",
             path.display(),
-            family.class_name(),
-            backbone.class_name(),
-            family.backbone_hint()
+            family.class,
+            backbone.class,
+            family.backbone_hint
         );
     }
     Ok(())
 }
 
-/// Module names of `family` that copra-lab can adapt, for blocks `0..blocks`, in every
-/// naming the family's files use.
+/// Module names of `family` that copra-lab can adapt, for blocks `0..blocks` of every tower,
+/// in every naming the family's files use (under the task-head prefix, so that suffixes match
+/// with or without it).
 fn known_module_names(family: Family, blocks: usize) -> Vec<String> {
     let mut names = Vec::new();
-    for b in 0..blocks {
-        for m in TargetModule::ALL {
-            match family {
-                Family::Vit => {
-                    names.push(format!("layers.{b}.{}", m.peft_path()));
-                    names.push(format!("vit.encoder.layer.{b}.{}", m.hf_prefix()));
-                }
-                Family::Bert => names.push(format!("bert.encoder.layer.{b}.{}", m.bert_path())),
-                Family::Clip => {
-                    for tower in ["vision_model", "text_model"] {
-                        names.push(format!("{tower}.encoder.layers.{b}.{}", m.clip_path()));
-                    }
+    for spelling in family.adapter {
+        for tower in 0..family.towers.len() {
+            for b in 0..blocks {
+                for m in super::TargetModule::ALL {
+                    names.push(format!("{}{}", family.model_prefix, family.module_name(spelling, tower, b, m)));
                 }
             }
         }
@@ -264,8 +176,8 @@ pub struct FileModule<'a> {
     pub name: &'a str,
     /// The tensor's key in the weights file.
     pub tensor: &'a str,
-    /// How the name is written.
-    pub style: NameStyle,
+    /// How the name is written (its block list is what `layers_pattern` must name).
+    pub spelling: &'static Spelling,
     /// The block index inside its encoder.
     pub layer: usize,
 }
@@ -291,7 +203,7 @@ impl Targets {
                 bail!(
                     "{}: target_modules names '{e}', which is not a module copra-lab adapts in a {} (the attention and MLP projections of each block); remove it or export the adapter without it",
                     path.display(),
-                    family.class_name()
+                    family.class
                 );
             }
         }
@@ -331,7 +243,7 @@ impl Targets {
         }
         if let Some(layers) = &self.layers {
             if let Some(patterns) = &self.layers_pattern {
-                let wanted = module.style.layers_pattern();
+                let wanted = module.spelling.layers_pattern();
                 if !patterns.iter().any(|p| p == wanted) {
                     bail!(
                         "{}: layers_pattern {patterns:?} does not name the block list of '{tensor}' (\"{wanted}\"); PEFT would adapt no layer",
@@ -356,12 +268,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const BERT: Family = &crate::model::bert::NAMES;
+
     fn p() -> &'static Path {
         Path::new("adapter_config.json")
     }
 
-    fn module<'a>(name: &'a str, style: NameStyle, layer: usize) -> FileModule<'a> {
-        FileModule { name, tensor: name, style, layer }
+    fn module<'a>(name: &'a str, _bert: (), layer: usize) -> FileModule<'a> {
+        FileModule { name, tensor: name, spelling: BERT.written(), layer }
     }
 
     #[test]
@@ -384,11 +298,11 @@ mod tests {
     #[test]
     fn base_model_class_names_the_family() {
         let cfg = json!({"auto_mapping": {"base_model_class": "BertModel"}});
-        assert_eq!(declared_family(&cfg, p()).unwrap().unwrap().0, Family::Bert);
+        assert_eq!(declared_family(&cfg, p()).unwrap().unwrap().0, BERT);
         assert_eq!(declared_family(&json!({}), p()).unwrap(), None);
         let err = declared_family(&json!({"auto_mapping": {"base_model_class": "LlamaModel"}}), p()).unwrap_err();
         assert!(err.to_string().contains("LlamaModel"), "{err}");
-        let err = check_family(Family::Bert, "x", PeftLayout::Vit, p()).unwrap_err().to_string();
+        let err = check_family(BERT, "x", PeftLayout::VIT, p()).unwrap_err().to_string();
         assert!(err.contains("made for a BertModel") && err.contains("backbone is a ViTModel"), "{err}");
     }
 
@@ -396,31 +310,31 @@ mod tests {
     fn module_selection_follows_peft() {
         let q = "encoder.layer.0.attention.self.query";
         let v = "encoder.layer.2.attention.self.value";
-        let t = Targets::read(&json!({"target_modules": ["query"]}), Family::Bert, p()).unwrap();
-        assert!(t.check(&module(q, NameStyle::Bert, 0), p()).is_ok());
-        let err = t.check(&module(v, NameStyle::Bert, 2), p()).unwrap_err().to_string();
+        let t = Targets::read(&json!({"target_modules": ["query"]}), BERT, p()).unwrap();
+        assert!(t.check(&module(q, (), 0), p()).is_ok());
+        let err = t.check(&module(v, (), 2), p()).unwrap_err().to_string();
         assert!(err.contains("target_modules does not select"), "{err}");
         // Unknown entries are refused up front.
-        let err = Targets::read(&json!({"target_modules": ["query", "word_embeddings"]}), Family::Bert, p());
+        let err = Targets::read(&json!({"target_modules": ["query", "word_embeddings"]}), BERT, p());
         assert!(err.unwrap_err().to_string().contains("'word_embeddings'"));
-        assert!(Targets::read(&json!({"target_modules": ["dense"]}), Family::Bert, p()).is_ok());
-        assert!(Targets::read(&json!({"target_modules": ["q_proj"]}), Family::Bert, p()).is_err());
+        assert!(Targets::read(&json!({"target_modules": ["dense"]}), BERT, p()).is_ok());
+        assert!(Targets::read(&json!({"target_modules": ["q_proj"]}), BERT, p()).is_err());
         // layers_to_transform and layers_pattern.
         let cfg =
             json!({"target_modules": ["query", "value"], "layers_to_transform": [0, 1], "layers_pattern": "layer"});
-        let t = Targets::read(&cfg, Family::Bert, p()).unwrap();
-        assert!(t.check(&module(q, NameStyle::Bert, 0), p()).is_ok());
-        let err = t.check(&module(v, NameStyle::Bert, 2), p()).unwrap_err().to_string();
+        let t = Targets::read(&cfg, BERT, p()).unwrap();
+        assert!(t.check(&module(q, (), 0), p()).is_ok());
+        let err = t.check(&module(v, (), 2), p()).unwrap_err().to_string();
         assert!(err.contains("layers_to_transform [0, 1] leaves out"), "{err}");
         let cfg = json!({"layers_to_transform": 0, "layers_pattern": "layers"});
-        let err = Targets::read(&cfg, Family::Bert, p()).unwrap().check(&module(q, NameStyle::Bert, 0), p());
+        let err = Targets::read(&cfg, BERT, p()).unwrap().check(&module(q, (), 0), p());
         assert!(err.unwrap_err().to_string().contains("layers_pattern"));
         // A regular expression and exclude_modules.
         let cfg = json!({"target_modules": r"encoder\.layer\.\d+\.attention\.self\.(query|key)", "exclude_modules": ["layer.0.attention.self.key"]});
-        let t = Targets::read(&cfg, Family::Bert, p()).unwrap();
-        assert!(t.check(&module(q, NameStyle::Bert, 0), p()).is_ok());
-        assert!(t.check(&module(v, NameStyle::Bert, 2), p()).is_err());
+        let t = Targets::read(&cfg, BERT, p()).unwrap();
+        assert!(t.check(&module(q, (), 0), p()).is_ok());
+        assert!(t.check(&module(v, (), 2), p()).is_err());
         let k0 = "encoder.layer.0.attention.self.key";
-        assert!(t.check(&module(k0, NameStyle::Bert, 0), p()).unwrap_err().to_string().contains("exclude_modules"));
+        assert!(t.check(&module(k0, (), 0), p()).unwrap_err().to_string().contains("exclude_modules"));
     }
 }

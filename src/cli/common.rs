@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// Longest token sequence of a text example, in tokens (text backbones; default 128).
     #[arg(long)]
     pub max_length: Option<usize>,
+    /// Side in pixels image tasks are resized to (DINOv2 backbones, whose position embeddings
+    /// are interpolated; default the backbone's own, e.g. the processor's crop size).
+    #[arg(long)]
+    pub image_size: Option<usize>,
     /// Which encoders of a CLIP backbone carry adapters (default both).
     #[arg(long, value_parser = choice::<AdaptedEncoders>())]
     pub encoder: Option<AdaptedEncoders>,
@@ -108,6 +112,9 @@ impl RunArgs {
         set!(logit_scale);
         set!(max_length);
         set!(prompt_template);
+        if let Some(size) = self.image_size {
+            cfg.image_size = Some(size);
+        }
         if let Some(e) = self.encoder {
             cfg.encoders = e;
         }

@@ -34,8 +34,8 @@ pub struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// Backbone: `builtin`, or a Hugging Face folder (config.json + model.safetensors) of a
-    /// `vit`, `bert` or `clip` model (BERT and CLIP folders also need tokenizer.json; see
-    /// analyses/fetch-assets.sh and docs/clip.md).
+    /// `vit`, `bert`, `clip` or `dinov2` model (BERT and CLIP folders also need tokenizer.json;
+    /// see analyses/fetch-assets.sh, docs/clip.md and docs/dinov2.md).
     #[arg(long, global = true, default_value = "builtin")]
     pub backbone: String,
     /// Root of the run cache.

@@ -12,17 +12,58 @@
 
 use super::bert_config::{BertConfig, Pooling};
 use super::branch::Branch;
-use super::checkpoint::HfTensors;
+use super::checkpoint::{Architecture, HfTensors};
 use super::encoder::{
     adapted_linear, add_deltas, attention, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder,
     InputKind, LinearWeights, Numerics,
 };
+use crate::adapter::names::{EncoderNames, Spelling};
 use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+
+/// `BertModel`'s names, the same in the checkpoint and in PEFT adapters. `output.dense` (the
+/// MLP output) is also a suffix of `attention.output.dense`, which `target_modules` accounts for.
+pub static NAMES: EncoderNames = EncoderNames {
+    class: "BertModel",
+    class_prefix: "Bert",
+    backbone_hint: "a BERT folder (--backbone DIR with model_type bert)",
+    model_prefix: "bert.",
+    towers: &[""],
+    checkpoint: BERT,
+    adapter: &[BERT],
+    target_modules: [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ],
+};
+
+/// `BertModel`'s module names.
+const BERT: Spelling = Spelling {
+    layers: "encoder.layer",
+    modules: [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ],
+};
+
+/// The `bert` model type: [`NAMES`] and the folder reader.
+pub static ARCHITECTURE: Architecture = Architecture {
+    model_type: "bert",
+    names: &NAMES,
+    load: |dir, text, tensors, origin| Ok(Backbone::new(Bert::load(dir, text, tensors, origin)?)),
+};
 
 /// Score added to attention logits of padded keys (their softmax weight underflows to 0).
 const MASKED_SCORE: f64 = -1e9;
@@ -96,7 +137,7 @@ impl Bert {
             let pre = format!("encoder.layer.{i}");
             let linears = TargetModule::ALL
                 .into_iter()
-                .map(|module| w.linear(&format!("{pre}.{}", module.bert_path()), linear_shape(d, m, module), true))
+                .map(|module| w.linear(&NAMES.checkpoint_module(0, i, module), linear_shape(d, m, module), true))
                 .collect::<Result<Vec<_>>>()?;
             let ln_attention = w.layer_norm(&format!("{pre}.attention.output.LayerNorm"), d)?;
             let ln_output = w.layer_norm(&format!("{pre}.output.LayerNorm"), d)?;
@@ -277,9 +318,10 @@ impl Encoder for Bert {
             let pre = format!("encoder.layer.{i}");
             for module in TargetModule::ALL {
                 let lw = &b.linears[module_index(module)];
-                put(format!("{pre}.{}.weight", module.bert_path()), &lw.weight);
+                let name = NAMES.checkpoint_module(0, i, module);
+                put(format!("{name}.weight"), &lw.weight);
                 if let Some(bias) = &lw.bias {
-                    put(format!("{pre}.{}.bias", module.bert_path()), bias);
+                    put(format!("{name}.bias"), bias);
                 }
             }
             put(format!("{pre}.attention.output.LayerNorm.weight"), &b.ln_attention.0);
@@ -295,7 +337,7 @@ impl Encoder for Bert {
     }
 
     fn peft_layout(&self) -> PeftLayout {
-        PeftLayout::Bert
+        PeftLayout::single(&NAMES)
     }
 
     fn extra_files(&self) -> Vec<(String, Vec<u8>)> {

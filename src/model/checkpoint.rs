@@ -6,6 +6,7 @@
 use super::config::VitConfig;
 use super::encoder::{Backbone, LinearWeights};
 use super::vit::Vit;
+use crate::adapter::names::EncoderNames;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -35,12 +36,35 @@ pub fn load_backbone(spec: &str, device: &Device) -> Result<Backbone> {
     load_dir(Path::new(spec), device)
 }
 
-/// The architectures `--backbone DIR` accepts, by `config.json`'s `model_type`.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["vit", "bert", "clip"];
+/// An encoder architecture as `--backbone DIR` reads it: its `config.json` `model_type`, its
+/// names (checkpoint, PEFT) and the folder reader.
+pub struct Architecture {
+    /// `config.json`'s `model_type`.
+    pub model_type: &'static str,
+    /// The architecture's names; PEFT layouts and adapter reading are built from them.
+    pub names: &'static EncoderNames,
+    /// Reads a folder: its path, its `config.json` text, its weights and their file's name.
+    pub load: fn(&Path, &str, HashMap<String, Tensor>, &str) -> Result<Backbone>,
+}
+
+/// Every architecture copra-lab reads (the first is the default when `model_type` is absent).
+/// A new encoder is its own file (with its `Architecture` and names) and one line here.
+pub static ARCHITECTURES: &[&Architecture] =
+    &[&super::vit::ARCHITECTURE, &super::bert::ARCHITECTURE, &super::clip::ARCHITECTURE, &super::dinov2::ARCHITECTURE];
+
+/// The name tables of every architecture, in [`ARCHITECTURES`] order.
+pub fn encoder_names() -> Vec<&'static EncoderNames> {
+    ARCHITECTURES.iter().map(|a| a.names).collect()
+}
+
+/// The `model_type`s `--backbone DIR` accepts.
+pub fn supported_model_types() -> Vec<&'static str> {
+    ARCHITECTURES.iter().map(|a| a.model_type).collect()
+}
 
 /// Loads a Hugging Face model directory, picking the architecture from `config.json`'s
-/// `model_type`: `vit` (`ViTModel`, `ViTForImageClassification`), `bert` (`BertModel`,
-/// sentence-transformers folders) or `clip` (`CLIPModel`).
+/// `model_type` (see [`ARCHITECTURES`]; `vit` when absent): `ViTModel` and
+/// `ViTForImageClassification`, `BertModel` and sentence-transformers folders, `CLIPModel`.
 pub fn load_dir(dir: &Path, device: &Device) -> Result<Backbone> {
     crate::util::check_path_kind(
         dir,
@@ -53,14 +77,14 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<Backbone> {
         .with_context(|| format!("cannot read {}: is this a Hugging Face model directory?", config_path.display()))?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| anyhow!("{} is not valid JSON: {e}", config_path.display()))?;
-    let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or("vit").to_string();
-    if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
+    let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or(ARCHITECTURES[0].model_type);
+    let Some(architecture) = ARCHITECTURES.iter().find(|a| a.model_type == model_type) else {
         bail!(
             "{}: model_type '{model_type}' is not supported; copra-lab reads {} checkpoints",
             config_path.display(),
-            SUPPORTED_MODEL_TYPES.join(", ")
+            supported_model_types().join(", ")
         );
-    }
+    };
     let weights = dir.join("model.safetensors");
     crate::util::check_path_kind(
         &weights,
@@ -75,14 +99,7 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<Backbone> {
         )
     })?;
     let origin = weights.display().to_string();
-    match model_type.as_str() {
-        "bert" => Ok(Backbone::new(super::bert::Bert::load(dir, &text, tensors, &origin)?)),
-        "clip" => Ok(Backbone::new(super::clip::Clip::load(dir, &text, tensors, &origin)?)),
-        _ => {
-            let config = VitConfig::parse(&text, &config_path)?;
-            Ok(Backbone::new(Vit::from_hf_tensors(&config, tensors, &origin)?))
-        }
-    }
+    (architecture.load)(dir, &text, tensors, &origin)
 }
 
 /// Named checkpoint tensors being taken apart into a model, with one-line errors that
@@ -107,6 +124,11 @@ impl HfTensors {
             self.tensors =
                 all.into_iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v))).collect();
         }
+    }
+
+    /// Whether tensor `name` is (still) there.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
     }
 
     /// Removes tensor `name`, checking its shape, as `f32`.

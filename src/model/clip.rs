@@ -11,7 +11,7 @@
 //! (`x' = ((x + 1)/2 − mean) / std` per channel, OpenAI's mean and std).
 
 use super::branch::Branch;
-use super::checkpoint::HfTensors;
+use super::checkpoint::{Architecture, HfTensors};
 use super::clip_config::{Activation, ClipConfig, TowerConfig};
 use super::encoder::{
     add_deltas, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder, InputKind, LinearWeights,
@@ -19,6 +19,7 @@ use super::encoder::{
 };
 use super::head::Prompts;
 use super::pre_ln::{PreLnLayer, Rows};
+use crate::adapter::names::{EncoderNames, Spelling};
 use crate::adapter::{BlockPlace, ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
 use anyhow::{bail, Result};
@@ -110,11 +111,12 @@ impl Clip {
             w.take("vision_model.embeddings.position_embedding.weight", &[config.num_image_tokens(), dv])?;
         let pre_layernorm = w.layer_norm("vision_model.pre_layrnorm", dv)?;
         let mut blocks = Vec::new();
-        for (tower, cfg) in [("vision_model", v), ("text_model", t)] {
+        for (tower, cfg) in [v, t].into_iter().enumerate() {
+            let layers = NAMES.checkpoint_layers(tower);
             for i in 0..cfg.num_hidden_layers {
-                blocks.push(read_block(&mut w, &format!("{tower}.encoder.layers.{i}"), cfg)?);
+                blocks.push(read_block(&mut w, &format!("{layers}.{i}"), cfg)?);
             }
-            w.refuse_extra_blocks(&format!("{tower}.encoder.layers."))?;
+            w.refuse_extra_blocks(&format!("{layers}."))?;
         }
         let post_layernorm = w.layer_norm("vision_model.post_layernorm", dv)?;
         let visual_projection = w.take("visual_projection.weight", &[config.projection_dim, dv])?;
@@ -181,6 +183,7 @@ impl Clip {
             heads: cfg.num_attention_heads,
             bias,
             activation: &activation,
+            layer_scale: None,
         };
         layer.forward(x, branch, numerics, rows)
     }
@@ -195,12 +198,39 @@ impl Clip {
     }
 }
 
+/// `CLIPModel`'s names, the same in the checkpoint and in PEFT adapters, under each tower.
+pub static NAMES: EncoderNames = EncoderNames {
+    class: "CLIPModel",
+    class_prefix: "CLIP",
+    backbone_hint: "a CLIP folder (--backbone DIR with model_type clip)",
+    model_prefix: "",
+    towers: &["vision_model", "text_model"],
+    checkpoint: CLIP,
+    adapter: &[CLIP],
+    target_modules: ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+};
+
+/// `CLIPModel`'s module names inside either tower.
+const CLIP: Spelling = Spelling {
+    layers: "encoder.layers",
+    modules: ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2"],
+};
+
+/// The `clip` model type: [`NAMES`] and the folder reader.
+pub static ARCHITECTURE: Architecture = Architecture {
+    model_type: "clip",
+    names: &NAMES,
+    load: |dir, text, tensors, origin| Ok(Backbone::new(Clip::load(dir, text, tensors, origin)?)),
+};
+
 /// Reads one encoder layer's weights under `prefix`.
 fn read_block(w: &mut HfTensors, prefix: &str, cfg: &TowerConfig) -> Result<ClipBlock> {
     let (d, m) = (cfg.hidden_size, cfg.intermediate_size);
     let linears = TargetModule::ALL
         .into_iter()
-        .map(|module| w.linear(&format!("{prefix}.{}", module.clip_path()), linear_shape(d, m, module), true))
+        .map(|module| {
+            w.linear(&format!("{prefix}.{}", NAMES.checkpoint.module(module)), linear_shape(d, m, module), true)
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(ClipBlock {
         ln1: w.layer_norm(&format!("{prefix}.layer_norm1"), d)?,
@@ -381,16 +411,14 @@ impl Encoder for Clip {
         put("logit_scale", &self.logit_scale);
         let nv = self.vision_blocks();
         for (i, b) in self.blocks.iter().enumerate() {
-            let pre = if i < nv {
-                format!("vision_model.encoder.layers.{i}")
-            } else {
-                format!("text_model.encoder.layers.{}", i - nv)
-            };
+            let (tower, layer) = if i < nv { (0, i) } else { (1, i - nv) };
+            let pre = format!("{}.{layer}", NAMES.checkpoint_layers(tower));
             for module in TargetModule::ALL {
                 let lw = &b.linears[module_index(module)];
-                put(&format!("{pre}.{}.weight", module.clip_path()), &lw.weight);
+                let name = NAMES.checkpoint_module(tower, layer, module);
+                put(&format!("{name}.weight"), &lw.weight);
                 if let Some(bias) = &lw.bias {
-                    put(&format!("{pre}.{}.bias", module.clip_path()), bias);
+                    put(&format!("{name}.bias"), bias);
                 }
             }
             for (name, ln) in [("layer_norm1", &b.ln1), ("layer_norm2", &b.ln2)] {
@@ -406,7 +434,7 @@ impl Encoder for Clip {
     }
 
     fn peft_layout(&self) -> PeftLayout {
-        PeftLayout::Clip { vision_blocks: self.vision_blocks(), text_blocks: self.config.text.num_hidden_layers }
+        PeftLayout::two_towers(&NAMES, self.vision_blocks(), self.config.text.num_hidden_layers)
     }
 
     fn extra_files(&self) -> Vec<(String, Vec<u8>)> {

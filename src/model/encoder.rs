@@ -9,8 +9,9 @@
 //! encoder carries its padding mask inside its hidden state for this reason).
 //!
 //! [`Backbone`] is the shared, cheaply cloned handle every command holds. A new
-//! architecture is one file implementing [`Encoder`] plus one arm in
-//! `checkpoint::load_dir`.
+//! architecture is one file implementing [`Encoder`] with its name table
+//! (`adapter::names::EncoderNames`) and `checkpoint::Architecture`, plus one line in
+//! `checkpoint::ARCHITECTURES`.
 
 use super::branch::{Branch, NoBranch};
 use super::head::Prompts;
@@ -54,8 +55,8 @@ pub enum InputKind {
 ///
 /// An encoder that mean-pools the tokens of another encoder's output instead of reading
 /// its class token: everything else is delegated. A new architecture implements the same
-/// methods on its own weights in one file under `src/model/`, plus its `model_type` arm in
-/// `checkpoint::load_dir` (see `docs/architecture.md`).
+/// methods on its own weights in one file under `src/model/`, with its names and
+/// `Architecture`, plus one line in `checkpoint::ARCHITECTURES` (see `docs/architecture.md`).
 ///
 /// ```
 /// use anyhow::Result;
@@ -121,6 +122,20 @@ pub trait Encoder: Send + Sync + std::fmt::Debug {
     fn module_shape(&self, block: usize, module: TargetModule) -> (usize, usize);
     /// What the encoder reads.
     fn input_kind(&self) -> InputKind;
+    /// Errors unless the encoder reads images of side `size` (`--image-size`): by default
+    /// only its own size; encoders that interpolate their position embeddings accept others.
+    fn check_image_size(&self, size: usize) -> Result<()> {
+        match self.input_kind() {
+            InputKind::Image { size: own, .. } if own == size => Ok(()),
+            InputKind::Image { size: own, .. } => anyhow::bail!(
+                "--image-size {size}: the {} backbone reads {own}-pixel images only (its position embeddings are not interpolated); leave --image-size out, or use a DINOv2 backbone",
+                self.model_type()
+            ),
+            InputKind::Text { .. } => {
+                anyhow::bail!("--image-size {size}: the {} backbone reads text, not images", self.model_type())
+            }
+        }
+    }
     /// Inputs (one row per example) → hidden state entering block 0.
     fn embed(&self, inputs: &Tensor) -> Result<Tensor>;
     /// Block `index` (`< input_blocks()`) on the hidden state that entered it, with

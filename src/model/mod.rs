@@ -1,5 +1,5 @@
 //! Frozen backbones behind one interface ([`Encoder`], held as [`Backbone`]): the
-//! Hugging Face ViT, BERT and CLIP architectures, their checkpoint format, LoRA branches
+//! Hugging Face ViT, BERT, CLIP and DINOv2 architectures, their checkpoint format, LoRA branches
 //! and the classifier heads.
 
 pub mod bert;
@@ -9,6 +9,8 @@ pub mod checkpoint;
 pub mod clip;
 pub mod clip_config;
 pub mod config;
+pub mod dinov2;
+pub mod dinov2_config;
 pub mod encoder;
 pub mod head;
 pub mod lora;

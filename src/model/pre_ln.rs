@@ -1,5 +1,6 @@
-//! The pre-LN transformer layer that ViT and both CLIP towers share:
-//! `h = x + attn(ln1(x)); out = h + mlp(ln2(h))`, with LoRA on every linear layer.
+//! The pre-LN transformer layer that ViT, both CLIP towers and DINOv2 share:
+//! `h = x + attn(ln1(x)); out = h + mlp(ln2(h))`, with LoRA on every linear layer; DINOv2
+//! scales each branch per channel (layer scale): `h = x + γ₁ ⊙ attn(…); out = h + γ₂ ⊙ mlp(…)`.
 
 use super::branch::Branch;
 use super::encoder::{adapted_linear, attention, layer_norm, module_index, LinearWeights, Numerics};
@@ -44,6 +45,9 @@ pub struct PreLnLayer<'a> {
     pub bias: Option<&'a Tensor>,
     /// The MLP activation.
     pub activation: &'a dyn Fn(&Tensor) -> Result<Tensor>,
+    /// Per-channel scales `[D]` of the attention and MLP outputs (DINOv2's `layer_scale1`,
+    /// `layer_scale2`), applied after the LoRA outputs are added; `None` for none.
+    pub layer_scale: Option<(&'a Tensor, &'a Tensor)>,
 }
 
 impl PreLnLayer<'_> {
@@ -72,10 +76,16 @@ impl PreLnLayer<'_> {
                 (ctx, x.clone())
             }
         };
-        let h = (x + lin(TargetModule::Output, &ctx)?)?;
+        let scaled = |y: Tensor, which: usize| -> Result<Tensor> {
+            Ok(match self.layer_scale {
+                None => y,
+                Some(scales) => y.broadcast_mul(if which == 0 { scales.0 } else { scales.1 })?,
+            })
+        };
+        let h = (x + scaled(lin(TargetModule::Output, &ctx)?, 0)?)?;
         let normed = layer_norm(&h, self.ln2, self.eps, numerics)?;
         let mid = (self.activation)(&lin(TargetModule::Fc1, &normed)?)?;
-        Ok((h + lin(TargetModule::Fc2, &mid)?)?)
+        Ok((h + scaled(lin(TargetModule::Fc2, &mid)?, 1)?)?)
     }
 }
 

@@ -144,7 +144,7 @@ fn every_active_lora_factor_of_both_towers_gets_a_gradient() {
 fn peft_round_trip_writes_peft_names_and_configs() {
     let bb = clip();
     let layout = bb.peft_layout();
-    assert_eq!(layout, PeftLayout::Clip { vision_blocks: 3, text_blocks: 2 });
+    assert_eq!(layout, PeftLayout::two_towers(&super::clip::NAMES, 3, 2));
     let dir = std::env::temp_dir().join(format!("copra-clip-peft-{}", std::process::id()));
     for (name, list) in [("adapter", true), ("adapter-vision-qkv", false)] {
         let theirs = peft::load_as(&fixture().join(name), layout).unwrap();

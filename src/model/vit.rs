@@ -8,18 +8,61 @@
 //! kernels for evaluation where no gradient is needed.
 
 use super::branch::Branch;
-use super::checkpoint::HfTensors;
+use super::checkpoint::{Architecture, HfTensors};
 use super::config::VitConfig;
 use super::encoder::{
     add_deltas, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder, InputKind, LinearWeights,
     Numerics,
 };
 use super::pre_ln::{PreLnLayer, Rows};
+use crate::adapter::names::{EncoderNames, Spelling};
 use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
 use anyhow::Result;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use std::collections::{BTreeMap, HashMap};
+
+/// `ViTModel`'s names. transformers 5 names the attention and MLP modules `layers.{i}.attention.q_proj`,
+/// `mlp.fc1`, … in memory (what PEFT writes) and keeps transformers 4's names in the checkpoint.
+pub static NAMES: EncoderNames = EncoderNames {
+    class: "ViTModel",
+    class_prefix: "ViT",
+    backbone_hint: "the built-in backbone or a ViT folder",
+    model_prefix: "vit.",
+    towers: &[""],
+    checkpoint: VIT4,
+    adapter: &[
+        Spelling {
+            layers: "layers",
+            modules: [
+                "attention.q_proj",
+                "attention.k_proj",
+                "attention.v_proj",
+                "attention.o_proj",
+                "mlp.fc1",
+                "mlp.fc2",
+            ],
+        },
+        VIT4,
+    ],
+    target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"],
+};
+
+/// The `vit` model type (also a `config.json` without `model_type`): [`NAMES`] and the folder reader.
+pub static ARCHITECTURE: Architecture = Architecture { model_type: "vit", names: &NAMES, load: Vit::load };
+
+/// transformers 4's `ViTModel` names (and the checkpoint's).
+const VIT4: Spelling = Spelling {
+    layers: "encoder.layer",
+    modules: [
+        "attention.attention.query",
+        "attention.attention.key",
+        "attention.attention.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ],
+};
 
 /// Weights of one transformer block.
 #[derive(Clone, Debug)]
@@ -138,9 +181,10 @@ impl Encoder for Vit {
             let pre = format!("encoder.layer.{i}");
             for module in TargetModule::ALL {
                 let lw = b.linear(module);
-                out.insert(format!("{pre}.{}.weight", module.hf_prefix()), lw.weight.clone());
+                let name = NAMES.checkpoint_module(0, i, module);
+                out.insert(format!("{name}.weight"), lw.weight.clone());
                 if let Some(bias) = &lw.bias {
-                    out.insert(format!("{pre}.{}.bias", module.hf_prefix()), bias.clone());
+                    out.insert(format!("{name}.bias"), bias.clone());
                 }
             }
             out.insert(format!("{pre}.layernorm_before.weight"), b.ln_before.0.clone());
@@ -158,7 +202,7 @@ impl Encoder for Vit {
     }
 
     fn peft_layout(&self) -> PeftLayout {
-        PeftLayout::Vit
+        PeftLayout::single(&NAMES)
     }
 }
 
@@ -175,7 +219,19 @@ impl Vit {
             heads: self.config.num_attention_heads,
             bias: None,
             activation: &super::ops::gelu_erf,
+            layer_scale: None,
         }
+    }
+
+    /// Reads a `ViTModel` folder: `config_text` is its `config.json`, `tensors` its weights.
+    pub fn load(
+        dir: &std::path::Path,
+        config_text: &str,
+        tensors: HashMap<String, Tensor>,
+        origin: &str,
+    ) -> Result<Backbone> {
+        let config = VitConfig::parse(config_text, &dir.join("config.json"))?;
+        Ok(Backbone::new(Vit::from_hf_tensors(&config, tensors, origin)?))
     }
 
     /// Reads `ViTModel` (or `ViTForImageClassification`, prefix `vit.`) weights.
@@ -197,7 +253,7 @@ impl Vit {
                 let has_bias =
                     config.qkv_bias || !matches!(module, TargetModule::Query | TargetModule::Key | TargetModule::Value);
                 linears.push(w.linear(
-                    &format!("{pre}.{}", module.hf_prefix()),
+                    &NAMES.checkpoint_module(0, i, module),
                     module_shape(config, module),
                     has_bias,
                 )?);

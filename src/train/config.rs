@@ -116,6 +116,10 @@ pub struct TrainConfig {
     /// Left out at its default, "a photo of a {}.".
     #[serde(skip_serializing_if = "is_default_template")]
     pub prompt_template: String,
+    /// Side in pixels image tasks are made at, instead of the backbone's own (only for
+    /// backbones that interpolate their position embeddings: DINOv2). Left out when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
 }
 
 fn is_both(v: &AdaptedEncoders) -> bool {
@@ -157,6 +161,7 @@ impl Default for TrainConfig {
             stage1_ratio: 0.75,
             logit_scale: 20.0,
             max_length: DEFAULT_MAX_LENGTH,
+            image_size: None,
             encoders: AdaptedEncoders::Both,
             prompt_template: DEFAULT_TEMPLATE.to_string(),
         }

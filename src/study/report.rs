@@ -332,7 +332,12 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     let primary = primary_tests(spec, &grouped)?;
     Table::from_rows(&summary).write_parquet(&dir.join("summary.parquet"))?;
     Table::from_rows(&paired).write_parquet(&dir.join("paired.parquet"))?;
-    Table::from_rows(&primary).write_parquet(&dir.join("primary.parquet"))?;
+    if primary.is_empty() {
+        // A spec without primary tests has no table (an earlier version's must not linger).
+        let _ = std::fs::remove_file(dir.join("primary.parquet"));
+    } else {
+        Table::from_rows(&primary).write_parquet(&dir.join("primary.parquet"))?;
+    }
     let matched = super::matched_fit::matched_fits(spec, &g.rows)?;
     if !matched.is_empty() {
         Table::from_rows(&matched).write_parquet(&dir.join("matched_fit.parquet"))?;
@@ -667,10 +672,12 @@ fn readme(
         "- `paired.parquet`: every variant against `{}` per quantity, task and x (exploratory: raw, sign-flip and floor p-values).",
         spec.baseline
     );
-    let _ = writeln!(
-        s,
-        "- `primary.parquet`: the primary tests (pooled over tasks), with Holm-adjusted p-values and verdicts."
-    );
+    if !primary.is_empty() {
+        let _ = writeln!(
+            s,
+            "- `primary.parquet`: the primary tests (pooled over tasks), with Holm-adjusted p-values and verdicts."
+        );
+    }
     let _ = writeln!(
         s,
         "- `cells.parquet`: wall time and machine of each cell; `cells/`: the per-cell parts (resumable, shardable)."

@@ -3,7 +3,8 @@
 Usage:
     python analyses/bench_peft.py BACKBONE_DIR [--copra target/release/copra-lab]
         [--threads 2] [--steps 60] [--rounds 2] [--grid 8]
-    python analyses/bench_peft.py BERT_DIR [--threads 2] [--steps 5] [--warmup 3] [--rounds 1]
+    python analyses/bench_peft.py BERT_DIR [--copra BINARY [--copra BINARY2]] [--task tab:FILE]
+        [--threads 2] [--steps 5] [--warmup 3] [--rounds 1]
 
 The backbone's config.json decides the workload: model_type "bert" (e.g. the all-MiniLM-L6-v2
 folder of analyses/fetch-assets.sh) runs the BERT figures below, anything else the ViT ones.
@@ -12,7 +13,9 @@ BACKBONE_DIR comes from `copra-lab export-backbone --out DIR`; the environment n
 `pip install torch transformers peft`. With --copra, each round runs copra-lab's own
 benchmarks (`bench train`, `bench coalitions`, `bench grid`) and then PyTorch's, so both
 columns see the same machine load; the table reports the median over rounds and the ratio
-copra-lab / PyTorch. On a shared machine absolute figures are noisy; the ratios are the
+copra-lab / PyTorch. --copra may be given twice (e.g. a build before and after a change): each
+round then runs both binaries, one after the other, before PyTorch, and the table has a column
+and a ratio for each. On a shared machine absolute figures are noisy; the ratios are the
 measurement.
 
 PyTorch figures (CPU, --threads threads), the workload of copra-lab's defaults:
@@ -25,8 +28,10 @@ PyTorch figures (CPU, --threads threads), the workload of copra-lab's defaults:
   - coalition evaluations/s: random block coalitions, each a no-grad forward of --test-size images
     with only that coalition's adapters enabled (the plain way to evaluate a layer game).
 
-PyTorch figures for a BERT backbone (CPU, --threads threads; PyTorch only, copra-lab's bench has
-no text workload yet), on random token ids, attention mask all 1, token_type_ids 0:
+PyTorch figures for a BERT backbone (CPU, --threads threads), on random token ids, attention
+mask all 1, token_type_ids 0 (copra-lab's side: `bench train --task TASK` with the same LoRA
+settings and --max-length 128 and 64, its `lora` line; --task must give texts at least 128
+tokens long, e.g. tab:.../20newsgroups-train.tab, so that every batch is full length):
   - LoRA training sequences/s, batch 32, length 128 and 64: LoRA rank 8, alpha 16, dropout 0 on
     query and value of every block, AdamW (lr 1e-3, wd 0.01), loss the cross-entropy of a frozen
     random linear head (20 classes) on mean-pooled features; the model in train mode (BERT's own
@@ -201,7 +206,7 @@ class BertTrainer:
 def bert_round(a):
     """PyTorch + PEFT figures of one round on a BERT backbone."""
     out = {}
-    for length in (128, 64):
+    for length in a.lengths:
         out[f"lora{length}"] = BertTrainer(a.backbone, 0, length).sequences_per_second(a.warmup, a.steps)
     torch.manual_seed(1)
     model = BertModel.from_pretrained(a.backbone, add_pooling_layer=False).eval()
@@ -225,13 +230,31 @@ def number_after(label, text):
     return float(m.group(1))
 
 
-def copra_round(a):
-    """copra-lab's figures of one round, from its `bench` command."""
+def copra_bench(a, binary, *global_args):
+    """A function that runs `binary GLOBAL_ARGS bench ARGS...` with --threads threads, returning stdout."""
     env = {"RAYON_NUM_THREADS": str(a.threads), "PATH": "/usr/bin:/bin"}
 
     def bench(*args):
-        cmd = [a.copra, "bench", *args, "--quiet", "--runs-dir", a.runs_dir]
+        cmd = [binary, *global_args, "bench", *args, "--quiet", "--runs-dir", a.runs_dir]
         return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    return bench
+
+
+def copra_bert_round(a, binary):
+    """copra-lab's BERT figures of one round: `bench train` with the PyTorch side's LoRA settings."""
+    bench = copra_bench(a, binary, "--backbone", a.backbone)
+    out = {}
+    for length in a.lengths:
+        train = bench("train", "--task", a.task, "--max-length", str(length), "--batch-size", str(BATCH),
+                      "--rank", "8", "--alpha", "16", "--scaling", "standard", "--targets", "query,value",
+                      "--dropout", "0", "--bench-steps", str(a.steps))
+        out[f"lora{length}"] = number_after("lora", train)
+    return out
+
+
+def copra_round(a, binary):
+    """copra-lab's figures of one round, from its `bench` command."""
+    bench = copra_bench(a, binary)
 
     train = bench("train", "--bench-steps", str(a.steps))
     try:
@@ -256,19 +279,23 @@ def copra_round(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("backbone")
-    ap.add_argument("--copra", help="copra-lab binary: run its benchmarks interleaved with PyTorch's")
+    ap.add_argument("--copra", action="append", default=[],
+                    help="copra-lab binary: run its benchmarks interleaved with PyTorch's (give twice to compare two builds)")
+    ap.add_argument("--task", help="copra-lab's text task for a BERT backbone, e.g. tab:FILE (texts of 128+ tokens)")
     ap.add_argument("--runs-dir", default="/tmp/copra-bench-runs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, help="timed steps (default 60; 5 for a BERT backbone)")
     ap.add_argument("--warmup", type=int, help="untimed steps first, BERT backbone only (default 3; ViT: 5)")
     ap.add_argument("--rounds", type=int, help="rounds, median reported (default 2; 1 for a BERT backbone)")
     ap.add_argument("--grid", type=int, default=8)
+    ap.add_argument("--lengths", default="128,64", help="BERT training sequence lengths, comma-separated")
     ap.add_argument("--test-size", type=int, default=1000, help="images per coalition evaluation")
     ap.add_argument("--training-only", action="store_true", help="skip the coalition figures")
     a = ap.parse_args()
+    a.lengths = [int(x) for x in a.lengths.split(",")]
     bert = model_type(a.backbone) == "bert"
-    if bert and a.copra:
-        sys.exit("--copra: copra-lab's bench has no BERT workload yet; run without --copra for PyTorch's figures")
+    if bert and a.copra and not a.task:
+        sys.exit("--copra on a BERT backbone needs --task (e.g. tab:.../20newsgroups-train.tab)")
     a.steps = a.steps or (5 if bert else 60)
     a.warmup = 3 if a.warmup is None else a.warmup
     a.rounds = a.rounds or (1 if bert else 2)
@@ -277,17 +304,16 @@ def main():
         transformers.utils.logging.disable_progress_bar()
         warnings.filterwarnings("ignore", category=FutureWarning)  # PEFT calls a deprecated transformers name
     torch.set_num_threads(a.threads)
-    ours, theirs = [], []
+    ours, theirs = [[] for _ in a.copra], []
     for r in range(a.rounds):
-        if a.copra:
-            ours.append(copra_round(a))
-            print(f"round {r + 1} copra-lab: {ours[-1]}", flush=True)
+        for i, binary in enumerate(a.copra):
+            ours[i].append(copra_bert_round(a, binary) if bert else copra_round(a, binary))
+            print(f"round {r + 1} copra-lab {binary}: {ours[i][-1]}", flush=True)
         theirs.append(bert_round(a) if bert else torch_round(a))
         print(f"round {r + 1} PyTorch:   {theirs[-1]}", flush=True)
     med = lambda rows, k: statistics.median(row[k] for row in rows)
     rows = [
-        ("LoRA training, sequences/s (batch 32, length 128)", "lora128", "lora128"),
-        ("LoRA training, sequences/s (batch 32, length 64)", "lora64", "lora64"),
+        *((f"LoRA training, sequences/s (batch 32, length {n})", f"lora{n}", f"lora{n}") for n in a.lengths),
         (f"frozen forward, sequences/s (batch {BERT_FORWARD_BATCH}, length 128, no grad)", "forward", "forward"),
     ] if bert else [
         ("LoRA training, images/s (batch 32)", "lora", "lora"),
@@ -298,19 +324,23 @@ def main():
         ("exact enumeration (prefix walk), coalitions/s, vs PyTorch's plain forward", "walk", "coalition"),
     ]
     print(f"\ntorch {torch.__version__}, {a.threads} threads, median of {a.rounds} rounds")
-    print("| figure | copra-lab | PyTorch + PEFT | ratio |\n|---|---|---|---|")
+    names = [f"copra-lab {i + 1}" for i in range(len(ours))] if len(ours) > 1 else ["copra-lab"] * len(ours)
+    for i, binary in enumerate(a.copra):
+        print(f"{names[i]}: {binary}")
+    print("| figure | " + "".join(f"{n} | " for n in names) + "PyTorch + PEFT | "
+          + "".join(f"ratio {n} | " for n in names) + "\n|---|" + "---|" * (2 * len(ours) + 1))
     for label, ok, tk in rows:
         if tk not in theirs[0]:
             continue
         t = med(theirs, tk)
-        if ours:
-            o = med(ours, ok)
-            if o != o:  # NaN: this copra-lab has no such benchmark (e.g. no `bench grid`)
-                print(f"| {label} | – | {t:,.1f} | – |")
-            else:
-                print(f"| {label} | {o:,.1f} | {t:,.1f} | {o / t:.2f} |")
-        elif ok == tk:
-            print(f"| {label} | | {t:,.1f} | |")
+        mine = [med(rows_i, ok) if ok in rows_i[0] else float("nan") for rows_i in ours]
+        if ok != tk and not ours:
+            continue
+        # NaN: that copra-lab has no such benchmark (e.g. no `bench grid`, or no BERT evaluation)
+        cells = ["–" if o != o else f"{o:,.1f}" for o in mine]
+        ratios = ["–" if o != o else f"**{o / t:.2f}**" for o in mine]
+        print(f"| {label} | " + "".join(f"{c} | " for c in cells) + f"{t:,.1f} | "
+              + "".join(f"{r} | " for r in ratios))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@
 //! efficiency), solved through the KKT system with a full-pivot LU.
 
 use anyhow::{bail, Result};
-use faer::linalg::solvers::Solve;
 use faer::Mat;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -154,8 +153,13 @@ impl MobiusBasis {
 
     /// Weighted least-squares coefficients (`m(∅)` first) for `rows` with
     /// `values` (one per row); `constrained` pins `m(∅) = v_empty` and
-    /// `Σ m = v_full`. Rows of weight 0 are ignored. A tiny ridge keeps an
-    /// under-determined fit solvable (the minimum-norm direction then wins).
+    /// `Σ m = v_full`. Rows of weight 0 are ignored. The KKT system is solved
+    /// through its symmetric eigendecomposition, dropping eigenvalues below
+    /// [`RELATIVE_CUTOFF`] of the largest: a well-determined fit gets the exact
+    /// solution, an under-determined one (a bootstrap draw that leaves out
+    /// rows) the minimum-norm one. An LU with a tiny ridge used to do this, and
+    /// returned non-finite values when rounding (which differs between GEMM
+    /// kernels) ate the ridge.
     pub fn fit(
         &self,
         rows: &[DesignRow],
@@ -178,27 +182,68 @@ impl MobiusBasis {
         let y = Mat::<f64>::from_fn(used.len(), 1, |r, _| rows[used[r]].weight.sqrt() * values[used[r]]);
         let gram = x.transpose() * x.as_ref();
         let rhs = x.transpose() * y.as_ref();
+        // Constraint rows scaled to the Gram matrix's size, so that the
+        // eigenvalue cutoff treats both blocks alike (the solution's `m` is
+        // unchanged; only the multipliers scale).
         let scale = (0..p).map(|j| gram[(j, j)]).fold(0.0f64, f64::max).max(1e-300);
-        let ridge = 1e-13 * scale;
         let extra = if constrained { 2 } else { 0 };
         let kkt = Mat::<f64>::from_fn(p + extra, p + extra, |i, j| match (i < p, j < p) {
-            (true, true) => gram[(i, j)] + if i == j { ridge } else { 0.0 },
-            (true, false) => constraint(j - p, i),
-            (false, true) => constraint(i - p, j),
+            (true, true) => gram[(i, j)],
+            (true, false) => scale * constraint(j - p, i),
+            (false, true) => scale * constraint(i - p, j),
             (false, false) => 0.0,
         });
-        let b = Mat::<f64>::from_fn(p + extra, 1, |i, _| match i {
-            i if i < p => rhs[(i, 0)],
-            i if i == p => v_empty,
-            _ => v_full,
-        });
-        let sol = kkt.full_piv_lu().solve(&b);
-        let coef: Vec<f64> = (0..p).map(|i| sol[(i, 0)]).collect();
+        let b: Vec<f64> = (0..p + extra)
+            .map(|i| match i {
+                i if i < p => rhs[(i, 0)],
+                i if i == p => scale * v_empty,
+                _ => scale * v_full,
+            })
+            .collect();
+        let sol = pseudo_solve_symmetric(&kkt, &b)?;
+        let coef: Vec<f64> = sol[..p].to_vec();
         if coef.iter().any(|c| !c.is_finite()) {
             bail!("the {p}-coefficient regression is singular on {} rows: raise the budget", used.len());
         }
         Ok(coef)
     }
+}
+
+/// Eigenvalues below this share of the largest one count as zero in
+/// [`pseudo_solve_symmetric`].
+pub const RELATIVE_CUTOFF: f64 = 1e-12;
+
+/// `A⁺ b` for a symmetric (possibly indefinite or singular) `A`, through its
+/// eigendecomposition `A = U Λ Uᵀ`: `Σ_k (u_kᵀ b / λ_k) u_k` over the
+/// eigenvalues with `|λ_k| > RELATIVE_CUTOFF · max |λ|`. This is the exact
+/// solution when `A` is well conditioned and the minimum-norm least-squares
+/// solution otherwise.
+pub fn pseudo_solve_symmetric(a: &Mat<f64>, b: &[f64]) -> Result<Vec<f64>> {
+    let n = a.nrows();
+    if a.ncols() != n || b.len() != n {
+        bail!("pseudo_solve_symmetric needs a square matrix and a matching right-hand side");
+    }
+    if a.col_iter().any(|c| c.iter().any(|v| !v.is_finite())) || b.iter().any(|v| !v.is_finite()) {
+        bail!("the regression's normal equations hold a non-finite value: check the game's values for NaN");
+    }
+    let evd = a
+        .self_adjoint_eigen(faer::Side::Lower)
+        .map_err(|e| anyhow::anyhow!("the regression's eigendecomposition did not converge ({e:?})"))?;
+    let (u, lambda) = (evd.U(), evd.S().column_vector());
+    let largest = lambda.iter().fold(0.0f64, |m, l| m.max(l.abs()));
+    let cutoff = RELATIVE_CUTOFF * largest;
+    let mut x = vec![0.0; n];
+    for k in 0..n {
+        let l = lambda[k];
+        if l.abs() <= cutoff {
+            continue;
+        }
+        let coef = (0..n).map(|i| u[(i, k)] * b[i]).sum::<f64>() / l;
+        for (i, xi) in x.iter_mut().enumerate() {
+            *xi += coef * u[(i, k)];
+        }
+    }
+    Ok(x)
 }
 
 /// Row `k` of the constraint matrix at column `j`: `m(∅)` alone, then all ones.
@@ -273,6 +318,44 @@ mod tests {
         assert_eq!(b.shapley(&coef), vec![2.0, 1.0, 0.0]);
         assert_eq!(b.predict(&coef, 0b011), 3.0);
         assert_eq!(b.predict(&coef, 0b101), 1.0);
+    }
+
+    #[test]
+    fn pseudo_solve_matches_hand_cases() {
+        // Regular: [[2,1],[1,3]] x = [1,2] gives x = (1/5, 3/5).
+        let a = Mat::<f64>::from_fn(2, 2, |i, j| [[2.0, 1.0], [1.0, 3.0]][i][j]);
+        let x = pseudo_solve_symmetric(&a, &[1.0, 2.0]).unwrap();
+        assert!((x[0] - 0.2).abs() < 1e-14 && (x[1] - 0.6).abs() < 1e-14, "{x:?}");
+        // Singular: [[1,1],[1,1]] x = [2,2]; the minimum-norm solution is (1, 1).
+        let a = Mat::<f64>::from_fn(2, 2, |_, _| 1.0);
+        let x = pseudo_solve_symmetric(&a, &[2.0, 2.0]).unwrap();
+        assert!((x[0] - 1.0).abs() < 1e-14 && (x[1] - 1.0).abs() < 1e-14, "{x:?}");
+        // Indefinite saddle [[1,1],[1,0]] x = [3,1]: x = (1, 2).
+        let a = Mat::<f64>::from_fn(2, 2, |i, j| [[1.0, 1.0], [1.0, 0.0]][i][j]);
+        let x = pseudo_solve_symmetric(&a, &[3.0, 1.0]).unwrap();
+        assert!((x[0] - 1.0).abs() < 1e-14 && (x[1] - 2.0).abs() < 1e-14, "{x:?}");
+        assert!(pseudo_solve_symmetric(&a, &[f64::NAN, 1.0]).is_err());
+    }
+
+    #[test]
+    fn an_under_determined_fit_is_finite_and_keeps_its_constraints() {
+        // 4 players, order 2: 11 coefficients, but only 6 rows (a bootstrap
+        // draw that left rows out). The fit must still honour both
+        // constraints and interpolate every row it saw.
+        let g = SumOfUnanimityGames::random(4, 5, 2, 9).unwrap();
+        let table = enumerate(&g).unwrap();
+        let seen = [0u64, 15, 1, 6, 9, 12];
+        let rows: Vec<DesignRow> = (0..16u64)
+            .map(|c| DesignRow { coalition: c, weight: if seen.contains(&c) { 2.0 } else { 0.0 }, unit: None })
+            .collect();
+        let basis = MobiusBasis::new(4, 2);
+        let coef = basis.fit(&rows, &table, table[0], table[15], true).unwrap();
+        assert!(coef.iter().all(|c| c.is_finite()));
+        assert!((coef[0] - table[0]).abs() < 1e-9);
+        assert!((coef.iter().sum::<f64>() - table[15]).abs() < 1e-9);
+        for &c in &seen {
+            assert!((basis.predict(&coef, c) - table[c as usize]).abs() < 1e-9, "row {c}");
+        }
     }
 
     #[test]

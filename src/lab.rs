@@ -11,7 +11,7 @@ use crate::model::{Backbone, InputKind, NoBranch, Numerics};
 use crate::progress::Progress;
 use crate::report::atomic_dir::Installed;
 use crate::runs::{self, Manifest};
-use crate::train::{train_grid, Method, TrainConfig, TrainOutput};
+use crate::train::{train_grid, Method, Rescale, TrainConfig, TrainOutput};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
@@ -324,6 +324,10 @@ impl Lab {
         if matches!(cfg.method, Method::Lora | Method::StochasticDepth { .. }) {
             cfg.p0 = defaults.p0;
             cfg.stage1_ratio = defaults.stage1_ratio;
+        }
+        // A schedule that never drops a group has nothing to rescale.
+        if matches!(cfg.method, Method::Lora) || cfg.method == (Method::StochasticDepth { p: 1.0 }) {
+            cfg.rescale = Rescale::None;
         }
         if let InputKind::Image { size, .. } = self.backbone.input_kind() {
             cfg.max_length = defaults.max_length;

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use copra_lab::adapter::{Grouping, TargetModule};
 use copra_lab::choice::Choice;
-use copra_lab::train::{AdaptedEncoders, Method, TrainConfig};
+use copra_lab::train::{AdaptedEncoders, Method, Rescale, TrainConfig};
 use std::path::PathBuf;
 
 /// How runs are configured: a TOML file and/or flags (flags win).
@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// Players / Bernoulli groups.
     #[arg(long, value_parser = choice::<Grouping>())]
     pub grouping: Option<Grouping>,
+    /// Scaling of active adapters while groups are dropped: none (CopRA as published) or
+    /// inverse-p (inverted dropout: divide by the group's inclusion probability).
+    #[arg(long, value_parser = choice::<Rescale>())]
+    pub rescale: Option<Rescale>,
     /// CopRA starting probability p0 (0 paper, 0.1 CoTo code).
     #[arg(long, allow_negative_numbers = true)]
     pub p0: Option<f64>,
@@ -120,6 +124,9 @@ impl RunArgs {
         }
         if let Some(g) = self.grouping {
             cfg.grouping = g;
+        }
+        if let Some(r) = self.rescale {
+            cfg.rescale = r;
         }
         if let Some(r) = self.rank {
             cfg.lora.rank = r;

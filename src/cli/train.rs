@@ -11,7 +11,8 @@ use std::path::PathBuf;
 /// Arguments of `train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Method: lora, copra, copra-exp, copra-sine, stochastic-depth[-P].
+    /// Method: lora, copra, copra-exp, copra-sine, stochastic-depth[-P], stochastic-depth-matched
+    /// (constant p at CopRA's mean participation over the run).
     #[arg(long, default_value = "copra")]
     pub method: String,
     /// Run seed (adapter init, dropout, batch order, CopRA masks).

@@ -73,6 +73,7 @@ impl LoraVars {
 pub struct TrainingBranch<'a> {
     lora: &'a LoraVars,
     active: &'a BTreeSet<ModuleKey>,
+    active_scale: f64,
     dropout: f64,
     rng: RefCell<&'a mut Rng>,
 }
@@ -80,7 +81,14 @@ pub struct TrainingBranch<'a> {
 impl<'a> TrainingBranch<'a> {
     /// A branch over `active` modules with input dropout `dropout` (0 disables it).
     pub fn new(lora: &'a LoraVars, active: &'a BTreeSet<ModuleKey>, dropout: f64, rng: &'a mut Rng) -> Self {
-        Self { lora, active, dropout, rng: RefCell::new(rng) }
+        Self { lora, active, active_scale: 1.0, dropout, rng: RefCell::new(rng) }
+    }
+
+    /// The same branch with every active module's output multiplied by `scale` (inverted
+    /// dropout over adapter groups: 1 / the group's inclusion probability).
+    pub fn with_active_scale(mut self, scale: f64) -> Self {
+        self.active_scale = scale;
+        self
     }
 }
 
@@ -91,7 +99,7 @@ impl Branch for TrainingBranch<'_> {
         }
         let Some((a, b)) = self.lora.vars.get(&key) else { return Ok(None) };
         let x = input_dropout(x2d, self.dropout, &mut self.rng.borrow_mut())?;
-        let scale = self.lora.spec.scale_for(a.dim(0)?);
+        let scale = self.lora.spec.scale_for(a.dim(0)?) * self.active_scale;
         let y = x.matmul(&a.as_tensor().t()?)?.matmul(&b.as_tensor().t()?)?;
         Ok(Some((y * scale)?))
     }

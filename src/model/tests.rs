@@ -108,6 +108,38 @@ fn fused_numerics_would_cut_gradients() {
 }
 
 #[test]
+fn inverse_p_rescaling_makes_the_expected_block_output_the_all_on_output() {
+    use crate::train::schedule::{inclusion_probability, Rescale};
+    // Adapters on fc2 only: fc2's output enters the residual stream linearly, so a block's
+    // output is affine in its group's mask m and E_m[block] is the π-weighted mix of on and off.
+    let cfg = tiny();
+    let bb = Backbone::init_random(&cfg, 1, &Device::Cpu).unwrap();
+    let spec = LoraSpec { targets: vec![TargetModule::Fc2], ..Default::default() };
+    let lora = lora_with_nonzero_b(&bb, &spec);
+    let block = 1;
+    let key = *lora.vars.keys().find(|k| k.block == block).unwrap();
+    let only: BTreeSet<ModuleKey> = [key].into();
+    let h = bb.frozen_block_inputs(&images(3, &cfg, 8), 3).unwrap().swap_remove(block);
+    let groups = cfg.num_hidden_layers;
+    let out = |scale: f64| {
+        let mut rng = rng_for(4, "dropout");
+        let branch = TrainingBranch::new(&lora, &only, 0.0, &mut rng).with_active_scale(scale);
+        bb.block(block, &h, &branch, Numerics::Differentiable).unwrap()
+    };
+    let off = bb.block(block, &h, &NoBranch, Numerics::Differentiable).unwrap();
+    let all_on = out(1.0);
+    for p in [0.0, 0.3, 0.8] {
+        let pi = inclusion_probability(p, groups);
+        let expected = |scale: f64| ((out(scale) * pi).unwrap() + (&off * (1.0 - pi)).unwrap()).unwrap();
+        let rescaled = expected(Rescale::InverseP.active_scale(p, groups));
+        assert!(max_abs_diff(&rescaled, &all_on) < 1e-5, "p {p}: {}", max_abs_diff(&rescaled, &all_on));
+        // Without rescaling the expectation falls short of the all-on output by (1 − π)·(on − off).
+        let gap = (1.0 - pi) as f32 * max_abs_diff(&all_on, &off);
+        assert!(gap > 1e-4 && max_abs_diff(&expected(1.0), &all_on) > 0.9 * gap, "p {p}");
+    }
+}
+
+#[test]
 fn merged_weights_equal_the_branch_forward() {
     let cfg = tiny();
     let bb = Backbone::init_random(&cfg, 1, &Device::Cpu).unwrap();

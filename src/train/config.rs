@@ -1,7 +1,7 @@
 //! Everything that defines a training run; serialised into the run manifest and
 //! hashed for the run cache. Loadable from TOML (`copra-lab train --config run.toml`).
 
-use super::schedule::Method;
+use super::schedule::{Method, Rescale};
 use crate::adapter::{fit::ModuleShapes, Grouping, LoraSpec};
 use crate::model::head::DEFAULT_TEMPLATE;
 use serde::{Deserialize, Serialize};
@@ -97,6 +97,11 @@ pub struct TrainConfig {
     pub eps: f64,
     /// LoRA shape, scale, dropout and target modules.
     pub lora: LoraSpec,
+    /// How active adapter groups are scaled while the schedule drops groups (`none` as
+    /// published; `inverse-p` for inverted dropout). Left out of the serialised config when
+    /// `none`, so runs from before the option keep their cache keys.
+    #[serde(skip_serializing_if = "Rescale::is_none")]
+    pub rescale: Rescale,
     /// Players / Bernoulli groups: one per block or one per module.
     pub grouping: Grouping,
     /// CopRA starting probability p0 (0 as in the paper; 0.1 in CoTo's reference code).
@@ -156,6 +161,7 @@ impl Default for TrainConfig {
             beta2: 0.999,
             eps: 1e-8,
             lora: LoraSpec::default(),
+            rescale: Rescale::None,
             grouping: Grouping::Block,
             p0: 0.0,
             stage1_ratio: 0.75,

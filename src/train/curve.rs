@@ -194,12 +194,13 @@ impl Trainable for Curve {
     fn branch<'a>(
         &'a self,
         active: &'a BTreeSet<ModuleKey>,
+        active_scale: f64,
         dropout: f64,
         rng: &'a mut Rng,
     ) -> Result<Box<dyn Branch + 'a>> {
         // One position per step, from the curve's own stream.
         self.t.set(self.t_rng.borrow_mut().random::<f64>());
-        Ok(Box::new(CurveBranch { curve: self, active, dropout, rng: std::cell::RefCell::new(rng) }))
+        Ok(Box::new(CurveBranch { curve: self, active, active_scale, dropout, rng: std::cell::RefCell::new(rng) }))
     }
 }
 
@@ -207,6 +208,7 @@ impl Trainable for Curve {
 struct CurveBranch<'a> {
     curve: &'a Curve,
     active: &'a BTreeSet<ModuleKey>,
+    active_scale: f64,
     dropout: f64,
     rng: std::cell::RefCell<&'a mut Rng>,
 }
@@ -224,7 +226,7 @@ impl Branch for CurveBranch<'_> {
         let a = mix(aa, ac.as_tensor(), ab)?;
         let b = mix(ba, bc.as_tensor(), bb)?;
         let x = input_dropout(x2d, self.dropout, &mut self.rng.borrow_mut())?;
-        let scale = self.curve.scale_spec.scale_for(a.dim(0)?);
+        let scale = self.curve.scale_spec.scale_for(a.dim(0)?) * self.active_scale;
         Ok(Some((x.matmul(&a.t()?)?.matmul(&b.t()?)? * scale)?))
     }
 }

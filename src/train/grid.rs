@@ -49,6 +49,21 @@ mod tests {
     }
 
     #[test]
+    fn inverse_p_rescaling_at_p_one_is_bit_identical_lora_and_changes_dropped_runs() {
+        use crate::train::Rescale;
+        let (bb, env) = tiny_env(3, 3, 24, 6);
+        let labels = &env.data.train.labels;
+        let run = |c: &TrainConfig| train_adapter(&bb, &env.head, &env.train_inputs, labels, c, None, |_| {}).unwrap();
+        let lora = run(&cfg(Method::Lora, 4));
+        let full = run(&TrainConfig { rescale: Rescale::InverseP, ..cfg(Method::StochasticDepth { p: 1.0 }, 4) });
+        assert_eq!(lora.adapter.deltas(), full.adapter.deltas(), "p = 1 with 1/p rescaling must be LoRA's bits");
+        // Where groups are dropped, rescaling changes the run (the option is not ignored).
+        let plain = run(&cfg(Method::Copra, 4));
+        let rescaled = run(&TrainConfig { rescale: Rescale::InverseP, ..cfg(Method::Copra, 4) });
+        assert_ne!(plain.adapter.deltas(), rescaled.adapter.deltas());
+    }
+
+    #[test]
     fn a_run_in_a_grid_is_bit_identical_to_training_it_alone_whatever_shares_the_grid() {
         let (bb, env) = tiny_env(3, 3, 24, 6);
         let labels = &env.data.train.labels;

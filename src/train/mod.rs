@@ -11,5 +11,5 @@ pub mod trainer;
 
 pub use config::{AdaptedEncoders, TrainConfig};
 pub use grid::train_grid;
-pub use schedule::{Method, Schedule};
+pub use schedule::{Method, Rescale, Schedule};
 pub use trainer::{train_adapter, train_adapter_snapshots, StepRecord, TrainOutput};

@@ -22,6 +22,10 @@ pub enum Method {
         /// Probability that a group is active.
         p: f64,
     },
+    /// Constant participation at CopRA's mean p over the same run (same p0, ρ and T; 0.625 at
+    /// p0 = 0, ρ = 0.75): stochastic like CopRA with equal expected participation, but flat, so
+    /// that it and CopRA differ only in the schedule's shape.
+    StochasticDepthMatched,
 }
 
 impl Method {
@@ -33,11 +37,12 @@ impl Method {
             Method::CopraExp => "copra-exp".into(),
             Method::CopraSine => "copra-sine".into(),
             Method::StochasticDepth { p } => format!("stochastic-depth-{p}"),
+            Method::StochasticDepthMatched => "stochastic-depth-matched".into(),
         }
     }
 
-    /// Parses `lora`, `copra`, `copra-exp`, `copra-sine`, `stochastic-depth` (p = 0.5) or
-    /// `stochastic-depth-0.7`.
+    /// Parses `lora`, `copra`, `copra-exp`, `copra-sine`, `stochastic-depth` (p = 0.5),
+    /// `stochastic-depth-0.7` or `stochastic-depth-matched` (CopRA's mean p).
     pub fn parse(s: &str) -> anyhow::Result<Method> {
         let s = s.trim().to_ascii_lowercase();
         Ok(match s.as_str() {
@@ -46,6 +51,7 @@ impl Method {
             "copra-exp" => Method::CopraExp,
             "copra-sine" => Method::CopraSine,
             "stochastic-depth" => Method::StochasticDepth { p: 0.5 },
+            "stochastic-depth-matched" => Method::StochasticDepthMatched,
             other => {
                 let p = other
                     .strip_prefix("stochastic-depth-")
@@ -54,7 +60,7 @@ impl Method {
                 match p {
                     Some(p) => Method::StochasticDepth { p },
                     None => anyhow::bail!(
-                        "unknown method '{other}': use lora, copra, copra-exp, copra-sine or stochastic-depth[-P] with 0 < P ≤ 1"
+                        "unknown method '{other}': use lora, copra, copra-exp, copra-sine, stochastic-depth[-P] with 0 < P ≤ 1, or stochastic-depth-matched"
                     ),
                 }
             }
@@ -81,6 +87,15 @@ impl Schedule {
         ((self.stage1_ratio * self.total_steps as f64).ceil() as usize).max(1)
     }
 
+    /// CopRA's mean participation over this run's steps, `(1/T) Σ_{t<T} min(p0 + (1 − p0)t/E, 1)`
+    /// with `E` = [`Schedule::end_step`], in closed form: with `m = min(E, T)`,
+    /// `(m·p0 + (1 − p0)·m(m − 1)/(2E) + (T − m)) / T`.
+    pub fn copra_mean_p(&self) -> f64 {
+        let (e, t) = (self.end_step() as f64, self.total_steps.max(1) as f64);
+        let m = e.min(t);
+        (m * self.p0 + (1.0 - self.p0) * m * (m - 1.0) / (2.0 * e) + (t - m)) / t
+    }
+
     /// p(t) for optimizer step t (0-based).
     pub fn p(&self, step: usize) -> f64 {
         let u = (step as f64 / self.end_step() as f64).min(1.0);
@@ -88,6 +103,7 @@ impl Schedule {
         let p = match self.method {
             Method::Lora => 1.0,
             Method::StochasticDepth { p } => return p,
+            Method::StochasticDepthMatched => return self.copra_mean_p(),
             Method::Copra => p0 + (1.0 - p0) * u,
             Method::CopraSine => p0 + (1.0 - p0) * (std::f64::consts::FRAC_PI_2 * u).sin(),
             Method::CopraExp => p0 + (1.0 - p0) * ((5.0 * u).exp() - 1.0) / (5.0f64.exp() - 1.0),
@@ -111,6 +127,53 @@ pub fn sample_mask(p: f64, groups: usize, rng: &mut Rng) -> Vec<bool> {
     mask
 }
 
+/// How an active adapter group's output is scaled while the schedule drops groups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rescale {
+    /// No rescaling (CopRA / CoTo as published: a dropped adapter is skipped).
+    #[default]
+    None,
+    /// Inverted dropout: an active group's output is divided by its inclusion probability
+    /// ([`inclusion_probability`], ≈ p), so that its expected output over the mask equals the
+    /// all-on output.
+    InverseP,
+}
+
+impl Rescale {
+    /// True for [`Rescale::None`] (left out of serialised configs, so old run keys stay).
+    pub fn is_none(&self) -> bool {
+        *self == Rescale::None
+    }
+
+    /// The factor an active group's output takes at participation `p` over `groups` groups.
+    pub fn active_scale(self, p: f64, groups: usize) -> f64 {
+        match self {
+            Rescale::None => 1.0,
+            Rescale::InverseP if p >= 1.0 || groups == 0 => 1.0,
+            Rescale::InverseP => 1.0 / inclusion_probability(p, groups),
+        }
+    }
+}
+
+impl crate::choice::Choice for Rescale {
+    const WHAT: &'static str = "rescaling";
+    const VARIANTS: &'static [(&'static str, &'static str, Self)] = &[
+        ("none", "active adapters unscaled (CopRA as published)", Rescale::None),
+        ("inverse-p", "active adapters divided by their inclusion probability (inverted dropout)", Rescale::InverseP),
+    ];
+}
+
+/// The probability that a given group is active under [`sample_mask`]: `p` from its own draw,
+/// plus `(1 − p)^G / G` from the rule that turns one group on when the draw leaves all `G` off.
+pub fn inclusion_probability(p: f64, groups: usize) -> f64 {
+    if p >= 1.0 {
+        return 1.0;
+    }
+    let g = groups.max(1) as f64;
+    p + (1.0 - p).powf(g) / g
+}
+
 /// Cosine learning-rate decay from `lr` to `min_lr` over `total` steps, no warm-up
 /// (PyTorch `CosineAnnealingLR` stepped every iteration, as CLIP-LoRA).
 pub fn cosine_lr(lr: f64, min_lr: f64, step: usize, total: usize) -> f64 {
@@ -125,6 +188,59 @@ mod tests {
 
     fn sched(method: Method, p0: f64, t: usize) -> Schedule {
         Schedule { method, p0, stage1_ratio: 0.75, total_steps: t }
+    }
+
+    #[test]
+    fn copra_mean_p_matches_the_sum_over_steps() {
+        // T = 8000, ρ = 0.75: E = 6000, Σ_{t<6000} t/6000 = 2999.5, plus 2000 steps at 1.
+        let s = sched(Method::StochasticDepthMatched, 0.0, 8000);
+        assert!((s.copra_mean_p() - 4999.5 / 8000.0).abs() < 1e-15);
+        assert_eq!(s.p(0), s.copra_mean_p());
+        for (p0, rho, t) in [(0.0, 0.75, 500), (0.1, 0.75, 10), (0.3, 1.0, 37), (0.0, 0.5, 1)] {
+            let copra = Schedule { method: Method::Copra, p0, stage1_ratio: rho, total_steps: t };
+            let brute = (0..t).map(|i| copra.p(i)).sum::<f64>() / t as f64;
+            let flat = Schedule { method: Method::StochasticDepthMatched, ..copra };
+            assert!((flat.p(t / 2) - brute).abs() < 1e-12, "{p0} {rho} {t}: {} vs {brute}", flat.p(t / 2));
+        }
+        assert_eq!(Method::parse("stochastic-depth-matched").unwrap(), Method::StochasticDepthMatched);
+    }
+
+    #[test]
+    fn inclusion_probability_is_the_mask_law_marginal() {
+        // Closed form over all 2^G masks of sample_mask's law: P(mask) = p^k (1−p)^{G−k} for
+        // k ≥ 1 active, plus (1−p)^G / G for each one-active mask (the all-off draw's rescue).
+        for &(p, g) in &[(0.0f64, 3usize), (0.25, 3), (0.6, 4), (0.9, 1)] {
+            let mut marginal = vec![0.0; g];
+            let mut total = 0.0;
+            for mask in 1u32..(1 << g) {
+                let k = mask.count_ones() as i32;
+                let mut prob = p.powi(k) * (1.0 - p).powi(g as i32 - k);
+                if k == 1 {
+                    prob += (1.0 - p).powi(g as i32) / g as f64;
+                }
+                total += prob;
+                for (i, m) in marginal.iter_mut().enumerate() {
+                    if mask >> i & 1 == 1 {
+                        *m += prob;
+                    }
+                }
+            }
+            assert!((total - 1.0).abs() < 1e-12);
+            for m in marginal {
+                assert!((m - inclusion_probability(p, g)).abs() < 1e-12, "p {p} G {g}");
+            }
+        }
+        // And sample_mask draws at that rate.
+        let mut rng = rng_for(3, "mask");
+        let (p, g, n) = (0.2, 3, 200_000);
+        let on = (0..n).filter(|_| sample_mask(p, g, &mut rng)[1]).count() as f64 / n as f64;
+        let pi = inclusion_probability(p, g);
+        assert!((on - pi).abs() < 4.0 * (pi * (1.0 - pi) / n as f64).sqrt(), "{on} vs {pi}");
+        assert_eq!(Rescale::InverseP.active_scale(1.0, 12), 1.0);
+        assert_eq!(Rescale::None.active_scale(0.3, 12), 1.0);
+        // Two groups at p = 0.5: π = 0.5 + 0.25 / 2 = 0.625, scale 1.6; one group is always on.
+        assert!((Rescale::InverseP.active_scale(0.5, 2) - 1.6).abs() < 1e-15);
+        assert_eq!(Rescale::InverseP.active_scale(0.5, 1), 1.0);
     }
 
     #[test]

@@ -70,11 +70,13 @@ pub trait Trainable {
     fn keys(&self) -> Vec<ModuleKey>;
     /// The variables the optimizer updates, in a fixed order.
     fn vars(&self) -> Vec<Var>;
-    /// The branch of one step over the `active` modules, with input dropout `dropout` drawn
-    /// from `rng`.
+    /// The branch of one step over the `active` modules, each active output multiplied by
+    /// `active_scale` (1 unless the run rescales, [`crate::train::schedule::Rescale`]), with
+    /// input dropout `dropout` drawn from `rng`.
     fn branch<'a>(
         &'a self,
         active: &'a BTreeSet<ModuleKey>,
+        active_scale: f64,
         dropout: f64,
         rng: &'a mut Rng,
     ) -> Result<Box<dyn Branch + 'a>>;
@@ -90,10 +92,11 @@ impl Trainable for LoraVars {
     fn branch<'a>(
         &'a self,
         active: &'a BTreeSet<ModuleKey>,
+        active_scale: f64,
         dropout: f64,
         rng: &'a mut Rng,
     ) -> Result<Box<dyn Branch + 'a>> {
-        Ok(Box::new(TrainingBranch::new(self, active, dropout, rng)))
+        Ok(Box::new(TrainingBranch::new(self, active, dropout, rng).with_active_scale(active_scale)))
     }
 }
 
@@ -235,7 +238,8 @@ pub(crate) fn train_loop<T: Trainable>(
         let x = train_inputs[start].index_select(&idx_t, 0)?;
         let y: Vec<u32> = idx.iter().map(|i| labels[*i as usize]).collect();
         let y = Tensor::from_vec(y, batch, &device)?;
-        let branch = params.branch(&active, cfg.lora.dropout, &mut dropout_rng)?;
+        let active_scale = cfg.rescale.active_scale(p, groups.len());
+        let branch = params.branch(&active, active_scale, cfg.lora.dropout, &mut dropout_rng)?;
         let feats = backbone.forward_from(start, &x, branch.as_ref(), Numerics::Differentiable)?;
         let logits = head.classifier(backbone, branch.as_ref(), Numerics::Differentiable)?.logits(&feats)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;

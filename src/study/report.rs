@@ -359,11 +359,12 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
 }
 
 /// The spec's primary tests: each pools its quantity's per-replicate differences (variant −
-/// baseline) over its tasks (and sweep points, unless it names one), and Holm adjusts over all
+/// baseline, or the variant it names with `against`) over its tasks (and sweep points, unless it names one), and Holm adjusts over all
 /// of them together. Errors name a test whose quantity has no paired values.
 fn primary_tests(spec: &Spec, grouped: &Grouped) -> Result<Vec<PrimaryRow>> {
     let mut out = Vec::new();
     for t in &spec.report.primary {
+        let baseline = t.against.as_ref().unwrap_or(&spec.baseline);
         let mut sets = Vec::new();
         let mut tasks = Vec::new();
         for (key, by_variant) in grouped {
@@ -372,7 +373,7 @@ fn primary_tests(spec: &Spec, grouped: &Grouped) -> Result<Vec<PrimaryRow>> {
             if key.quantity() != t.quantity || !in_tasks || !at_x {
                 continue;
             }
-            let (Some(base), Some(vals)) = (by_variant.get(&spec.baseline), by_variant.get(&t.variant)) else {
+            let (Some(base), Some(vals)) = (by_variant.get(baseline), by_variant.get(&t.variant)) else {
                 continue;
             };
             sets.push(differences(base, vals));
@@ -387,12 +388,12 @@ fn primary_tests(spec: &Spec, grouped: &Grouped) -> Result<Vec<PrimaryRow>> {
                 t.claim,
                 t.quantity,
                 t.variant,
-                spec.baseline
+                baseline
             );
         }
         out.push(PrimaryRow {
             test: t.clone(),
-            baseline: spec.baseline.clone(),
+            baseline: baseline.clone(),
             tasks,
             est: estimate(&d)?,
             p_holm: f64::NAN,

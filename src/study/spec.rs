@@ -138,6 +138,10 @@ pub struct PrimaryTest {
     pub quantity: String,
     /// The variant compared with the baseline.
     pub variant: String,
+    /// The variant it is compared against, when not the spec's baseline (for example CopRA
+    /// against constant participation at equal mean p: the schedule's shape alone).
+    #[serde(default)]
+    pub against: Option<String>,
     /// The direction the claim predicts.
     pub expect: Direction,
     /// The tasks pooled (default: every task the quantity is measured on).
@@ -384,11 +388,17 @@ impl Spec {
                 );
                 return Err(at("quantity", msg));
             }
-            if p.variant == file.baseline || !names.contains(&p.variant) {
+            let against = p.against.as_ref().unwrap_or(&file.baseline);
+            if let Some(a) = p.against.as_ref().filter(|a| !names.contains(a)) {
+                return Err(at(
+                    "against",
+                    format!("'{a}' is not a variant of this spec; use one of {}", names.join(", ")),
+                ));
+            }
+            if &p.variant == against || !names.contains(&p.variant) {
                 let msg = format!(
-                    "'{}' is not a variant other than the baseline '{}'; use one of {}",
+                    "'{}' is not a variant other than the one it is compared against ('{against}'); use one of {}",
                     p.variant,
-                    file.baseline,
                     names.join(", ")
                 );
                 return Err(at("variant", msg));

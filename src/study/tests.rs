@@ -64,6 +64,13 @@ quantity = "accuracy//test_accuracy"
 variant = "copra"
 expect = "lower"
 tasks = ["hue"]
+
+[[report.primary]]
+claim = "two LoRA seeds merge better than two CopRA seeds"
+quantity = "merge/factor 1:1/accuracy"
+variant = "lora"
+against = "copra"
+expect = "higher"
 "#;
 
 fn scratch(name: &str) -> std::path::PathBuf {
@@ -113,13 +120,22 @@ fn check_primary_by_hand(dir: &std::path::Path) {
     assert_eq!(p.column("tasks").unwrap().str().unwrap().get(1), Some("hue"));
     assert_eq!(p.column("k").unwrap().i64().unwrap().get(0), Some(2));
     assert_eq!(p.column("groups").unwrap().i64().unwrap().get(0), Some(3));
-    // Holm over the two primary tests: the larger of 2·min(p) and max(p) for the larger one.
+    // The third test swaps the two variants (`against`): the same differences, negated.
+    let mean_of = |i: usize| p.column("mean_diff").unwrap().f64().unwrap().get(i).unwrap();
+    assert!((mean_of(2) + mean).abs() < 1e-12, "{} vs {}", mean_of(2), -mean);
+    let base: Vec<Option<&str>> = p.column("baseline").unwrap().str().unwrap().iter().collect();
+    assert_eq!(base, [Some("lora"), Some("lora"), Some("copra")]);
+    // Holm over the three primary tests: sorted p, (m − rank)·p, running maximum, capped at 1.
     let (raw, adj) = (p.column("p_value").unwrap().f64().unwrap(), p.column("p_holm").unwrap().f64().unwrap());
-    let (r0, r1) = (raw.get(0).unwrap(), raw.get(1).unwrap());
-    if r0.is_finite() && r1.is_finite() {
-        let lo = (2.0 * r0.min(r1)).min(1.0);
-        let want = if r0 <= r1 { (lo, lo.max(r1)) } else { (lo.max(r0), lo) };
-        assert!((adj.get(0).unwrap() - want.0).abs() < 1e-12 && (adj.get(1).unwrap() - want.1).abs() < 1e-12);
+    let raw: Vec<f64> = (0..3).map(|i| raw.get(i).unwrap()).collect();
+    if raw.iter().all(|r| r.is_finite()) {
+        let mut order: Vec<usize> = (0..3).collect();
+        order.sort_by(|&a, &b| raw[a].total_cmp(&raw[b]));
+        let mut running: f64 = 0.0;
+        for (rank, &i) in order.iter().enumerate() {
+            running = running.max(((3 - rank) as f64 * raw[i]).min(1.0));
+            assert!((adj.get(i).unwrap() - running).abs() < 1e-12, "test {i}");
+        }
     }
     // The summary of a merge uses every pair; a single run's accuracy, the t over seeds.
     let s = frame(dir, "summary.parquet");
@@ -259,6 +275,8 @@ fn malformed_specs_get_one_line_errors_with_the_key_and_line() {
         (TINY.replace("[measure.curves]", "[measure.curvez]"), "curvez"),
         (TINY.replace("method = \"copra\"", "method = \"coprra\""), "unknown method"),
         (TINY.replace("weights = [[1, 1], [1, 1, 1]]", "weights = [[1, 1, 1, 1]]"), "merges 4 seeds"),
+        (TINY.replace("against = \"copra\"", "against = \"copr\""), "against: 'copr' is not a variant"),
+        (TINY.replace("against = \"copra\"", "against = \"lora\""), "compared against ('lora')"),
     ];
     for (text, want) in cases {
         let err = Spec::parse(&text).unwrap_err().to_string();
@@ -411,6 +429,7 @@ fn long_task_and_variant_names_keep_cell_ids_unique() {
         .replace("name = \"copra\"", "name = \"stochastic-depth-with-a-long-name-0.5\"")
         .replace("variants = [\"copra\"]", "variants = [\"stochastic-depth-with-a-long-name-0.5\"]")
         .replace("variant = \"copra\"", "variant = \"stochastic-depth-with-a-long-name-0.5\"")
+        .replace("against = \"copra\"", "against = \"stochastic-depth-with-a-long-name-0.5\"")
         .replace("tasks = [\"hue\"]", "tasks = []");
     let spec = Spec::parse(&text).unwrap();
     let all = cells(&spec).unwrap();

@@ -152,6 +152,11 @@ fn fedex_global_model_is_the_weighted_mean_of_the_uploads_and_carries_its_residu
     let refs: Vec<&Adapter> = two.last_uploads.iter().map(|(_, a)| a).collect();
     let second = crate::eval::sum_deltas(&first, &crate::merge::delta_mean(&refs, &weights).unwrap());
     assert!(max_delta_diff(&two.global.deltas(), &second) < 1e-5, "{}", max_delta_diff(&two.global.deltas(), &second));
+    // Round-2 clients hold the first residual in their frozen weights.
+    for (c, (_, up)) in two.clients[3..].iter().zip(&two.last_uploads) {
+        assert_eq!(c.round, 2);
+        assert_eq!(c.test.unwrap(), env.test.evaluate(&crate::eval::sum_deltas(&first, &up.deltas())).unwrap());
+    }
 }
 
 #[test]

@@ -23,7 +23,7 @@ use anyhow::Result;
 pub static INFO: OperatorInfo = OperatorInfo {
     name: "fedex",
     aliases: &["fedex-lora"],
-    label: "FedEx-LoRA: FedAvg factors + exact residual in the frozen weights",
+    label: "FedEx-LoRA",
     params: &[],
     build: |_: &Params| Ok(MergeMethod::new(FedEx)),
 };

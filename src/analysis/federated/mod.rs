@@ -38,7 +38,7 @@ mod simulation;
 
 pub use crate::federated::global::GlobalModel;
 pub use options::FederatedOptions;
-pub use rows::{ClientRow, HistRow, RoundRow, SummaryRow};
+pub use rows::{ClientRow, HistRow, RoundCis, RoundRow, SummaryRow};
 pub use simulation::{
     aggregation_weights, client_inputs, client_seed, client_start, draw_clients, run_federated, split_seed,
     ClientRecord, FederatedRun, RoundRecord,
@@ -150,14 +150,14 @@ fn simulate_grid(
 /// Accuracy over seeds per (method, round).
 struct AccuracyCis {
     /// Test accuracy of the global adapter.
-    global: BTreeMap<(String, i64), MeanCi>,
+    global: RoundCis,
     /// Mean over the evaluated clients of their local models' test accuracy.
-    clients: BTreeMap<(String, i64), MeanCi>,
+    clients: RoundCis,
     /// Mean over the evaluated clients of their local models' accuracy on their label
     /// distributions.
-    clients_local: BTreeMap<(String, i64), MeanCi>,
+    clients_local: RoundCis,
     /// Mean over the evaluated clients of their local models' accuracy on their training examples.
-    clients_train: BTreeMap<(String, i64), MeanCi>,
+    clients_train: RoundCis,
 }
 
 impl AccuracyCis {
@@ -173,7 +173,7 @@ impl AccuracyCis {
     }
 
     /// The summary table's `(metric, CIs)` pairs.
-    fn metrics(&self) -> [(&'static str, &BTreeMap<(String, i64), MeanCi>); 4] {
+    fn metrics(&self) -> [(&'static str, &RoundCis); 4] {
         [
             ("global_accuracy", &self.global),
             ("mean_client_accuracy", &self.clients),
@@ -185,10 +185,7 @@ impl AccuracyCis {
 
 /// `value` averaged over the evaluated clients of each (method, seed, round), then its CI over
 /// seeds per (method, round).
-fn client_mean_ci(
-    clients: &[ClientRow],
-    value: impl Fn(&ClientRow) -> Option<f64>,
-) -> Result<BTreeMap<(String, i64), MeanCi>> {
+fn client_mean_ci(clients: &[ClientRow], value: impl Fn(&ClientRow) -> Option<f64>) -> Result<RoundCis> {
     let mut per_seed: BTreeMap<(String, i64, i64), Vec<f64>> = BTreeMap::new();
     for c in clients {
         if let Some(a) = value(c) {

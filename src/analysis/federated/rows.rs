@@ -5,6 +5,9 @@ use crate::report::table::table_row;
 use crate::stats::MeanCi;
 use std::collections::BTreeMap;
 
+/// A metric's mean and CI over seeds per (method, round).
+pub type RoundCis = BTreeMap<(String, i64), MeanCi>;
+
 table_row! {
     /// The global model after one round: a row of `federated_rounds.parquet`.
     pub struct RoundRow {
@@ -153,7 +156,7 @@ impl HistRow {
 
 impl SummaryRow {
     /// The summary rows of `(metric, CIs per (method, round))` pairs, metric by metric.
-    pub fn of_cis(metrics: &[(&str, &BTreeMap<(String, i64), MeanCi>)]) -> Vec<Self> {
+    pub fn of_cis(metrics: &[(&str, &RoundCis)]) -> Vec<Self> {
         metrics
             .iter()
             .flat_map(|(metric, cis)| {

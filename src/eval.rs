@@ -19,6 +19,16 @@ use std::collections::BTreeMap;
 /// Dense weight updates ΔW per adapted module (merged adapters, interpolations, pruned updates).
 pub type Deltas = BTreeMap<ModuleKey, Matrix>;
 
+/// `x + y` module by module (a module present in one map only is copied unchanged), e.g. a
+/// dense residual folded into the frozen weights plus an adapter's updates on top of it.
+pub fn sum_deltas(x: &Deltas, y: &Deltas) -> Deltas {
+    let mut out = x.clone();
+    for (key, d) in y {
+        out.entry(*key).and_modify(|m| *m = m.add(d)).or_insert_with(|| d.clone());
+    }
+    out
+}
+
 /// Loss and accuracy of one evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
@@ -215,6 +225,30 @@ impl Evaluator {
 }
 
 impl Evaluator {
+    /// An evaluator on the examples `idx` (indices into this set, in the order given), sharing
+    /// this evaluator's backbone, head and cached block inputs (e.g. one federated client's
+    /// training shots). Errors when an index is out of range.
+    pub fn subset(&self, idx: &[usize]) -> Result<Evaluator> {
+        if let Some(bad) = idx.iter().find(|&&i| i >= self.len()) {
+            anyhow::bail!(
+                "example index {bad} is outside this set of {} examples; select existing examples",
+                self.len()
+            );
+        }
+        let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+        let ids = Tensor::from_vec(ids, idx.len(), self.labels.device())?;
+        let block_inputs =
+            self.block_inputs.iter().map(|t| Ok(t.index_select(&ids, 0)?)).collect::<Result<Vec<_>>>()?;
+        Ok(Evaluator {
+            backbone: self.backbone.clone(),
+            head: self.head.clone(),
+            base: self.base.clone(),
+            block_inputs,
+            labels: self.labels.index_select(&ids, 0)?,
+            batch: self.batch,
+        })
+    }
+
     /// An evaluator on the same images whose cached block inputs are those of the backbone
     /// with `base` merged (e.g. seed A's adapter for layer-wise interpolation): forwards that
     /// differ from `base` only at block ℓ and above can start at ℓ.
@@ -270,5 +304,37 @@ mod tests {
         assert!((acc - m.accuracy).abs() < 1e-12, "{acc} vs {}", m.accuracy);
         let loss = ex.losses.iter().sum::<f64>() / 40.0;
         assert!((loss - m.loss).abs() < 1e-4 * m.loss.max(1.0), "{loss} vs {}", m.loss);
+    }
+
+    #[test]
+    fn a_subset_evaluates_exactly_its_examples() {
+        // The subset's accuracy is the share of correct examples among the chosen ones in the
+        // full set's per-example outcomes (and its labels are theirs).
+        let (bb, env) = tiny_env(2, 4, 16, 40);
+        let deltas = random_adapter(&bb, &[Query, Value], 2, 6).deltas();
+        let (_, ex) = env.test.evaluate_examples(&deltas).unwrap();
+        let idx = [3usize, 0, 17, 39, 21, 8, 8];
+        let sub = env.test.subset(&idx).unwrap();
+        let labels: Vec<u32> = sub.labels().to_vec1().unwrap();
+        assert_eq!(labels, idx.iter().map(|&i| ex.labels[i]).collect::<Vec<_>>());
+        let correct = ex.correct();
+        let want = idx.iter().filter(|&&i| correct[i]).count() as f64 / idx.len() as f64;
+        let m = sub.evaluate(&deltas).unwrap();
+        assert!((m.accuracy - want).abs() < 1e-12, "{} vs {want}", m.accuracy);
+        let loss = idx.iter().map(|&i| ex.losses[i]).sum::<f64>() / idx.len() as f64;
+        assert!((m.loss - loss).abs() < 1e-4 * loss.max(1.0), "{} vs {loss}", m.loss);
+        let err = env.test.subset(&[40]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("outside"), "{err}");
+    }
+
+    #[test]
+    fn sum_deltas_adds_shared_modules_and_keeps_the_others() {
+        let (q, v) = (ModuleKey { block: 0, module: Query }, ModuleKey { block: 1, module: Value });
+        let x: Deltas = [(q, Matrix::from_vec(1, 2, vec![1.0, 2.0]))].into();
+        let y: Deltas = [(q, Matrix::from_vec(1, 2, vec![0.5, -2.0])), (v, Matrix::from_vec(1, 1, vec![3.0]))].into();
+        let s = sum_deltas(&x, &y);
+        assert_eq!(s[&q].data, vec![1.5, 0.0]);
+        assert_eq!(s[&v].data, vec![3.0]);
+        assert_eq!(sum_deltas(&y, &Deltas::new()), y);
     }
 }

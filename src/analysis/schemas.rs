@@ -356,6 +356,10 @@ const FEDERATED: &[Schema] = &[
             ("first_block", "Int64"),
             ("test_loss", "Float64 (nullable)"),
             ("test_accuracy", "Float64 (nullable)"),
+            ("local_test_loss", "Float64 (nullable)"),
+            ("local_test_accuracy", "Float64 (nullable)"),
+            ("train_loss", "Float64 (nullable)"),
+            ("train_accuracy", "Float64 (nullable)"),
         ],
     ),
     (

@@ -45,7 +45,7 @@ pub struct FederatedArgs {
     /// Server aggregation (the help lists the registry's operators); weights = client sizes.
     #[arg(long, default_value = copra_lab::merge::registry::DEFAULT_AGGREGATOR, help = aggregate_help())]
     pub aggregate: String,
-    /// Run LoRA Align before factor averaging.
+    /// Run LoRA Align before factor averaging (factor, fedex).
     #[arg(long)]
     pub align: bool,
     /// Per-client LoRA ranks, comma-separated, cycled over clients (default: --rank for all).
@@ -55,7 +55,8 @@ pub struct FederatedArgs {
     /// (default: every block).
     #[arg(long)]
     pub client_top_blocks: Option<String>,
-    /// Skip evaluating every client's local model on the test set.
+    /// Skip evaluating every client's local model after local training (on the global test set,
+    /// on its label distribution and on its own training examples).
     #[arg(long)]
     pub no_client_eval: bool,
     /// Output folder for tables and figures (a sub-folder per task is created).
@@ -85,7 +86,11 @@ fn parse_usize_list(s: &str, flag: &str) -> Result<Vec<usize>> {
 
 /// `--aggregate` help: the registry's operators.
 fn aggregate_help() -> String {
-    format!("Server aggregation: {}; weights = client sizes", copra_lab::merge::registry::usage())
+    format!(
+        "Server aggregation: {}; weights = client sizes. fedex folds the averaging residual into the frozen \
+         weights, so the global model is exactly the weighted mean of the clients' ΔW",
+        copra_lab::merge::registry::usage()
+    )
 }
 
 /// Runs `federated`.
@@ -139,7 +144,7 @@ pub fn run(global: &GlobalArgs, a: FederatedArgs) -> Result<()> {
         evaluate_clients: !a.no_client_eval,
     };
     if a.align && !opts.aggregator.uses_align() {
-        bail!("--align only applies to --aggregate factor; drop --align or aggregate with factor");
+        bail!("--align only applies to --aggregate factor or fedex; drop --align or aggregate with one of them");
     }
     let out_dir = a.out.join(copra_lab::runs::sanitize(&base.task));
     super::common::check_output_dir(&out_dir)?;
@@ -166,16 +171,30 @@ pub fn run(global: &GlobalArgs, a: FederatedArgs) -> Result<()> {
             format!("{:.2}%", 100.0 * c.mean)
         }
     };
-    println!("{:<8} {:>8} {:>20} {:>24} {:>9}", "method", "round", "global test acc", "mean client test acc", "wall s");
+    println!(
+        "{:<8} {:>8} {:>20} {:>24} {:>24} {:>9}",
+        "method", "round", "global test acc", "mean client test acc", "mean client train acc", "wall s"
+    );
     for s in &summaries {
         for (r, c) in &s.global {
-            let client = if *r == opts.rounds {
-                s.last_client_mean.as_ref().map(fmt_ci).unwrap_or_else(|| "-".into())
-            } else {
-                "-".into()
+            let last = *r == opts.rounds;
+            let show = |ci: &Option<copra_lab::stats::MeanCi>| {
+                if last {
+                    ci.as_ref().map(fmt_ci).unwrap_or_else(|| "-".into())
+                } else {
+                    "-".into()
+                }
             };
-            let wall = if *r == opts.rounds { format!("{:.1}", s.wall_seconds) } else { String::new() };
-            println!("{:<8} {:>8} {:>20} {:>24} {:>9}", s.method, r, fmt_ci(c), client, wall);
+            let wall = if last { format!("{:.1}", s.wall_seconds) } else { String::new() };
+            println!(
+                "{:<8} {:>8} {:>20} {:>24} {:>24} {:>9}",
+                s.method,
+                r,
+                fmt_ci(c),
+                show(&s.last_client_mean),
+                show(&s.last_client_train_mean),
+                wall
+            );
         }
     }
     println!(

@@ -1,5 +1,7 @@
 //! Federated-learning utilities.
 
+pub mod global;
+pub mod local;
 pub mod split;
 
 use crate::merge::{MergeMethod, MergeOptions};

@@ -38,7 +38,7 @@ impl MergeOperator for FactorAverage {
 }
 
 /// FedAvg of the factors (weights already normalised), with optional LoRA Align first.
-fn factor_average(
+pub(crate) fn factor_average(
     adapters: &[&Adapter],
     w: &[f64],
     shapes: &BTreeMap<ModuleKey, (usize, usize)>,

@@ -4,9 +4,10 @@
 //!
 //! Every operator takes `K ≥ 1` adapters, one weight per adapter and [`MergeOptions`], and
 //! returns a [`Merged`] value: an [`Adapter`] for operators that keep a low-rank form
-//! (`factor`, `delta-svd`, `stack`) or dense per-module `ΔW` for those that do not
+//! (`factor`, `delta-svd`, `stack`), dense per-module `ΔW` for those that do not
 //! (`task-arithmetic`, `ties`, `iso-c`; [`MergeOptions::refactor_rank`] turns them back into an
-//! adapter by truncated SVD).
+//! adapter by truncated SVD), or an adapter plus a dense residual to fold into the frozen
+//! weights (`fedex`, FedEx-LoRA: exactly the weighted mean of the `ΔW_k`).
 //!
 //! Conventions shared by all operators:
 //! - `ΔW_k = s_k · B_k · A_k` always includes the adapter's own scale `s_k` (from its spec and
@@ -19,7 +20,7 @@
 //!   rescaled so that `spec.scale_for(new_rank) · B · A` is exactly the intended `ΔW`, and
 //!   `spec.rank` is set to the largest module rank of the result.
 //! - An empty `weights` slice means "equal weights". Each operator declares a [`WeightRule`]:
-//!   `factor`, `delta-svd` and `stack` normalise the weights to sum 1 (so the sum must be
+//!   `factor`, `fedex`, `delta-svd` and `stack` normalise the weights to sum 1 (so the sum must be
 //!   positive); `task-arithmetic` and `iso-c` use them as given (default 1 each); `ties` needs
 //!   positive weights (default 1 each) and uses them inside its weighted disjoint mean.
 
@@ -33,14 +34,22 @@ pub mod registry;
 // The operators: one file each plus one entry in `OPERATORS`.
 pub mod delta_svd;
 pub mod factor_average;
+pub mod fedex;
 pub mod iso_c;
 pub mod stack;
 pub mod task_arithmetic;
 pub mod ties;
 
 /// Every merge operator, in help-text order: parsing, printing and help go through this list.
-pub static OPERATORS: &[&OperatorInfo] =
-    &[&factor_average::INFO, &delta_svd::INFO, &stack::INFO, &task_arithmetic::INFO, &ties::INFO, &iso_c::INFO];
+pub static OPERATORS: &[&OperatorInfo] = &[
+    &factor_average::INFO,
+    &fedex::INFO,
+    &delta_svd::INFO,
+    &stack::INFO,
+    &task_arithmetic::INFO,
+    &ties::INFO,
+    &iso_c::INFO,
+];
 
 pub use align::{align_adapters, factor_delta_gap, AlignReport};
 pub use aligned::Operator;
@@ -88,22 +97,40 @@ pub enum Merged {
     Adapter(Adapter),
     /// Dense `ΔW` (scale included) per module.
     Dense(BTreeMap<ModuleKey, Matrix>),
+    /// A low-rank adapter plus a dense residual meant to be folded into the frozen weights
+    /// (FedEx-LoRA): the merged update is `residual + ΔW(adapter)`.
+    Folded {
+        /// The low-rank part (clients continue training it).
+        adapter: Adapter,
+        /// Dense `ΔW` per module to add to the frozen weights.
+        residual: BTreeMap<ModuleKey, Matrix>,
+    },
 }
 
 impl Merged {
-    /// Dense `ΔW` per module, scale included.
+    /// Dense `ΔW` per module, scale included (for [`Merged::Folded`], the residual plus the
+    /// adapter's update).
     pub fn deltas(&self) -> BTreeMap<ModuleKey, Matrix> {
         match self {
             Merged::Adapter(a) => a.deltas(),
             Merged::Dense(d) => d.clone(),
+            Merged::Folded { adapter, residual } => crate::eval::sum_deltas(residual, &adapter.deltas()),
         }
     }
 
-    /// The adapter, when the result is one.
+    /// The adapter, when the result is one or has one (the low-rank part of [`Merged::Folded`]).
     pub fn adapter(&self) -> Option<&Adapter> {
         match self {
-            Merged::Adapter(a) => Some(a),
+            Merged::Adapter(a) | Merged::Folded { adapter: a, .. } => Some(a),
             Merged::Dense(_) => None,
+        }
+    }
+
+    /// The dense residual to fold into the frozen weights, for [`Merged::Folded`].
+    pub fn residual(&self) -> Option<&BTreeMap<ModuleKey, Matrix>> {
+        match self {
+            Merged::Folded { residual, .. } => Some(residual),
+            Merged::Adapter(_) | Merged::Dense(_) => None,
         }
     }
 }

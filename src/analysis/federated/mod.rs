@@ -20,15 +20,25 @@
 //!   it uploads only its trained modules, and the merge counts a missing module as `ΔW = 0`
 //!   (the [`crate::merge`] convention);
 //! - dense merges (task arithmetic, TIES) are re-factorised by truncated SVD to the largest
-//!   client rank, so the global model is always an adapter.
+//!   client rank, so the global model is always an adapter;
+//! - FedEx-LoRA (`fedex`) returns the averaged factors plus the averaging residual; the global
+//!   model ([`GlobalModel`]) adds the residual to its folded residual, clients of the next round
+//!   train on the backbone with that residual merged into the frozen weights and start from the
+//!   averaged factors, and the global model is evaluated with residual + adapter (exactly the
+//!   weighted mean of the clients' `ΔW` in a round where every client adapts every block);
+//! - every participating client's local model (after local training) is evaluated on the global
+//!   test set, on its own label distribution (the per-class test metrics weighted by its
+//!   training class counts: the split holds no local test data) and on its own training
+//!   examples (`evaluate_clients`).
 
 mod figures;
 mod options;
 mod rows;
 mod simulation;
 
+pub use crate::federated::global::GlobalModel;
 pub use options::FederatedOptions;
-pub use rows::{ClientRow, HistRow, RoundRow, SummaryRow};
+pub use rows::{ClientRow, HistRow, RoundCis, RoundRow, SummaryRow};
 pub use simulation::{
     aggregation_weights, client_inputs, client_seed, client_start, draw_clients, run_federated, split_seed,
     ClientRecord, FederatedRun, RoundRecord,
@@ -53,8 +63,12 @@ pub struct FederatedSummary {
     pub method: String,
     /// Global test accuracy per round (round 0 = initialisation), mean and CI over seeds.
     pub global: Vec<(usize, MeanCi)>,
-    /// Mean over clients of the local test accuracy in the last round, mean and CI over seeds.
+    /// Mean over clients of the local model's global test accuracy in the last round, mean and
+    /// CI over seeds.
     pub last_client_mean: Option<MeanCi>,
+    /// Mean over clients of the local model's accuracy on its own training examples in the last
+    /// round, mean and CI over seeds.
+    pub last_client_train_mean: Option<MeanCi>,
     /// Total wall time of the method's simulations, seconds.
     pub wall_seconds: f64,
 }
@@ -136,27 +150,49 @@ fn simulate_grid(
 /// Accuracy over seeds per (method, round).
 struct AccuracyCis {
     /// Test accuracy of the global adapter.
-    global: BTreeMap<(String, i64), MeanCi>,
+    global: RoundCis,
     /// Mean over the evaluated clients of their local models' test accuracy.
-    clients: BTreeMap<(String, i64), MeanCi>,
+    clients: RoundCis,
+    /// Mean over the evaluated clients of their local models' accuracy on their label
+    /// distributions.
+    clients_local: RoundCis,
+    /// Mean over the evaluated clients of their local models' accuracy on their training examples.
+    clients_train: RoundCis,
 }
 
 impl AccuracyCis {
-    /// The CIs of a grid's rows: the client mean is taken per (method, seed, round) first.
+    /// The CIs of a grid's rows: client means are taken per (method, seed, round) first.
     fn of(sim: &Simulated) -> Result<Self> {
         let global = group_ci(sim.rounds.iter().map(|r| ((r.method.clone(), r.round), r.test_accuracy)))?;
-        // Mean client accuracy per (method, seed, round), then over seeds.
-        let mut per_seed: BTreeMap<(String, i64, i64), Vec<f64>> = BTreeMap::new();
-        for c in &sim.clients {
-            if let Some(a) = c.test_accuracy {
-                per_seed.entry((c.method.clone(), c.seed, c.round)).or_default().push(a);
-            }
-        }
-        let clients = group_ci(
-            per_seed.iter().map(|((m, _, r), xs)| ((m.clone(), *r), xs.iter().sum::<f64>() / xs.len() as f64)),
-        )?;
-        Ok(Self { global, clients })
+        Ok(Self {
+            global,
+            clients: client_mean_ci(&sim.clients, |c| c.test_accuracy)?,
+            clients_local: client_mean_ci(&sim.clients, |c| c.local_test_accuracy)?,
+            clients_train: client_mean_ci(&sim.clients, |c| c.train_accuracy)?,
+        })
     }
+
+    /// The summary table's `(metric, CIs)` pairs.
+    fn metrics(&self) -> [(&'static str, &RoundCis); 4] {
+        [
+            ("global_accuracy", &self.global),
+            ("mean_client_accuracy", &self.clients),
+            ("mean_client_local_accuracy", &self.clients_local),
+            ("mean_client_train_accuracy", &self.clients_train),
+        ]
+    }
+}
+
+/// `value` averaged over the evaluated clients of each (method, seed, round), then its CI over
+/// seeds per (method, round).
+fn client_mean_ci(clients: &[ClientRow], value: impl Fn(&ClientRow) -> Option<f64>) -> Result<RoundCis> {
+    let mut per_seed: BTreeMap<(String, i64, i64), Vec<f64>> = BTreeMap::new();
+    for c in clients {
+        if let Some(a) = value(c) {
+            per_seed.entry((c.method.clone(), c.seed, c.round)).or_default().push(a);
+        }
+    }
+    group_ci(per_seed.iter().map(|((m, _, r), xs)| ((m.clone(), *r), xs.iter().sum::<f64>() / xs.len() as f64)))
 }
 
 /// The figures: accuracy per round, the clients of the last round (when evaluated) and the
@@ -192,7 +228,7 @@ fn tables(sim: &Simulated, cis: &AccuracyCis) -> Vec<(String, Table)> {
         ("federated_rounds.parquet".into(), Table::from_rows(&sim.rounds)),
         ("federated_clients.parquet".into(), Table::from_rows(&sim.clients)),
         ("federated_label_histogram.parquet".into(), Table::from_rows(&sim.histogram)),
-        ("federated_summary.parquet".into(), Table::from_rows(&SummaryRow::of_cis(&cis.global, &cis.clients))),
+        ("federated_summary.parquet".into(), Table::from_rows(&SummaryRow::of_cis(&cis.metrics()))),
     ]
 }
 
@@ -214,6 +250,7 @@ fn method_summaries(
                 .map(|((_, r), c)| (*r as usize, c.clone()))
                 .collect(),
             last_client_mean: cis.clients.get(&(m.clone(), rounds as i64)).cloned(),
+            last_client_train_mean: cis.clients_train.get(&(m.clone(), rounds as i64)).cloned(),
             wall_seconds: walls.get(m).copied().unwrap_or(0.0),
         })
         .collect()

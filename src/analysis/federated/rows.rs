@@ -5,6 +5,9 @@ use crate::report::table::table_row;
 use crate::stats::MeanCi;
 use std::collections::BTreeMap;
 
+/// A metric's mean and CI over seeds per (method, round).
+pub type RoundCis = BTreeMap<(String, i64), MeanCi>;
+
 table_row! {
     /// The global model after one round: a row of `federated_rounds.parquet`.
     pub struct RoundRow {
@@ -60,10 +63,22 @@ table_row! {
         pub rank: i64,
         /// The lowest block the client adapts.
         pub first_block: i64,
-        /// Test loss of the local model (null when clients are not evaluated).
+        /// Loss of the local model after local training on the global test set (null when
+        /// clients are not evaluated).
         pub test_loss: Option<f64>,
-        /// Test accuracy of the local model (null when clients are not evaluated).
+        /// Accuracy of the local model on the global test set (null when clients are not
+        /// evaluated).
         pub test_accuracy: Option<f64>,
+        /// Loss on the client's label distribution: the global test set's per-class losses
+        /// weighted by the client's training class counts (the split holds no local test data).
+        pub local_test_loss: Option<f64>,
+        /// Accuracy on the client's label distribution (per-class test accuracies weighted by
+        /// the client's training class counts).
+        pub local_test_accuracy: Option<f64>,
+        /// Loss of the local model on the client's own training examples.
+        pub train_loss: Option<f64>,
+        /// Accuracy of the local model on the client's own training examples.
+        pub train_accuracy: Option<f64>,
     }
 }
 
@@ -74,7 +89,9 @@ table_row! {
         pub method: String,
         /// Round.
         pub round: i64,
-        /// `global_accuracy` or `mean_client_accuracy`.
+        /// `global_accuracy`, or a mean over the round's evaluated clients:
+        /// `mean_client_accuracy` (global test set), `mean_client_local_accuracy` (their label
+        /// distributions), `mean_client_train_accuracy` (their training examples).
         pub metric: String,
         /// The metric over seeds.
         pub ci: MeanCi,
@@ -110,6 +127,10 @@ impl ClientRow {
             first_block: c.first_block as i64,
             test_loss: c.test.map(|m| m.loss),
             test_accuracy: c.test.map(|m| m.accuracy),
+            local_test_loss: c.local_test.map(|m| m.loss),
+            local_test_accuracy: c.local_test.map(|m| m.accuracy),
+            train_loss: c.train.map(|m| m.loss),
+            train_accuracy: c.train.map(|m| m.accuracy),
         }
     }
 }
@@ -134,13 +155,18 @@ impl HistRow {
 }
 
 impl SummaryRow {
-    /// The summary rows: the global accuracy per (method, round), then the mean client accuracy.
-    pub fn of_cis(global: &BTreeMap<(String, i64), MeanCi>, clients: &BTreeMap<(String, i64), MeanCi>) -> Vec<Self> {
-        global
+    /// The summary rows of `(metric, CIs per (method, round))` pairs, metric by metric.
+    pub fn of_cis(metrics: &[(&str, &RoundCis)]) -> Vec<Self> {
+        metrics
             .iter()
-            .map(|((m, r), c)| (m, r, "global_accuracy", c))
-            .chain(clients.iter().map(|((m, r), c)| (m, r, "mean_client_accuracy", c)))
-            .map(|(m, r, metric, c)| SummaryRow { method: m.clone(), round: *r, metric: metric.into(), ci: c.clone() })
+            .flat_map(|(metric, cis)| {
+                cis.iter().map(|((m, r), c)| SummaryRow {
+                    method: m.clone(),
+                    round: *r,
+                    metric: metric.to_string(),
+                    ci: c.clone(),
+                })
+            })
             .collect()
     }
 }

@@ -3,7 +3,9 @@
 
 use super::FederatedOptions;
 use crate::adapter::{Adapter, LoraFactors};
-use crate::eval::{Deltas, Metrics};
+use crate::eval::{sum_deltas, Deltas, Metrics};
+use crate::federated::global::GlobalModel;
+use crate::federated::local::label_weighted_metrics;
 use crate::federated::split::{label_histogram, split};
 use crate::lab::TaskEnv;
 use crate::merge::{merge, refactor};
@@ -138,8 +140,14 @@ pub struct ClientRecord {
     pub rank: usize,
     /// Lowest adapted block.
     pub first_block: usize,
-    /// Test metrics of the client's local model (when clients are evaluated).
+    /// Metrics of the client's local model after local training on the global test set (when
+    /// clients are evaluated).
     pub test: Option<Metrics>,
+    /// The same evaluation reweighted to the client's label distribution
+    /// ([`label_weighted_metrics`]; the split holds no local test data).
+    pub local_test: Option<Metrics>,
+    /// Metrics of the local model on the client's own training examples.
+    pub train: Option<Metrics>,
 }
 
 /// Everything one federated simulation produced.
@@ -152,8 +160,9 @@ pub struct FederatedRun {
     pub rounds: Vec<RoundRecord>,
     /// Client records of every round.
     pub clients: Vec<ClientRecord>,
-    /// The final global adapter.
-    pub global: Adapter,
+    /// The final global model (adapter, plus the residual folded into the frozen weights when
+    /// the aggregator returns one).
+    pub global: GlobalModel,
     /// The uploads of the last round, `(client, adapter)`.
     pub last_uploads: Vec<(usize, Adapter)>,
 }
@@ -181,7 +190,7 @@ pub fn run_federated(
     let mut rng = rng_for(cfg.seed, "federated-global-init");
     let init = LoraVars::init(&spec, backbone, &blocks, &mut rng, backbone.device())?.to_adapter()?;
     let merge_opts = crate::federated::aggregation_options(&opts.aggregator, &opts.merge, max_rank);
-    let mut global = init.clone();
+    let mut global = GlobalModel::new(init.clone());
     let mut rounds = vec![RoundRecord {
         round: 0,
         selected: Vec::new(),
@@ -190,23 +199,22 @@ pub fn run_federated(
     }];
     let mut clients = Vec::new();
     let mut last_uploads = Vec::new();
-    let ctx = ClientContext { backbone, env, cfg, opts, parts: &parts, init: &init };
+    let ctx = ClientContext { backbone, env, cfg, opts, parts: &parts, histogram: &histogram, init: &init };
     for round in 1..=opts.rounds {
         let started = Instant::now();
         let selected = draw_clients(opts.clients, opts.clients_per_round(), cfg.seed, round);
         let weights = aggregation_weights(&parts, &selected);
         let total: f64 = weights.iter().sum();
-        let global_deltas = global.deltas();
         let mut uploads = Vec::new();
         for (&c, &w) in selected.iter().zip(&weights) {
-            let (record, upload) = ctx.train(round, c, w / total, &global, &global_deltas, &mut on_step)?;
+            let (record, upload) = ctx.train(round, c, w / total, &global, &mut on_step)?;
             clients.push(record);
             uploads.push((c, upload));
         }
         let refs: Vec<&Adapter> = uploads.iter().map(|(_, a)| a).collect();
         let merged = merge(&refs, &weights, &opts.aggregator, &merge_opts)
             .with_context(|| format!("aggregation in round {round}"))?;
-        global = merged.adapter().cloned().context("internal: the aggregation did not return an adapter")?;
+        global.absorb(&merged).with_context(|| format!("aggregation in round {round}"))?;
         let test = env.test.evaluate(&global.deltas())?;
         rounds.push(RoundRecord { round, selected, test, wall_seconds: started.elapsed().as_secs_f64() });
         last_uploads = uploads;
@@ -226,36 +234,37 @@ struct ClientContext<'s> {
     opts: &'s FederatedOptions,
     /// Example indices of every client.
     parts: &'s [Vec<usize>],
+    /// Client × class counts of the training examples.
+    histogram: &'s [Vec<usize>],
     /// The common initialisation.
     init: &'s Adapter,
 }
 
 impl ClientContext<'_> {
-    /// Trains client `c` in `round` from the global adapter (its `global_deltas` given too);
-    /// returns its record (server weight `weight`) and its upload.
+    /// Trains client `c` in `round` from the global model; returns its record (server weight
+    /// `weight`) and its upload.
     fn train(
         &self,
         round: usize,
         c: usize,
         weight: f64,
-        global: &Adapter,
-        global_deltas: &Deltas,
+        global: &GlobalModel,
         on_step: &mut impl FnMut(),
     ) -> Result<(ClientRecord, Adapter)> {
         let (backbone, env, cfg, opts, parts) = (self.backbone, self.env, self.cfg, self.opts, self.parts);
         let rank = opts.rank_of(c, cfg.lora.rank);
         let first_block = opts.first_block_of(c, backbone.num_blocks());
-        let start = client_start(global, self.init, rank, first_block)?;
-        // The global modules below the client's blocks stay frozen in its local model.
-        let lower: Deltas =
-            global_deltas.iter().filter(|(k, _)| k.block < first_block).map(|(k, v)| (*k, v.clone())).collect();
+        let start = client_start(&global.adapter, self.init, rank, first_block)?;
+        // The folded residual and the global modules below the client's blocks stay frozen in
+        // its local model.
+        let frozen = global.frozen_for(first_block);
         let local_bb;
         let inputs;
-        let model = if lower.is_empty() {
+        let model = if frozen.is_empty() {
             inputs = client_inputs(&env.train_inputs, &parts[c])?;
             backbone
         } else {
-            local_bb = backbone.with_deltas(&lower)?;
+            local_bb = backbone.with_deltas(&frozen)?;
             let emb = client_inputs(std::slice::from_ref(&env.train_inputs[0]), &parts[c])?.remove(0);
             inputs = block_inputs_from(&local_bb, &emb)?;
             &local_bb
@@ -265,14 +274,27 @@ impl ClientContext<'_> {
         lora.rank = rank;
         let ccfg = TrainConfig { seed: client_seed(cfg.seed, round, c), lora, ..cfg.clone() };
         let out = train_adapter(model, &env.head, &inputs, &y, &ccfg, Some(&start), |_| on_step())?;
-        let test = if opts.evaluate_clients {
-            let mut local = lower.clone();
-            local.extend(out.adapter.deltas());
-            Some(env.test.evaluate(&local)?)
+        let (test, local_test, train) = if opts.evaluate_clients {
+            let local = sum_deltas(&frozen, &out.adapter.deltas());
+            let (test, examples) = env.test.evaluate_examples(&local)?;
+            let local_test = label_weighted_metrics(&examples, &self.histogram[c])
+                .with_context(|| format!("local test metrics of client {c}"))?;
+            let train = env.train.subset(&parts[c])?.evaluate(&local)?;
+            (Some(test), Some(local_test), Some(train))
         } else {
-            None
+            (None, None, None)
         };
-        let record = ClientRecord { round, client: c, examples: parts[c].len(), weight, rank, first_block, test };
+        let record = ClientRecord {
+            round,
+            client: c,
+            examples: parts[c].len(),
+            weight,
+            rank,
+            first_block,
+            test,
+            local_test,
+            train,
+        };
         Ok((record, out.adapter))
     }
 }

@@ -629,6 +629,50 @@ fn federated_client_ranks_beyond_the_module_width_are_refused_before_any_work() 
 }
 
 #[test]
+fn federated_cells_record_client_accuracies_and_run_each_aggregator_past_one_round() {
+    let root = scratch("fed-rounds");
+    let lab = lab(&root);
+    let fed = |rounds: &str| {
+        format!(
+            "{MINI}\n[measure.federated]\nclients = 2\nlocal_steps = 3\nsplits = [\"iid\"]\naggregators = [\"stack\", \"fedex\"]\n{rounds}[[measure.federated.heterogeneity]]\nname = \"all\"\n"
+        )
+    };
+    let ids = |text: &str| cells(&Spec::parse(text).unwrap()).unwrap().into_iter().map(|c| c.id).collect::<Vec<_>>();
+    // One round written out is the default: the same cells; two rounds are other work.
+    assert_eq!(ids(&fed("rounds = 1\n")), ids(&fed("")));
+    assert_ne!(ids(&fed("rounds = 2\n")), ids(&fed("")));
+    let value = |out: &std::path::Path, setting: &str, metric: &str| -> f64 {
+        let m = frame(out, "measurements.parquet");
+        let col =
+            |n: &str| m.column(n).unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>();
+        let (settings, metrics) = (col("setting"), col("metric"));
+        let values = m.column("value").unwrap().f64().unwrap();
+        let i = (0..m.height()).find(|&i| settings[i] == setting && metrics[i] == metric);
+        values.get(i.unwrap_or_else(|| panic!("no {setting} / {metric} row"))).unwrap()
+    };
+    for (rounds, name) in [("", "one"), ("rounds = 2\n", "two")] {
+        let out = root.join(name);
+        analyze(&lab, &Spec::parse(&fed(rounds)).unwrap(), &out, Shard::default(), &Progress::hidden()).unwrap();
+        for agg in ["stack", "fedex"] {
+            for metric in ["accuracy", "client_train_accuracy", "client_test_accuracy", "client_local_accuracy"] {
+                let v = value(&out, &format!("iid all {agg}"), metric);
+                assert!((0.0..=1.0).contains(&v), "{name} {agg} {metric}: {v}");
+            }
+        }
+        if name == "one" {
+            // One round: both aggregators merge the same uploads into the exact mean ΔW, and the
+            // clients they report are the same clients.
+            assert_eq!(value(&out, "iid all stack", "accuracy"), value(&out, "iid all fedex", "accuracy"));
+            assert_eq!(
+                value(&out, "iid all stack", "client_train_accuracy"),
+                value(&out, "iid all fedex", "client_train_accuracy")
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
 fn cell_ids_are_canonical_and_legacy_folders_are_adopted_losslessly() {
     // Ids hash each config as JSON with its defaults left out: a default written out changes
     // nothing, and a setting that does change the work changes the id.

@@ -1,12 +1,16 @@
-//! One-round federated learning with heterogeneous clients: the clients train once from a
-//! common initialisation, then every aggregator merges the same uploads
-//! ([`aggregation_options`]); global test accuracy per aggregator. A spec with this measure
-//! trains no single runs: its cells are the simulations.
+//! Federated learning with heterogeneous clients. With one round (the default) the clients train
+//! once from a common initialisation and every aggregator merges the same uploads
+//! ([`aggregation_options`]); with `rounds = R > 1` each aggregator runs its own R-round
+//! simulation (the global model of one round starts the next, so aggregators diverge). Rows per
+//! aggregator: the global model's test accuracy after the last round, and its clients' mean
+//! accuracies in that round (on their own training shots, on the test set, and on the test set
+//! weighted to each client's label mix), so that a report can check that clients learn. A spec
+//! with this measure trains no single runs: its cells are the simulations.
 
 use super::base::{options, Cost, Input, Measure, MeasureInfo, OwnCell, ParseContext, Rows, Unit};
 use crate::adapter::Adapter;
 use crate::adapter::LoraSpec;
-use crate::analysis::federated::{aggregation_weights, run_federated, FederatedOptions};
+use crate::analysis::federated::{aggregation_weights, run_federated, ClientRecord, FederatedOptions, FederatedRun};
 use crate::federated::aggregation_options;
 use crate::federated::split::SplitMethod;
 use crate::lab::Lab;
@@ -50,8 +54,21 @@ pub struct FederatedSpec {
     pub min_size: usize,
     /// Client settings.
     pub heterogeneity: Vec<HeteroSpec>,
-    /// Server aggregators, each applied to the same uploads.
+    /// Server aggregators, each applied to the same uploads (one round) or running its own
+    /// simulation (several rounds).
     pub aggregators: Vec<String>,
+    /// Communication rounds (default 1; left out of the cell ids when 1, so one-round grids keep
+    /// theirs).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub rounds: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 fn default_min_size() -> usize {
@@ -77,6 +94,9 @@ impl Federated {
         }
         if w.local_steps == 0 {
             return Err((ctx.at)("local_steps", "must be at least 1".into()));
+        }
+        if w.rounds == 0 {
+            return Err((ctx.at)("rounds", "must be at least 1".into()));
         }
         for (key, empty) in [
             ("splits", w.splits.is_empty()),
@@ -120,19 +140,20 @@ impl Federated {
         Ok(Federated { written: w, splits, aggregators })
     }
 
-    /// The simulation options of split `split` and heterogeneity setting `hetero`.
-    fn simulation(&self, split: usize, hetero: usize) -> FederatedOptions {
+    /// The simulation options of split `split`, heterogeneity setting `hetero` and aggregator
+    /// `aggregator`.
+    fn simulation(&self, split: usize, hetero: usize, aggregator: usize) -> FederatedOptions {
         let h = &self.written.heterogeneity[hetero];
         FederatedOptions {
             clients: self.written.clients,
             split: self.splits[split].clone(),
-            rounds: 1,
+            rounds: self.written.rounds,
             client_fraction: 1.0,
-            aggregator: self.aggregators[0].clone(),
+            aggregator: self.aggregators[aggregator].clone(),
             merge: MergeOptions::default(),
             client_ranks: h.ranks.clone(),
             client_top_blocks: h.top_blocks.clone(),
-            evaluate_clients: false,
+            evaluate_clients: true,
         }
     }
 }
@@ -183,8 +204,11 @@ impl Measure for Federated {
     fn costs(&self) -> Vec<Cost> {
         let w = &self.written;
         vec![Cost::new(
-            "measure.federated clients × local_steps (steps per cell)",
-            w.clients as f64 * w.local_steps as f64,
+            "measure.federated clients × local_steps × rounds (× aggregators past one round; steps per cell)",
+            w.clients as f64
+                * w.local_steps as f64
+                * w.rounds as f64
+                * if w.rounds > 1 { w.aggregators.len() as f64 } else { 1.0 },
             4.0 * 100.0,
         )]
     }
@@ -206,20 +230,60 @@ impl Measure for Federated {
         let Input::Own { tag, cell, envs, lab, .. } = input else { bail!("internal: federated cells are its own") };
         let (cfg, s, h) = (&cell.configs[0], cell.setting[0], cell.setting[1]);
         let env = envs.built(cfg)?;
-        let run = run_federated(&lab.backbone, env, cfg, &self.simulation(s, h), || {})?;
-        let selected = &run.rounds.last().ok_or_else(|| anyhow!("internal: no federated round"))?.selected;
-        let weights = aggregation_weights(&run.split, selected);
-        let uploads: Vec<&Adapter> = run.last_uploads.iter().map(|(_, a)| a).collect();
-        let max_rank = uploads.iter().flat_map(|a| a.modules.values().map(|f| f.rank())).max().unwrap_or(1);
         let label = format!("{} {}", self.written.splits[s], self.written.heterogeneity[h].name);
         let (mut rows, mut predictions) = (Vec::new(), Vec::new());
-        for (name, agg) in self.written.aggregators.iter().zip(&self.aggregators) {
-            let merged = merge(&uploads, &weights, agg, &aggregation_options(agg, &MergeOptions::default(), max_rank))?;
-            let (m, examples) = env.test.evaluate_examples(&merged.deltas())?;
+        let one_round = self.written.rounds == 1;
+        let shared = if one_round {
+            Some(run_federated(&lab.backbone, env, cfg, &self.simulation(s, h, 0), || {})?)
+        } else {
+            None
+        };
+        for (i, (name, agg)) in self.written.aggregators.iter().zip(&self.aggregators).enumerate() {
+            let own;
+            let run = match &shared {
+                Some(run) => run,
+                None => {
+                    own = run_federated(&lab.backbone, env, cfg, &self.simulation(s, h, i), || {})?;
+                    &own
+                }
+            };
+            let deltas = if one_round {
+                let selected = &run.rounds.last().ok_or_else(|| anyhow!("internal: no federated round"))?.selected;
+                let weights = aggregation_weights(&run.split, selected);
+                let uploads: Vec<&Adapter> = run.last_uploads.iter().map(|(_, a)| a).collect();
+                let max_rank = uploads.iter().flat_map(|a| a.modules.values().map(|f| f.rank())).max().unwrap_or(1);
+                merge(&uploads, &weights, agg, &aggregation_options(agg, &MergeOptions::default(), max_rank))?.deltas()
+            } else {
+                run.global.deltas()
+            };
+            let (m, examples) = env.test.evaluate_examples(&deltas)?;
             let setting = format!("{label} {name}");
             predictions.extend(tag.predictions(&format!("federated {setting}"), cfg.data_seed, &examples));
             rows.push(tag.row(INFO.name, &setting, "accuracy", m.accuracy));
+            for (metric, value) in last_round_client_means(run) {
+                rows.push(tag.row(INFO.name, &setting, metric, value));
+            }
         }
         Ok(Rows::with_predictions(rows, predictions))
     }
+}
+
+/// The mean over the last round's clients of their accuracy after local training: on their own
+/// training shots, on the test set, and on the test set weighted to their label mix (metrics
+/// left out when no client was evaluated on them).
+fn last_round_client_means(run: &FederatedRun) -> Vec<(&'static str, f64)> {
+    let last = run.rounds.last().map_or(0, |r| r.round);
+    let clients: Vec<&ClientRecord> = run.clients.iter().filter(|c| c.round == last).collect();
+    let mean = |get: fn(&ClientRecord) -> Option<f64>| -> Option<f64> {
+        let v: Vec<f64> = clients.iter().filter_map(|c| get(c)).collect();
+        (!v.is_empty() && v.len() == clients.len()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    [
+        ("client_train_accuracy", mean(|c| c.train.as_ref().map(|m| m.accuracy))),
+        ("client_test_accuracy", mean(|c| c.test.as_ref().map(|m| m.accuracy))),
+        ("client_local_accuracy", mean(|c| c.local_test.as_ref().map(|m| m.accuracy))),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect()
 }

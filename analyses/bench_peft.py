@@ -249,6 +249,14 @@ def copra_bert_round(a, binary):
                       "--rank", "8", "--alpha", "16", "--scaling", "standard", "--targets", "query,value",
                       "--dropout", "0", "--bench-steps", str(a.steps))
         out[f"lora{length}"] = number_after("lora", train)
+    if not a.training_only:
+        # No-grad evaluation of the test split at 128 tokens (copra-lab batches as its measures do).
+        try:
+            fwd = bench("forward", "--task", a.task, "--max-length", "128", "--test-size", "256",
+                        "--bench-steps", "2")
+            out["forward"] = number_after("frozen forward, no grad", fwd)
+        except subprocess.CalledProcessError:
+            out["forward"] = float("nan")  # a copra-lab older than `bench forward`
     return out
 
 
@@ -290,7 +298,7 @@ def main():
     ap.add_argument("--grid", type=int, default=8)
     ap.add_argument("--lengths", default="128,64", help="BERT training sequence lengths, comma-separated")
     ap.add_argument("--test-size", type=int, default=1000, help="images per coalition evaluation")
-    ap.add_argument("--training-only", action="store_true", help="skip the coalition figures")
+    ap.add_argument("--training-only", action="store_true", help="skip the evaluation figures (coalitions; BERT: frozen forward)")
     a = ap.parse_args()
     a.lengths = [int(x) for x in a.lengths.split(",")]
     bert = model_type(a.backbone) == "bert"

@@ -21,6 +21,10 @@ pub enum BenchKind {
     /// Total training throughput (images/s) of a grid of --grid-runs LoRA runs trained
     /// together, against one run alone.
     Grid,
+    /// No-grad evaluation throughput (examples/s): the whole test split (--test-size) through
+    /// the frozen backbone and the head, the path every measure evaluates with (one untimed
+    /// pass, then min(--bench-steps, 10) timed passes).
+    Forward,
 }
 
 /// Arguments of `bench`.
@@ -111,6 +115,24 @@ pub fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
                 together,
                 together / alone
             );
+        }
+        BenchKind::Forward => {
+            // A zero ΔW on block 0's query: the frozen model's outputs, but the evaluator can
+            // no longer answer from its cache of frozen activations and runs every block.
+            use copra_lab::adapter::fit::ModuleShapes;
+            use copra_lab::adapter::{ModuleKey, TargetModule};
+            let (rows, cols) = lab.backbone.module_shape(0, TargetModule::Query);
+            let key = ModuleKey { block: 0, module: TargetModule::Query };
+            let frozen: std::collections::BTreeMap<_, _> = [(key, copra_lab::linalg::Matrix::zeros(rows, cols))].into();
+            env.test.evaluate(&frozen)?;
+            let passes = a.bench_steps.clamp(1, 10);
+            let t = Instant::now();
+            for _ in 0..passes {
+                env.test.evaluate(&frozen)?;
+            }
+            let rate = (passes * env.test.len()) as f64 / t.elapsed().as_secs_f64();
+            println!("{:<40} {:>14}", "configuration", "examples/s");
+            println!("{:<40} {:>14.1}", "frozen forward, no grad", rate);
         }
         BenchKind::Coalitions => {
             let cfg = a.run.run_config(Method::Copra, 1)?;

@@ -11,13 +11,13 @@
 //! (`x' = ((x + 1)/2 − mean) / std` per channel, OpenAI's mean and std).
 
 use super::branch::Branch;
-use super::checkpoint::{Architecture, HfTensors};
+use super::checkpoint::{linear_tensors, Architecture, HfTensors};
 use super::clip_config::{Activation, ClipConfig, TowerConfig};
 use super::encoder::{
-    add_deltas, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder, InputKind, LinearWeights,
-    Numerics,
+    add_deltas, layer_norm, linear_shape, Backbone, BlockLinears, Encoder, InputKind, LinearWeights, Numerics,
 };
 use super::head::Prompts;
+use super::patch::class_and_patch_tokens;
 use super::pre_ln::{PreLnLayer, Rows};
 use crate::adapter::names::{EncoderNames, Spelling};
 use crate::adapter::{BlockPlace, ModuleKey, PeftLayout, TargetModule};
@@ -226,12 +226,11 @@ pub static ARCHITECTURE: Architecture = Architecture {
 /// Reads one encoder layer's weights under `prefix`.
 fn read_block(w: &mut HfTensors, prefix: &str, cfg: &TowerConfig) -> Result<ClipBlock> {
     let (d, m) = (cfg.hidden_size, cfg.intermediate_size);
-    let linears = TargetModule::ALL
-        .into_iter()
-        .map(|module| {
-            w.linear(&format!("{prefix}.{}", NAMES.checkpoint.module(module)), linear_shape(d, m, module), true)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let linears = w.block_linears(
+        |module| format!("{prefix}.{}", NAMES.checkpoint.module(module)),
+        |module| linear_shape(d, m, module),
+        |_| true,
+    )?;
     Ok(ClipBlock {
         ln1: w.layer_norm(&format!("{prefix}.layer_norm1"), d)?,
         ln2: w.layer_norm(&format!("{prefix}.layer_norm2"), d)?,
@@ -329,7 +328,7 @@ impl Encoder for Clip {
     /// token, position embedding and `pre_layrnorm`: `[B, Tv, Dv]`.
     fn embed(&self, images: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        let (b, ch, h, w) = images.dims4()?;
+        let (_, ch, h, w) = images.dims4()?;
         if (ch, h, w) != (c.num_channels, c.image_size, c.image_size) {
             bail!(
                 "images of shape [{ch}, {h}, {w}] but the CLIP backbone reads [{}, {s}, {s}]",
@@ -338,17 +337,9 @@ impl Encoder for Clip {
             );
         }
         let x = images.broadcast_mul(&self.normalise.0)?.broadcast_add(&self.normalise.1)?;
-        let p = c.patch_size;
-        let (gh, gw) = (h / p, w / p);
-        let d = c.vision.hidden_size;
-        let patches = x
-            .reshape((b, ch, gh, p, gw, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * gh * gw, ch * p * p))?;
-        let tokens = patches.matmul(&self.patch_weight.t()?)?.reshape((b, gh * gw, d))?;
-        let cls = self.class_embedding.reshape((1, 1, d))?.broadcast_as((b, 1, d))?.contiguous()?;
-        let x = Tensor::cat(&[&cls, &tokens], 1)?.broadcast_add(&self.vision_positions)?;
+        let cls = self.class_embedding.reshape((1, 1, c.vision.hidden_size))?;
+        let x = class_and_patch_tokens(&x, c.patch_size, &self.patch_weight, None, &cls)?;
+        let x = x.broadcast_add(&self.vision_positions)?;
         layer_norm(&x, &self.pre_layernorm, c.vision.layer_norm_eps, Numerics::Fused)
     }
 
@@ -413,13 +404,8 @@ impl Encoder for Clip {
         for (i, b) in self.blocks.iter().enumerate() {
             let (tower, layer) = if i < nv { (0, i) } else { (1, i - nv) };
             let pre = format!("{}.{layer}", NAMES.checkpoint_layers(tower));
-            for module in TargetModule::ALL {
-                let lw = &b.linears[module_index(module)];
-                let name = NAMES.checkpoint_module(tower, layer, module);
-                put(&format!("{name}.weight"), &lw.weight);
-                if let Some(bias) = &lw.bias {
-                    put(&format!("{name}.bias"), bias);
-                }
+            for (name, tensor) in linear_tensors(&NAMES, tower, layer, &b.linears) {
+                put(&name, &tensor);
             }
             for (name, ln) in [("layer_norm1", &b.ln1), ("layer_norm2", &b.ln2)] {
                 put(&format!("{pre}.{name}.weight"), &ln.0);

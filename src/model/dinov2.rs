@@ -10,12 +10,12 @@
 //! PEFT name the attention modules `attention.q_proj` … `attention.o_proj`.
 
 use super::branch::Branch;
-use super::checkpoint::{Architecture, HfTensors};
+use super::checkpoint::{linear_tensors, Architecture, HfTensors};
 use super::dinov2_config::{processor, Dinov2Config};
 use super::encoder::{
-    add_deltas, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder, InputKind, LinearWeights,
-    Numerics,
+    add_deltas, layer_norm, linear_shape, Backbone, BlockLinears, Encoder, InputKind, LinearWeights, Numerics,
 };
+use super::patch::class_and_patch_tokens;
 use super::pre_ln::{PreLnLayer, Rows};
 use crate::adapter::names::{EncoderNames, Spelling};
 use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
@@ -173,10 +173,11 @@ impl Dinov2 {
         let mut blocks = Vec::new();
         for i in 0..config.num_hidden_layers {
             let pre = format!("{}.{i}", spelling.layers);
-            let linears = TargetModule::ALL
-                .into_iter()
-                .map(|module| w.linear(&NAMES.module_name(spelling, 0, i, module), linear_shape(d, m, module), true))
-                .collect::<Result<Vec<_>>>()?;
+            let linears = w.block_linears(
+                |module| NAMES.module_name(spelling, 0, i, module),
+                |module| linear_shape(d, m, module),
+                |_| true,
+            )?;
             blocks.push(Dinov2Block {
                 norm1: w.layer_norm(&format!("{pre}.norm1"), d)?,
                 norm2: w.layer_norm(&format!("{pre}.norm2"), d)?,
@@ -245,7 +246,7 @@ impl Dinov2 {
     /// state entering block 0 (what `Dinov2Embeddings` computes).
     pub fn embed_pixels(&self, pixels: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        let (b, ch, h, w) = pixels.dims4()?;
+        let (_, ch, h, w) = pixels.dims4()?;
         let p = c.patch_size;
         let (gh, gw) = (h / p, w / p);
         if ch != c.num_channels || gh == 0 || gw == 0 {
@@ -256,16 +257,8 @@ impl Dinov2 {
         }
         // A stride-p convolution drops the pixels beyond the last whole patch.
         let pixels = pixels.narrow(2, 0, gh * p)?.narrow(3, 0, gw * p)?;
-        let patches = pixels
-            .reshape((b, ch, gh, p, gw, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * gh * gw, ch * p * p))?;
-        let d = c.hidden_size;
-        let tokens =
-            patches.matmul(&self.patch_weight.t()?)?.broadcast_add(&self.patch_bias)?.reshape((b, gh * gw, d))?;
-        let cls = self.cls_token.broadcast_as((b, 1, d))?.contiguous()?;
-        Ok(Tensor::cat(&[&cls, &tokens], 1)?.broadcast_add(&self.positions_for(h, w)?)?)
+        let x = class_and_patch_tokens(&pixels, p, &self.patch_weight, Some(&self.patch_bias), &self.cls_token)?;
+        Ok(x.broadcast_add(&self.positions_for(h, w)?)?)
     }
 
     /// The final layer norm of every token of an encoder output (`last_hidden_state`).
@@ -349,13 +342,8 @@ impl Encoder for Dinov2 {
         put("embeddings.patch_embeddings.projection.bias".into(), &self.patch_bias);
         for (i, b) in self.blocks.iter().enumerate() {
             let pre = NAMES.checkpoint_layers(0);
-            for module in TargetModule::ALL {
-                let lw = &b.linears[module_index(module)];
-                let name = NAMES.checkpoint_module(0, i, module);
-                put(format!("{name}.weight"), &lw.weight);
-                if let Some(bias) = &lw.bias {
-                    put(format!("{name}.bias"), bias);
-                }
+            for (name, tensor) in linear_tensors(&NAMES, 0, i, &b.linears) {
+                put(name, &tensor);
             }
             for (name, (weight, bias)) in [("norm1", &b.norm1), ("norm2", &b.norm2)] {
                 put(format!("{pre}.{i}.{name}.weight"), weight);

@@ -8,12 +8,13 @@
 //! kernels for evaluation where no gradient is needed.
 
 use super::branch::Branch;
-use super::checkpoint::{Architecture, HfTensors};
+use super::checkpoint::{linear_tensors, Architecture, HfTensors};
 use super::config::VitConfig;
 use super::encoder::{
     add_deltas, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder, InputKind, LinearWeights,
     Numerics,
 };
+use super::patch::class_and_patch_tokens;
 use super::pre_ln::{PreLnLayer, Rows};
 use crate::adapter::names::{EncoderNames, Spelling};
 use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
@@ -124,23 +125,8 @@ impl Encoder for Vit {
 
     /// Patch + position embedding of images `[B, C, H, W]` → hidden states `[B, T, D]`.
     fn embed(&self, images: &Tensor) -> Result<Tensor> {
-        let c = &self.config;
-        let (b, ch, h, w) = images.dims4()?;
-        let p = c.patch_size;
-        let (gh, gw) = (h / p, w / p);
-        // [B, C, gh, p, gw, p] → [B, gh, gw, C, p, p] → [B·N, C·p·p]
-        let patches = images
-            .reshape((b, ch, gh, p, gw, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * gh * gw, ch * p * p))?;
-        let tokens = patches.matmul(&self.patch_weight.t()?)?.broadcast_add(&self.patch_bias)?.reshape((
-            b,
-            gh * gw,
-            c.hidden_size,
-        ))?;
-        let cls = self.cls_token.broadcast_as((b, 1, c.hidden_size))?.contiguous()?;
-        let x = Tensor::cat(&[&cls, &tokens], 1)?;
+        let (weight, bias) = (&self.patch_weight, Some(&self.patch_bias));
+        let x = class_and_patch_tokens(images, self.config.patch_size, weight, bias, &self.cls_token)?;
         Ok(x.broadcast_add(&self.position_embeddings)?)
     }
 
@@ -179,14 +165,7 @@ impl Encoder for Vit {
         out.insert("embeddings.patch_embeddings.projection.bias".to_string(), self.patch_bias.clone());
         for (i, b) in self.blocks.iter().enumerate() {
             let pre = format!("encoder.layer.{i}");
-            for module in TargetModule::ALL {
-                let lw = b.linear(module);
-                let name = NAMES.checkpoint_module(0, i, module);
-                out.insert(format!("{name}.weight"), lw.weight.clone());
-                if let Some(bias) = &lw.bias {
-                    out.insert(format!("{name}.bias"), bias.clone());
-                }
-            }
+            out.extend(linear_tensors(&NAMES, 0, i, &b.linears));
             out.insert(format!("{pre}.layernorm_before.weight"), b.ln_before.0.clone());
             out.insert(format!("{pre}.layernorm_before.bias"), b.ln_before.1.clone());
             out.insert(format!("{pre}.layernorm_after.weight"), b.ln_after.0.clone());
@@ -248,16 +227,11 @@ impl Vit {
         let mut blocks = Vec::new();
         for i in 0..config.num_hidden_layers {
             let pre = format!("encoder.layer.{i}");
-            let mut linears = Vec::new();
-            for module in TargetModule::ALL {
-                let has_bias =
-                    config.qkv_bias || !matches!(module, TargetModule::Query | TargetModule::Key | TargetModule::Value);
-                linears.push(w.linear(
-                    &NAMES.checkpoint_module(0, i, module),
-                    module_shape(config, module),
-                    has_bias,
-                )?);
-            }
+            let linears = w.block_linears(
+                |module| NAMES.checkpoint_module(0, i, module),
+                |module| module_shape(config, module),
+                |module| has_bias(config, module),
+            )?;
             let ln_before = w.layer_norm(&format!("{pre}.layernorm_before"), d)?;
             let ln_after = w.layer_norm(&format!("{pre}.layernorm_after"), d)?;
             blocks.push(BlockWeights { ln_before, ln_after, linears });
@@ -289,11 +263,9 @@ impl Vit {
             let mut linears = Vec::new();
             for module in TargetModule::ALL {
                 let (o, i) = module_shape(config, module);
-                let has_bias =
-                    config.qkv_bias || !matches!(module, TargetModule::Query | TargetModule::Key | TargetModule::Value);
                 linears.push(LinearWeights {
                     weight: randn(&[o, i])?,
-                    bias: if has_bias { Some(zeros(o)?) } else { None },
+                    bias: if has_bias(config, module) { Some(zeros(o)?) } else { None },
                 });
             }
             blocks.push(BlockWeights { ln_before: (ones(d)?, zeros(d)?), ln_after: (ones(d)?, zeros(d)?), linears });
@@ -330,6 +302,11 @@ impl Vit {
         out.push(&mut self.final_ln.1);
         out
     }
+}
+
+/// Whether `module` has a bias under `config` (query, key and value only with `qkv_bias`).
+fn has_bias(config: &VitConfig, module: TargetModule) -> bool {
+    config.qkv_bias || !matches!(module, TargetModule::Query | TargetModule::Key | TargetModule::Value)
 }
 
 /// `[out, in]` of a module's weight under `config`.

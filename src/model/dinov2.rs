@@ -12,11 +12,9 @@
 use super::branch::Branch;
 use super::checkpoint::{linear_tensors, Architecture, HfTensors};
 use super::dinov2_config::{processor, Dinov2Config};
-use super::encoder::{
-    add_deltas, layer_norm, linear_shape, Backbone, BlockLinears, Encoder, InputKind, LinearWeights, Numerics,
-};
+use super::encoder::{add_deltas, layer_norm, linear_shape, Backbone, Encoder, InputKind, Numerics};
 use super::patch::class_and_patch_tokens;
-use super::pre_ln::{PreLnLayer, Rows};
+use super::pre_ln::{PreLnBlock, PreLnLayer, Rows};
 use crate::adapter::names::{EncoderNames, Spelling};
 use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
@@ -70,25 +68,6 @@ pub static ARCHITECTURE: Architecture = Architecture {
     load: |dir, text, tensors, origin| Ok(Backbone::new(Dinov2::load(dir, text, tensors, origin)?)),
 };
 
-/// Weights of one DINOv2 block.
-#[derive(Clone, Debug)]
-pub struct Dinov2Block {
-    /// `norm1` weight and bias (before attention).
-    pub norm1: (Tensor, Tensor),
-    /// `norm2` weight and bias (before the MLP).
-    pub norm2: (Tensor, Tensor),
-    /// `layer_scale1.lambda1` and `layer_scale2.lambda1` `[D]`.
-    pub layer_scale: (Tensor, Tensor),
-    /// The six linear layers, in `TargetModule::ALL` order.
-    pub linears: Vec<LinearWeights>,
-}
-
-impl BlockLinears for Dinov2Block {
-    fn linears_mut(&mut self) -> &mut [LinearWeights] {
-        &mut self.linears
-    }
-}
-
 /// A frozen DINOv2 encoder.
 #[derive(Clone, Debug)]
 pub struct Dinov2 {
@@ -107,7 +86,7 @@ pub struct Dinov2 {
     /// Patch projection bias `[D]`.
     pub patch_bias: Tensor,
     /// The transformer blocks.
-    pub blocks: Vec<Dinov2Block>,
+    pub blocks: Vec<PreLnBlock>,
     /// Final `layernorm` weight and bias.
     pub final_ln: (Tensor, Tensor),
     /// `(scale, shift)` `[1, C, 1, 1]`: `((x + 1)/2 − mean)/std = x·scale + shift`.
@@ -178,13 +157,13 @@ impl Dinov2 {
                 |module| linear_shape(d, m, module),
                 |_| true,
             )?;
-            blocks.push(Dinov2Block {
-                norm1: w.layer_norm(&format!("{pre}.norm1"), d)?,
-                norm2: w.layer_norm(&format!("{pre}.norm2"), d)?,
-                layer_scale: (
+            blocks.push(PreLnBlock {
+                ln1: w.layer_norm(&format!("{pre}.norm1"), d)?,
+                ln2: w.layer_norm(&format!("{pre}.norm2"), d)?,
+                layer_scale: Some((
                     w.take(&format!("{pre}.layer_scale1.lambda1"), &[d])?,
                     w.take(&format!("{pre}.layer_scale2.lambda1"), &[d])?,
-                ),
+                )),
                 linears,
             });
         }
@@ -213,18 +192,8 @@ impl Dinov2 {
 
     /// Block `index` as a [`PreLnLayer`] with layer scale.
     fn layer(&self, index: usize) -> PreLnLayer<'_> {
-        let bw = &self.blocks[index];
-        PreLnLayer {
-            index,
-            ln1: &bw.norm1,
-            ln2: &bw.norm2,
-            linears: &bw.linears,
-            eps: self.config.layer_norm_eps,
-            heads: self.config.num_attention_heads,
-            bias: None,
-            activation: &super::ops::gelu_erf,
-            layer_scale: Some((&bw.layer_scale.0, &bw.layer_scale.1)),
-        }
+        let c = &self.config;
+        self.blocks[index].layer(index, c.layer_norm_eps, c.num_attention_heads, None, &super::ops::gelu_erf)
     }
 
     /// The position embeddings for an input of `height` × `width` pixels, `[1, 1 + gh·gw, D]`:
@@ -345,12 +314,14 @@ impl Encoder for Dinov2 {
             for (name, tensor) in linear_tensors(&NAMES, 0, i, &b.linears) {
                 put(name, &tensor);
             }
-            for (name, (weight, bias)) in [("norm1", &b.norm1), ("norm2", &b.norm2)] {
+            for (name, (weight, bias)) in [("norm1", &b.ln1), ("norm2", &b.ln2)] {
                 put(format!("{pre}.{i}.{name}.weight"), weight);
                 put(format!("{pre}.{i}.{name}.bias"), bias);
             }
-            put(format!("{pre}.{i}.layer_scale1.lambda1"), &b.layer_scale.0);
-            put(format!("{pre}.{i}.layer_scale2.lambda1"), &b.layer_scale.1);
+            if let Some((first, second)) = &b.layer_scale {
+                put(format!("{pre}.{i}.layer_scale1.lambda1"), first);
+                put(format!("{pre}.{i}.layer_scale2.lambda1"), second);
+            }
         }
         put("layernorm.weight".into(), &self.final_ln.0);
         put("layernorm.bias".into(), &self.final_ln.1);

@@ -10,12 +10,9 @@
 use super::branch::Branch;
 use super::checkpoint::{linear_tensors, Architecture, HfTensors};
 use super::config::VitConfig;
-use super::encoder::{
-    add_deltas, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder, InputKind, LinearWeights,
-    Numerics,
-};
+use super::encoder::{add_deltas, layer_norm, linear_shape, Backbone, Encoder, InputKind, LinearWeights, Numerics};
 use super::patch::class_and_patch_tokens;
-use super::pre_ln::{PreLnLayer, Rows};
+use super::pre_ln::{PreLnBlock, PreLnLayer, Rows};
 use crate::adapter::names::{EncoderNames, Spelling};
 use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
@@ -65,24 +62,6 @@ const VIT4: Spelling = Spelling {
     ],
 };
 
-/// Weights of one transformer block.
-#[derive(Clone, Debug)]
-pub struct BlockWeights {
-    /// `layernorm_before` weight and bias.
-    pub ln_before: (Tensor, Tensor),
-    /// `layernorm_after` weight and bias.
-    pub ln_after: (Tensor, Tensor),
-    /// The six linear layers, in `TargetModule::ALL` order.
-    pub linears: Vec<LinearWeights>,
-}
-
-impl BlockWeights {
-    /// The linear layer for `module`.
-    pub fn linear(&self, module: TargetModule) -> &LinearWeights {
-        &self.linears[module_index(module)]
-    }
-}
-
 /// The ViT backbone's weights (frozen) and architecture.
 #[derive(Clone, Debug)]
 pub struct Vit {
@@ -97,7 +76,7 @@ pub struct Vit {
     /// Patch projection bias `[D]`.
     pub patch_bias: Tensor,
     /// The transformer blocks.
-    pub blocks: Vec<BlockWeights>,
+    pub blocks: Vec<PreLnBlock>,
     /// Final `layernorm` weight and bias.
     pub final_ln: (Tensor, Tensor),
 }
@@ -166,10 +145,10 @@ impl Encoder for Vit {
         for (i, b) in self.blocks.iter().enumerate() {
             let pre = format!("encoder.layer.{i}");
             out.extend(linear_tensors(&NAMES, 0, i, &b.linears));
-            out.insert(format!("{pre}.layernorm_before.weight"), b.ln_before.0.clone());
-            out.insert(format!("{pre}.layernorm_before.bias"), b.ln_before.1.clone());
-            out.insert(format!("{pre}.layernorm_after.weight"), b.ln_after.0.clone());
-            out.insert(format!("{pre}.layernorm_after.bias"), b.ln_after.1.clone());
+            out.insert(format!("{pre}.layernorm_before.weight"), b.ln1.0.clone());
+            out.insert(format!("{pre}.layernorm_before.bias"), b.ln1.1.clone());
+            out.insert(format!("{pre}.layernorm_after.weight"), b.ln2.0.clone());
+            out.insert(format!("{pre}.layernorm_after.bias"), b.ln2.1.clone());
         }
         out.insert("layernorm.weight".to_string(), self.final_ln.0.clone());
         out.insert("layernorm.bias".to_string(), self.final_ln.1.clone());
@@ -188,18 +167,8 @@ impl Encoder for Vit {
 impl Vit {
     /// Block `index` as a [`PreLnLayer`].
     pub(crate) fn layer(&self, index: usize) -> PreLnLayer<'_> {
-        let bw = &self.blocks[index];
-        PreLnLayer {
-            index,
-            ln1: &bw.ln_before,
-            ln2: &bw.ln_after,
-            linears: &bw.linears,
-            eps: self.config.layer_norm_eps,
-            heads: self.config.num_attention_heads,
-            bias: None,
-            activation: &super::ops::gelu_erf,
-            layer_scale: None,
-        }
+        let c = &self.config;
+        self.blocks[index].layer(index, c.layer_norm_eps, c.num_attention_heads, None, &super::ops::gelu_erf)
     }
 
     /// Reads a `ViTModel` folder: `config_text` is its `config.json`, `tensors` its weights.
@@ -234,7 +203,7 @@ impl Vit {
             )?;
             let ln_before = w.layer_norm(&format!("{pre}.layernorm_before"), d)?;
             let ln_after = w.layer_norm(&format!("{pre}.layernorm_after"), d)?;
-            blocks.push(BlockWeights { ln_before, ln_after, linears });
+            blocks.push(PreLnBlock { ln1: ln_before, ln2: ln_after, linears, layer_scale: None });
         }
         let final_ln = w.layer_norm("layernorm", d)?;
         w.refuse_extra_blocks("encoder.layer.")?;
@@ -268,7 +237,8 @@ impl Vit {
                     bias: if has_bias(config, module) { Some(zeros(o)?) } else { None },
                 });
             }
-            blocks.push(BlockWeights { ln_before: (ones(d)?, zeros(d)?), ln_after: (ones(d)?, zeros(d)?), linears });
+            let (ln1, ln2) = ((ones(d)?, zeros(d)?), (ones(d)?, zeros(d)?));
+            blocks.push(PreLnBlock { ln1, ln2, linears, layer_scale: None });
         }
         let _ = m;
         Ok(Vit {
@@ -287,10 +257,10 @@ impl Vit {
         let mut out: Vec<&mut Tensor> =
             vec![&mut self.cls_token, &mut self.position_embeddings, &mut self.patch_weight, &mut self.patch_bias];
         for b in &mut self.blocks {
-            out.push(&mut b.ln_before.0);
-            out.push(&mut b.ln_before.1);
-            out.push(&mut b.ln_after.0);
-            out.push(&mut b.ln_after.1);
+            out.push(&mut b.ln1.0);
+            out.push(&mut b.ln1.1);
+            out.push(&mut b.ln2.0);
+            out.push(&mut b.ln2.1);
             for l in &mut b.linears {
                 out.push(&mut l.weight);
                 if let Some(bias) = &mut l.bias {
@@ -318,11 +288,5 @@ impl Backbone {
     /// A randomly initialised ViT backbone ([`Vit::init_random`]), for tests and `pretrain`.
     pub fn init_random(config: &VitConfig, seed: u64, device: &Device) -> Result<Backbone> {
         Ok(Backbone::new(Vit::init_random(config, seed, device)?))
-    }
-}
-
-impl BlockLinears for BlockWeights {
-    fn linears_mut(&mut self) -> &mut [LinearWeights] {
-        &mut self.linears
     }
 }

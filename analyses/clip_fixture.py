@@ -44,6 +44,8 @@ from safetensors.torch import save_file
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from fixture_adapters import randomise_lora_b, save_adapter
+
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 TEMPLATE = "a photo of a {}."
 CLASS_NAMES = ["red_square", "blue_circle", "green_triangle"]
@@ -135,28 +137,6 @@ def outputs(model, pixel_values, ids, mask):
     return {k: v.float().contiguous() for k, v in result.items()}, (image_kind, text_kind)
 
 
-def randomise_lora_b(model, std=0.2):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, std)
-
-
-def save_adapter(lora, path):
-    lora.save_pretrained(path)
-    os.remove(f"{path}/README.md")  # PEFT's model-card template, nothing of ours in it
-    # PEFT writes a target_modules list from a set, in hash order: sort it so that reruns give the same file.
-    with open(f"{path}/adapter_config.json") as f:
-        config = json.load(f)
-    if isinstance(config["target_modules"], list):
-        config["target_modules"] = sorted(config["target_modules"])
-    with open(f"{path}/adapter_config.json", "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
-    with safe_open(f"{path}/adapter_model.safetensors", "pt") as f:
-        return [f"{k} {list(f.get_slice(k).get_shape())}" for k in sorted(f.keys())]
-
-
 def lora_modules(lora):
     prefix = "base_model.model."
     return sorted(n[len(prefix):] for n, m in lora.named_modules() if hasattr(m, "lora_A") and n.startswith(prefix))
@@ -220,7 +200,7 @@ def main(out):
     base_copy = copy.deepcopy(model)
     lora = get_peft_model(model, LoraConfig(r=2, lora_alpha=1, use_rslora=True, target_modules=TARGETS,
                                             lora_dropout=0.0))
-    randomise_lora_b(lora)
+    randomise_lora_b(lora, std=0.2)
     lora.eval()
     adapted, _ = outputs(lora, pixel_values, ids, mask)
     with lora.disable_adapter():
@@ -235,7 +215,7 @@ def main(out):
 
     qkv = get_peft_model(base_copy, LoraConfig(r=2, lora_alpha=1, use_rslora=True, target_modules=VISION_QKV,
                                                lora_dropout=0.0))
-    randomise_lora_b(qkv)
+    randomise_lora_b(qkv, std=0.2)
     qkv.eval()
     vision_qkv, _ = outputs(qkv, pixel_values, ids, mask)
     assert lora_modules(qkv) == sorted(f"vision_model.encoder.layers.{i}.self_attn.{m}" for i in range(3)

@@ -37,6 +37,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import Dinov2Config, Dinov2Model
 
+from fixture_adapters import randomise_lora_b, save_adapter
+
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"]
@@ -57,27 +59,6 @@ def outputs(model, images):
             result[f"hidden_{size}"] = out.last_hidden_state.float().contiguous()
             result[f"pooled_{size}"] = out.pooler_output.float().contiguous()
     return result
-
-
-def randomise_lora_b(model, std=0.3):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, std)
-
-
-def save_adapter(lora, path):
-    lora.save_pretrained(path)
-    os.remove(f"{path}/README.md")  # PEFT's model-card template, nothing of ours in it
-    with open(f"{path}/adapter_config.json") as f:
-        config = json.load(f)
-    if isinstance(config["target_modules"], list):
-        config["target_modules"] = sorted(config["target_modules"])  # PEFT writes a set in hash order
-    with open(f"{path}/adapter_config.json", "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
-    with safe_open(f"{path}/adapter_model.safetensors", "pt") as f:
-        return [f"{k} {list(f.get_slice(k).get_shape())}" for k in sorted(f.keys())]
 
 
 def main(out):
@@ -111,7 +92,7 @@ def main(out):
     base_copy = copy.deepcopy(model)
     lora = get_peft_model(model, LoraConfig(r=2, lora_alpha=1, use_rslora=True, target_modules=TARGETS,
                                             lora_dropout=0.0))
-    randomise_lora_b(lora)
+    randomise_lora_b(lora, std=0.3)
     lora.eval()
     adapted = outputs(lora, images)
     with lora.disable_adapter():
@@ -121,7 +102,7 @@ def main(out):
 
     qv = get_peft_model(base_copy, LoraConfig(r=2, lora_alpha=1, use_rslora=True, target_modules=["q_proj", "v_proj"],
                                               layers_to_transform=[1], layers_pattern="layer", lora_dropout=0.0))
-    randomise_lora_b(qv)
+    randomise_lora_b(qv, std=0.3)
     qv.eval()
     qv_out = outputs(qv, images)
     qv_keys = save_adapter(qv, f"{out}/adapter-qv-layer1")

@@ -42,6 +42,7 @@ OUT_DIR then gets dinov2-tiny/, which analyses/dinov2_fixture.py writes (committ
 tests/fixtures/dinov2-tiny).
 """
 
+import importlib
 import json
 import os
 import sys
@@ -76,6 +77,22 @@ def pooled(model, ids, mask, pooling):
     return (hidden * m).sum(1) / m.sum(1)
 
 
+def compare(frozen, adapted, ours):
+    """Python's frozen and adapted outputs against ours ("frozen", "adapted"): the max |diff| of
+    each, the adapter's effect on ours, and whether both match while the adapter matters."""
+    diff_f = (frozen - ours["frozen"]).abs().max().item()
+    diff_a = (adapted - ours["adapted"]).abs().max().item()
+    effect = (ours["adapted"] - ours["frozen"]).abs().max().item()
+    return diff_f, diff_a, effect, diff_f < TOLERANCE and diff_a < TOLERANCE and effect > 100 * TOLERANCE
+
+
+def write_reverse_fixture(name, out):
+    """The reverse direction: {name}_fixture.py writes the same files as the committed
+    tests/fixtures/{name}-tiny into {out}/{name}-tiny."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    importlib.import_module(f"{name}_fixture").main(f"{out}/{name}-tiny")
+
+
 def check_bert(fixture, out):
     """Our BERT backbone and adapter, read by transformers and PEFT; then the bert-tiny files for our reader."""
     ours = load_file(f"{fixture}/fixture.safetensors")
@@ -88,19 +105,13 @@ def check_bert(fixture, out):
         sys.exit(f"{fixture}/pooling.txt says {pooling!r}; expected mean or cls")
     model = BertModel.from_pretrained(f"{fixture}/backbone", add_pooling_layer=False).eval()
     print("transformers module names:", [n for n, _ in model.named_modules()][:12])
-    frozen = (pooled(model, ids, mask, pooling) - ours["frozen"]).abs().max().item()
+    frozen = pooled(model, ids, mask, pooling)
     tuned = PeftModel.from_pretrained(model, f"{fixture}/adapter").eval()
-    adapted = (pooled(tuned, ids, mask, pooling) - ours["adapted"]).abs().max().item()
-    effect = (ours["adapted"] - ours["frozen"]).abs().max().item()
+    frozen, adapted, effect, ok = compare(frozen, pooled(tuned, ids, mask, pooling), ours)
     print(f"ours -> python ({pooling} pooling, {ids.shape[0]} sequences of {ids.shape[1]}): max |diff| "
           f"frozen {frozen:.2e}, adapted {adapted:.2e} (adapter effect {effect:.2e})")
-    ok = frozen < TOLERANCE and adapted < TOLERANCE and effect > 100 * TOLERANCE
 
-    # The reverse direction: the same files as the committed tests/fixtures/bert-tiny.
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import bert_fixture
-
-    bert_fixture.main(f"{out}/bert-tiny")
+    write_reverse_fixture("bert", out)
     print("python -> ours: wrote bert-tiny/ (model/, adapter/, expected.safetensors)")
     return 0 if ok else 1
 
@@ -162,19 +173,7 @@ def check_clip(fixture, out):
     print("transformers module names:", [n for n, _ in model.named_modules()][:12])
     frozen = clip_outputs(model, pixel_values, ids, mask)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        tuned = PeftModel.from_pretrained(model, f"{fixture}/adapter").eval()
-    key_warnings = [str(w.message) for w in caught if "missing" in str(w.message).lower()
-                    or "unexpected" in str(w.message).lower()]
-    if key_warnings:
-        sys.exit("PEFT warned while loading the adapter:\n" + "\n".join(key_warnings))
-    # PEFT warns about missing adapter keys only; unexpected ones it drops silently: compare the names.
-    with safe_open(f"{fixture}/adapter/adapter_model.safetensors", "pt") as f:
-        in_file = set(f.keys())
-    in_model = set(get_peft_model_state_dict(tuned).keys())
-    if in_file != in_model:
-        sys.exit(f"adapter keys: missing {sorted(in_model - in_file)}, unexpected {sorted(in_file - in_model)}")
+    tuned, n_keys = load_adapter_strictly(model, f"{fixture}/adapter")
     adapted = clip_outputs(tuned, pixel_values, ids, mask)
 
     ok, effect = True, 0.0
@@ -192,14 +191,10 @@ def check_clip(fixture, out):
         tol = TOLERANCE * (model.logit_scale.exp().item() if name == "logits_per_image" else 1.0)
         ok = ok and diff_f < tol and diff_a < tol
     print(f"({images.shape[0]} images {list(images.shape[1:])}, {ids.shape[0]} texts of {ids.shape[1]} ids, "
-          f"{len(in_file)} adapter tensors)")
+          f"{n_keys} adapter tensors)")
     ok = ok and effect > 100 * TOLERANCE
 
-    # The reverse direction: the same files as the committed tests/fixtures/clip-tiny.
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import clip_fixture
-
-    clip_fixture.main(f"{out}/clip-tiny")
+    write_reverse_fixture("clip", out)
     print("python -> ours: wrote clip-tiny/ (model/, adapter/, adapter-vision-qkv/, expected.safetensors)")
     return 0 if ok else 1
 
@@ -247,18 +242,13 @@ def check_dinov2(fixture, out):
         with torch.no_grad():
             return m(pixel_values=pixel_values).pooler_output
 
-    frozen = (pooled(model) - ours["frozen"]).abs().max().item()
+    frozen = pooled(model)
     tuned, n_keys = load_adapter_strictly(model, f"{fixture}/adapter")
-    adapted = (pooled(tuned) - ours["adapted"]).abs().max().item()
-    effect = (ours["adapted"] - ours["frozen"]).abs().max().item()
+    frozen, adapted, effect, ok = compare(frozen, pooled(tuned), ours)
     print(f"ours -> python (pooler_output, {images.shape[0]} images {list(images.shape[1:])}, {n_keys} adapter "
           f"tensors): max |diff| frozen {frozen:.2e}, adapted {adapted:.2e} (adapter effect {effect:.2e})")
-    ok = frozen < TOLERANCE and adapted < TOLERANCE and effect > 100 * TOLERANCE
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import dinov2_fixture
-
-    dinov2_fixture.main(f"{out}/dinov2-tiny")
+    write_reverse_fixture("dinov2", out)
     print("python -> ours: wrote dinov2-tiny/ (model/, adapter/, adapter-qv-layer1/, expected.safetensors)")
     return 0 if ok else 1
 
@@ -280,12 +270,10 @@ def main(fixture, out):
     # 1. Our files, read by transformers and PEFT.
     model = ViTModel.from_pretrained(f"{fixture}/backbone", add_pooling_layer=False).eval()
     print("transformers module names:", [n for n, _ in model.named_modules()][:12])
-    frozen = (cls(model, images) - ours["frozen"]).abs().max().item()
+    frozen = cls(model, images)
     tuned = PeftModel.from_pretrained(model, f"{fixture}/adapter").eval()
-    adapted = (cls(tuned, images) - ours["adapted"]).abs().max().item()
-    effect = (ours["adapted"] - ours["frozen"]).abs().max().item()
+    frozen, adapted, effect, ok = compare(frozen, cls(tuned, images), ours)
     print(f"ours -> python: max |diff| frozen {frozen:.2e}, adapted {adapted:.2e} (adapter effect {effect:.2e})")
-    ok = frozen < TOLERANCE and adapted < TOLERANCE and effect > 100 * TOLERANCE
 
     # 2. Files written by transformers and PEFT, for our reader.
     config = ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,

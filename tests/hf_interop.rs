@@ -20,12 +20,12 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use copra_lab::adapter::peft;
-use copra_lab::lab::{frozen_features, images_tensor, Lab};
+use copra_lab::lab::{frozen_features, images_tensor, Lab, Run, TaskEnv};
 use copra_lab::model::{checkpoint, Backbone};
 use copra_lab::progress::Progress;
-use copra_lab::train::{Method, TrainConfig};
+use copra_lab::train::{AdaptedEncoders, Method, TrainConfig};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Largest absolute difference tolerated between our features and PyTorch's (f32, 12 blocks).
 const TOLERANCE: f32 = 1e-4;
@@ -46,6 +46,52 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
+/// The exchange of a trained run on `backbone` (a model folder) in `dir`: a short CopRA run
+/// (40 steps, 4 shots, every module, the encoders `encoders` names) on a folder task of shapes
+/// written there, our copy of the backbone in `dir/backbone` and the run's adapter files, as
+/// the run folder holds them, in `dir/adapter`. Returns the lab, the task and the run.
+fn export_shape_run(backbone: &str, encoders: AdaptedEncoders, dir: &Path) -> (Lab, TaskEnv, Run) {
+    std::fs::create_dir_all(dir).unwrap();
+    let task = format!("folder:{}", common::write_shape_folder(dir, 10).display());
+    let lab = Lab::open(backbone, &dir.join("runs")).unwrap();
+    let cfg = TrainConfig {
+        task,
+        method: Method::Copra,
+        steps: 40,
+        shots: 4,
+        test_size: 12,
+        batch_size: 6,
+        lr: 2e-2,
+        encoders,
+        lora: copra_lab::adapter::LoraSpec {
+            targets: copra_lab::adapter::TargetModule::ALL.to_vec(),
+            ..Default::default()
+        },
+        ..TrainConfig::default()
+    };
+    let env = lab.task_env(&cfg).unwrap();
+    let run = lab.ensure_run(&env, &cfg, false, &Progress::hidden()).unwrap();
+    checkpoint::save_dir(&lab.backbone, &dir.join("backbone")).unwrap();
+    let adapter_dir = dir.join("adapter");
+    std::fs::create_dir_all(&adapter_dir).unwrap();
+    for name in [peft::WEIGHTS_FILE, peft::CONFIG_FILE] {
+        std::fs::copy(run.dir.join(name), adapter_dir.join(name)).unwrap();
+    }
+    (lab, env, run)
+}
+
+/// Writes `dir/fixture.safetensors`: `images`, and the pooled features of the `frozen`
+/// backbone (`frozen`) and of the backbone with the adapter merged (`adapted`).
+fn save_feature_fixture(dir: &Path, images: &Tensor, frozen: &Backbone, tuned: &Backbone) {
+    let tensors: HashMap<String, Tensor> = [
+        ("images".to_string(), images.clone()),
+        ("frozen".to_string(), cls_features(frozen, images)),
+        ("adapted".to_string(), cls_features(tuned, images)),
+    ]
+    .into();
+    candle_core::safetensors::save(&tensors, dir.join("fixture.safetensors")).unwrap();
+}
+
 #[test]
 #[ignore]
 fn write_interop_fixture() {
@@ -59,13 +105,7 @@ fn write_interop_fixture() {
     peft::save(&run.adapter, &dir.join("adapter"), "backbone").unwrap();
     let images = images_tensor(&env.data.test, &Device::Cpu).unwrap();
     let tuned = lab.backbone.with_deltas(&run.adapter.deltas()).unwrap();
-    let tensors: HashMap<String, Tensor> = [
-        ("images".to_string(), images.clone()),
-        ("frozen".to_string(), cls_features(&lab.backbone, &images)),
-        ("adapted".to_string(), cls_features(&tuned, &images)),
-    ]
-    .into();
-    candle_core::safetensors::save(&tensors, dir.join("fixture.safetensors")).unwrap();
+    save_feature_fixture(&dir, &images, &lab.backbone, &tuned);
     std::fs::remove_dir_all(&runs).unwrap();
 }
 
@@ -127,39 +167,13 @@ fn write_bert_interop_fixture() {
 fn write_clip_interop_fixture() {
     use copra_lab::model::head::Head;
     use copra_lab::model::{NoBranch, Numerics};
-    use copra_lab::train::AdaptedEncoders;
     let dir = interop_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    let task = format!("folder:{}", common::write_shape_folder(&dir, 10).display());
-    let lab = Lab::open(&common::tiny_clip(), &dir.join("runs")).unwrap();
     let encoders = match std::env::var("COPRA_CLIP_ENCODER").as_deref() {
         Ok("vision") => AdaptedEncoders::Vision,
         Ok("text") => AdaptedEncoders::Text,
         _ => AdaptedEncoders::Both,
     };
-    let cfg = TrainConfig {
-        task,
-        method: Method::Copra,
-        steps: 40,
-        shots: 4,
-        test_size: 12,
-        batch_size: 6,
-        lr: 2e-2,
-        encoders,
-        lora: copra_lab::adapter::LoraSpec {
-            targets: copra_lab::adapter::TargetModule::ALL.to_vec(),
-            ..Default::default()
-        },
-        ..TrainConfig::default()
-    };
-    let env = lab.task_env(&cfg).unwrap();
-    let run = lab.ensure_run(&env, &cfg, false, &Progress::hidden()).unwrap();
-    checkpoint::save_dir(&lab.backbone, &dir.join("backbone")).unwrap();
-    let adapter_dir = dir.join("adapter");
-    std::fs::create_dir_all(&adapter_dir).unwrap();
-    for name in [peft::WEIGHTS_FILE, peft::CONFIG_FILE] {
-        std::fs::copy(run.dir.join(name), adapter_dir.join(name)).unwrap();
-    }
+    let (lab, env, run) = export_shape_run(&common::tiny_clip(), encoders, &dir);
     let Head::Prompts(head) = &env.head else { panic!("a CLIP backbone has a prompt head") };
     let images = images_tensor(&env.data.test, &Device::Cpu).unwrap();
     let tuned = lab.backbone.with_deltas(&run.adapter.deltas()).unwrap();
@@ -186,41 +200,11 @@ fn write_clip_interop_fixture() {
 #[ignore]
 fn write_dinov2_interop_fixture() {
     let dir = interop_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    let task = format!("folder:{}", common::write_shape_folder(&dir, 10).display());
     let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dinov2-tiny/model");
-    let lab = Lab::open(model.to_str().unwrap(), &dir.join("runs")).unwrap();
-    let cfg = TrainConfig {
-        task,
-        method: Method::Copra,
-        steps: 40,
-        shots: 4,
-        test_size: 12,
-        batch_size: 6,
-        lr: 2e-2,
-        lora: copra_lab::adapter::LoraSpec {
-            targets: copra_lab::adapter::TargetModule::ALL.to_vec(),
-            ..Default::default()
-        },
-        ..TrainConfig::default()
-    };
-    let env = lab.task_env(&cfg).unwrap();
-    let run = lab.ensure_run(&env, &cfg, false, &Progress::hidden()).unwrap();
-    checkpoint::save_dir(&lab.backbone, &dir.join("backbone")).unwrap();
-    let adapter_dir = dir.join("adapter");
-    std::fs::create_dir_all(&adapter_dir).unwrap();
-    for name in [peft::WEIGHTS_FILE, peft::CONFIG_FILE] {
-        std::fs::copy(run.dir.join(name), adapter_dir.join(name)).unwrap();
-    }
+    let (lab, env, run) = export_shape_run(model.to_str().unwrap(), AdaptedEncoders::Both, &dir);
     let images = images_tensor(&env.data.test, &Device::Cpu).unwrap();
     let tuned = lab.backbone.with_deltas(&run.adapter.deltas()).unwrap();
-    let tensors: HashMap<String, Tensor> = [
-        ("images".to_string(), images.clone()),
-        ("frozen".to_string(), cls_features(&lab.backbone, &images)),
-        ("adapted".to_string(), cls_features(&tuned, &images)),
-    ]
-    .into();
-    candle_core::safetensors::save(&tensors, dir.join("fixture.safetensors")).unwrap();
+    save_feature_fixture(&dir, &images, &lab.backbone, &tuned);
     eprintln!("run {}: test accuracy {:.3}", run.dir.display(), run.manifest.test.accuracy);
 }
 

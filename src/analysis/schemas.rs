@@ -117,34 +117,26 @@ fn shapley_bench_outputs() -> Outputs {
     out
 }
 
-#[test]
-fn shapley_bench_tables_keep_their_schema() {
-    check(&shapley_bench_outputs(), SHAPLEY_BENCH);
+/// One test per analysis, `name: outputs => PINNED`: the tables `outputs()` returns match
+/// the pinned schemas.
+macro_rules! schema_tests {
+    ($($test:ident: $outputs:ident => $pinned:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                check(&$outputs(), $pinned);
+            }
+        )*
+    };
 }
 
-#[test]
-fn connectivity_tables_keep_their_schema() {
-    check(&connectivity_outputs(), CONNECTIVITY);
-}
-
-#[test]
-fn multitask_tables_keep_their_schema() {
-    check(&multitask_outputs(), MULTITASK);
-}
-
-#[test]
-fn federated_tables_keep_their_schema() {
-    check(&federated_outputs(), FEDERATED);
-}
-
-#[test]
-fn prune_tables_keep_their_schema() {
-    check(&prune_outputs(), PRUNE);
-}
-
-#[test]
-fn shapley_tables_keep_their_schema() {
-    check(&shapley_outputs(), SHAPLEY);
+schema_tests! {
+    shapley_bench_tables_keep_their_schema: shapley_bench_outputs => SHAPLEY_BENCH,
+    connectivity_tables_keep_their_schema: connectivity_outputs => CONNECTIVITY,
+    multitask_tables_keep_their_schema: multitask_outputs => MULTITASK,
+    federated_tables_keep_their_schema: federated_outputs => FEDERATED,
+    prune_tables_keep_their_schema: prune_outputs => PRUNE,
+    shapley_tables_keep_their_schema: shapley_outputs => SHAPLEY,
 }
 
 const CONNECTIVITY: &[Schema] = &[

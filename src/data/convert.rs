@@ -1,24 +1,31 @@
 //! Conversion of 8-bit images into normalised planar `f32` data.
 
 use image::imageops::{resize, FilterType};
-use image::{GrayImage, RgbImage};
+use image::{GrayImage, ImageBuffer, Pixel, RgbImage};
+use std::borrow::Cow;
 
 /// Normalise one 8-bit value as Hugging Face ViT expects: `(v/255 − 0.5)/0.5`.
 pub(crate) fn norm(v: f32) -> f32 {
     (v / 255.0 - 0.5) / 0.5
 }
 
+/// `img` resized bilinearly to `size`×`size`, or `img` itself when it has that size.
+fn at_size<P: Pixel<Subpixel = u8> + 'static>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    size: usize,
+) -> Cow<'_, ImageBuffer<P, Vec<u8>>> {
+    let s = size as u32;
+    if img.width() == s && img.height() == s {
+        Cow::Borrowed(img)
+    } else {
+        Cow::Owned(resize(img, s, s, FilterType::Triangle))
+    }
+}
+
 /// Resize a grayscale image bilinearly to `size`×`size` and write it into `out`
 /// (`channels` × size × size), replicating the plane when `channels` is 3.
 pub(crate) fn gray_into(img: &GrayImage, size: usize, channels: usize, out: &mut [f32]) {
-    let s = size as u32;
-    let resized;
-    let img = if img.width() == s && img.height() == s {
-        img
-    } else {
-        resized = resize(img, s, s, FilterType::Triangle);
-        &resized
-    };
+    let img = at_size(img, size);
     let plane = size * size;
     for (i, p) in img.pixels().enumerate() {
         let v = norm(p.0[0] as f32);
@@ -31,14 +38,7 @@ pub(crate) fn gray_into(img: &GrayImage, size: usize, channels: usize, out: &mut
 /// Resize an RGB image bilinearly to `size`×`size` and write it into `out`
 /// (`channels` × size × size); one channel means luminance.
 pub(crate) fn rgb_into(img: &RgbImage, size: usize, channels: usize, out: &mut [f32]) {
-    let s = size as u32;
-    let resized;
-    let img = if img.width() == s && img.height() == s {
-        img
-    } else {
-        resized = resize(img, s, s, FilterType::Triangle);
-        &resized
-    };
+    let img = at_size(img, size);
     let plane = size * size;
     for (i, p) in img.pixels().enumerate() {
         let [r, g, b] = p.0.map(|v| v as f32);

@@ -31,18 +31,8 @@ fn shuffled_groups(labels: &[u32], num_classes: usize, seed: u64) -> Result<Vec<
 ///
 /// Fails when a label is out of range or a class has fewer than `k` examples.
 pub fn sample_per_class(labels: &[u32], num_classes: usize, k: usize, seed: u64) -> Result<Vec<usize>> {
-    let groups = shuffled_groups(labels, num_classes, seed)?;
-    let mut out = Vec::with_capacity(k * num_classes);
-    for (c, g) in groups.iter().enumerate() {
-        if g.len() < k {
-            bail!(
-                "class {c} has only {} examples but {k} shots per class were requested; lower the shot count",
-                g.len()
-            );
-        }
-        out.extend_from_slice(&g[..k]);
-    }
-    Ok(out)
+    let (shots, _) = shots_and_groups(labels, num_classes, k, 0, seed, "the shots requested per class")?;
+    Ok(shots)
 }
 
 /// Pick up to `total` indices spread as evenly as possible over the classes
@@ -75,6 +65,44 @@ fn round_robin(groups: &[Vec<usize>], start: usize, total: usize) -> Vec<usize> 
     out
 }
 
+/// The shuffled class groups (as [`shuffled_groups`]) and the training shots, the first `shots`
+/// of each group, class-major; every class must hold `spare` examples beyond its shots, which
+/// `purpose` names in the error.
+fn shots_and_groups(
+    labels: &[u32],
+    num_classes: usize,
+    shots: usize,
+    spare: usize,
+    seed: u64,
+    purpose: &str,
+) -> Result<(Vec<usize>, Vec<Vec<usize>>)> {
+    let groups = shuffled_groups(labels, num_classes, seed)?;
+    let need = shots + spare;
+    if let Some((c, g)) = groups.iter().enumerate().find(|(_, g)| g.len() < need) {
+        let least = if spare == 0 { "shots".to_string() } else { format!("shots+{spare}") };
+        bail!(
+            "class {c} has only {} examples but needs at least {least} = {need} ({purpose}); lower the shot count or add examples",
+            g.len()
+        );
+    }
+    let train = groups.iter().flat_map(|g| g[..shots].iter().copied()).collect();
+    Ok((train, groups))
+}
+
+/// The training shots and up to `rest_size` disjoint indices drawn round-robin from what each
+/// class has beyond its shots (the shared body of [`split_train_test`] and [`split_train_valid`]).
+fn shots_and_rest(
+    labels: &[u32],
+    num_classes: usize,
+    shots: usize,
+    rest_size: usize,
+    seed: u64,
+    purpose: &str,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    let (train, groups) = shots_and_groups(labels, num_classes, shots, 1, seed, purpose)?;
+    Ok((train, round_robin(&groups, shots, rest_size)))
+}
+
 /// Split indices into a few-shot training set (`shots` per class, class-major) and a
 /// disjoint, class-balanced test set of up to `test_size` indices from the rest.
 ///
@@ -86,19 +114,7 @@ pub fn split_train_test(
     test_size: usize,
     seed: u64,
 ) -> Result<(Vec<usize>, Vec<usize>)> {
-    let groups = shuffled_groups(labels, num_classes, seed)?;
-    for (c, g) in groups.iter().enumerate() {
-        if g.len() < shots + 1 {
-            bail!(
-                "class {c} has only {} examples but needs at least shots+1 = {} (shots for training plus one for testing); lower the shot count or add examples",
-                g.len(),
-                shots + 1
-            );
-        }
-    }
-    let train = groups.iter().flat_map(|g| g[..shots].iter().copied()).collect();
-    let test = round_robin(&groups, shots, test_size);
-    Ok((train, test))
+    shots_and_rest(labels, num_classes, shots, test_size, seed, "shots for training plus one for testing")
 }
 
 /// Split a training pool into `shots` per class (exactly those [`sample_per_class`] picks
@@ -114,18 +130,7 @@ pub fn split_train_valid(
     valid_size: usize,
     seed: u64,
 ) -> Result<(Vec<usize>, Vec<usize>)> {
-    let groups = shuffled_groups(labels, num_classes, seed)?;
-    for (c, g) in groups.iter().enumerate() {
-        if g.len() < shots + 1 {
-            bail!(
-                "class {c} has only {} training examples but needs at least shots+1 = {} (shots plus one validation example); lower the shot count or add training examples",
-                g.len(),
-                shots + 1
-            );
-        }
-    }
-    let train = groups.iter().flat_map(|g| g[..shots].iter().copied()).collect();
-    Ok((train, round_robin(&groups, shots, valid_size)))
+    shots_and_rest(labels, num_classes, shots, valid_size, seed, "shots plus one validation example")
 }
 
 /// Split one pool (a task without separate test files) into `shots` per class, a validation
@@ -144,16 +149,14 @@ pub fn split_train_valid_test(
     test_size: usize,
     seed: u64,
 ) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
-    let groups = shuffled_groups(labels, num_classes, seed)?;
-    for (c, g) in groups.iter().enumerate() {
-        if g.len() < shots + 2 {
-            bail!(
-                "class {c} has only {} examples but needs at least shots+2 = {} (shots for training, one for validation, one for testing); lower the shot count or add examples",
-                g.len(),
-                shots + 2
-            );
-        }
-    }
+    let (train, groups) = shots_and_groups(
+        labels,
+        num_classes,
+        shots,
+        2,
+        seed,
+        "shots for training, one for validation, one for testing",
+    )?;
     // Each class's tail, reversed, capped at half of its examples beyond the shots.
     let tails: Vec<Vec<usize>> =
         groups.iter().map(|g| g.iter().rev().take((g.len() - shots) / 2).copied().collect()).collect();
@@ -161,7 +164,6 @@ pub fn split_train_valid_test(
     let held: std::collections::HashSet<usize> = valid.iter().copied().collect();
     let rest: Vec<Vec<usize>> =
         groups.iter().map(|g| g.iter().copied().filter(|i| !held.contains(i)).collect()).collect();
-    let train = groups.iter().flat_map(|g| g[..shots].iter().copied()).collect();
     let test = round_robin(&rest, shots, test_size);
     Ok((train, valid, test))
 }

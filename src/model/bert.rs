@@ -12,7 +12,7 @@
 
 use super::bert_config::{BertConfig, Pooling};
 use super::branch::Branch;
-use super::checkpoint::{Architecture, HfTensors};
+use super::checkpoint::{linear_tensors, Architecture, HfTensors};
 use super::encoder::{
     adapted_linear, add_deltas, attention, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder,
     InputKind, LinearWeights, Numerics,
@@ -135,10 +135,11 @@ impl Bert {
         let mut blocks = Vec::new();
         for i in 0..config.num_hidden_layers {
             let pre = format!("encoder.layer.{i}");
-            let linears = TargetModule::ALL
-                .into_iter()
-                .map(|module| w.linear(&NAMES.checkpoint_module(0, i, module), linear_shape(d, m, module), true))
-                .collect::<Result<Vec<_>>>()?;
+            let linears = w.block_linears(
+                |module| NAMES.checkpoint_module(0, i, module),
+                |module| linear_shape(d, m, module),
+                |_| true,
+            )?;
             let ln_attention = w.layer_norm(&format!("{pre}.attention.output.LayerNorm"), d)?;
             let ln_output = w.layer_norm(&format!("{pre}.output.LayerNorm"), d)?;
             blocks.push(BertBlock { linears, ln_attention, ln_output });
@@ -316,13 +317,8 @@ impl Encoder for Bert {
         put("embeddings.LayerNorm.bias".into(), &self.embeddings_ln.1);
         for (i, b) in self.blocks.iter().enumerate() {
             let pre = format!("encoder.layer.{i}");
-            for module in TargetModule::ALL {
-                let lw = &b.linears[module_index(module)];
-                let name = NAMES.checkpoint_module(0, i, module);
-                put(format!("{name}.weight"), &lw.weight);
-                if let Some(bias) = &lw.bias {
-                    put(format!("{name}.bias"), bias);
-                }
+            for (name, tensor) in linear_tensors(&NAMES, 0, i, &b.linears) {
+                put(name, &tensor);
             }
             put(format!("{pre}.attention.output.LayerNorm.weight"), &b.ln_attention.0);
             put(format!("{pre}.attention.output.LayerNorm.bias"), &b.ln_attention.1);

@@ -7,6 +7,7 @@ use super::config::VitConfig;
 use super::encoder::{Backbone, LinearWeights};
 use super::vit::Vit;
 use crate::adapter::names::EncoderNames;
+use crate::adapter::TargetModule;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -154,6 +155,17 @@ impl HfTensors {
         Ok(LinearWeights { weight, bias })
     }
 
+    /// The six linear layers of one block, in `TargetModule::ALL` order: module `m`'s under
+    /// `name(m)`, of shape `shape(m)`, with a bias where `bias(m)`.
+    pub fn block_linears(
+        &mut self,
+        name: impl Fn(TargetModule) -> String,
+        shape: impl Fn(TargetModule) -> (usize, usize),
+        bias: impl Fn(TargetModule) -> bool,
+    ) -> Result<Vec<LinearWeights>> {
+        TargetModule::ALL.into_iter().map(|m| self.linear(&name(m), shape(m), bias(m))).collect()
+    }
+
     /// `{prefix}.weight` and `{prefix}.bias` of a layer norm of width `d`.
     pub fn layer_norm(&mut self, prefix: &str, d: usize) -> Result<(Tensor, Tensor)> {
         Ok((self.take(&format!("{prefix}.weight"), &[d])?, self.take(&format!("{prefix}.bias"), &[d])?))
@@ -169,6 +181,26 @@ impl HfTensors {
         }
         Ok(())
     }
+}
+
+/// The tensors of the six linear layers `linears` (in `TargetModule::ALL` order) of block
+/// `layer` of tower `tower`, under their checkpoint names (`{module}.weight`, and
+/// `{module}.bias` where there is one): the inverse of [`HfTensors::block_linears`].
+pub fn linear_tensors(
+    names: &EncoderNames,
+    tower: usize,
+    layer: usize,
+    linears: &[LinearWeights],
+) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    for (module, lw) in TargetModule::ALL.into_iter().zip(linears) {
+        let name = names.checkpoint_module(tower, layer, module);
+        out.push((format!("{name}.weight"), lw.weight.clone()));
+        if let Some(bias) = &lw.bias {
+            out.push((format!("{name}.bias"), bias.clone()));
+        }
+    }
+    out
 }
 
 /// The backbone's tensors under Hugging Face names.

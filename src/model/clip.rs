@@ -11,14 +11,12 @@
 //! (`x' = ((x + 1)/2 − mean) / std` per channel, OpenAI's mean and std).
 
 use super::branch::Branch;
-use super::checkpoint::{Architecture, HfTensors};
+use super::checkpoint::{linear_tensors, Architecture, HfTensors};
 use super::clip_config::{Activation, ClipConfig, TowerConfig};
-use super::encoder::{
-    add_deltas, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder, InputKind, LinearWeights,
-    Numerics,
-};
+use super::encoder::{add_deltas, layer_norm, linear_shape, Backbone, Encoder, InputKind, Numerics};
 use super::head::Prompts;
-use super::pre_ln::{PreLnLayer, Rows};
+use super::patch::class_and_patch_tokens;
+use super::pre_ln::{PreLnBlock, Rows};
 use crate::adapter::names::{EncoderNames, Spelling};
 use crate::adapter::{BlockPlace, ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
@@ -34,18 +32,6 @@ pub const IMAGE_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// Score added to attention logits of future positions in the text tower.
 const MASKED_SCORE: f64 = -1e9;
-
-/// Weights of one CLIP encoder layer (either tower).
-#[derive(Clone, Debug)]
-pub struct ClipBlock {
-    /// `layer_norm1` weight and bias (before attention).
-    pub ln1: (Tensor, Tensor),
-    /// `layer_norm2` weight and bias (before the MLP).
-    pub ln2: (Tensor, Tensor),
-    /// The six linear layers in `TargetModule::ALL` order (`self_attn.{q,k,v,out}_proj`,
-    /// `mlp.fc1`, `mlp.fc2`).
-    pub linears: Vec<LinearWeights>,
-}
 
 /// A frozen CLIP model.
 #[derive(Clone, Debug)]
@@ -75,7 +61,7 @@ pub struct Clip {
     /// `logit_scale` (a scalar; the classifier uses its exponential).
     pub logit_scale: Tensor,
     /// The vision tower's blocks, then the text tower's.
-    pub blocks: Vec<ClipBlock>,
+    pub blocks: Vec<PreLnBlock>,
     /// `(scale, shift)` `[1, C, 1, 1]` turning `[−1, 1]` pixels into CLIP's normalisation.
     normalise: (Tensor, Tensor),
     /// The `config.json` text the model was read from (written back unchanged).
@@ -172,19 +158,8 @@ impl Clip {
         rows: Rows,
     ) -> Result<Tensor> {
         let cfg = self.tower(index);
-        let bw = &self.blocks[index];
         let activation = |x: &Tensor| activate(x, cfg.activation);
-        let layer = PreLnLayer {
-            index,
-            ln1: &bw.ln1,
-            ln2: &bw.ln2,
-            linears: &bw.linears,
-            eps: cfg.layer_norm_eps,
-            heads: cfg.num_attention_heads,
-            bias,
-            activation: &activation,
-            layer_scale: None,
-        };
+        let layer = self.blocks[index].layer(index, cfg.layer_norm_eps, cfg.num_attention_heads, bias, &activation);
         layer.forward(x, branch, numerics, rows)
     }
 
@@ -224,18 +199,18 @@ pub static ARCHITECTURE: Architecture = Architecture {
 };
 
 /// Reads one encoder layer's weights under `prefix`.
-fn read_block(w: &mut HfTensors, prefix: &str, cfg: &TowerConfig) -> Result<ClipBlock> {
+fn read_block(w: &mut HfTensors, prefix: &str, cfg: &TowerConfig) -> Result<PreLnBlock> {
     let (d, m) = (cfg.hidden_size, cfg.intermediate_size);
-    let linears = TargetModule::ALL
-        .into_iter()
-        .map(|module| {
-            w.linear(&format!("{prefix}.{}", NAMES.checkpoint.module(module)), linear_shape(d, m, module), true)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(ClipBlock {
+    let linears = w.block_linears(
+        |module| format!("{prefix}.{}", NAMES.checkpoint.module(module)),
+        |module| linear_shape(d, m, module),
+        |_| true,
+    )?;
+    Ok(PreLnBlock {
         ln1: w.layer_norm(&format!("{prefix}.layer_norm1"), d)?,
         ln2: w.layer_norm(&format!("{prefix}.layer_norm2"), d)?,
         linears,
+        layer_scale: None,
     })
 }
 
@@ -329,7 +304,7 @@ impl Encoder for Clip {
     /// token, position embedding and `pre_layrnorm`: `[B, Tv, Dv]`.
     fn embed(&self, images: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        let (b, ch, h, w) = images.dims4()?;
+        let (_, ch, h, w) = images.dims4()?;
         if (ch, h, w) != (c.num_channels, c.image_size, c.image_size) {
             bail!(
                 "images of shape [{ch}, {h}, {w}] but the CLIP backbone reads [{}, {s}, {s}]",
@@ -338,17 +313,9 @@ impl Encoder for Clip {
             );
         }
         let x = images.broadcast_mul(&self.normalise.0)?.broadcast_add(&self.normalise.1)?;
-        let p = c.patch_size;
-        let (gh, gw) = (h / p, w / p);
-        let d = c.vision.hidden_size;
-        let patches = x
-            .reshape((b, ch, gh, p, gw, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * gh * gw, ch * p * p))?;
-        let tokens = patches.matmul(&self.patch_weight.t()?)?.reshape((b, gh * gw, d))?;
-        let cls = self.class_embedding.reshape((1, 1, d))?.broadcast_as((b, 1, d))?.contiguous()?;
-        let x = Tensor::cat(&[&cls, &tokens], 1)?.broadcast_add(&self.vision_positions)?;
+        let cls = self.class_embedding.reshape((1, 1, c.vision.hidden_size))?;
+        let x = class_and_patch_tokens(&x, c.patch_size, &self.patch_weight, None, &cls)?;
+        let x = x.broadcast_add(&self.vision_positions)?;
         layer_norm(&x, &self.pre_layernorm, c.vision.layer_norm_eps, Numerics::Fused)
     }
 
@@ -413,13 +380,8 @@ impl Encoder for Clip {
         for (i, b) in self.blocks.iter().enumerate() {
             let (tower, layer) = if i < nv { (0, i) } else { (1, i - nv) };
             let pre = format!("{}.{layer}", NAMES.checkpoint_layers(tower));
-            for module in TargetModule::ALL {
-                let lw = &b.linears[module_index(module)];
-                let name = NAMES.checkpoint_module(tower, layer, module);
-                put(&format!("{name}.weight"), &lw.weight);
-                if let Some(bias) = &lw.bias {
-                    put(&format!("{name}.bias"), bias);
-                }
+            for (name, tensor) in linear_tensors(&NAMES, tower, layer, &b.linears) {
+                put(&name, &tensor);
             }
             for (name, ln) in [("layer_norm1", &b.ln1), ("layer_norm2", &b.ln2)] {
                 put(&format!("{pre}.{name}.weight"), &ln.0);
@@ -519,11 +481,5 @@ impl Encoder for Clip {
         let rows = (Tensor::from_vec(offsets, k, self.device())? + &prompts.pool_at)?;
         let pooled = x.reshape((k * len, dt))?.index_select(&rows, 0)?;
         Ok(pooled.matmul(&self.text_projection.t()?)?)
-    }
-}
-
-impl BlockLinears for ClipBlock {
-    fn linears_mut(&mut self) -> &mut [LinearWeights] {
-        &mut self.linears
     }
 }

@@ -10,13 +10,11 @@
 //! PEFT name the attention modules `attention.q_proj` … `attention.o_proj`.
 
 use super::branch::Branch;
-use super::checkpoint::{Architecture, HfTensors};
+use super::checkpoint::{linear_tensors, Architecture, HfTensors};
 use super::dinov2_config::{processor, Dinov2Config};
-use super::encoder::{
-    add_deltas, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder, InputKind, LinearWeights,
-    Numerics,
-};
-use super::pre_ln::{PreLnLayer, Rows};
+use super::encoder::{add_deltas, layer_norm, linear_shape, Backbone, Encoder, InputKind, Numerics};
+use super::patch::class_and_patch_tokens;
+use super::pre_ln::{PreLnBlock, PreLnLayer, Rows};
 use crate::adapter::names::{EncoderNames, Spelling};
 use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
@@ -70,25 +68,6 @@ pub static ARCHITECTURE: Architecture = Architecture {
     load: |dir, text, tensors, origin| Ok(Backbone::new(Dinov2::load(dir, text, tensors, origin)?)),
 };
 
-/// Weights of one DINOv2 block.
-#[derive(Clone, Debug)]
-pub struct Dinov2Block {
-    /// `norm1` weight and bias (before attention).
-    pub norm1: (Tensor, Tensor),
-    /// `norm2` weight and bias (before the MLP).
-    pub norm2: (Tensor, Tensor),
-    /// `layer_scale1.lambda1` and `layer_scale2.lambda1` `[D]`.
-    pub layer_scale: (Tensor, Tensor),
-    /// The six linear layers, in `TargetModule::ALL` order.
-    pub linears: Vec<LinearWeights>,
-}
-
-impl BlockLinears for Dinov2Block {
-    fn linears_mut(&mut self) -> &mut [LinearWeights] {
-        &mut self.linears
-    }
-}
-
 /// A frozen DINOv2 encoder.
 #[derive(Clone, Debug)]
 pub struct Dinov2 {
@@ -107,7 +86,7 @@ pub struct Dinov2 {
     /// Patch projection bias `[D]`.
     pub patch_bias: Tensor,
     /// The transformer blocks.
-    pub blocks: Vec<Dinov2Block>,
+    pub blocks: Vec<PreLnBlock>,
     /// Final `layernorm` weight and bias.
     pub final_ln: (Tensor, Tensor),
     /// `(scale, shift)` `[1, C, 1, 1]`: `((x + 1)/2 − mean)/std = x·scale + shift`.
@@ -173,17 +152,18 @@ impl Dinov2 {
         let mut blocks = Vec::new();
         for i in 0..config.num_hidden_layers {
             let pre = format!("{}.{i}", spelling.layers);
-            let linears = TargetModule::ALL
-                .into_iter()
-                .map(|module| w.linear(&NAMES.module_name(spelling, 0, i, module), linear_shape(d, m, module), true))
-                .collect::<Result<Vec<_>>>()?;
-            blocks.push(Dinov2Block {
-                norm1: w.layer_norm(&format!("{pre}.norm1"), d)?,
-                norm2: w.layer_norm(&format!("{pre}.norm2"), d)?,
-                layer_scale: (
+            let linears = w.block_linears(
+                |module| NAMES.module_name(spelling, 0, i, module),
+                |module| linear_shape(d, m, module),
+                |_| true,
+            )?;
+            blocks.push(PreLnBlock {
+                ln1: w.layer_norm(&format!("{pre}.norm1"), d)?,
+                ln2: w.layer_norm(&format!("{pre}.norm2"), d)?,
+                layer_scale: Some((
                     w.take(&format!("{pre}.layer_scale1.lambda1"), &[d])?,
                     w.take(&format!("{pre}.layer_scale2.lambda1"), &[d])?,
-                ),
+                )),
                 linears,
             });
         }
@@ -212,18 +192,8 @@ impl Dinov2 {
 
     /// Block `index` as a [`PreLnLayer`] with layer scale.
     fn layer(&self, index: usize) -> PreLnLayer<'_> {
-        let bw = &self.blocks[index];
-        PreLnLayer {
-            index,
-            ln1: &bw.norm1,
-            ln2: &bw.norm2,
-            linears: &bw.linears,
-            eps: self.config.layer_norm_eps,
-            heads: self.config.num_attention_heads,
-            bias: None,
-            activation: &super::ops::gelu_erf,
-            layer_scale: Some((&bw.layer_scale.0, &bw.layer_scale.1)),
-        }
+        let c = &self.config;
+        self.blocks[index].layer(index, c.layer_norm_eps, c.num_attention_heads, None, &super::ops::gelu_erf)
     }
 
     /// The position embeddings for an input of `height` × `width` pixels, `[1, 1 + gh·gw, D]`:
@@ -245,7 +215,7 @@ impl Dinov2 {
     /// state entering block 0 (what `Dinov2Embeddings` computes).
     pub fn embed_pixels(&self, pixels: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        let (b, ch, h, w) = pixels.dims4()?;
+        let (_, ch, h, w) = pixels.dims4()?;
         let p = c.patch_size;
         let (gh, gw) = (h / p, w / p);
         if ch != c.num_channels || gh == 0 || gw == 0 {
@@ -256,16 +226,8 @@ impl Dinov2 {
         }
         // A stride-p convolution drops the pixels beyond the last whole patch.
         let pixels = pixels.narrow(2, 0, gh * p)?.narrow(3, 0, gw * p)?;
-        let patches = pixels
-            .reshape((b, ch, gh, p, gw, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * gh * gw, ch * p * p))?;
-        let d = c.hidden_size;
-        let tokens =
-            patches.matmul(&self.patch_weight.t()?)?.broadcast_add(&self.patch_bias)?.reshape((b, gh * gw, d))?;
-        let cls = self.cls_token.broadcast_as((b, 1, d))?.contiguous()?;
-        Ok(Tensor::cat(&[&cls, &tokens], 1)?.broadcast_add(&self.positions_for(h, w)?)?)
+        let x = class_and_patch_tokens(&pixels, p, &self.patch_weight, Some(&self.patch_bias), &self.cls_token)?;
+        Ok(x.broadcast_add(&self.positions_for(h, w)?)?)
     }
 
     /// The final layer norm of every token of an encoder output (`last_hidden_state`).
@@ -349,20 +311,17 @@ impl Encoder for Dinov2 {
         put("embeddings.patch_embeddings.projection.bias".into(), &self.patch_bias);
         for (i, b) in self.blocks.iter().enumerate() {
             let pre = NAMES.checkpoint_layers(0);
-            for module in TargetModule::ALL {
-                let lw = &b.linears[module_index(module)];
-                let name = NAMES.checkpoint_module(0, i, module);
-                put(format!("{name}.weight"), &lw.weight);
-                if let Some(bias) = &lw.bias {
-                    put(format!("{name}.bias"), bias);
-                }
+            for (name, tensor) in linear_tensors(&NAMES, 0, i, &b.linears) {
+                put(name, &tensor);
             }
-            for (name, (weight, bias)) in [("norm1", &b.norm1), ("norm2", &b.norm2)] {
+            for (name, (weight, bias)) in [("norm1", &b.ln1), ("norm2", &b.ln2)] {
                 put(format!("{pre}.{i}.{name}.weight"), weight);
                 put(format!("{pre}.{i}.{name}.bias"), bias);
             }
-            put(format!("{pre}.{i}.layer_scale1.lambda1"), &b.layer_scale.0);
-            put(format!("{pre}.{i}.layer_scale2.lambda1"), &b.layer_scale.1);
+            if let Some((first, second)) = &b.layer_scale {
+                put(format!("{pre}.{i}.layer_scale1.lambda1"), first);
+                put(format!("{pre}.{i}.layer_scale2.lambda1"), second);
+            }
         }
         put("layernorm.weight".into(), &self.final_ln.0);
         put("layernorm.bias".into(), &self.final_ln.1);

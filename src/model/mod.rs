@@ -15,6 +15,7 @@ pub mod encoder;
 pub mod head;
 pub mod lora;
 pub mod ops;
+pub mod patch;
 pub mod pre_ln;
 pub mod vit;
 

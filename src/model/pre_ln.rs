@@ -3,7 +3,7 @@
 //! scales each branch per channel (layer scale): `h = x + γ₁ ⊙ attn(…); out = h + γ₂ ⊙ mlp(…)`.
 
 use super::branch::Branch;
-use super::encoder::{adapted_linear, attention, layer_norm, module_index, LinearWeights, Numerics};
+use super::encoder::{adapted_linear, attention, layer_norm, module_index, BlockLinears, LinearWeights, Numerics};
 use crate::adapter::TargetModule;
 use anyhow::Result;
 use candle_core::{DType, Tensor};
@@ -25,6 +25,55 @@ pub enum Rows {
     /// evaluation (`Numerics::Fused`); training and batches under [`FIRST_TOKEN_MIN_BATCH`]
     /// compute every row and return `[B, T, D]` (the first token's values are the same).
     FirstToken,
+}
+
+/// The weights of one pre-LN block (ViT, DINOv2, either CLIP tower).
+#[derive(Clone, Debug)]
+pub struct PreLnBlock {
+    /// Layer norm before attention (`layernorm_before`, `norm1`, `layer_norm1`): weight and bias.
+    pub ln1: (Tensor, Tensor),
+    /// Layer norm before the MLP (`layernorm_after`, `norm2`, `layer_norm2`): weight and bias.
+    pub ln2: (Tensor, Tensor),
+    /// The six linear layers, in `TargetModule::ALL` order.
+    pub linears: Vec<LinearWeights>,
+    /// DINOv2's per-channel layer scales (`layer_scale1.lambda1`, `layer_scale2.lambda1`,
+    /// `[D]`); `None` for the architectures without.
+    pub layer_scale: Option<(Tensor, Tensor)>,
+}
+
+impl PreLnBlock {
+    /// The linear layer for `module`.
+    pub fn linear(&self, module: TargetModule) -> &LinearWeights {
+        &self.linears[module_index(module)]
+    }
+
+    /// This block as layer `index` (its LoRA key) of a forward pass with the given settings.
+    pub fn layer<'a>(
+        &'a self,
+        index: usize,
+        eps: f64,
+        heads: usize,
+        bias: Option<&'a Tensor>,
+        activation: &'a dyn Fn(&Tensor) -> Result<Tensor>,
+    ) -> PreLnLayer<'a> {
+        PreLnLayer {
+            index,
+            ln1: &self.ln1,
+            ln2: &self.ln2,
+            linears: &self.linears,
+            eps,
+            heads,
+            bias,
+            activation,
+            layer_scale: self.layer_scale.as_ref().map(|(first, second)| (first, second)),
+        }
+    }
+}
+
+impl BlockLinears for PreLnBlock {
+    fn linears_mut(&mut self) -> &mut [LinearWeights] {
+        &mut self.linears
+    }
 }
 
 /// One pre-LN layer's weights and settings.

@@ -8,13 +8,11 @@
 //! kernels for evaluation where no gradient is needed.
 
 use super::branch::Branch;
-use super::checkpoint::{Architecture, HfTensors};
+use super::checkpoint::{linear_tensors, Architecture, HfTensors};
 use super::config::VitConfig;
-use super::encoder::{
-    add_deltas, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder, InputKind, LinearWeights,
-    Numerics,
-};
-use super::pre_ln::{PreLnLayer, Rows};
+use super::encoder::{add_deltas, layer_norm, linear_shape, Backbone, Encoder, InputKind, LinearWeights, Numerics};
+use super::patch::class_and_patch_tokens;
+use super::pre_ln::{PreLnBlock, PreLnLayer, Rows};
 use crate::adapter::names::{EncoderNames, Spelling};
 use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
@@ -64,24 +62,6 @@ const VIT4: Spelling = Spelling {
     ],
 };
 
-/// Weights of one transformer block.
-#[derive(Clone, Debug)]
-pub struct BlockWeights {
-    /// `layernorm_before` weight and bias.
-    pub ln_before: (Tensor, Tensor),
-    /// `layernorm_after` weight and bias.
-    pub ln_after: (Tensor, Tensor),
-    /// The six linear layers, in `TargetModule::ALL` order.
-    pub linears: Vec<LinearWeights>,
-}
-
-impl BlockWeights {
-    /// The linear layer for `module`.
-    pub fn linear(&self, module: TargetModule) -> &LinearWeights {
-        &self.linears[module_index(module)]
-    }
-}
-
 /// The ViT backbone's weights (frozen) and architecture.
 #[derive(Clone, Debug)]
 pub struct Vit {
@@ -96,7 +76,7 @@ pub struct Vit {
     /// Patch projection bias `[D]`.
     pub patch_bias: Tensor,
     /// The transformer blocks.
-    pub blocks: Vec<BlockWeights>,
+    pub blocks: Vec<PreLnBlock>,
     /// Final `layernorm` weight and bias.
     pub final_ln: (Tensor, Tensor),
 }
@@ -124,23 +104,8 @@ impl Encoder for Vit {
 
     /// Patch + position embedding of images `[B, C, H, W]` → hidden states `[B, T, D]`.
     fn embed(&self, images: &Tensor) -> Result<Tensor> {
-        let c = &self.config;
-        let (b, ch, h, w) = images.dims4()?;
-        let p = c.patch_size;
-        let (gh, gw) = (h / p, w / p);
-        // [B, C, gh, p, gw, p] → [B, gh, gw, C, p, p] → [B·N, C·p·p]
-        let patches = images
-            .reshape((b, ch, gh, p, gw, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * gh * gw, ch * p * p))?;
-        let tokens = patches.matmul(&self.patch_weight.t()?)?.broadcast_add(&self.patch_bias)?.reshape((
-            b,
-            gh * gw,
-            c.hidden_size,
-        ))?;
-        let cls = self.cls_token.broadcast_as((b, 1, c.hidden_size))?.contiguous()?;
-        let x = Tensor::cat(&[&cls, &tokens], 1)?;
+        let (weight, bias) = (&self.patch_weight, Some(&self.patch_bias));
+        let x = class_and_patch_tokens(images, self.config.patch_size, weight, bias, &self.cls_token)?;
         Ok(x.broadcast_add(&self.position_embeddings)?)
     }
 
@@ -179,18 +144,11 @@ impl Encoder for Vit {
         out.insert("embeddings.patch_embeddings.projection.bias".to_string(), self.patch_bias.clone());
         for (i, b) in self.blocks.iter().enumerate() {
             let pre = format!("encoder.layer.{i}");
-            for module in TargetModule::ALL {
-                let lw = b.linear(module);
-                let name = NAMES.checkpoint_module(0, i, module);
-                out.insert(format!("{name}.weight"), lw.weight.clone());
-                if let Some(bias) = &lw.bias {
-                    out.insert(format!("{name}.bias"), bias.clone());
-                }
-            }
-            out.insert(format!("{pre}.layernorm_before.weight"), b.ln_before.0.clone());
-            out.insert(format!("{pre}.layernorm_before.bias"), b.ln_before.1.clone());
-            out.insert(format!("{pre}.layernorm_after.weight"), b.ln_after.0.clone());
-            out.insert(format!("{pre}.layernorm_after.bias"), b.ln_after.1.clone());
+            out.extend(linear_tensors(&NAMES, 0, i, &b.linears));
+            out.insert(format!("{pre}.layernorm_before.weight"), b.ln1.0.clone());
+            out.insert(format!("{pre}.layernorm_before.bias"), b.ln1.1.clone());
+            out.insert(format!("{pre}.layernorm_after.weight"), b.ln2.0.clone());
+            out.insert(format!("{pre}.layernorm_after.bias"), b.ln2.1.clone());
         }
         out.insert("layernorm.weight".to_string(), self.final_ln.0.clone());
         out.insert("layernorm.bias".to_string(), self.final_ln.1.clone());
@@ -209,18 +167,8 @@ impl Encoder for Vit {
 impl Vit {
     /// Block `index` as a [`PreLnLayer`].
     pub(crate) fn layer(&self, index: usize) -> PreLnLayer<'_> {
-        let bw = &self.blocks[index];
-        PreLnLayer {
-            index,
-            ln1: &bw.ln_before,
-            ln2: &bw.ln_after,
-            linears: &bw.linears,
-            eps: self.config.layer_norm_eps,
-            heads: self.config.num_attention_heads,
-            bias: None,
-            activation: &super::ops::gelu_erf,
-            layer_scale: None,
-        }
+        let c = &self.config;
+        self.blocks[index].layer(index, c.layer_norm_eps, c.num_attention_heads, None, &super::ops::gelu_erf)
     }
 
     /// Reads a `ViTModel` folder: `config_text` is its `config.json`, `tensors` its weights.
@@ -248,19 +196,14 @@ impl Vit {
         let mut blocks = Vec::new();
         for i in 0..config.num_hidden_layers {
             let pre = format!("encoder.layer.{i}");
-            let mut linears = Vec::new();
-            for module in TargetModule::ALL {
-                let has_bias =
-                    config.qkv_bias || !matches!(module, TargetModule::Query | TargetModule::Key | TargetModule::Value);
-                linears.push(w.linear(
-                    &NAMES.checkpoint_module(0, i, module),
-                    module_shape(config, module),
-                    has_bias,
-                )?);
-            }
+            let linears = w.block_linears(
+                |module| NAMES.checkpoint_module(0, i, module),
+                |module| module_shape(config, module),
+                |module| has_bias(config, module),
+            )?;
             let ln_before = w.layer_norm(&format!("{pre}.layernorm_before"), d)?;
             let ln_after = w.layer_norm(&format!("{pre}.layernorm_after"), d)?;
-            blocks.push(BlockWeights { ln_before, ln_after, linears });
+            blocks.push(PreLnBlock { ln1: ln_before, ln2: ln_after, linears, layer_scale: None });
         }
         let final_ln = w.layer_norm("layernorm", d)?;
         w.refuse_extra_blocks("encoder.layer.")?;
@@ -289,14 +232,13 @@ impl Vit {
             let mut linears = Vec::new();
             for module in TargetModule::ALL {
                 let (o, i) = module_shape(config, module);
-                let has_bias =
-                    config.qkv_bias || !matches!(module, TargetModule::Query | TargetModule::Key | TargetModule::Value);
                 linears.push(LinearWeights {
                     weight: randn(&[o, i])?,
-                    bias: if has_bias { Some(zeros(o)?) } else { None },
+                    bias: if has_bias(config, module) { Some(zeros(o)?) } else { None },
                 });
             }
-            blocks.push(BlockWeights { ln_before: (ones(d)?, zeros(d)?), ln_after: (ones(d)?, zeros(d)?), linears });
+            let (ln1, ln2) = ((ones(d)?, zeros(d)?), (ones(d)?, zeros(d)?));
+            blocks.push(PreLnBlock { ln1, ln2, linears, layer_scale: None });
         }
         let _ = m;
         Ok(Vit {
@@ -315,10 +257,10 @@ impl Vit {
         let mut out: Vec<&mut Tensor> =
             vec![&mut self.cls_token, &mut self.position_embeddings, &mut self.patch_weight, &mut self.patch_bias];
         for b in &mut self.blocks {
-            out.push(&mut b.ln_before.0);
-            out.push(&mut b.ln_before.1);
-            out.push(&mut b.ln_after.0);
-            out.push(&mut b.ln_after.1);
+            out.push(&mut b.ln1.0);
+            out.push(&mut b.ln1.1);
+            out.push(&mut b.ln2.0);
+            out.push(&mut b.ln2.1);
             for l in &mut b.linears {
                 out.push(&mut l.weight);
                 if let Some(bias) = &mut l.bias {
@@ -332,6 +274,11 @@ impl Vit {
     }
 }
 
+/// Whether `module` has a bias under `config` (query, key and value only with `qkv_bias`).
+fn has_bias(config: &VitConfig, module: TargetModule) -> bool {
+    config.qkv_bias || !matches!(module, TargetModule::Query | TargetModule::Key | TargetModule::Value)
+}
+
 /// `[out, in]` of a module's weight under `config`.
 pub fn module_shape(config: &VitConfig, module: TargetModule) -> (usize, usize) {
     linear_shape(config.hidden_size, config.intermediate_size, module)
@@ -341,11 +288,5 @@ impl Backbone {
     /// A randomly initialised ViT backbone ([`Vit::init_random`]), for tests and `pretrain`.
     pub fn init_random(config: &VitConfig, seed: u64, device: &Device) -> Result<Backbone> {
         Ok(Backbone::new(Vit::init_random(config, seed, device)?))
-    }
-}
-
-impl BlockLinears for BlockWeights {
-    fn linears_mut(&mut self) -> &mut [LinearWeights] {
-        &mut self.linears
     }
 }

@@ -54,17 +54,8 @@ impl Barrier {
         if ctx.seeds.len() < 2 {
             return Err((ctx.at)("", "a barrier needs at least two seeds".into()));
         }
-        if written.spaces.is_empty() {
-            return Err((ctx.at)("spaces", "list at least one path: factor, delta or factor-aligned-orth".into()));
-        }
-        let spaces = written
-            .spaces
-            .iter()
-            .map(|s| PathSpace::parse(s).map_err(|e| (ctx.at)("spaces", e.to_string())))
-            .collect::<Result<Vec<_>>>()?;
-        if let Some(i) = (1..spaces.len()).find(|&i| spaces[..i].contains(&spaces[i])) {
-            return Err((ctx.at)("spaces", format!("'{}' is listed twice; list each path once", written.spaces[i])));
-        }
+        let choices = "factor, delta or factor-aligned-orth";
+        let spaces = super::parse_spaces(&written.spaces, ctx, PathSpace::parse, "path", choices)?;
         Ok(Barrier { written, spaces })
     }
 }

@@ -53,17 +53,27 @@ fn both_spaces() -> Vec<String> {
 
 /// Parses a `spaces` list: at least one, each `factor` or `delta`, none twice.
 fn spaces(written: &[String], ctx: &ParseContext) -> Result<Vec<Space>> {
+    parse_spaces(written, ctx, Space::parse, "space", "factor or delta")
+}
+
+/// Parses the `spaces` key of a measure: at least one entry, each read by `parse`, none twice;
+/// `what` names one entry (`space`, `path`) and `choices` the names it may take, in the errors.
+fn parse_spaces<T: PartialEq>(
+    written: &[String],
+    ctx: &ParseContext,
+    parse: impl Fn(&str) -> Result<T>,
+    what: &str,
+    choices: &str,
+) -> Result<Vec<T>> {
     if written.is_empty() {
-        return Err((ctx.at)("spaces", "list at least one space: factor or delta".into()));
+        return Err((ctx.at)("spaces", format!("list at least one {what}: {choices}")));
     }
-    let spaces = written
-        .iter()
-        .map(|s| Space::parse(s).map_err(|e| (ctx.at)("spaces", e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
-    if let Some(i) = (1..spaces.len()).find(|&i| spaces[..i].contains(&spaces[i])) {
-        return Err((ctx.at)("spaces", format!("'{}' is listed twice; list each space once", written[i])));
+    let parsed =
+        written.iter().map(|s| parse(s).map_err(|e| (ctx.at)("spaces", e.to_string()))).collect::<Result<Vec<_>>>()?;
+    if let Some(i) = (1..parsed.len()).find(|&i| parsed[..i].contains(&parsed[i])) {
+        return Err((ctx.at)("spaces", format!("'{}' is listed twice; list each {what} once", written[i])));
     }
-    Ok(spaces)
+    Ok(parsed)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use crate::report::table::table_row;
 use anyhow::{anyhow, Result};
-use polars::prelude::DataFrame;
+use polars::prelude::{Column, DataFrame, PolarsResult};
 
 table_row! {
     /// One measured number: a row of `measurements.parquet` (long format: pivot on `metric`).
@@ -150,102 +150,112 @@ table_row! {
     }
 }
 
-fn col_str(df: &DataFrame, name: &str) -> Result<Vec<String>> {
-    let c = df.column(name).map_err(|e| anyhow!("column {name}: {e}"))?;
-    let s = c.str().map_err(|e| anyhow!("column {name}: {e}"))?;
-    Ok(s.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+/// A cell type that a column of a read-back table holds, with what a null reads as.
+trait ReadCell: Sized + Clone {
+    /// Every value of `column`.
+    fn read(column: &Column) -> PolarsResult<Vec<Self>>;
+}
+
+/// Strings; a null reads as the empty string.
+impl ReadCell for String {
+    fn read(column: &Column) -> PolarsResult<Vec<Self>> {
+        Ok(column.str()?.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+    }
+}
+
+/// Float64; a null reads as NaN.
+impl ReadCell for f64 {
+    fn read(column: &Column) -> PolarsResult<Vec<Self>> {
+        Ok(column.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+    }
+}
+
+/// Int64; a null reads as 0.
+impl ReadCell for i64 {
+    fn read(column: &Column) -> PolarsResult<Vec<Self>> {
+        Ok(column.i64()?.iter().map(|v| v.unwrap_or_default()).collect())
+    }
+}
+
+/// Boolean; a null reads as false.
+impl ReadCell for bool {
+    fn read(column: &Column) -> PolarsResult<Vec<Self>> {
+        Ok(column.bool()?.iter().map(|v| v.unwrap_or_default()).collect())
+    }
+}
+
+/// The column `name` of `df` as values of `T`; errors name the column.
+fn read_column<T: ReadCell>(df: &DataFrame, name: &str) -> Result<Vec<T>> {
+    let column = df.column(name).map_err(|e| anyhow!("column {name}: {e}"))?;
+    T::read(column).map_err(|e| anyhow!("column {name}: {e}"))
 }
 
 /// A Float64 column as values (nulls as NaN); errors name the column.
 pub(crate) fn col_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
-    let c = df.column(name).map_err(|e| anyhow!("column {name}: {e}"))?;
-    let s = c.f64().map_err(|e| anyhow!("column {name}: {e}"))?;
-    Ok(s.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+    read_column(df, name)
 }
 
-fn col_i64(df: &DataFrame, name: &str) -> Result<Vec<i64>> {
-    let c = df.column(name).map_err(|e| anyhow!("column {name}: {e}"))?;
-    let s = c.i64().map_err(|e| anyhow!("column {name}: {e}"))?;
-    Ok(s.iter().map(|v| v.unwrap_or_default()).collect())
+/// Row `i` of a column read by [`read_column`].
+fn nth<T: Clone>(values: &[T], i: usize) -> T {
+    values[i].clone()
 }
 
-impl Measurement {
+/// Implements `from_frame` for a `table_row!` type: each listed field (every field, or the
+/// struct literal does not compile) is read from the column of its name.
+macro_rules! rows_from_frame {
+    ($(#[$doc:meta])* $row:ident { $($field:ident),+ $(,)? }) => {
+        impl $row {
+            $(#[$doc])*
+            pub fn from_frame(df: &DataFrame) -> Result<Vec<$row>> {
+                $( let $field = read_column(df, stringify!($field))?; )+
+                Ok((0..df.height()).map(|i| $row { $($field: nth(&$field, i)),+ }).collect())
+            }
+        }
+    };
+}
+
+rows_from_frame! {
     /// Reads rows back from a `measurements.parquet` table.
-    pub fn from_frame(df: &DataFrame) -> Result<Vec<Measurement>> {
-        let (cell, task, variant, x) =
-            (col_str(df, "cell")?, col_str(df, "task")?, col_str(df, "variant")?, col_f64(df, "x")?);
-        let (rep, seeds, measure) = (col_i64(df, "replicate")?, col_str(df, "seeds")?, col_str(df, "measure")?);
-        let (setting, metric, value) = (col_str(df, "setting")?, col_str(df, "metric")?, col_f64(df, "value")?);
-        Ok((0..df.height())
-            .map(|i| Measurement {
-                cell: cell[i].clone(),
-                task: task[i].clone(),
-                variant: variant[i].clone(),
-                x: x[i],
-                replicate: rep[i],
-                seeds: seeds[i].clone(),
-                measure: measure[i].clone(),
-                setting: setting[i].clone(),
-                metric: metric[i].clone(),
-                value: value[i],
-            })
-            .collect())
-    }
+    Measurement { cell, task, variant, x, replicate, seeds, measure, setting, metric, value }
 }
 
-fn col_bool(df: &DataFrame, name: &str) -> Result<Vec<bool>> {
-    let c = df.column(name).map_err(|e| anyhow!("column {name}: {e}"))?;
-    let s = c.bool().map_err(|e| anyhow!("column {name}: {e}"))?;
-    Ok(s.iter().map(|v| v.unwrap_or_default()).collect())
-}
-
-impl Prediction {
+rows_from_frame! {
     /// Reads rows back from a `predictions.parquet` table.
-    pub fn from_frame(df: &DataFrame) -> Result<Vec<Prediction>> {
-        let (cell, task, variant, x) =
-            (col_str(df, "cell")?, col_str(df, "task")?, col_str(df, "variant")?, col_f64(df, "x")?);
-        let (rep, seeds, evaluated, draw) =
-            (col_i64(df, "replicate")?, col_str(df, "seeds")?, col_str(df, "evaluated")?, col_i64(df, "draw")?);
-        let (example, label, prediction) = (col_i64(df, "example")?, col_i64(df, "label")?, col_i64(df, "prediction")?);
-        let (correct, loss) = (col_bool(df, "correct")?, col_f64(df, "loss")?);
-        Ok((0..df.height())
-            .map(|i| Prediction {
-                cell: cell[i].clone(),
-                task: task[i].clone(),
-                variant: variant[i].clone(),
-                x: x[i],
-                replicate: rep[i],
-                seeds: seeds[i].clone(),
-                evaluated: evaluated[i].clone(),
-                draw: draw[i],
-                example: example[i],
-                label: label[i],
-                prediction: prediction[i],
-                correct: correct[i],
-                loss: loss[i],
-            })
-            .collect())
-    }
+    Prediction { cell, task, variant, x, replicate, seeds, evaluated, draw, example, label, prediction, correct, loss }
 }
 
-impl CurvePoint {
+rows_from_frame! {
     /// Reads rows back from a `curves.parquet` table.
-    pub fn from_frame(df: &DataFrame) -> Result<Vec<CurvePoint>> {
-        let (cell, task, variant, x) =
-            (col_str(df, "cell")?, col_str(df, "task")?, col_str(df, "variant")?, col_f64(df, "x")?);
-        let (seed, step, loss, p) =
-            (col_i64(df, "seed")?, col_i64(df, "step")?, col_f64(df, "loss")?, col_f64(df, "p")?);
-        Ok((0..df.height())
-            .map(|i| CurvePoint {
-                cell: cell[i].clone(),
-                task: task[i].clone(),
-                variant: variant[i].clone(),
-                x: x[i],
-                seed: seed[i],
-                step: step[i],
-                loss: loss[i],
-                p: p[i],
-            })
-            .collect())
+    CurvePoint { cell, task, variant, x, seed, step, loss, p }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::table::Table;
+
+    #[test]
+    fn rows_read_back_equal_the_rows_written() {
+        let tag =
+            Tag { cell: "c1".into(), task: "t".into(), variant: "v".into(), x: 0.5, replicate: 3, seeds: "3+4".into() };
+        let measurements = vec![tag.row("merge", "factor 1:2", "accuracy", 0.75), tag.row("prune", "", "loss", -1.5)];
+        let examples = crate::eval::Examples { labels: vec![0, 2], predictions: vec![0, 1], losses: vec![0.25, 2.0] };
+        let predictions = tag.predictions("endpoint", 7, &examples);
+        let curves = vec![CurvePoint {
+            cell: "c1".into(),
+            task: "t".into(),
+            variant: "v".into(),
+            x: 0.5,
+            seed: 3,
+            step: 9,
+            loss: 1.25,
+            p: 0.5,
+        }];
+        let frame = |t: Table| t.to_dataframe().unwrap();
+        assert_eq!(Measurement::from_frame(&frame(Table::from_rows(&measurements))).unwrap(), measurements);
+        assert_eq!(Prediction::from_frame(&frame(Table::from_rows(&predictions))).unwrap(), predictions);
+        assert_eq!(CurvePoint::from_frame(&frame(Table::from_rows(&curves))).unwrap(), curves);
+        let err = CurvePoint::from_frame(&frame(Table::from_rows(&measurements))).unwrap_err().to_string();
+        assert!(err.contains("column seed"), "{err}");
     }
 }

@@ -455,3 +455,33 @@ fn analyze_killed_midway_resumes_to_the_same_tables() {
     assert_one_line_error(&o, "does not exist");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn list_shows_a_tuned_grid_at_its_chosen_values() {
+    // Cell ids hash the tuned values: `--list` must read the finished tuning, or every cell of a
+    // tuned grid would show as missing even after it ran.
+    let root = tmp("list-tuned");
+    let spec = root.join("tuned.toml");
+    std::fs::write(
+        &spec,
+        "name = \"tuned\"\nquestion = \"q\"\nbaseline = \"lora\"\nseeds = [1]\ntasks = [\"lighting\"]\n\
+         [base]\nsteps = 3\nshots = 2\ntest_size = 12\nbatch_size = 8\n\
+         [[variant]]\nname = \"lora\"\nmethod = \"lora\"\n[tune]\nlr = [1e-3, 2e-3]\nseeds = [101]\n",
+    )
+    .unwrap();
+    let out = root.join("out");
+    let list = || {
+        let o = run(bin().args(["analyze", spec.to_str().unwrap(), "--list", "--out"]).arg(&out));
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let before = list();
+    assert!(before.contains("note:") && before.contains("untuned values") && before.contains(" todo "), "{before}");
+    let o = run(bin()
+        .args(["--runs-dir", root.join("runs").to_str().unwrap(), "analyze", spec.to_str().unwrap(), "--out"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = list();
+    assert!(!after.contains("note:") && !after.contains(" todo ") && after.contains(" done "), "{after}");
+    let _ = std::fs::remove_dir_all(&root);
+}

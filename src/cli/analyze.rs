@@ -41,6 +41,14 @@ pub fn run(g: &GlobalArgs, a: AnalyzeArgs) -> Result<()> {
     };
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&spec.name));
     if a.list {
+        // Cell ids hash the chosen values of a tuned spec: list them at the finished choices.
+        let spec = match study::tune::resolve(&out, spec.clone()) {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                println!("note: {e:#}; the cells below are listed at the spec's untuned values");
+                spec
+            }
+        };
         for (i, c) in study::cells(&spec)?.iter().enumerate() {
             let mark = if study::store::is_done(&out, &c.id) { "done" } else { "todo" };
             println!("{i:5} shard {:3} {mark} {}", i % shard.count, c.id);

@@ -26,10 +26,16 @@ done
 for spec in claims oq1-multilinear oq1-learning-rate oq2-iterations oq3-heterogeneous; do
   "$bin" analyze "analyses/$spec.toml"
 done
+# The reruns with validated learning rates (long: claims-10 took 128 min on 2 cores; the others are
+# estimated in their headers and have not been run yet).
+for spec in claims-10 oq2-iterations-8000 oq3-clients-learn budget-8000; do
+  "$bin" analyze "analyses/$spec.toml" --yes
+done
 # The real pretrained transformer (all-MiniLM-L6-v2 on text; fetch it first with analyses/fetch-assets.sh).
 minilm="$HOME/.cache/copra-lab/assets/all-MiniLM-L6-v2"
 if [ -d "$minilm" ]; then
   "$bin" --backbone "$minilm" analyze analyses/minilm.toml
+  "$bin" --backbone "$minilm" analyze analyses/minilm-1000.toml --yes
   # Slow on two cores: unfinished after 53 min (one thread, 21 points) and 12 min (two threads, 5 and 3 points).
   "$bin" --backbone "$minilm" connectivity --config analyses/minilm-run.toml --seeds 1,2 --alphas 5 --layer-alphas 3 \
     --out reports/minilm-connectivity

@@ -68,12 +68,9 @@ mod tests {
     use crate::merge::{delta_mean, merge, MergeMethod, MergeOptions};
     use crate::model::lora::{LoraVars, TrainingBranch};
     use crate::model::{Backbone, Numerics};
-    use candle_core::Tensor;
     use std::collections::BTreeSet;
 
-    fn max_abs_diff(x: &Tensor, y: &Tensor) -> f32 {
-        (x - y).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-    }
+    use crate::model::max_abs_diff;
 
     #[test]
     fn frozen_plus_residual_with_the_adapter_branch_is_the_dense_weighted_mean() {

@@ -29,6 +29,13 @@ pub use encoder::{Backbone, Encoder, InputKind, Numerics};
 pub use head::{Head, PromptHead, PrototypeHead};
 pub use vit::Vit;
 
+/// The largest absolute element-wise difference of two tensors of the same shape (tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -161,9 +161,7 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-    }
+    use crate::model::max_abs_diff as max_diff;
 
     #[test]
     fn frozen_linear_matches_matmul_and_skips_weight_gradient() {

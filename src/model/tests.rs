@@ -29,9 +29,7 @@ fn images(n: usize, cfg: &VitConfig, seed: u64) -> Tensor {
     Tensor::from_vec(v, (n, cfg.num_channels, cfg.image_size, cfg.image_size), &Device::Cpu).unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-}
+use super::max_abs_diff;
 
 fn lora_with_nonzero_b(bb: &Backbone, spec: &LoraSpec) -> LoraVars {
     let mut rng = rng_for(3, "init");

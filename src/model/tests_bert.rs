@@ -27,9 +27,7 @@ fn fixture_ids() -> Tensor {
     expected("input_ids").to_dtype(DType::F32).unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-}
+use super::max_abs_diff;
 
 fn with_pooling(bb: &Backbone, pooling: Pooling) -> Backbone {
     let tensors = bb.hf_tensors().unwrap();

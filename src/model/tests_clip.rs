@@ -21,10 +21,7 @@ fn expected() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixture().join("expected.safetensors"), &Device::Cpu).unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-}
+use super::max_abs_diff;
 
 fn clip() -> Backbone {
     checkpoint::load_dir(&fixture().join("model"), &Device::Cpu).unwrap()

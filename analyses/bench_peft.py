@@ -5,9 +5,12 @@ Usage:
         [--threads 2] [--steps 60] [--rounds 2] [--grid 8]
     python analyses/bench_peft.py BERT_DIR [--copra BINARY [--copra BINARY2]] [--task tab:FILE]
         [--threads 2] [--steps 5] [--warmup 3] [--rounds 1]
+    python analyses/bench_peft.py DINOV2_DIR [--copra BINARY] [--task idx:DIR] [--image-size 28]
+        [--threads 2] [--steps 20] [--rounds 2]
 
 The backbone's config.json decides the workload: model_type "bert" (e.g. the all-MiniLM-L6-v2
-folder of analyses/fetch-assets.sh) runs the BERT figures below, anything else the ViT ones.
+folder of analyses/fetch-assets.sh) runs the BERT figures below, "dinov2" (e.g. the folder of
+analyses/fetch-assets.sh --dinov2) the DINOv2 ones, anything else the ViT ones.
 
 BACKBONE_DIR comes from `copra-lab export-backbone --out DIR`; the environment needs
 `pip install torch transformers peft`. With --copra, each round runs copra-lab's own
@@ -37,6 +40,16 @@ tokens long, e.g. tab:.../20newsgroups-train.tab, so that every batch is full le
     random linear head (20 classes) on mean-pooled features; the model in train mode (BERT's own
     dropout 0.1 on); --warmup steps, then --steps timed steps;
   - frozen forward sequences/s: the plain BertModel, batch 64, length 128, no grad, eval mode.
+
+PyTorch figures for a DINOv2 backbone (CPU, --threads threads), images of --image-size pixels
+(Dinov2Model interpolates its position embeddings; copra-lab's side: `bench train` and `bench
+forward` with --task (default Fashion-MNIST) and the same --image-size, its defaults otherwise):
+  - LoRA training images/s and constant participation p = 0.5 and 0.25: the ViT workload above
+    (q, k, v rank 2, alpha 1, rsLoRA, dropout 0.25, AdamW, batch 32, prototype head on the class
+    token after the final layer norm, pooler_output);
+  - frozen forward images/s: the plain Dinov2Model on --test-size images in batches of 500
+    (copra-lab's evaluation batch), no grad, eval mode (copra-lab: the test split through the
+    frozen backbone and the head).
 """
 import argparse
 import json
@@ -54,17 +67,21 @@ import torch
 import transformers
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
-from transformers import BertModel, ViTModel
+from transformers import BertModel, Dinov2Model, ViTModel
 
 BATCH = 32
 CLASSES = 8
 BERT_CLASSES = 20
 BERT_FORWARD_BATCH = 64
+EVAL_BATCH = 500  # copra-lab's evaluation batch (lab::EVAL_BATCH)
 
 
 def build(backbone):
-    """A PEFT LoRA model on the backbone and its LoRA layers grouped by block."""
-    base = ViTModel.from_pretrained(backbone, add_pooling_layer=False)
+    """A PEFT LoRA model on the backbone (ViTModel, or Dinov2Model) and its LoRA layers grouped by block."""
+    if model_type(backbone) == "dinov2":
+        base = Dinov2Model.from_pretrained(backbone)
+    else:
+        base = ViTModel.from_pretrained(backbone, add_pooling_layer=False)
     cfg = base.config
     lora = LoraConfig(r=2, lora_alpha=1, lora_dropout=0.25, use_rslora=True,
                       target_modules=["q_proj", "k_proj", "v_proj", "query", "key", "value"])
@@ -75,14 +92,14 @@ def build(backbone):
             block = int(next(p for p in name.split(".") if p.isdigit()))
             by_block[block].append(module)
     if not all(by_block.values()):
-        sys.exit("PEFT found no LoRA layer on some block: is this a ViTModel folder?")
+        sys.exit("PEFT found no LoRA layer on some block: is this a ViTModel or Dinov2Model folder?")
     return model, cfg, by_block
 
 
 class Trainer:
     """One PEFT training run on a fixed random batch (throughput only)."""
 
-    def __init__(self, backbone, seed):
+    def __init__(self, backbone, seed, image_size=None):
         torch.manual_seed(seed)
         self.rng = random.Random(seed)
         self.model, self.cfg, self.by_block = build(backbone)
@@ -90,7 +107,8 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.01)
         c = self.cfg
-        self.x = torch.randn(BATCH, c.num_channels, c.image_size, c.image_size)
+        self.size = image_size or c.image_size
+        self.x = torch.randn(BATCH, c.num_channels, self.size, self.size)
         self.y = torch.randint(0, CLASSES, (BATCH,))
 
     def set_mask(self, mask):
@@ -126,9 +144,13 @@ class Trainer:
 def torch_round(a):
     """PyTorch + PEFT figures of one round."""
     out = {}
-    trainer = Trainer(a.backbone, 0)
+    dinov2 = model_type(a.backbone) == "dinov2"
+    trainer = Trainer(a.backbone, 0, a.image_size if dinov2 else None)
     for p, key in ((1.0, "lora"), (0.5, "p=0.5"), (0.25, "p=0.25")):
         out[key] = trainer.images_per_second(p, a.steps)
+    if dinov2:
+        out["forward"] = dinov2_forward(a)
+        return out
     # Grid: K runs one after another, each its own model and optimizer.
     t = time.perf_counter()
     for k in range(a.grid):
@@ -153,6 +175,21 @@ def torch_round(a):
             trainer.model(pixel_values=xe)
         out["coalition"] = k / (time.perf_counter() - t)
     return out
+
+
+def dinov2_forward(a):
+    """Images/s of the plain Dinov2Model's no-grad forward of --test-size images, batches of 500."""
+    torch.manual_seed(1)
+    model = Dinov2Model.from_pretrained(a.backbone).eval()
+    c = model.config
+    x = torch.randn(a.test_size, c.num_channels, a.image_size, a.image_size)
+    with torch.no_grad():
+        model(pixel_values=x[:EVAL_BATCH])
+        t = time.perf_counter()
+        for _ in range(2):
+            for start in range(0, a.test_size, EVAL_BATCH):
+                model(pixel_values=x[start:start + EVAL_BATCH])
+        return 2 * a.test_size / (time.perf_counter() - t)
 
 
 def model_type(backbone):
@@ -260,6 +297,19 @@ def copra_bert_round(a, binary):
     return out
 
 
+def copra_dinov2_round(a, binary):
+    """copra-lab's DINOv2 figures of one round: `bench train` and `bench forward` at --image-size."""
+    bench = copra_bench(a, binary, "--backbone", a.backbone)
+    task = ["--task", a.task, "--image-size", str(a.image_size)]
+    train = bench("train", *task, "--bench-steps", str(a.steps))
+    out = {"lora": number_after("lora", train), "p=0.5": number_after("p = 0.5", train),
+           "p=0.25": number_after("p = 0.25", train)}
+    if not a.training_only:
+        fwd = bench("forward", *task, "--test-size", str(a.test_size), "--bench-steps", "2")
+        out["forward"] = number_after("frozen forward, no grad", fwd)
+    return out
+
+
 def copra_round(a, binary):
     """copra-lab's figures of one round, from its `bench` command."""
     bench = copra_bench(a, binary)
@@ -289,7 +339,9 @@ def main():
     ap.add_argument("backbone")
     ap.add_argument("--copra", action="append", default=[],
                     help="copra-lab binary: run its benchmarks interleaved with PyTorch's (give twice to compare two builds)")
-    ap.add_argument("--task", help="copra-lab's text task for a BERT backbone, e.g. tab:FILE (texts of 128+ tokens)")
+    ap.add_argument("--task", help="copra-lab's text task for a BERT backbone, e.g. tab:FILE (texts of 128+ tokens); "
+                    "its image task for a DINOv2 one (default idx:/usr/share/datasets/fashion-mnist)")
+    ap.add_argument("--image-size", type=int, default=28, help="DINOv2 backbone: image side in pixels (default 28)")
     ap.add_argument("--runs-dir", default="/tmp/copra-bench-runs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, help="timed steps (default 60; 5 for a BERT backbone)")
@@ -302,9 +354,14 @@ def main():
     a = ap.parse_args()
     a.lengths = [int(x) for x in a.lengths.split(",")]
     bert = model_type(a.backbone) == "bert"
+    dinov2 = model_type(a.backbone) == "dinov2"
+    if dinov2:
+        a.task = a.task or "idx:/usr/share/datasets/fashion-mnist"
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
     if bert and a.copra and not a.task:
         sys.exit("--copra on a BERT backbone needs --task (e.g. tab:.../20newsgroups-train.tab)")
-    a.steps = a.steps or (5 if bert else 60)
+    a.steps = a.steps or (5 if bert else 20 if dinov2 else 60)
     a.warmup = 3 if a.warmup is None else a.warmup
     a.rounds = a.rounds or (1 if bert else 2)
     if bert:  # no load report for the pooler weights that add_pooling_layer=False leaves out
@@ -315,7 +372,8 @@ def main():
     ours, theirs = [[] for _ in a.copra], []
     for r in range(a.rounds):
         for i, binary in enumerate(a.copra):
-            ours[i].append(copra_bert_round(a, binary) if bert else copra_round(a, binary))
+            one = copra_bert_round if bert else copra_dinov2_round if dinov2 else copra_round
+            ours[i].append(one(a, binary))
             print(f"round {r + 1} copra-lab {binary}: {ours[i][-1]}", flush=True)
         theirs.append(bert_round(a) if bert else torch_round(a))
         print(f"round {r + 1} PyTorch:   {theirs[-1]}", flush=True)
@@ -324,6 +382,11 @@ def main():
         *((f"LoRA training, sequences/s (batch 32, length {n})", f"lora{n}", f"lora{n}") for n in a.lengths),
         (f"frozen forward, sequences/s (batch {BERT_FORWARD_BATCH}, length 128, no grad)", "forward", "forward"),
     ] if bert else [
+        (f"LoRA training, images/s (batch 32, {a.image_size} px)", "lora", "lora"),
+        ("constant participation p = 0.5", "p=0.5", "p=0.5"),
+        ("p = 0.25", "p=0.25", "p=0.25"),
+        (f"frozen forward, images/s ({a.test_size:,} images, no grad)", "forward", "forward"),
+    ] if dinov2 else [
         ("LoRA training, images/s (batch 32)", "lora", "lora"),
         ("constant participation p = 0.5", "p=0.5", "p=0.5"),
         ("p = 0.25", "p=0.25", "p=0.25"),

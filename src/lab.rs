@@ -3,11 +3,12 @@
 
 use crate::adapter::fit::ModuleShapes;
 use crate::adapter::{fit, Adapter, Grouping};
+use crate::choice::Choice;
 use crate::data::{self, ImageSet, TaskData, TaskOptions, TaskSource};
 use crate::eval::{Evaluator, Metrics};
 use crate::model::checkpoint;
 use crate::model::head::{class_prompt, Head, PromptHead, PrototypeHead};
-use crate::model::{Backbone, InputKind, NoBranch, Numerics};
+use crate::model::{Backbone, InputKind, NoBranch, Numerics, Pooling};
 use crate::progress::Progress;
 use crate::report::atomic_dir::Installed;
 use crate::runs::{self, Manifest};
@@ -187,6 +188,19 @@ impl Lab {
             fingerprint,
             runs_dir: runs_dir.to_path_buf(),
         })
+    }
+
+    /// The same lab with the backbone pooling its output by `pooling` (`--pooling`). When that is
+    /// not the backbone's own pooling the fingerprint changes too, so runs and report folders of
+    /// the two feature definitions never mix; the backbone's own pooling leaves the lab as it is.
+    pub fn with_pooling(mut self, pooling: Pooling) -> Result<Lab> {
+        if pooling != self.backbone.pooling() {
+            self.backbone = self.backbone.with_pooling(pooling)?;
+            let mut h = crate::util::Fnv64::new();
+            h.update(format!("{}|pooling:{}", self.fingerprint, pooling.choice_name()).as_bytes());
+            self.fingerprint = h.hex();
+        }
+        Ok(self)
     }
 
     /// Data options implied by a training config and this backbone.

@@ -201,3 +201,58 @@ fn image_size_resizes_the_task_and_only_interpolating_backbones_accept_it() {
     assert!(err.contains("--image-size 16") && err.contains("32-pixel images only"), "{err}");
     std::fs::remove_dir_all(&runs).ok();
 }
+
+/// The mean of the patch tokens of transformers' `last_hidden_state` (what
+/// `Dinov2ForImageClassification` concatenates to the class token).
+fn patch_mean(last_hidden_state: &Tensor) -> Tensor {
+    let tokens = last_hidden_state.dim(1).unwrap();
+    last_hidden_state.narrow(1, 1, tokens - 1).unwrap().mean(1).unwrap()
+}
+
+#[test]
+fn mean_pooling_is_the_mean_of_transformers_patch_tokens() {
+    use copra_lab::model::Pooling;
+    let backbone = checkpoint::load_dir(&fixture().join("model"), &Device::Cpu).unwrap();
+    assert_eq!(backbone.pooling(), Pooling::Cls);
+    let mean = backbone.with_pooling(Pooling::Mean).unwrap();
+    assert_eq!(mean.pooling(), Pooling::Mean);
+    let want = expected();
+    let adapter = read_adapter("adapter", &backbone);
+    let tuned = mean.with_deltas(&adapter.deltas()).unwrap();
+    for size in ["30", "22", "rect"] {
+        let images = &want[&format!("images_{size}")];
+        for (model, prefix) in [(&mean, "frozen"), (&tuned, "adapted")] {
+            let reference = patch_mean(&want[&format!("{prefix}_hidden_{size}")]);
+            // The full path (the last block computes every row under mean pooling) and the
+            // differentiable one.
+            for numerics in [Numerics::Fused, Numerics::Differentiable] {
+                let got = model.features(images, &NoBranch, numerics).unwrap();
+                let d = max_abs_diff(&got, &reference);
+                assert!(d < TOLERANCE, "{prefix} {size} {numerics:?}: {d}");
+            }
+            // Not the class token: the two poolings differ.
+            let cls = max_abs_diff(&reference, &want[&format!("{prefix}_pooled_{size}")]);
+            assert!(cls > 100.0 * TOLERANCE, "{prefix} {size}: mean and class token agree ({cls})");
+        }
+    }
+}
+
+#[test]
+fn pooling_changes_the_fingerprint_and_only_bert_and_dinov2_offer_it() {
+    use copra_lab::lab::Lab;
+    use copra_lab::model::Pooling;
+    let runs = std::env::temp_dir().join(format!("copra-dinov2-pool-{}", std::process::id()));
+    let open = || Lab::open(fixture().join("model").to_str().unwrap(), &runs).unwrap();
+    let own = open().fingerprint;
+    // The backbone's own pooling, named, is the same lab; the other is a different one.
+    assert_eq!(open().with_pooling(Pooling::Cls).unwrap().fingerprint, own);
+    let mean = open().with_pooling(Pooling::Mean).unwrap();
+    assert_ne!(mean.fingerprint, own);
+    assert_eq!(mean.backbone.pooling(), Pooling::Mean);
+    let Err(err) = Lab::open("builtin", &runs).unwrap().with_pooling(Pooling::Mean) else {
+        panic!("the built-in ViT accepted mean pooling")
+    };
+    let err = err.to_string();
+    assert!(err.contains("--pooling mean") && err.contains("vit backbone pools by cls only"), "{err}");
+    std::fs::remove_dir_all(&runs).ok();
+}

@@ -16,6 +16,7 @@ mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use copra_lab::model::Pooling;
 use copra_lab::progress::Progress;
 use std::path::PathBuf;
 
@@ -47,13 +48,22 @@ pub struct GlobalArgs {
     /// Compute device: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
     #[arg(long, global = true, default_value = "cpu")]
     pub device: String,
+    /// Features of a BERT or DINOv2 backbone: the class token or the mean of the other tokens
+    /// (default: the folder's own; a BERT folder declares it in 1_Pooling/config.json, DINOv2
+    /// uses its class token, pooler_output). Runs and reports of another pooling are kept apart.
+    #[arg(long, global = true, value_parser = common::choice::<Pooling>())]
+    pub pooling: Option<Pooling>,
 }
 
 impl GlobalArgs {
     /// Opens the lab these options name (backbone, run cache, device).
     pub fn lab(&self) -> anyhow::Result<copra_lab::lab::Lab> {
         let device = copra_lab::lab::device_named(&self.device)?;
-        copra_lab::lab::Lab::open_on(&self.backbone, &self.runs_dir, &device)
+        let lab = copra_lab::lab::Lab::open_on(&self.backbone, &self.runs_dir, &device)?;
+        match self.pooling {
+            Some(pooling) => lab.with_pooling(pooling),
+            None => Ok(lab),
+        }
     }
 
     /// The progress-bar factory these options ask for.

@@ -10,13 +10,14 @@
 //! each example's mask with it. Padded positions never reach a real one (their
 //! keys are masked) nor the pooled feature.
 
-use super::bert_config::{BertConfig, Pooling};
+use super::bert_config::BertConfig;
 use super::branch::Branch;
 use super::checkpoint::{linear_tensors, Architecture, HfTensors};
 use super::encoder::{
     adapted_linear, add_deltas, attention, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder,
     InputKind, LinearWeights, Numerics,
 };
+use super::pooling::Pooling;
 use crate::adapter::names::{EncoderNames, Spelling};
 use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
 use crate::linalg::Matrix;
@@ -297,6 +298,15 @@ impl Encoder for Bert {
         let t = x.dim(1)?;
         let longest = longest_row(&mask.squeeze(2)?)?.max(1);
         Ok(if longest < t { x.narrow(1, 0, longest)? } else { x.clone() })
+    }
+
+    fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// The same encoder pooling with `pooling` (its saved folder declares it).
+    fn with_pooling(&self, pooling: Pooling) -> Result<Backbone> {
+        Ok(Backbone::new(Bert { pooling, ..self.clone() }))
     }
 
     fn with_deltas(&self, deltas: &BTreeMap<ModuleKey, Matrix>) -> Result<Backbone> {

@@ -1,5 +1,5 @@
-//! The Hugging Face `BertConfig` subset that defines the architecture, plus the
-//! pooling a sentence-transformers folder declares in `1_Pooling/config.json`.
+//! The Hugging Face `BertConfig` subset that defines the architecture (the pooling a
+//! sentence-transformers folder declares is read by [`super::pooling::Pooling::of_folder`]).
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -92,47 +92,6 @@ impl BertConfig {
             "pad_token_id": 0,
             "position_embedding_type": self.position_embedding_type,
             "torch_dtype": "float32",
-        });
-        serde_json::to_string_pretty(&v).expect("static json")
-    }
-}
-
-/// How the encoder output becomes one feature row per text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Pooling {
-    /// Mean of the hidden states of the real (unmasked) tokens (sentence-transformers' default).
-    Mean,
-    /// The hidden state of the first token (`[CLS]`).
-    Cls,
-}
-
-impl Pooling {
-    /// The pooling `dir/1_Pooling/config.json` declares (sentence-transformers layout);
-    /// `Cls` when the folder has none (a plain `BertModel`).
-    pub fn of_folder(dir: &Path) -> Result<Pooling> {
-        let path = dir.join("1_Pooling").join("config.json");
-        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(Pooling::Cls) };
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
-        let on = |k: &str| v.get(k).and_then(|x| x.as_bool()).unwrap_or(false);
-        match (on("pooling_mode_mean_tokens"), on("pooling_mode_cls_token")) {
-            (true, false) => Ok(Pooling::Mean),
-            (false, true) => Ok(Pooling::Cls),
-            _ => bail!(
-                "{}: only mean or CLS pooling (exactly one of pooling_mode_mean_tokens / pooling_mode_cls_token) is supported",
-                path.display()
-            ),
-        }
-    }
-
-    /// The `1_Pooling/config.json` text for this pooling and width.
-    pub fn config_json(self, width: usize) -> String {
-        let v = serde_json::json!({
-            "word_embedding_dimension": width,
-            "pooling_mode_cls_token": self == Pooling::Cls,
-            "pooling_mode_mean_tokens": self == Pooling::Mean,
-            "pooling_mode_max_tokens": false,
-            "pooling_mode_mean_sqrt_len_tokens": false,
         });
         serde_json::to_string_pretty(&v).expect("static json")
     }

@@ -2,7 +2,8 @@
 //! token, per-channel layer scale on both residual branches and a final layer norm, whose
 //! position embeddings are resized bicubically to the input's patch grid exactly as
 //! transformers does (`interpolate_pos_encoding`). Features are the class token after the
-//! final layer norm (`pooler_output`). Images arrive in `[−1, 1]` and are normalised with the
+//! final layer norm (`pooler_output`), or with `--pooling mean` the mean of the patch tokens
+//! after it. Images arrive in `[−1, 1]` and are normalised with the
 //! folder's `preprocessor_config.json` mean and std (ImageNet's by default).
 //!
 //! The file holds the architecture's names too ([`NAMES`]): the checkpoint keeps transformers
@@ -14,6 +15,7 @@ use super::checkpoint::{linear_tensors, Architecture, HfTensors};
 use super::dinov2_config::{processor, Dinov2Config};
 use super::encoder::{add_deltas, layer_norm, linear_shape, Backbone, Encoder, InputKind, Numerics};
 use super::patch::class_and_patch_tokens;
+use super::pooling::Pooling;
 use super::pre_ln::{PreLnBlock, PreLnLayer, Rows};
 use crate::adapter::names::{EncoderNames, Spelling};
 use crate::adapter::{ModuleKey, PeftLayout, TargetModule};
@@ -96,6 +98,8 @@ pub struct Dinov2 {
     input_size: usize,
     /// The folder the weights came from (its `preprocessor_config.json` is saved along).
     source: Option<PathBuf>,
+    /// Class token (`pooler_output`, the default) or the mean of the patch tokens.
+    pooling: Pooling,
 }
 
 impl Dinov2 {
@@ -187,6 +191,7 @@ impl Dinov2 {
             normalise,
             input_size: config.image_size,
             source: None,
+            pooling: Pooling::Cls,
         })
     }
 
@@ -278,15 +283,40 @@ impl Encoder for Dinov2 {
         self.layer(index).forward(x, branch, numerics, Rows::All)
     }
 
-    /// In evaluation the last block computes only the class row, the one `pool` reads.
+    /// In evaluation with class-token pooling the last block computes only the class row, the
+    /// one `pool` reads.
     fn last_block_features(&self, index: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor> {
-        self.pool(&self.layer(index).forward(x, branch, numerics, Rows::FirstToken)?, numerics)
+        let rows = match self.pooling {
+            Pooling::Cls => Rows::FirstToken,
+            Pooling::Mean => Rows::All,
+        };
+        self.pool(&self.layer(index).forward(x, branch, numerics, rows)?, numerics)
     }
 
-    /// The class token after the final layer norm (`pooler_output`) → `[B, D]`.
+    /// `[B, T, D]` → `[B, D]`: the class token after the final layer norm (`pooler_output`),
+    /// or the mean of the patch tokens after it (as `Dinov2ForImageClassification` computes the
+    /// second half of its features).
     fn pool(&self, encoded: &Tensor, numerics: Numerics) -> Result<Tensor> {
-        let cls = encoded.i((.., 0, ..))?.contiguous()?;
-        layer_norm(&cls, &self.final_ln, self.config.layer_norm_eps, numerics)
+        let eps = self.config.layer_norm_eps;
+        match self.pooling {
+            Pooling::Cls => {
+                let cls = encoded.i((.., 0, ..))?.contiguous()?;
+                layer_norm(&cls, &self.final_ln, eps, numerics)
+            }
+            Pooling::Mean => {
+                let tokens = encoded.dim(1)?;
+                let patches = encoded.narrow(1, 1, tokens - 1)?.contiguous()?;
+                Ok(layer_norm(&patches, &self.final_ln, eps, numerics)?.mean(1)?)
+            }
+        }
+    }
+
+    fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    fn with_pooling(&self, pooling: Pooling) -> Result<Backbone> {
+        Ok(Backbone::new(Dinov2 { pooling, ..self.clone() }))
     }
 
     fn with_deltas(&self, deltas: &BTreeMap<ModuleKey, Matrix>) -> Result<Backbone> {

@@ -15,7 +15,9 @@
 
 use super::branch::{Branch, NoBranch};
 use super::head::Prompts;
+use super::pooling::Pooling;
 use crate::adapter::{fit::ModuleShapes, BlockPlace, ModuleKey, PeftLayout, TargetModule};
+use crate::choice::Choice;
 use crate::linalg::Matrix;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -143,6 +145,20 @@ pub trait Encoder: Send + Sync + std::fmt::Debug {
     fn block(&self, index: usize, x: &Tensor, branch: &dyn Branch, numerics: Numerics) -> Result<Tensor>;
     /// Encoder output (the hidden state after the last block) → features `[N, D]`.
     fn pool(&self, encoded: &Tensor, numerics: Numerics) -> Result<Tensor>;
+    /// How [`Encoder::pool`] turns the encoder output into features (the class token unless
+    /// the encoder says otherwise).
+    fn pooling(&self) -> Pooling {
+        Pooling::Cls
+    }
+    /// A copy that pools with `pooling` (`--pooling`); encoders with one fixed pooling refuse.
+    fn with_pooling(&self, pooling: Pooling) -> Result<Backbone> {
+        anyhow::bail!(
+            "--pooling {}: the {} backbone pools by {} only; leave --pooling out, or use a BERT or DINOv2 backbone",
+            pooling.choice_name(),
+            self.model_type(),
+            self.pooling().choice_name()
+        )
+    }
     /// `pool(block(index, x))` for the last block on the input's path. Encoders whose pool
     /// reads one token compute only that token's row of the last block in evaluation
     /// (`Numerics::Fused`), with the same values.
@@ -338,7 +354,7 @@ pub fn adapted_linear(
 /// Layer norm over the last dimension with the kernels `numerics` names.
 pub fn layer_norm(x: &Tensor, ln: &(Tensor, Tensor), eps: f64, numerics: Numerics) -> Result<Tensor> {
     Ok(match numerics {
-        Numerics::Differentiable => candle_nn::ops::layer_norm_slow(x, &ln.0, &ln.1, eps as f32)?,
+        Numerics::Differentiable => super::norm::layer_norm_differentiable(x, ln, eps)?,
         Numerics::Fused => candle_nn::ops::layer_norm(&x.contiguous()?, &ln.0, &ln.1, eps as f32)?,
     })
 }

@@ -14,19 +14,22 @@ pub mod dinov2_config;
 pub mod encoder;
 pub mod head;
 pub mod lora;
+pub mod norm;
 pub mod ops;
 pub mod patch;
+pub mod pooling;
 pub mod pre_ln;
 pub mod vit;
 
 pub use bert::Bert;
-pub use bert_config::{BertConfig, Pooling};
+pub use bert_config::BertConfig;
 pub use branch::{Branch, NoBranch};
 pub use clip::Clip;
 pub use clip_config::ClipConfig;
 pub use config::VitConfig;
 pub use encoder::{Backbone, Encoder, InputKind, Numerics};
 pub use head::{Head, PromptHead, PrototypeHead};
+pub use pooling::Pooling;
 pub use vit::Vit;
 
 /// The largest absolute element-wise difference of two tensors of the same shape (tests).

@@ -57,12 +57,40 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
-fn map_f32(storage: &CpuStorage, layout: &Layout, f: impl Fn(f32) -> f32) -> candle_core::Result<(CpuStorage, Shape)> {
+/// Elements per parallel task of [`map_f32`].
+const MAP_CHUNK: usize = 1 << 14;
+
+/// `erf(x)` by Abramowitz & Stegun 7.1.26 (`1 − (a₁t + … + a₅t⁵)·e^{−x²}`, `t = 1/(1 + p|x|)`),
+/// evaluated in f64: absolute error at most 1.5e-7 before the final rounding to f32 (2e-7
+/// after it, tested). The `libm` erf candle calls took 8% of a DINOv2 training step; this is a
+/// few multiplications and one `exp`.
+pub fn erf_f32(x: f32) -> f32 {
+    const P: f64 = 0.327_591_1;
+    const A: [f64; 5] = [0.254_829_592, -0.284_496_736, 1.421_413_741, -1.453_152_027, 1.061_405_429];
+    let ax = x.abs() as f64;
+    let t = 1.0 / (1.0 + P * ax);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let y = 1.0 - poly * (-ax * ax).exp();
+    (y as f32).copysign(x)
+}
+
+fn map_f32(
+    storage: &CpuStorage,
+    layout: &Layout,
+    f: impl Fn(f32) -> f32 + Sync,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    use rayon::prelude::*;
     let data = storage.as_slice::<f32>()?;
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!("copra gelu: input must be contiguous");
     };
-    let out: Vec<f32> = data[start..end].iter().map(|v| f(*v)).collect();
+    let data = &data[start..end];
+    let mut out = vec![0f32; data.len()];
+    out.par_chunks_mut(MAP_CHUNK).zip(data.par_chunks(MAP_CHUNK)).for_each(|(o, x)| {
+        for (o, x) in o.iter_mut().zip(x) {
+            *o = f(*x);
+        }
+    });
     Ok((CpuStorage::F32(out), layout.shape().clone()))
 }
 
@@ -78,7 +106,7 @@ impl CustomOp1 for GeluErf {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        map_f32(storage, layout, |x| 0.5 * x * (1.0 + candle_core::cpu::erf::erf_f32(x * FRAC_1_SQRT_2)))
+        map_f32(storage, layout, |x| 0.5 * x * (1.0 + erf_f32(x * FRAC_1_SQRT_2)))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -94,7 +122,7 @@ impl CustomOp1 for GeluErfGrad {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         map_f32(storage, layout, |x| {
-            let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * FRAC_1_SQRT_2));
+            let cdf = 0.5 * (1.0 + erf_f32(x * FRAC_1_SQRT_2));
             cdf + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
         })
     }
@@ -177,6 +205,23 @@ mod tests {
         let g2 = (plain * &g).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(max_diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap()) < 1e-5);
         assert!(g1.get(&w).is_none(), "the frozen weight must not receive a gradient");
+    }
+
+    #[test]
+    fn fast_erf_is_within_2e7_of_erf() {
+        // Against statrs's double-precision erf on a fine grid over [−6, 6], and the closed
+        // values erf(0) = 0 (to 1e-9, the approximation's own), erf(±∞) = ±1, odd symmetry.
+        let mut worst = 0f64;
+        for i in -60_000..=60_000 {
+            let x = (i as f64 * 1e-4) as f32;
+            worst = worst.max((erf_f32(x) as f64 - statrs::function::erf::erf(x as f64)).abs());
+            assert_eq!(erf_f32(-x), -erf_f32(x));
+        }
+        assert!(worst < 2e-7, "max |error| {worst:e}");
+        assert!(erf_f32(0.0).abs() < 1e-8);
+        assert_eq!(erf_f32(f32::INFINITY), 1.0);
+        assert_eq!(erf_f32(f32::NEG_INFINITY), -1.0);
+        assert!(erf_f32(f32::NAN).is_nan());
     }
 
     #[test]

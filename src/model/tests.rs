@@ -243,6 +243,10 @@ fn op_backward_costs() {
             Box::new(|| candle_nn::ops::layer_norm_slow(x.as_tensor(), &w, &b, 1e-12).unwrap())
                 as Box<dyn Fn() -> Tensor>,
         ),
+        (
+            "layer-norm-ours",
+            Box::new(|| super::norm::layer_norm_differentiable(x.as_tensor(), &(w.clone(), b.clone()), 1e-12).unwrap()),
+        ),
         ("softmax", Box::new(|| candle_nn::ops::softmax(s.as_tensor(), D::Minus1).unwrap())),
         ("softmax-ours", Box::new(|| super::ops::softmax_last_dim(s.as_tensor()).unwrap())),
         ("gelu-ours", Box::new(|| super::ops::gelu_erf(x.as_tensor()).unwrap())),

@@ -3,9 +3,10 @@
 //! checkpoint round trip.
 
 use super::bert::Bert;
-use super::bert_config::{BertConfig, Pooling};
+use super::bert_config::BertConfig;
 use super::checkpoint;
 use super::lora::{LoraVars, TrainingBranch};
+use super::pooling::Pooling;
 use super::{Backbone, NoBranch, Numerics};
 use crate::adapter::{peft, LoraSpec, ModuleKey, TargetModule};
 use crate::util::rng_for;

@@ -26,3 +26,30 @@ pub fn use_coarse_parallelism() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }
+
+/// copra-lab's own element-wise kernels (the fused layer norm, GELU) split arrays of at least
+/// this many elements over threads; smaller ones run on the calling thread, as candle's maps do.
+pub const ELEMENTWISE_THREADING_MIN: usize = 1 << 20;
+
+/// The chunk length a parallel pass over `len` elements uses: `piece` for arrays of at least
+/// [`ELEMENTWISE_THREADING_MIN`] elements, else the whole array (one chunk, the calling thread).
+/// `piece` must be a multiple of whatever unit the pass works on (a row).
+pub fn elementwise_chunk(len: usize, piece: usize) -> usize {
+    if len >= ELEMENTWISE_THREADING_MIN {
+        piece.max(1)
+    } else {
+        len.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_arrays_are_one_chunk_and_large_ones_split() {
+        assert_eq!(elementwise_chunk(1000, 64), 1000);
+        assert_eq!(elementwise_chunk(0, 64), 1);
+        assert_eq!(elementwise_chunk(ELEMENTWISE_THREADING_MIN, 64), 64);
+    }
+}

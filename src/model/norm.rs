@@ -7,11 +7,12 @@
 //! input gradient is needed: with `x̂ = (x − μ)/σ` and `g' = g ⊙ w` per row of width `d`,
 //! `∂L/∂x = (g' − mean(g') − x̂ · mean(g' ⊙ x̂)) / σ`.
 
+use crate::parallel::elementwise_chunk;
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Rows per parallel task (rows are independent).
+/// Rows per parallel task of a large input (rows are independent).
 const ROWS_PER_TASK: usize = 64;
 
 /// `y = x̂ ⊙ w + b` per row, for constant `w` and `b` of the row width.
@@ -55,7 +56,8 @@ impl CustomOp1 for FrozenLayerNorm {
             candle_core::bail!("copra layer norm: rows of {d}, weight of {}", self.weight.len());
         }
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(d * ROWS_PER_TASK).zip(x.par_chunks(d * ROWS_PER_TASK)).for_each(|(o, x)| {
+        let chunk = elementwise_chunk(x.len(), d * ROWS_PER_TASK);
+        out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(o, x)| {
             for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
                 let (mean, inv) = row_stats(x, self.eps);
                 for i in 0..d {
@@ -91,7 +93,7 @@ impl CustomOp2 for FrozenLayerNormGrad {
         }
         let w = &self.weight;
         let mut out = vec![0f32; x.len()];
-        let chunk = d * ROWS_PER_TASK;
+        let chunk = elementwise_chunk(x.len(), d * ROWS_PER_TASK);
         out.par_chunks_mut(chunk).zip(x.par_chunks(chunk).zip(g.par_chunks(chunk))).for_each(|(o, (x, g))| {
             for ((o, x), g) in o.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
                 let (mean, inv) = row_stats(x, self.eps);
@@ -145,20 +147,24 @@ mod tests {
     #[test]
     fn matches_candle_in_value_and_input_gradient() {
         let dev = Device::Cpu;
-        // 3-D input, more rows than one parallel task, a non-contiguous upstream gradient.
-        let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (3, 50, 24), &dev).unwrap()).unwrap();
-        let ln = (Tensor::randn(1f32, 0.3, 24, &dev).unwrap(), Tensor::randn(0f32, 0.3, 24, &dev).unwrap());
-        let w = Tensor::randn(0f32, 1.0, (3, 24, 50), &dev).unwrap().transpose(1, 2).unwrap();
-        let ours = layer_norm_differentiable(x.as_tensor(), &ln, 1e-6).unwrap();
-        let theirs = candle_nn::ops::layer_norm_slow(x.as_tensor(), &ln.0, &ln.1, 1e-6).unwrap();
-        assert!(max_diff(&ours, &theirs) < 1e-5);
-        let g1 = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (theirs * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let (a, b) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
-        assert!(max_diff(a, b) < 1e-4, "{}", max_diff(a, b));
-        // The gradient is not trivially zero (a row's gradient sums to zero only with w = 1).
-        assert!(a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 0.1);
-        assert!(g1.get(&ln.0).is_none(), "the frozen weight must not receive a gradient");
+        // 3-D inputs with a non-contiguous upstream gradient: a small one (one chunk, the
+        // calling thread) and one above the threading threshold (split over row chunks).
+        for (batch, rows, d) in [(3, 50, 24), (2, 520, 1024)] {
+            assert_eq!(batch * rows * d >= crate::parallel::ELEMENTWISE_THREADING_MIN, d == 1024);
+            let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (batch, rows, d), &dev).unwrap()).unwrap();
+            let ln = (Tensor::randn(1f32, 0.3, d, &dev).unwrap(), Tensor::randn(0f32, 0.3, d, &dev).unwrap());
+            let w = Tensor::randn(0f32, 1.0, (batch, d, rows), &dev).unwrap().transpose(1, 2).unwrap();
+            let ours = layer_norm_differentiable(x.as_tensor(), &ln, 1e-6).unwrap();
+            let theirs = candle_nn::ops::layer_norm_slow(x.as_tensor(), &ln.0, &ln.1, 1e-6).unwrap();
+            assert!(max_diff(&ours, &theirs) < 1e-5);
+            let g1 = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (theirs * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let (a, b) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+            assert!(max_diff(a, b) < 1e-4, "{}", max_diff(a, b));
+            // The gradient is not trivially zero (a row's gradient sums to zero only with w = 1).
+            assert!(a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 0.1);
+            assert!(g1.get(&ln.0).is_none(), "the frozen weight must not receive a gradient");
+        }
     }
 
     #[test]

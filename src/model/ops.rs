@@ -57,7 +57,7 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
-/// Elements per parallel task of [`map_f32`].
+/// Elements per parallel task of [`map_f32`] on a large input.
 const MAP_CHUNK: usize = 1 << 14;
 
 /// `erf(x)` by Abramowitz & Stegun 7.1.26 (`1 − (a₁t + … + a₅t⁵)·e^{−x²}`, `t = 1/(1 + p|x|)`),
@@ -86,7 +86,8 @@ fn map_f32(
     };
     let data = &data[start..end];
     let mut out = vec![0f32; data.len()];
-    out.par_chunks_mut(MAP_CHUNK).zip(data.par_chunks(MAP_CHUNK)).for_each(|(o, x)| {
+    let chunk = crate::parallel::elementwise_chunk(data.len(), MAP_CHUNK);
+    out.par_chunks_mut(chunk).zip(data.par_chunks(chunk)).for_each(|(o, x)| {
         for (o, x) in o.iter_mut().zip(x) {
             *o = f(*x);
         }
@@ -246,6 +247,9 @@ mod tests {
         let g1 = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (theirs * &w).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(max_diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap()) < 1e-4);
+        // Above the threading threshold the map is split over chunks, with the same values.
+        let big = Tensor::randn(0f32, 2.0, (1 << 20) + 7, &Device::Cpu).unwrap();
+        assert!(max_diff(&gelu_erf(&big).unwrap(), &big.gelu_erf().unwrap()) < 1e-5);
         // Strided input (a transpose) is handled too.
         let t = x.as_tensor().t().unwrap();
         assert!(max_diff(&gelu_erf(&t).unwrap(), &t.gelu_erf().unwrap()) < 1e-5);

@@ -228,6 +228,7 @@ fn mean_pooling_is_the_mean_of_transformers_patch_tokens() {
             for numerics in [Numerics::Fused, Numerics::Differentiable] {
                 let got = model.features(images, &NoBranch, numerics).unwrap();
                 let d = max_abs_diff(&got, &reference);
+                eprintln!("mean pooling, {prefix} {size} {numerics:?}: max |ours − transformers| {d:.1e}");
                 assert!(d < TOLERANCE, "{prefix} {size} {numerics:?}: {d}");
             }
             // Not the class token: the two poolings differ.

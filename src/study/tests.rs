@@ -452,6 +452,7 @@ fn the_committed_reports_keep_their_cell_ids() {
         "oq2-iterations",
         "oq3-heterogeneous",
         "minilm",
+        "dinov2",
     ];
     for name in names {
         let report = root.join(format!("reports/{name}"));

@@ -7,6 +7,7 @@
 //! input gradient is needed: with `x̂ = (x − μ)/σ` and `g' = g ⊙ w` per row of width `d`,
 //! `∂L/∂x = (g' − mean(g') − x̂ · mean(g' ⊙ x̂)) / σ`.
 
+use super::ops::contiguous_rows;
 use crate::parallel::elementwise_chunk;
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
@@ -36,22 +37,13 @@ fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-/// The contiguous f32 slice of `storage` under `layout` and its row width.
-fn rows_of<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<(&'a [f32], usize)> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("copra layer norm: {what} must be contiguous");
-    };
-    let width = *layout.shape().dims().last().unwrap_or(&1);
-    Ok((&storage.as_slice::<f32>()?[start..end], width.max(1)))
-}
-
 impl CustomOp1 for FrozenLayerNorm {
     fn name(&self) -> &'static str {
         "copra-frozen-layer-norm"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, d) = rows_of(storage, layout, "input")?;
+        let (x, d) = contiguous_rows(storage, layout, "layer norm: input")?;
         if d != self.weight.len() {
             candle_core::bail!("copra layer norm: rows of {d}, weight of {}", self.weight.len());
         }
@@ -86,8 +78,8 @@ impl CustomOp2 for FrozenLayerNormGrad {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, d) = rows_of(xs, xl, "input")?;
-        let (g, _) = rows_of(gs, gl, "gradient")?;
+        let (x, d) = contiguous_rows(xs, xl, "layer norm: input")?;
+        let (g, _) = contiguous_rows(gs, gl, "layer norm: gradient")?;
         if g.len() != x.len() {
             candle_core::bail!("copra layer norm: gradient of {} values for {} inputs", g.len(), x.len());
         }

@@ -9,6 +9,21 @@
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
 
+/// The contiguous f32 values of `storage` under `layout` and the width of their last dimension
+/// (a row), for the CPU kernels here and in `norm`; `what` names the operand in the error
+/// (`"softmax: input"` → "copra softmax: input must be contiguous").
+pub(crate) fn contiguous_rows<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> candle_core::Result<(&'a [f32], usize)> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("copra {what} must be contiguous");
+    };
+    let width = *layout.shape().dims().last().unwrap_or(&1);
+    Ok((&storage.as_slice::<f32>()?[start..end], width.max(1)))
+}
+
 /// Row softmax over the last dimension; backward `y ⊙ (g − Σ g⊙y)`.
 struct Softmax;
 
@@ -18,13 +33,9 @@ impl CustomOp1 for Softmax {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let data = storage.as_slice::<f32>()?;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("copra softmax: input must be contiguous");
-        };
-        let dim = *layout.shape().dims().last().unwrap_or(&1);
-        let mut out = data[start..end].to_vec();
-        for row in out.chunks_mut(dim.max(1)) {
+        let (data, dim) = contiguous_rows(storage, layout, "softmax: input")?;
+        let mut out = data.to_vec();
+        for row in out.chunks_mut(dim) {
             let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0;
             for v in row.iter_mut() {
@@ -82,11 +93,7 @@ fn map_f32(
     f: impl Fn(f32) -> f32 + Sync,
 ) -> candle_core::Result<(CpuStorage, Shape)> {
     use rayon::prelude::*;
-    let data = storage.as_slice::<f32>()?;
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("copra gelu: input must be contiguous");
-    };
-    let data = &data[start..end];
+    let (data, _) = contiguous_rows(storage, layout, "gelu: input")?;
     let out = if data.len() < crate::parallel::ELEMENTWISE_THREADING_MIN {
         data.iter().map(|x| f(*x)).collect()
     } else {
@@ -158,11 +165,9 @@ impl CustomOp1 for FrozenLinear {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("copra frozen linear: input must be contiguous");
-        };
+        let (data, _) = contiguous_rows(storage, layout, "frozen linear: input")?;
         let (rows, cols) = layout.shape().dims2()?;
-        let x = Tensor::from_slice(&storage.as_slice::<f32>()?[start..end], (rows, cols), &candle_core::Device::Cpu)?;
+        let x = Tensor::from_slice(data, (rows, cols), &candle_core::Device::Cpu)?;
         let mut y = x.matmul(&self.weight.t()?)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;

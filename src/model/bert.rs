@@ -10,12 +10,13 @@
 //! each example's mask with it. Padded positions never reach a real one (their
 //! keys are masked) nor the pooled feature.
 
+use super::attention::attention;
 use super::bert_config::BertConfig;
 use super::branch::Branch;
 use super::checkpoint::{linear_tensors, Architecture, HfTensors};
 use super::encoder::{
-    adapted_linear, add_deltas, attention, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder,
-    InputKind, LinearWeights, Numerics,
+    adapted_linear, add_deltas, layer_norm, linear_shape, module_index, Backbone, BlockLinears, Encoder, InputKind,
+    LinearWeights, Numerics,
 };
 use super::pooling::Pooling;
 use crate::adapter::names::{EncoderNames, Spelling};

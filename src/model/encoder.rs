@@ -367,29 +367,6 @@ pub fn softmax(x: &Tensor, numerics: Numerics) -> Result<Tensor> {
     }
 }
 
-/// Multi-head scaled dot-product attention context `[B, T, D]` of projected `q`, `k`, `v`
-/// `[B, T, D]`; `bias` (broadcast to `[B, heads, T, T]`) is added to the scores (the
-/// padding mask), `None` attends everywhere.
-pub fn attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    heads: usize,
-    bias: Option<&Tensor>,
-    numerics: Numerics,
-) -> Result<Tensor> {
-    let (b, t, d) = q.dims3()?;
-    let hd = d / heads;
-    let split = |y: Tensor| -> Result<Tensor> { Ok(y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?) };
-    let (q, k, v) = (split(q)?, split(k)?, split(v)?);
-    let mut scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-    if let Some(bias) = bias {
-        scores = scores.broadcast_add(bias)?;
-    }
-    let probs = softmax(&scores, numerics)?;
-    Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?)
-}
-
 /// Adds ΔW to `lw`'s weight (the module `key`), checking the shape.
 pub fn apply_delta(lw: &mut LinearWeights, key: &ModuleKey, delta: &Matrix, device: &Device) -> Result<()> {
     let (o, i) = lw.weight.dims2()?;

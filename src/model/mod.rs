@@ -2,6 +2,7 @@
 //! Hugging Face ViT, BERT, CLIP and DINOv2 architectures, their checkpoint format, LoRA branches
 //! and the classifier heads.
 
+pub mod attention;
 pub mod bert;
 pub mod bert_config;
 pub mod branch;

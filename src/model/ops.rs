@@ -24,6 +24,19 @@ pub(crate) fn contiguous_rows<'a>(
     Ok((&storage.as_slice::<f32>()?[start..end], width.max(1)))
 }
 
+/// The differentiable softmax of one row, in place: `exp(x − max)`, summed in order, divided.
+pub(crate) fn softmax_row(row: &mut [f32]) {
+    let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - m).exp();
+        sum += *v;
+    }
+    for v in row.iter_mut() {
+        *v /= sum;
+    }
+}
+
 /// Row softmax over the last dimension; backward `y ⊙ (g − Σ g⊙y)`.
 struct Softmax;
 
@@ -36,15 +49,7 @@ impl CustomOp1 for Softmax {
         let (data, dim) = contiguous_rows(storage, layout, "softmax: input")?;
         let mut out = data.to_vec();
         for row in out.chunks_mut(dim) {
-            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for v in row.iter_mut() {
-                *v = (*v - m).exp();
-                sum += *v;
-            }
-            for v in row.iter_mut() {
-                *v /= sum;
-            }
+            softmax_row(row);
         }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }

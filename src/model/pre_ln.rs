@@ -2,8 +2,9 @@
 //! `h = x + attn(ln1(x)); out = h + mlp(ln2(h))`, with LoRA on every linear layer; DINOv2
 //! scales each branch per channel (layer scale): `h = x + γ₁ ⊙ attn(…); out = h + γ₂ ⊙ mlp(…)`.
 
+use super::attention::attention;
 use super::branch::Branch;
-use super::encoder::{adapted_linear, attention, layer_norm, module_index, BlockLinears, LinearWeights, Numerics};
+use super::encoder::{adapted_linear, layer_norm, module_index, BlockLinears, LinearWeights, Numerics};
 use crate::adapter::TargetModule;
 use anyhow::Result;
 use candle_core::{DType, Tensor};

@@ -14,6 +14,9 @@ fn inputs(b: usize, t: usize, d: usize) -> (Var, Var, Var) {
     (var(0.0), var(1.0), var(2.0))
 }
 
+/// [`attention`] or [`attention_composite`].
+type AttentionFn = fn(Tensor, Tensor, Tensor, usize, Option<&Tensor>, Numerics) -> Result<Tensor>;
+
 fn bits(t: &Tensor) -> Vec<u32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect()
 }
@@ -57,7 +60,7 @@ fn assert_bit_identical(b: usize, t: usize, d: usize, heads: usize, bias: Option
     assert_eq!(ours.1, theirs.1, "∂q");
     assert_eq!(ours.2, theirs.2, "∂k");
     assert_eq!(ours.3, theirs.3, "∂v");
-    let eval = |f: fn(Tensor, Tensor, Tensor, usize, Option<&Tensor>, Numerics) -> Result<Tensor>| {
+    let eval = |f: AttentionFn| {
         bits(
             &f(q.as_tensor().detach(), k.as_tensor().detach(), v.as_tensor().detach(), heads, bias, Numerics::Fused)
                 .unwrap(),

@@ -22,7 +22,7 @@ use candle_core::cpu::kernels::VecOps;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Sizes of one attention call: `b` sequences of `t` tokens, width `d = heads · hd`.
 #[derive(Clone, Copy, Debug)]
@@ -184,6 +184,11 @@ fn values<'a>(storage: &'a Storage, layout: &Layout, what: &str) -> candle_core:
 }
 
 impl FusedAttention {
+    /// The probabilities the training forward pass keeps for the backward pass.
+    fn kept_probs(&self) -> candle_core::Result<MutexGuard<'_, Vec<f32>>> {
+        self.probs.lock().map_err(|_| candle_core::Error::Msg("copra attention: poisoned lock".into()))
+    }
+
     /// Scores, softmax: the probabilities `[B·H, T, T]`.
     fn probabilities(&self, q: &[f32], k: &[f32]) -> Vec<f32> {
         let Dims { t, d, hd, heads, .. } = self.dims;
@@ -254,7 +259,7 @@ impl CustomOp3 for FusedAttention {
         let probs = self.probabilities(q, k);
         let out = self.context(&probs, v);
         if self.numerics == Numerics::Differentiable {
-            *self.probs.lock().map_err(|_| candle_core::Error::Msg("copra attention: poisoned lock".into()))? = probs;
+            *self.kept_probs()? = probs;
         }
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
@@ -267,7 +272,7 @@ impl CustomOp3 for FusedAttention {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let probs = self.probs.lock().map_err(|_| candle_core::Error::Msg("copra attention: poisoned lock".into()))?;
+        let probs = self.kept_probs()?;
         if probs.is_empty() {
             candle_core::bail!("copra attention: backward of an evaluation (fused-numerics) forward");
         }
